@@ -1,0 +1,39 @@
+// Adam on flat Float32Arrays, exactly as MATLAB's adamupdate:
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+//   w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+// t is the shared iteration count of G and D, starting at 1.
+
+export interface AdamHyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  epsilon: number;
+}
+
+export const ADAM_EPSILON = 1e-8;
+
+/** One in-place Adam step on `w`, `m`, `v` from gradient `g`, for indices [from, to). */
+export function adamStep(
+  w: Float32Array,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  t: number,
+  h: AdamHyper,
+  from = 0,
+  to = w.length,
+): void {
+  const { lr, beta1: b1, beta2: b2, epsilon } = h;
+  const c1 = 1 - b1 ** t;
+  const c2 = 1 - b2 ** t;
+  const a1 = 1 - b1;
+  const a2 = 1 - b2;
+  for (let i = from; i < to; i++) {
+    const gi = g[i];
+    const mi = b1 * m[i] + a1 * gi;
+    const vi = b2 * v[i] + a2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    w[i] -= (lr * (mi / c1)) / (Math.sqrt(vi / c2) + epsilon);
+  }
+}

@@ -1,0 +1,96 @@
+// Forward passes of G and D as tfjs ops over named parameter tensors, following the layer lists
+// of architecture.ts. Training mode normalises with batch statistics and records them.
+
+import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
+import type { TF } from './backend.ts';
+import { BN_EPSILON, type Layer, type Net } from './architecture.ts';
+
+export type ParamTensors = Record<string, Tensor>;
+
+/** Per-channel batch statistics one BatchNorm layer saw in training mode. */
+export interface BatchStats {
+  mean: Tensor1D;
+  variance: Tensor1D;
+  /** Elements per channel that went into them: rows x H x W. */
+  count: number;
+}
+
+export interface ForwardOptions {
+  training: boolean;
+  /** D only: dropout multipliers shaped like the input (0 or 1/(1-rate)); training only. */
+  dropoutMask?: Tensor;
+  /** When given, each BatchNorm layer's batch statistics are kept here (tf.keep'd). */
+  stats?: Map<string, BatchStats>;
+}
+
+function batchNorm(tf: TF, x: Tensor4D, net: Net, l: Extract<Layer, { kind: 'bn' }>, p: ParamTensors, opts: ForwardOptions): Tensor4D {
+  const key = `${net}/${l.name}`;
+  const offset = p[`${key}/offset`] as Tensor1D;
+  const scale = p[`${key}/scale`] as Tensor1D;
+  if (!opts.training) {
+    return tf.batchNorm4d(x, p[`${key}/mean`] as Tensor1D, p[`${key}/var`] as Tensor1D, offset, scale, BN_EPSILON);
+  }
+  // Biased batch variance normalises, as MATLAB's and every framework's BatchNorm in training.
+  const { mean, variance } = tf.moments(x, [0, 1, 2]);
+  if (opts.stats) {
+    opts.stats.set(key, {
+      mean: tf.keep(mean as Tensor1D),
+      variance: tf.keep(variance as Tensor1D),
+      count: x.shape[0] * x.shape[1] * x.shape[2],
+    });
+  }
+  return tf.batchNorm4d(x, mean as Tensor1D, variance as Tensor1D, offset, scale, BN_EPSILON);
+}
+
+/** Runs one network's layers on `input`: G from Z [n, latent] to images, D from images to logits [n]. */
+export function forward(tf: TF, net: Net, layers: Layer[], p: ParamTensors, input: Tensor, opts: ForwardOptions): Tensor {
+  let x: Tensor = input;
+  const n = input.shape[0];
+  for (const l of layers) {
+    const key = `${net}/${l.name}`;
+    switch (l.kind) {
+      case 'input':
+        break;
+      case 'project': // fully connected with bias, reshaped to 4 x 4 x 8nf (projectAndReshapeLayer)
+        x = tf.add(tf.matMul(x as Tensor2D, p[`${key}/w`] as Tensor2D), p[`${key}/b`]).reshape([n, ...l.shape]);
+        break;
+      case 'tconv': {
+        const [, h, w] = x.shape;
+        const size = (s: number) => (l.pad === 'same' ? s * l.stride : (s - 1) * l.stride + l.k);
+        // 'same' crops 1 row/column at the top/left and 2 at the bottom/right for a 5x5 kernel at
+        // stride 2, as MATLAB's Cropping 'same' (the extra row comes off the bottom).
+        const y = tf.conv2dTranspose(x as Tensor4D, p[`${key}/w`] as Tensor4D, [n, size(h!), size(w!), l.outC], l.stride, l.pad);
+        x = tf.add(y, p[`${key}/b`]);
+        break;
+      }
+      case 'conv':
+        x = tf.add(tf.conv2d(x as Tensor4D, p[`${key}/w`] as Tensor4D, l.stride, l.pad), p[`${key}/b`]);
+        break;
+      case 'bn':
+        x = batchNorm(tf, x as Tensor4D, net, l, p, opts);
+        break;
+      case 'relu':
+        x = tf.relu(x);
+        break;
+      case 'leakyrelu':
+        x = tf.leakyRelu(x, l.alpha);
+        break;
+      case 'tanh':
+        x = tf.tanh(x);
+        break;
+      case 'dropout':
+        if (opts.training && opts.dropoutMask) x = tf.mul(x, opts.dropoutMask);
+        break;
+      case 'sigmoid':
+        // D returns its logit; the loss applies log-sigmoid (softplus) so no log(0) can occur.
+        x = x.reshape([n]);
+        break;
+    }
+  }
+  return x;
+}
+
+/** uint8 HWC images [n, s, s, 3] in [0, 255] -> float in [-1, 1], as the seed's rescale. */
+export function imagesToInput(tf: TF, images: Uint8Array, n: number, size: number): Tensor4D {
+  return tf.tidy(() => tf.sub(tf.div(tf.tensor4d(images, [n, size, size, 3], 'int32').toFloat(), 127.5), 1) as Tensor4D);
+}

@@ -1,0 +1,193 @@
+// What a worker computes: modelLoss on one shard (gradients of lossG w.r.t. G and of lossD
+// w.r.t. D, BatchNorm batch statistics, scores and losses) and G in inference mode for samples.
+
+import type { Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
+import type { ModelConfig } from '../coordinator/config.ts';
+import { dropoutMask } from '../coordinator/rng.ts';
+import type { TF } from './backend.ts';
+import { DROPOUT_RATE, layersOf, paramSpecs, type Layer, type NamedArrays, type ParamSpec } from './architecture.ts';
+import { lossD, lossG, scores } from './loss.ts';
+import { forward, imagesToInput, type BatchStats, type ParamTensors } from './model.ts';
+
+/** One shard of a mini-batch: `n` contiguous rows starting at global row `rowStart`. */
+export interface Shard {
+  iteration: number;
+  rowStart: number;
+  n: number;
+  /** uint8 HWC images, n x size x size x 3. */
+  images: Uint8Array;
+  /** Latent rows, n x latent. */
+  z: Float32Array;
+  /** Real-label flip bits, n. */
+  flip: Uint8Array;
+}
+
+/** Per-channel sums over the shard's rows x H x W, so the coordinator can pool exact batch statistics. */
+export interface BnSums {
+  sum: Float32Array;
+  sumSq: Float32Array;
+  count: number;
+}
+
+export interface ShardResult {
+  n: number;
+  /** Gradients of lossG w.r.t. G's learnables and of lossD w.r.t. D's, by parameter name. */
+  grads: NamedArrays;
+  /** By layer key ("G/bn1", "D/bn2"): G's from its forward pass, D's from the real-image pass. */
+  bn: Record<string, BnSums>;
+  lossG: number;
+  lossD: number;
+  scoreG: number;
+  scoreD: number;
+  computeMs: number;
+}
+
+/** Dropout passes: D sees real images in pass 0 and generated ones in pass 1. */
+export const PASS_REAL = 0;
+export const PASS_GEN = 1;
+
+export class Trainer {
+  readonly gLayers: Layer[];
+  readonly dLayers: Layer[];
+  readonly gSpecs: ParamSpec[];
+  readonly dSpecs: ParamSpec[];
+  private params: ParamTensors = {};
+
+  constructor(
+    private readonly tf: TF,
+    readonly cfg: ModelConfig,
+    /** The run seed, which keys dropout masks. */
+    readonly seed: number,
+  ) {
+    this.gLayers = layersOf('G', cfg);
+    this.dLayers = layersOf('D', cfg);
+    this.gSpecs = paramSpecs('G', cfg);
+    this.dSpecs = paramSpecs('D', cfg);
+  }
+
+  /** Replaces the weights (learnables and BN running statistics) with the named arrays given. */
+  setWeights(named: NamedArrays): void {
+    const next: ParamTensors = {};
+    for (const s of [...this.gSpecs, ...this.dSpecs]) {
+      const a = named[s.name];
+      if (!a) throw new Error(`setWeights: missing parameter ${s.name}`);
+      next[s.name] = this.tf.tensor(a, s.shape, 'float32');
+    }
+    this.disposeWeights();
+    this.params = next;
+  }
+
+  private disposeWeights(): void {
+    for (const t of Object.values(this.params)) t.dispose();
+    this.params = {};
+  }
+
+  dispose(): void {
+    this.disposeWeights();
+  }
+
+  /** The dropout multipliers of D's input for `shard` in `pass`, keyed by global row. */
+  dropout(shard: Pick<Shard, 'iteration' | 'rowStart' | 'n'>, pass: number): Tensor {
+    const s = this.cfg.imageSize;
+    const mask = dropoutMask(this.seed, shard.iteration, pass, shard.rowStart, shard.n, s * s * 3, DROPOUT_RATE);
+    return this.tf.tensor4d(mask, [shard.n, s, s, 3]);
+  }
+
+  /**
+   * modelLoss on one shard. Two tapes, as MATLAB's two dlgradient calls: lossG back through D
+   * into G's learnables, then lossD into D's learnables with the generated images held fixed.
+   */
+  step(shard: Shard, masks?: { real: Tensor; gen: Tensor }): ShardResult {
+    const tf = this.tf;
+    const t0 = performance.now();
+    const { gSpecs, dSpecs, params } = this;
+    const gLearn = gSpecs.filter((s) => s.role === 'learnable');
+    const dLearn = dSpecs.filter((s) => s.role === 'learnable');
+    const stats = new Map<string, BatchStats>();
+    const out = tf.tidy(() => {
+      const s = this.cfg.imageSize;
+      const z = tf.tensor2d(shard.z, [shard.n, this.cfg.latent]);
+      const real = imagesToInput(tf, shard.images, shard.n, s);
+      const flip = tf.tensor1d(shard.flip, 'float32');
+      const maskReal = masks?.real ?? this.dropout(shard, PASS_REAL);
+      const maskGen = masks?.gen ?? this.dropout(shard, PASS_GEN);
+      const withParams = (names: ParamSpec[], values: Tensor[]): ParamTensors => {
+        const p = { ...params };
+        names.forEach((spec, i) => (p[spec.name] = values[i]));
+        return p;
+      };
+
+      // (1) The generator's loss, through D (training mode: batch statistics, dropout), into G.
+      let generated!: Tensor;
+      const g = tf.valueAndGrads((...gw: Tensor[]) => {
+        const p = withParams(gLearn, gw);
+        generated = tf.keep(forward(tf, 'G', this.gLayers, p, z, { training: true, stats }));
+        const logitsGen = forward(tf, 'D', this.dLayers, p, generated, { training: true, dropoutMask: maskGen });
+        return lossG(tf, logitsGen as Tensor1D);
+      })(gLearn.map((spec) => params[spec.name]));
+
+      // (2) The discriminator's loss on real and generated images, into D.
+      let logitsReal!: Tensor;
+      let logitsGen!: Tensor;
+      const d = tf.valueAndGrads((...dw: Tensor[]) => {
+        const p = withParams(dLearn, dw);
+        logitsReal = tf.keep(forward(tf, 'D', this.dLayers, p, real, { training: true, dropoutMask: maskReal, stats }));
+        logitsGen = tf.keep(forward(tf, 'D', this.dLayers, p, generated, { training: true, dropoutMask: maskGen }));
+        return lossD(tf, logitsReal as Tensor1D, logitsGen as Tensor1D, flip);
+      })(dLearn.map((spec) => params[spec.name]));
+
+      const sc = scores(tf, logitsReal, logitsGen);
+      const grads: NamedArrays = {};
+      gLearn.forEach((spec, i) => (grads[spec.name] = g.grads[i].dataSync() as Float32Array));
+      dLearn.forEach((spec, i) => (grads[spec.name] = d.grads[i].dataSync() as Float32Array));
+      tf.dispose([generated, logitsReal, logitsGen]);
+      return {
+        grads,
+        lossG: g.value.dataSync()[0],
+        lossD: d.value.dataSync()[0],
+        scoreG: sc.scoreG.dataSync()[0],
+        scoreD: sc.scoreD.dataSync()[0],
+      };
+    });
+    const bn: Record<string, BnSums> = {};
+    for (const [key, st] of stats) {
+      const mean = st.mean.dataSync() as Float32Array;
+      const variance = st.variance.dataSync() as Float32Array;
+      const sum = new Float32Array(mean.length);
+      const sumSq = new Float32Array(mean.length);
+      for (let c = 0; c < mean.length; c++) {
+        sum[c] = mean[c] * st.count;
+        sumSq[c] = (variance[c] + mean[c] * mean[c]) * st.count;
+      }
+      bn[key] = { sum, sumSq, count: st.count };
+      tf.dispose([st.mean, st.variance]);
+    }
+    return { n: shard.n, ...out, bn, computeMs: performance.now() - t0 };
+  }
+
+  /** G(z) in inference mode (BatchNorm with running statistics, as MATLAB's predict): k x s x s x 3 in [-1, 1]. */
+  generate(z: Float32Array, count: number): Float32Array {
+    const tf = this.tf;
+    return tf.tidy(() => {
+      const zt = tf.tensor2d(z, [count, this.cfg.latent]) as Tensor2D;
+      return forward(tf, 'G', this.gLayers, this.params, zt, { training: false }).dataSync() as Float32Array;
+    });
+  }
+
+  /** D's logits in training mode for given weights: used by the gradient check. */
+  lossesFor(shard: Shard, masks: { real: Tensor; gen: Tensor }): { lossG: number; lossD: number } {
+    const tf = this.tf;
+    return tf.tidy(() => {
+      const z = tf.tensor2d(shard.z, [shard.n, this.cfg.latent]);
+      const real = imagesToInput(tf, shard.images, shard.n, this.cfg.imageSize);
+      const flip = tf.tensor1d(shard.flip, 'float32');
+      const generated = forward(tf, 'G', this.gLayers, this.params, z, { training: true });
+      const lg = forward(tf, 'D', this.dLayers, this.params, generated, { training: true, dropoutMask: masks.gen });
+      const lr = forward(tf, 'D', this.dLayers, this.params, real, { training: true, dropoutMask: masks.real });
+      return {
+        lossG: lossG(tf, lg as Tensor1D).dataSync()[0],
+        lossD: lossD(tf, lr as Tensor1D, lg as Tensor1D, flip).dataSync()[0],
+      };
+    });
+  }
+}
