@@ -1,0 +1,79 @@
+// `gan-dist data fetch|check|synth`: thin commands over data/. Human output is short; --json
+// prints one JSON object on stdout. Progress and warnings go to stderr.
+
+import { Argument, type Command, InvalidArgumentError, Option } from 'commander';
+import { checkData } from '../data/check.ts';
+import { fetchFlowers } from '../data/fetch.ts';
+import { formatBytes, stderrLog } from '../data/progress.ts';
+import { writeSyntheticPngs } from '../data/synthetic.ts';
+
+function integer(min: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`must be an integer >= ${min}`);
+    return n;
+  };
+}
+
+const print = (json: boolean, value: unknown, human: string): void => {
+  process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${human}\n`);
+};
+
+export function registerDataCommands(program: Command): void {
+  const data = program.command('data').description('get, inspect and make training images');
+
+  data
+    .command('fetch')
+    .description("download and extract a dataset (the seed's flower_photos, 218 MB)")
+    .addArgument(new Argument('<name>', 'dataset').choices(['flowers']))
+    .option('--dir <dir>', 'folder to extract flower_photos/ into (default: <cache root>/datasets)')
+    .option('--url <url>', 'where to download the archive from')
+    .option('--json', 'print the result as JSON')
+    .action(async (_name: string, opts: { dir?: string; url?: string; json?: boolean }) => {
+      const result = await fetchFlowers({ dir: opts.dir, url: opts.url, log: stderrLog() });
+      const use = opts.dir ? `--data ${result.dir}` : '--data flowers';
+      print(
+        opts.json === true,
+        result,
+        result.fetched
+          ? `flower_photos is at ${result.dir} (${formatBytes(result.bytes)} downloaded); train with ${use}`
+          : `flower_photos is already at ${result.dir}; nothing downloaded; train with ${use}`,
+      );
+    });
+
+  data
+    .command('check')
+    .description('count the usable images of a folder, list skipped files with reasons, time decoding')
+    .argument('<dir>', 'folder of images (subfolders are searched)')
+    .option('--image-size <n>', 'decode to n x n', integer(4), 64)
+    .addOption(new Option('--resize <mode>', 'stretch (aspect not kept, as MATLAB) or cover (centre crop)').choices(['stretch', 'cover']).default('stretch'))
+    .option('--threads <n>', 'decode threads (0: main thread with sharp\'s own threads)', integer(0))
+    .option('--json', 'print the report as JSON')
+    .action(async (dir: string, opts: { imageSize: number; resize: 'stretch' | 'cover'; threads?: number; json?: boolean }) => {
+      const report = await checkData(dir, { imageSize: opts.imageSize, resize: opts.resize, threads: opts.threads, log: stderrLog() });
+      const classes = Object.entries(report.classes).map(([label, n]) => `${label} ${n}`).join(', ');
+      const lines = [
+        `${report.root}: ${report.images} images in ${Object.keys(report.classes).length} classes (${classes})`,
+        `skipped ${report.skipped.files.length}${report.skipped.files.length ? ':' : ''}`,
+        ...report.skipped.files.map((f) => `  ${f.rel}: ${f.reason}`),
+        `ignored ${report.skipped.ignored} files that are not images`,
+        `decode: ${Math.round(report.decode.imagesPerSecond)} images/s to ${report.decode.imageSize}x${report.decode.imageSize} (${report.decode.seconds.toFixed(1)} s, ${report.decode.threads === 0 ? 'main thread' : `${report.decode.threads} threads`})`,
+      ];
+      print(opts.json === true, report, lines.join('\n'));
+    });
+
+  data
+    .command('synth')
+    .description('write synthetic flower pictures (the --data synthetic set) as PNG files')
+    .requiredOption('--out <dir>', 'folder to write into')
+    .requiredOption('--count <n>', 'how many', integer(1))
+    .option('--size <n>', 'pixels per side', integer(4), 64)
+    .option('--seed <n>', 'seed of the set', integer(0), 0)
+    .option('--json', 'print the result as JSON')
+    .action(async (opts: { out: string; count: number; size: number; seed: number; json?: boolean }) => {
+      const started = performance.now();
+      const files = await writeSyntheticPngs(opts.out, opts.count, { imageSize: opts.size, seed: opts.seed });
+      const seconds = (performance.now() - started) / 1000;
+      print(opts.json === true, { dir: opts.out, count: files.length, size: opts.size, seed: opts.seed, seconds }, `wrote ${files.length} ${opts.size}x${opts.size} PNG files to ${opts.out} in ${seconds.toFixed(1)} s`);
+    });
+}
