@@ -2,7 +2,7 @@
 // prints one JSON object on stdout. Progress and warnings go to stderr.
 
 import { Argument, type Command, InvalidArgumentError, Option } from 'commander';
-import { checkData } from '../data/check.ts';
+import { checkData, formatCheckReport } from '../data/check.ts';
 import { fetchFlowers } from '../data/fetch.ts';
 import { formatBytes, stderrLog } from '../data/progress.ts';
 import { writeSyntheticPngs } from '../data/synthetic.ts';
@@ -44,22 +44,14 @@ export function registerDataCommands(program: Command): void {
   data
     .command('check')
     .description('count the usable images of a folder, list skipped files with reasons, time decoding')
-    .argument('<dir>', 'folder of images (subfolders are searched)')
+    .argument('<dir>', "folder of images (subfolders are searched), or 'flowers' for the fetched set")
     .option('--image-size <n>', 'decode to n x n', integer(4), 64)
     .addOption(new Option('--resize <mode>', 'stretch (aspect not kept, as MATLAB) or cover (centre crop)').choices(['stretch', 'cover']).default('stretch'))
     .option('--threads <n>', 'decode threads (0: main thread with sharp\'s own threads)', integer(0))
     .option('--json', 'print the report as JSON')
     .action(async (dir: string, opts: { imageSize: number; resize: 'stretch' | 'cover'; threads?: number; json?: boolean }) => {
       const report = await checkData(dir, { imageSize: opts.imageSize, resize: opts.resize, threads: opts.threads, log: stderrLog() });
-      const classes = Object.entries(report.classes).map(([label, n]) => `${label} ${n}`).join(', ');
-      const lines = [
-        `${report.root}: ${report.images} images in ${Object.keys(report.classes).length} classes (${classes})`,
-        `skipped ${report.skipped.files.length}${report.skipped.files.length ? ':' : ''}`,
-        ...report.skipped.files.map((f) => `  ${f.rel}: ${f.reason}`),
-        `ignored ${report.skipped.ignored} files that are not images`,
-        `decode: ${Math.round(report.decode.imagesPerSecond)} images/s to ${report.decode.imageSize}x${report.decode.imageSize} (${report.decode.seconds.toFixed(1)} s, ${report.decode.threads === 0 ? 'main thread' : `${report.decode.threads} threads`})`,
-      ];
-      print(opts.json === true, report, lines.join('\n'));
+      print(opts.json === true, report, formatCheckReport(report));
     });
 
   data

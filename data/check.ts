@@ -5,10 +5,12 @@ import { decodeFiles, DEFAULT_THREADS } from './decoder.ts';
 import { DEFAULT_MAX_INPUT_PIXELS, type ResizeMode } from './decode.ts';
 import { silentLog, type DataLog } from './events.ts';
 import { listImages } from './listing.ts';
+import { resolveDataFolder } from './locations.ts';
 import { ProgressTracker } from './progress.ts';
 import { summariseSkips, type SkippedSummary } from './skips.ts';
 
 export interface CheckOptions {
+  cacheDir?: string;
   imageSize?: number;
   resize?: ResizeMode;
   threads?: number;
@@ -29,11 +31,12 @@ export interface CheckReport {
 /** Images decoded per group: the pixels are thrown away, so memory stays small for any folder. */
 const GROUP = 256;
 
+/** `dir` is a folder, or 'flowers' for the fetched flower_photos. */
 export async function checkData(dir: string, options: CheckOptions = {}): Promise<CheckReport> {
   const log = options.log ?? silentLog;
   const imageSize = options.imageSize ?? 64;
   const threads = options.threads ?? DEFAULT_THREADS;
-  const listing = await listImages(dir);
+  const listing = await listImages(resolveDataFolder(dir, options.cacheDir));
   const started = performance.now();
   const progress = new ProgressTracker(log, 'decode', 'images', listing.files.length);
   const summary = await decodeFiles(
@@ -59,4 +62,18 @@ export async function checkData(dir: string, options: CheckOptions = {}): Promis
     skipped: summariseSkips([...listing.skipped, ...failures], listing.ignored),
     decode: { imageSize, threads, seconds, imagesPerSecond: listing.files.length / Math.max(seconds, 1e-9) },
   };
+}
+
+/** The report for people: counts per class, each skipped file with its reason, throughput. */
+export function formatCheckReport(report: CheckReport): string {
+  const classes = Object.entries(report.classes).map(([label, n]) => `${label} ${n}`).join(', ');
+  const { files, ignored } = report.skipped;
+  const { imageSize, threads, seconds, imagesPerSecond } = report.decode;
+  return [
+    `${report.root}: ${report.images} images in ${Object.keys(report.classes).length} classes (${classes})`,
+    `skipped ${files.length}${files.length ? ':' : ''}`,
+    ...files.map((f) => `  ${f.rel}: ${f.reason}`),
+    `ignored ${ignored} files that are not images`,
+    `decode: ${Math.round(imagesPerSecond)} images/s to ${imageSize}x${imageSize} (${seconds.toFixed(1)} s, ${threads === 0 ? 'main thread' : `${threads} threads`})`,
+  ].join('\n');
 }

@@ -74,7 +74,7 @@ export async function decodeInto(file: string, options: DecodeOptions, target: U
     target.set(data);
     return undefined;
   } catch (err) {
-    return describeSharpError(err);
+    return describeSharpError(err, bytes);
   }
 }
 
@@ -82,15 +82,27 @@ function megapixels(pixels: number): string {
   return `${(pixels / 1e6).toFixed(pixels < 1e7 ? 1 : 0)} megapixels`;
 }
 
-/** libvips messages are long and multi-line; keep what a person needs. */
-function describeSharpError(err: unknown): Skip {
+/**
+ * Why sharp refused the file. libvips keeps one error buffer for all threads, so under load a
+ * message can be lost ("Unknown error"); the file's own structure then tells truncation apart.
+ */
+function describeSharpError(err: unknown, bytes: Buffer): Skip {
   const message = err instanceof Error ? err.message : String(err);
   if (/pixel limit/i.test(message)) {
     return { kind: 'too-large', reason: 'image too large: over the pixel limit that guards against decompression bombs' };
   }
-  if (/premature end|truncated|not enough data|unexpected end/i.test(message)) {
+  if (/premature end|truncated|not enough data|unexpected end/i.test(message) || lacksEndMarker(bytes)) {
     return { kind: 'truncated', reason: 'truncated image: the file ends before its pixel data does' };
   }
   const firstLine = message.split('\n').find((line) => line.trim()) ?? message;
   return { kind: 'corrupt', reason: `corrupt image data: ${firstLine.trim()}` };
+}
+
+/** A JPEG without its end-of-image marker near the end, or a PNG without IEND: cut short. */
+function lacksEndMarker(bytes: Buffer): boolean {
+  const tail = bytes.subarray(Math.max(0, bytes.length - 64));
+  const format = sniffFormat(bytes.subarray(0, 64));
+  if (format === 'jpeg') return tail.indexOf(Buffer.from([0xff, 0xd9])) < 0;
+  if (format === 'png') return tail.indexOf(Buffer.from('IEND', 'latin1')) < 0;
+  return false;
 }

@@ -43,8 +43,6 @@
 //
 // Errors are GanDistError with code GAN_DIST_E_DATA (GAN_DIST_E_NETWORK for downloads).
 
-import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { GanDistError } from '../coordinator/errors.ts';
 import { cacheEntry, loadOrBuild, pathTag } from './cache.ts';
 import { Dataset } from './dataset.ts';
@@ -52,7 +50,7 @@ import { DEFAULT_MAX_INPUT_PIXELS, type ResizeMode } from './decode.ts';
 import { decodeFiles, DEFAULT_THREADS, validateThreads } from './decoder.ts';
 import { silentLog, type DataLog } from './events.ts';
 import { listImages } from './listing.ts';
-import { decodedCacheDir, flowersDir } from './locations.ts';
+import { decodedCacheDir, resolveDataFolder } from './locations.ts';
 import { ProgressTracker } from './progress.ts';
 import { describeSkips, summariseSkips } from './skips.ts';
 import { DEFAULT_SYNTHETIC_COUNT, drawSyntheticSet, SYNTHETIC_VERSION } from './synthetic.ts';
@@ -115,7 +113,7 @@ export async function openDataset(options: OpenDatasetOptions): Promise<Dataset>
     });
     dataset = new Dataset(store, { source: 'synthetic', imageSize, files: header.files, labels: header.labels, skipped: summariseSkips([], 0) });
   } else {
-    const root = resolveFolder(options.data, options.cacheDir);
+    const root = resolveDataFolder(options.data, options.cacheDir);
     const listing = await listImages(root);
     const candidates = options.count === undefined ? listing.files : listing.files.slice(0, options.count);
     log({ event: 'data-listed', level: 'info', root: listing.root, candidates: candidates.length, skipped: listing.skipped.length, ignored: listing.ignored });
@@ -183,20 +181,6 @@ export async function openDataset(options: OpenDatasetOptions): Promise<Dataset>
     bytes: dataset.size * dataset.bytesPerImage,
   });
   return dataset;
-}
-
-/** 'flowers' is the fetched flower_photos folder; anything else is a folder path. */
-function resolveFolder(data: string, cacheDir: string | undefined): string {
-  if (data !== 'flowers') return path.resolve(data);
-  const dir = flowersDir(cacheDir);
-  if (!existsSync(dir)) {
-    throw new GanDistError(
-      'GAN_DIST_E_DATA',
-      `the flowers dataset is not at ${dir}`,
-      'run `gan-dist data fetch flowers` to download it (218 MB), pass --data with a folder of images, or use --data synthetic',
-    );
-  }
-  return dir;
 }
 
 export { Dataset } from './dataset.ts';

@@ -1,8 +1,10 @@
 // Where the data pipeline keeps things on disk: the cache root (decoded images, fetched datasets)
 // and the folder `data fetch flowers` writes to by default.
 
+import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
+import { GanDistError } from '../coordinator/errors.ts';
 
 /**
  * The cache root: the `cacheDir` option, else $GAN_DIST_CACHE, else $XDG_CACHE_HOME/gan-dist,
@@ -30,4 +32,18 @@ export const FLOWERS_FOLDER = 'flower_photos';
 
 export function flowersDir(cacheDir?: string): string {
   return path.join(datasetsDir(cacheDir), FLOWERS_FOLDER);
+}
+
+/** `--data` as a folder: 'flowers' is the fetched flower_photos folder; anything else a path. */
+export function resolveDataFolder(data: string, cacheDir?: string): string {
+  if (data !== 'flowers') return path.resolve(data);
+  const dir = flowersDir(cacheDir);
+  if (!existsSync(dir)) {
+    throw new GanDistError(
+      'GAN_DIST_E_DATA',
+      `the flowers dataset is not at ${dir}`,
+      'run `gan-dist data fetch flowers` to download it (218 MB), pass --data with a folder of images, or use --data synthetic',
+    );
+  }
+  return dir;
 }

@@ -86,6 +86,8 @@ function describeEvent(event: Exclude<DataEvent, ProgressEvent>): string | undef
       return `data: decoded ${event.images} images in ${event.seconds.toFixed(1)} s (${Math.round(event.imagesPerSecond)}/s), ${event.skipped} skipped`;
     case 'data-synthetic':
       return `data: drew ${event.images} synthetic ${event.imageSize}x${event.imageSize} flowers in ${event.seconds.toFixed(1)} s`;
+    case 'data-ready':
+      return `data: ${event.images} images of ${event.imageSize}x${event.imageSize} from ${event.source}, ${event.storage === 'memory' ? 'in memory' : 'streamed from the cache file'} (${formatBytes(event.bytes)})`;
     case 'data-fetch-skipped':
       return `data: ${event.dir} already exists; nothing to fetch`;
     case 'data-fetched':
