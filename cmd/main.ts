@@ -1,0 +1,69 @@
+// The gan-dist CLI: parses, calls an exported function, prints. The only place where errors
+// become messages and exit codes.
+
+import { Command, CommanderError } from 'commander';
+import { createRequire } from 'node:module';
+import { GanDistError, exitCodes } from '../coordinator/errors.ts';
+import { modelConfigOf } from '../coordinator/config.ts';
+import { doctor, formatDoctor } from '../worker/doctor.ts';
+import { formatSummary, summarize } from '../worker/summary.ts';
+import { registerDataCommands } from './data.ts';
+import { registerTrainCommands } from './train.ts';
+import { addConfigOptions, configFromOptions } from './options.ts';
+
+const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
+
+export function buildProgram(): Command {
+  const program = new Command('gan-dist')
+    .description("Distributed DCGAN training (MATLAB's Flowers GAN) across GPUs and machines")
+    .version(version)
+    .showHelpAfterError('(add --help for usage)');
+
+  addConfigOptions(
+    program
+      .command('summary')
+      .description("layer table of the generator and discriminator, as MATLAB's analyzeNetwork")
+      .option('--json', 'print JSON'),
+  ).action((opts) => {
+    const model = modelConfigOf(configFromOptions(opts));
+    const nets = [summarize('G', model), summarize('D', model)];
+    if (opts.json) console.log(JSON.stringify({ model, networks: nets }, null, 2));
+    else console.log(nets.map(formatSummary).join('\n\n'));
+  });
+
+  program
+    .command('doctor')
+    .description('what this machine offers gan-dist: Node, cores, backends, CUDA/cuDNN, GPUs')
+    .option('--json', 'print JSON')
+    .action(async (opts) => {
+      const report = await doctor();
+      console.log(opts.json ? JSON.stringify(report, null, 2) : formatDoctor(report));
+    });
+
+  registerTrainCommands(program);
+  registerDataCommands(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander already printed its message (or the help / version text).
+      return err.exitCode === 0 ? 0 : exitCodes.GAN_DIST_E_USAGE;
+    }
+    if (err instanceof GanDistError) {
+      console.error(`gan-dist: ${err.message} [${err.code}]`);
+      if (err.hint) console.error(`  fix: ${err.hint}`);
+      return exitCodes[err.code];
+    }
+    console.error(err);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv);

@@ -1,0 +1,48 @@
+// The training config's flags, shared by every command that builds a model (train, summary, bench).
+
+import { Option, type Command } from 'commander';
+import {
+  configKeys,
+  flagName,
+  parseFlagNumber,
+  presets,
+  resolveConfig,
+  type TrainConfig,
+} from '../coordinator/config.ts';
+
+const descriptions: Record<keyof TrainConfig, string> = {
+  epochs: 'number of epochs (MATLAB numEpochs)',
+  iterations: 'total iterations of the run, 0 = epochs decide; a resume counts what is done',
+  batchSize: 'global mini-batch size (miniBatchSize)',
+  lr: 'Adam learning rate (learnRate)',
+  beta1: 'Adam gradient decay factor',
+  beta2: 'Adam squared gradient decay factor',
+  flipProb: 'probability of flipping a real label (flipProb)',
+  validationFrequency: 'iterations between sample grids (validationFrequency)',
+  numValidationImages: 'sample images per grid (numValidationImages)',
+  latent: 'latent vector length (numLatentInputs)',
+  filters: 'base number of filters (numFilters)',
+  imageSize: 'image size, 32 or 64',
+  seed: 'random seed of the run',
+};
+
+export function addConfigOptions(cmd: Command): Command {
+  cmd
+    .addOption(new Option('--preset <name>', 'preset: tiny (32px, 16 filters, batch 16) or quick (64px, 16 filters, batch 32)').choices(Object.keys(presets)))
+    .option('--config <file.json>', 'JSON config file of camelCase keys');
+  for (const key of configKeys) {
+    cmd.option(`${flagName(key)} <n>`, descriptions[key], (raw: string) => parseFlagNumber(key, raw));
+  }
+  return cmd;
+}
+
+/** The resolved config from a command's parsed options: defaults < preset < --config < flags. */
+export function configFromOptions(opts: Record<string, unknown>): TrainConfig {
+  const flags: Partial<Record<keyof TrainConfig, number>> = {};
+  for (const key of configKeys) if (typeof opts[key] === 'number') flags[key] = opts[key] as number;
+  return resolveConfig({
+    preset: opts.preset as string | undefined,
+    configFile: opts.config as string | undefined,
+    flags,
+  });
+}

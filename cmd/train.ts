@@ -1,0 +1,109 @@
+// `gan-dist train` and `gan-dist worker`: thin commands over coordinator/train.ts and worker/client.ts.
+
+import { Option, type Command } from 'commander';
+import os from 'node:os';
+import { createRequire } from 'node:module';
+import { configKeys, flagName, type TrainConfig } from '../coordinator/config.ts';
+import { GanDistError } from '../coordinator/errors.ts';
+import { resolveToken } from '../coordinator/auth.ts';
+import { train } from '../coordinator/train.ts';
+import { stderrLog } from '../data/progress.ts';
+import { backendNames, parseBackendName } from '../worker/backend.ts';
+import { runWorker } from '../worker/client.ts';
+import { addConfigOptions, configFromOptions } from './options.ts';
+
+const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
+
+function positiveInt(flag: string, min = 0) {
+  return (raw: string) => {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min) throw new GanDistError('GAN_DIST_E_CONFIG', `${flag}: "${raw}" is not an integer >= ${min}`);
+    return n;
+  };
+}
+
+function parseGpus(raw: string): string[] {
+  const ids = raw.split(',').map((s) => s.trim());
+  if (ids.length === 0 || ids.some((id) => !/^\d+$/.test(id)) || new Set(ids).size !== ids.length) {
+    throw new GanDistError('GAN_DIST_E_CONFIG', `--gpus: "${raw}" is not a list of distinct GPU ids`, 'e.g. --gpus 0,1,2,3');
+  }
+  return ids;
+}
+
+export function registerTrainCommands(program: Command): void {
+  addConfigOptions(
+    program
+      .command('train')
+      .description('train the DCGAN: a coordinator and its workers (default: 2 CPU workers on synthetic flowers)')
+      .option('--data <source>', "'synthetic' (default, offline), 'flowers' (after `gan-dist data fetch flowers`) or a folder of images", 'synthetic')
+      .option('--workers <n>', 'local CPU worker processes', positiveInt('--workers'), 2)
+      .option('--gpus <ids>', 'one worker process per GPU id, e.g. 0,1,2,3 (needs @tensorflow/tfjs-node-gpu)', parseGpus)
+      .addOption(new Option('--backend <name>', 'compute backend of the local workers').choices([...backendNames]).default('auto'))
+      .option('--listen <host:port>', 'where workers join (loopback; port 0 picks one, written to RUN_DIR/endpoint)', '127.0.0.1:0')
+      .option('--min-workers <n>', 'wait until this many workers are in before the first iteration', positiveInt('--min-workers', 1))
+      .option('--run-dir <dir>', 'the run directory (default runs/<timestamp>, runs/latest points at it)')
+      .option('--resume <run-dir>', 'continue the run in this directory from its last checkpoint')
+      .option('--checkpoint-every <n>', 'iterations between checkpoints (0: only at the end)', positiveInt('--checkpoint-every'), 500)
+      .option('--keep-checkpoints <n>', 'checkpoints kept', positiveInt('--keep-checkpoints', 1), 3)
+      .option('--token-file <file>', 'the run token (default: GAN_DIST_TOKEN or a new one, written to RUN_DIR/token)')
+      .option('--data-threads <n>', 'image decode threads (0: main thread with sharp threads)', positiveInt('--data-threads'))
+      .addOption(new Option('--resize <mode>', "stretch (as MATLAB's augmentedImageDatastore) or cover (centre crop)").choices(['stretch', 'cover']))
+      .option('--print-every <n>', 'iterations between console lines', positiveInt('--print-every', 1), 10)
+      .option('--no-tui', 'plain lines instead of the terminal UI'),
+  ).action(async (opts) => {
+    const config = configFromOptions(opts);
+    const overrides: Partial<TrainConfig> = {};
+    for (const key of configKeys) if (typeof opts[key] === 'number') (overrides as Record<string, number>)[key] = config[key];
+    if (opts.resume && opts.runDir) {
+      throw new GanDistError('GAN_DIST_E_USAGE', '--resume and --run-dir both given', '--resume DIR continues that run in DIR; drop --run-dir');
+    }
+    const result = await train({
+      config,
+      overrides,
+      data: opts.data,
+      runDir: opts.runDir,
+      resume: opts.resume,
+      listen: opts.listen,
+      workers: opts.gpus ? 0 : opts.workers,
+      gpus: opts.gpus,
+      backend: opts.backend,
+      minWorkers: opts.minWorkers,
+      checkpointEvery: opts.checkpointEvery,
+      keepCheckpoints: opts.keepCheckpoints,
+      tokenFile: opts.tokenFile,
+      dataThreads: opts.dataThreads,
+      resize: opts.resize,
+      printEvery: opts.printEvery,
+      print: (line) => console.log(line),
+      onData: stderrLog(),
+      handleSignals: true,
+    });
+    if (result.state !== 'finished') process.exitCode = 1;
+  });
+  // Flag names are checked once here, so a typo in the table above fails at start, not in use.
+  void configKeys.map(flagName);
+
+  program
+    .command('worker')
+    .description('join a coordinator and compute gradients for it')
+    .requiredOption('--join <url>', 'the coordinator, e.g. ws://127.0.0.1:7070')
+    .option('--token-file <file>', 'the run token file (or set GAN_DIST_TOKEN)')
+    .addOption(new Option('--backend <name>', 'compute backend').choices([...backendNames]).default('auto'))
+    .option('--gpu <id>', 'GPU id (sets CUDA_VISIBLE_DEVICES before the backend loads)')
+    .option('--threads <n>', 'wasm threads (default: all cores)', positiveInt('--threads', 1))
+    .action(async (opts) => {
+      if (opts.gpu !== undefined && process.env.CUDA_VISIBLE_DEVICES === undefined) process.env.CUDA_VISIBLE_DEVICES = opts.gpu;
+      const { token } = await resolveToken({ tokenFile: opts.tokenFile });
+      const outcome = await runWorker({
+        url: opts.join,
+        token,
+        backend: parseBackendName(opts.backend),
+        wantsGpu: opts.gpu !== undefined,
+        threads: opts.threads ?? os.availableParallelism(),
+        ganDistVersion: version,
+        log: (e) => console.error(JSON.stringify({ rank: process.env.GAN_DIST_RANK, ...e })),
+      });
+      console.error(JSON.stringify({ event: 'exit', code: outcome.exitCode, reason: outcome.reason }));
+      process.exitCode = outcome.exitCode;
+    });
+}

@@ -1,0 +1,445 @@
+// The parameter server: owns the master weights, both Adam states, the iteration counter, the
+// data order and every RNG; runs DESIGN.md's iteration over whichever workers are live. An
+// explicit state machine: starting -> waiting -> running -> stopping -> finished | failed.
+
+import { randomUUID } from 'node:crypto';
+import { adamStep, ADAM_EPSILON } from './adam.ts';
+import { modelConfigOf, type TrainConfig } from './config.ts';
+import { GanDistError } from './errors.ts';
+import { Dispatcher, type ShardTask } from './dispatcher.ts';
+import { logEvent, type RunLogger } from './logger.ts';
+import { encodeMessage, frameLimitFor, paramTableHash, type GradientsMessage, type SampleMessage } from './protocol.ts';
+import { GradientAccumulator, poolBatchStats, splitRows, updateRunningStats, type BnSums } from './reduce.ts';
+import { Rng, type RngState } from './rng.ts';
+import { PeerServer, type Peer } from './server.ts';
+import { activationShapes, initialParams, layersOf, parameterTable, sizeOf, type NamedArrays, type ParamSpec } from '../worker/architecture.ts';
+import type { BatchIterator, IteratorState } from '../data/batches.ts';
+
+export type RunState = 'starting' | 'waiting' | 'running' | 'stopping' | 'finished' | 'failed';
+
+/** Everything a checkpoint holds so that a resume continues the same run. */
+export interface RunSnapshot {
+  runId: string;
+  iteration: number;
+  epoch: number;
+  config: TrainConfig;
+  params: NamedArrays;
+  adamM: NamedArrays;
+  adamV: NamedArrays;
+  zValidation: Float32Array;
+  rng: { z: RngState; flip: RngState };
+  data: IteratorState;
+}
+
+export interface IterationRecord {
+  iteration: number;
+  epoch: number;
+  iterationInEpoch: number;
+  scoreG: number;
+  scoreD: number;
+  lossG: number;
+  lossD: number;
+  imagesPerSec: number;
+  stepMs: number;
+  computeMsMax: number;
+  computeMsMean: number;
+  commMs: number;
+  adamMs: number;
+  workers: number;
+}
+
+export interface CoordinatorOptions {
+  config: TrainConfig;
+  batches: BatchIterator;
+  iterationsPerEpoch: number;
+  log: RunLogger;
+  token: string;
+  host: string;
+  port: number;
+  minWorkers: number;
+  /** Resume from this snapshot instead of initialising. */
+  resume?: RunSnapshot;
+  checkpointEvery: number;
+  /** Persists a snapshot (checkpoint); called at checkpointEvery and at stop. */
+  saveSnapshot: (s: RunSnapshot) => Promise<string>;
+  /** Writes a sample grid for `iteration` (k images HWC in [-1, 1]). */
+  writeSamples: (iteration: number, images: Float32Array, count: number) => Promise<string>;
+  /** Called after every iteration, for the console and the terminal UI. */
+  onIteration?: (r: IterationRecord) => void;
+  onEvent?: (event: string, fields: Record<string, unknown>) => void;
+}
+
+export class Coordinator {
+  state: RunState = 'starting';
+  readonly runId: string;
+  readonly specs: ParamSpec[];
+  readonly learnables: ParamSpec[];
+  readonly params: NamedArrays;
+  readonly adamM: NamedArrays;
+  readonly adamV: NamedArrays;
+  readonly zValidation: Float32Array;
+  iteration: number;
+  epoch: number;
+  private version = 0;
+  private weightsFrame?: { version: number; frame: Buffer };
+  private readonly rngZ: Rng;
+  private readonly rngFlip: Rng;
+  private readonly acc: GradientAccumulator;
+  private readonly dispatcher: Dispatcher;
+  private server?: PeerServer;
+  private stopReason?: string;
+  private readonly stopController = new AbortController();
+  private pendingSample?: { peerId: number; resolve: (m: SampleMessage) => void; reject: (e: Error) => void };
+  private readonly bnCounts: Record<string, number> = {};
+  readonly maxIterations: number;
+  endpoint?: string;
+
+  constructor(private readonly opts: CoordinatorOptions) {
+    const cfg = opts.config;
+    const model = modelConfigOf(cfg);
+    this.specs = parameterTable(model);
+    this.learnables = this.specs.filter((s) => s.role === 'learnable');
+    this.acc = new GradientAccumulator(this.learnables);
+    // Elements per channel each BatchNorm layer normalises over, per image: H x W of its input.
+    for (const net of ['G', 'D'] as const) {
+      const layers = layersOf(net, model);
+      const shapes = activationShapes(layers);
+      layers.forEach((l, i) => {
+        if (l.kind === 'bn') this.bnCounts[`${net}/${l.name}`] = shapes[i][0] * shapes[i][1];
+      });
+    }
+    const r = opts.resume;
+    this.runId = r?.runId ?? randomUUID();
+    this.params = r?.params ?? initialParams(this.specs, cfg.seed);
+    this.adamM = r?.adamM ?? this.zeros();
+    this.adamV = r?.adamV ?? this.zeros();
+    this.iteration = r?.iteration ?? 0;
+    this.epoch = r?.epoch ?? 1;
+    this.rngZ = r ? Rng.fromState(r.rng.z) : new Rng(cfg.seed, 2);
+    this.rngFlip = r ? Rng.fromState(r.rng.flip) : new Rng(cfg.seed, 3);
+    // The 25 fixed latent vectors of the sample grids, drawn once per run.
+    this.zValidation = r?.zValidation ?? new Rng(cfg.seed, 4).fillNormal(new Float32Array(cfg.numValidationImages * cfg.latent));
+    const byEpochs = cfg.epochs * opts.iterationsPerEpoch;
+    this.maxIterations = cfg.iterations > 0 ? Math.min(cfg.iterations, byEpochs) : byEpochs;
+    this.dispatcher = new Dispatcher({
+      weights: () => this.currentWeights(),
+      validate: (m) => this.validateGradients(m),
+      event: (name, fields, level) => this.event(name, fields, level),
+    });
+  }
+
+  private zeros(): NamedArrays {
+    const out: NamedArrays = {};
+    for (const s of this.learnables) out[s.name] = new Float32Array(sizeOf(s.shape));
+    return out;
+  }
+
+  private event(name: string, fields: Record<string, unknown> = {}, level: 'info' | 'warn' | 'error' = 'info'): void {
+    logEvent(this.opts.log, name, fields, level);
+    this.opts.onEvent?.(name, fields);
+  }
+
+  private transition(to: RunState, fields: Record<string, unknown> = {}): void {
+    const from = this.state;
+    this.state = to;
+    this.event('state', { from, to, ...fields });
+  }
+
+  get workers(): Dispatcher['workers'] {
+    return this.dispatcher.workers;
+  }
+
+  private currentWeights(): { version: number; frame: Buffer } {
+    if (this.weightsFrame?.version !== this.version) {
+      const shapes: Record<string, number[]> = {};
+      for (const s of this.specs) shapes[s.name] = s.shape;
+      this.weightsFrame = {
+        version: this.version,
+        frame: encodeMessage({ type: 'weights', version: this.version, iteration: this.iteration, tensors: this.params, shapes }),
+      };
+    }
+    return this.weightsFrame;
+  }
+
+  private validateGradients(m: GradientsMessage): string | undefined {
+    for (const s of this.learnables) {
+      const g = m.tensors[s.name];
+      if (!g) return `missing gradient for ${s.name}`;
+      if (g.length !== sizeOf(s.shape)) return `gradient ${s.name} has ${g.length} values, expected ${sizeOf(s.shape)}`;
+    }
+    for (const key of Object.keys(this.bnCounts)) {
+      const c = this.params[`${key}/mean`].length;
+      for (const part of ['sum', 'sumSq']) {
+        const a = m.tensors[`bn/${key}/${part}`];
+        if (!a || a.length !== c) return `missing or mis-sized BatchNorm statistic bn/${key}/${part}`;
+      }
+    }
+    const expected = this.learnables.length + 2 * Object.keys(this.bnCounts).length;
+    if (Object.keys(m.tensors).length !== expected) return `carries ${Object.keys(m.tensors).length} tensors, expected ${expected}`;
+    return undefined;
+  }
+
+  /** Opens the endpoint workers join. Returns "host:port" actually bound. */
+  async listen(): Promise<string> {
+    const cfg = this.opts.config;
+    const total = this.specs.reduce((n, s) => n + sizeOf(s.shape), 0);
+    const model = modelConfigOf(cfg);
+    this.server = new PeerServer({
+      host: this.opts.host,
+      port: this.opts.port,
+      token: this.opts.token,
+      paramTableHash: paramTableHash(this.specs),
+      limits: frameLimitFor(total, cfg.batchSize, cfg.imageSize, { latent: cfg.latent, sampleCount: cfg.numValidationImages }),
+      welcome: (_hello, id) => ({
+        runId: this.runId,
+        workerId: id,
+        modelConfig: { ...model, batchSize: cfg.batchSize },
+        seed: cfg.seed,
+      }),
+    });
+    this.server.on('peer', (peer: Peer) => {
+      this.event('worker-joined', { worker: peer.id, role: peer.role, address: peer.address, backend: peer.hello.backend, device: peer.hello.device });
+      if (peer.role === 'worker') this.dispatcher.add(peer);
+    });
+    this.server.on('gone', (peer: Peer, reason: string) => {
+      this.event('worker-left', { worker: peer.id, address: peer.address, reason }, this.state === 'running' ? 'warn' : 'info');
+      this.dispatcher.remove(peer.id, reason);
+      if (this.pendingSample?.peerId === peer.id) this.pendingSample.reject(new Error(`worker ${peer.id} left: ${reason}`));
+    });
+    this.server.on('rejected', (r: { address: string; reason: string }) => this.event('peer-rejected', r, 'warn'));
+    this.server.on('message', (peer: Peer, msg) => {
+      switch (msg.type) {
+        case 'gradients':
+        case 'gradientsNonFinite':
+          this.dispatcher.onGradients(peer, msg);
+          return;
+        case 'sample':
+          if (this.pendingSample?.peerId === peer.id) this.pendingSample.resolve(msg);
+          return;
+        case 'heartbeat':
+          return;
+        case 'error':
+          this.event('worker-error', { worker: peer.id, code: msg.code, message: msg.message }, 'warn');
+          return;
+        default:
+          peer.close(`unexpected '${msg.type}' from a worker`);
+      }
+    });
+    const addr = await this.server.listen();
+    this.endpoint = `${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;
+    this.event('listening', { endpoint: this.endpoint });
+    return this.endpoint;
+  }
+
+  /** Ctrl-C / SIGTERM / the TUI's Stop: finish the current iteration, checkpoint, stop the workers. */
+  requestStop(reason = 'stop requested'): void {
+    if (this.stopReason) return;
+    this.stopReason = reason;
+    this.event('stop-requested', { reason, iteration: this.iteration });
+    this.stopController.abort();
+  }
+
+  snapshot(): RunSnapshot {
+    return {
+      runId: this.runId,
+      iteration: this.iteration,
+      epoch: this.epoch,
+      config: this.opts.config,
+      params: this.params,
+      adamM: this.adamM,
+      adamV: this.adamV,
+      zValidation: this.zValidation,
+      rng: { z: this.rngZ.state(), flip: this.rngFlip.state() },
+      data: this.opts.batches.state(),
+    };
+  }
+
+  /** Trains until the iteration bound or a stop; returns the final state. */
+  async run(): Promise<RunState> {
+    const cfg = this.opts.config;
+    try {
+      if (this.dispatcher.liveCount < this.opts.minWorkers) {
+        this.transition('waiting', { minWorkers: this.opts.minWorkers, live: this.dispatcher.liveCount });
+        await this.dispatcher.waitForWorkers(this.opts.minWorkers, this.stopController.signal);
+      }
+      this.transition('running', { iteration: this.iteration, maxIterations: this.maxIterations });
+      let lastCheckpoint = this.iteration;
+      while (!this.stopReason && this.iteration < this.maxIterations) {
+        await this.step();
+        if (this.iteration === 1 || this.iteration % cfg.validationFrequency === 0) await this.sample();
+        if (this.opts.checkpointEvery > 0 && this.iteration % this.opts.checkpointEvery === 0) {
+          await this.checkpoint();
+          lastCheckpoint = this.iteration;
+        }
+      }
+      this.transition('stopping', { reason: this.stopReason ?? 'iteration bound reached' });
+      if (this.iteration !== lastCheckpoint) await this.checkpoint();
+      await this.shutdown(this.stopReason ?? 'training finished');
+      this.transition('finished', { iteration: this.iteration });
+      this.event('run-finished', { iteration: this.iteration, epoch: this.epoch });
+      return this.state;
+    } catch (err) {
+      if (this.stopReason && err instanceof GanDistError && err.code === 'GAN_DIST_E_WORKER') {
+        // Stopped while waiting for workers: nothing changed since the last checkpoint.
+        await this.shutdown(this.stopReason);
+        this.transition('finished', { iteration: this.iteration });
+        return this.state;
+      }
+      this.transition('failed', { error: (err as Error).message });
+      await this.shutdown(`run failed: ${(err as Error).message}`);
+      throw err;
+    }
+  }
+
+  private async checkpoint(): Promise<void> {
+    const t0 = performance.now();
+    const where = await this.opts.saveSnapshot(this.snapshot());
+    this.event('checkpoint-written', { iteration: this.iteration, path: where, ms: Math.round(performance.now() - t0) });
+  }
+
+  private async shutdown(reason: string): Promise<void> {
+    for (const slot of this.dispatcher.workers.values()) slot.peer.send({ type: 'stop', reason });
+    // Give the stop frames a moment to leave before the sockets go.
+    await new Promise((r) => setTimeout(r, 50));
+    await this.server?.close();
+  }
+
+  /** One iteration: batch, Z and flips for the whole batch, shards, gather, reduce, Adam. */
+  async step(): Promise<IterationRecord> {
+    const cfg = this.opts.config;
+    const t0 = performance.now();
+    const batch = this.opts.batches.next();
+    const t = this.iteration + 1;
+    const B = cfg.batchSize;
+    // Drawn for the whole batch, so no draw depends on how many workers there are.
+    const z = this.rngZ.fillNormal(new Float32Array(B * cfg.latent));
+    const flip = this.rngFlip.bernoulli(B, cfg.flipProb);
+
+    if (this.dispatcher.liveCount === 0) {
+      this.event('waiting-for-workers', { iteration: t }, 'warn');
+      await this.dispatcher.waitForWorkers(1);
+    }
+    const px = cfg.imageSize * cfg.imageSize * 3;
+    const tasks: ShardTask[] = splitRows(B, [...this.dispatcher.workers.keys()].map(() => 1)).map((s, shardId) => ({
+      shardId,
+      ...s,
+      done: false,
+      nonFiniteFrom: new Set<number>(),
+      frame: encodeMessage({
+        type: 'shard',
+        iteration: t,
+        weightsVersion: this.version,
+        shardId,
+        rowStart: s.rowStart,
+        rowCount: s.rowCount,
+        tensors: {
+          images: batch.images.subarray(s.rowStart * px, (s.rowStart + s.rowCount) * px),
+          z: z.subarray(s.rowStart * cfg.latent, (s.rowStart + s.rowCount) * cfg.latent),
+          flip: flip.subarray(s.rowStart, s.rowStart + s.rowCount),
+        },
+        shapes: {
+          images: [s.rowCount, cfg.imageSize, cfg.imageSize, 3],
+          z: [s.rowCount, cfg.latent],
+          flip: [s.rowCount],
+        },
+      }),
+    }));
+    const tSend = performance.now();
+    const results = await this.dispatcher.run(t, tasks);
+    const tGathered = performance.now();
+
+    // (1) average the gradients weighted by shard size; (2) pool BatchNorm statistics; (3) Adam.
+    this.acc.reset();
+    let scoreG = 0;
+    let scoreD = 0;
+    let lossG = 0;
+    let lossD = 0;
+    const bn: Record<string, BnSums>[] = [];
+    for (const { msg } of results) {
+      this.acc.add(msg.tensors, msg.n);
+      scoreG += msg.n * msg.scoreG;
+      scoreD += msg.n * msg.scoreD;
+      lossG += msg.n * msg.lossG;
+      lossD += msg.n * msg.lossD;
+      const sums: Record<string, BnSums> = {};
+      for (const [key, perImage] of Object.entries(this.bnCounts)) {
+        sums[key] = { sum: msg.tensors[`bn/${key}/sum`], sumSq: msg.tensors[`bn/${key}/sumSq`], count: perImage * msg.n };
+      }
+      bn.push(sums);
+    }
+    const grads = this.acc.mean();
+    const tAdam = performance.now();
+    const hyper = { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, epsilon: ADAM_EPSILON };
+    for (const s of this.learnables) adamStep(this.params[s.name], grads[s.name], this.adamM[s.name], this.adamV[s.name], t, hyper);
+    updateRunningStats(this.params, poolBatchStats(bn));
+    const adamMs = performance.now() - tAdam;
+    this.version++;
+    this.iteration = t;
+    this.epoch = batch.epoch;
+
+    const computes = results.map((r) => r.msg.timings.computeMs);
+    const stepMs = performance.now() - t0;
+    const rec: IterationRecord = {
+      iteration: t,
+      epoch: batch.epoch,
+      iterationInEpoch: batch.iteration,
+      scoreG: scoreG / B,
+      scoreD: scoreD / B,
+      lossG: lossG / B,
+      lossD: lossD / B,
+      imagesPerSec: (B * 1000) / stepMs,
+      stepMs,
+      computeMsMax: Math.max(...computes),
+      computeMsMean: computes.reduce((a, b) => a + b, 0) / computes.length,
+      // Time the gather took beyond the slowest worker's compute: framing, transfer, waiting.
+      commMs: Math.max(0, tGathered - tSend - Math.max(...computes)),
+      adamMs,
+      workers: results.length,
+    };
+    const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
+    this.opts.log.info(
+      {
+        ...rec,
+        scoreG: round(rec.scoreG, 5),
+        scoreD: round(rec.scoreD, 5),
+        lossG: round(rec.lossG, 5),
+        lossD: round(rec.lossD, 5),
+        imagesPerSec: round(rec.imagesPerSec, 2),
+        stepMs: round(rec.stepMs, 1),
+        computeMsMax: round(rec.computeMsMax, 1),
+        computeMsMean: round(rec.computeMsMean, 1),
+        commMs: round(rec.commMs, 1),
+        adamMs: round(rec.adamMs, 1),
+      },
+      'iteration',
+    );
+    this.opts.onIteration?.(rec);
+    return rec;
+  }
+
+  /** G(ZValidation) in inference mode on one worker, written as the 5x5 tile PNG. */
+  async sample(): Promise<string | undefined> {
+    const cfg = this.opts.config;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const slot = this.dispatcher.idleWorker();
+      if (!slot) return undefined;
+      this.dispatcher.syncWeights(slot);
+      const k = cfg.numValidationImages;
+      const got = new Promise<SampleMessage>((resolve, reject) => {
+        this.pendingSample = { peerId: slot.peer.id, resolve, reject };
+      });
+      slot.peer.send({ type: 'sampleRequest', iteration: this.iteration, tensors: { z: this.zValidation }, shapes: { z: [k, cfg.latent] } });
+      try {
+        const msg = await got;
+        const file = await this.opts.writeSamples(this.iteration, msg.tensors.images, k);
+        this.event('sample-written', { iteration: this.iteration, path: file });
+        return file;
+      } catch (err) {
+        this.event('sample-failed', { iteration: this.iteration, error: (err as Error).message }, 'warn');
+      } finally {
+        this.pendingSample = undefined;
+      }
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,188 @@
+// Hands one iteration's shards to the live workers and gathers their results. A worker that
+// leaves mid-iteration gives its shard back to the queue, so another computes the same rows
+// within the same iteration; a late answer to a closed iteration is stale and dropped.
+
+import { GanDistError } from './errors.ts';
+import type { Peer } from './server.ts';
+import type { GradientsMessage, GradientsNonFiniteMessage } from './protocol.ts';
+
+export interface WorkerSlot {
+  peer: Peer;
+  /** The weights version this worker holds. */
+  weightsVersion: number;
+  busy?: ShardTask;
+  /** Last shard's compute time (ms), for the workers table. */
+  lastComputeMs?: number;
+  shardsDone: number;
+}
+
+export interface ShardTask {
+  shardId: number;
+  rowStart: number;
+  rowCount: number;
+  frame: Buffer;
+  done: boolean;
+  /** Workers that returned a non-finite gradient for it: it is recomputed elsewhere once. */
+  nonFiniteFrom: Set<number>;
+  assignedAt?: number;
+}
+
+export interface Round {
+  iteration: number;
+  tasks: ShardTask[];
+  queue: ShardTask[];
+  results: { task: ShardTask; msg: GradientsMessage; workerId: number; roundTripMs: number }[];
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+export interface DispatcherHooks {
+  /** The frame of the current weights and its version (encoded once per version). */
+  weights(): { version: number; frame: Buffer };
+  /** Checks a gradients message against the parameter table; a string is the reason it is bad. */
+  validate(msg: GradientsMessage): string | undefined;
+  event(name: string, fields: Record<string, unknown>, level?: 'info' | 'warn' | 'error'): void;
+}
+
+export class Dispatcher {
+  readonly workers = new Map<number, WorkerSlot>();
+  private round?: Round;
+  private waiters: (() => void)[] = [];
+
+  constructor(private readonly hooks: DispatcherHooks) {}
+
+  get liveCount(): number {
+    return this.workers.size;
+  }
+
+  add(peer: Peer): void {
+    this.workers.set(peer.id, { peer, weightsVersion: -1, shardsDone: 0 });
+    for (const w of this.waiters.splice(0)) w();
+    this.pump();
+  }
+
+  remove(peerId: number, reason: string): void {
+    const slot = this.workers.get(peerId);
+    if (!slot) return;
+    this.workers.delete(peerId);
+    const task = slot.busy;
+    if (task && !task.done && this.round?.tasks.includes(task)) {
+      this.round.queue.unshift(task);
+      this.hooks.event('shard-reassigned', { iteration: this.round.iteration, shardId: task.shardId, fromWorker: peerId, reason });
+      if (this.workers.size === 0) this.hooks.event('waiting-for-workers', { iteration: this.round.iteration }, 'warn');
+    }
+    this.pump();
+  }
+
+  /** Resolves once at least `n` workers are in. */
+  async waitForWorkers(n: number, signal?: AbortSignal): Promise<void> {
+    while (this.workers.size < n) {
+      if (signal?.aborted) throw new GanDistError('GAN_DIST_E_WORKER', 'stopped while waiting for workers');
+      await new Promise<void>((resolve) => {
+        this.waiters.push(resolve);
+        signal?.addEventListener('abort', () => resolve(), { once: true });
+      });
+    }
+  }
+
+  /** Runs one iteration's shards to completion on whichever workers are live. */
+  run(iteration: number, tasks: ShardTask[]): Promise<Round['results']> {
+    return new Promise((resolve, reject) => {
+      const round: Round = {
+        iteration,
+        tasks,
+        queue: [...tasks],
+        results: [],
+        resolve: () => resolve(round.results),
+        reject,
+      };
+      this.round = round;
+      this.pump();
+    });
+  }
+
+  /** Gives every idle worker a queued shard, preceded by the current weights when it lacks them. */
+  private pump(): void {
+    const round = this.round;
+    if (!round) return;
+    const { version, frame } = this.hooks.weights();
+    for (const slot of this.workers.values()) {
+      if (slot.busy || round.queue.length === 0) continue;
+      // A shard that gave this worker a non-finite gradient goes to another one if there is one.
+      let idx = round.queue.findIndex((t) => !t.nonFiniteFrom.has(slot.peer.id));
+      if (idx < 0) idx = this.workers.size === 1 ? 0 : -1;
+      if (idx < 0) continue;
+      const [task] = round.queue.splice(idx, 1);
+      if (slot.weightsVersion !== version) {
+        slot.peer.send(frame);
+        slot.weightsVersion = version;
+      }
+      slot.busy = task;
+      task.assignedAt = performance.now();
+      slot.peer.send(task.frame);
+    }
+  }
+
+  onGradients(peer: Peer, msg: GradientsMessage | GradientsNonFiniteMessage): void {
+    const round = this.round;
+    const slot = this.workers.get(peer.id);
+    const task = round?.tasks.find((t) => t.shardId === msg.shardId);
+    if (!round || !slot || msg.iteration !== round.iteration || !task || task.done || slot.busy !== task) {
+      this.hooks.event('stale-result', { worker: peer.id, iteration: msg.iteration, shardId: msg.shardId }, 'info');
+      return;
+    }
+    if (msg.n !== task.rowCount) {
+      peer.close(`returned n=${msg.n} for a shard of ${task.rowCount} rows`);
+      return;
+    }
+    slot.busy = undefined;
+    if (msg.type === 'gradientsNonFinite') {
+      task.nonFiniteFrom.add(peer.id);
+      if (task.nonFiniteFrom.size >= 2 || this.workers.size === 1) {
+        const err = new GanDistError(
+          'GAN_DIST_E_DIVERGED',
+          `training diverged at iteration ${round.iteration}: shard ${task.shardId} gave non-finite gradients (${msg.tensorNames.slice(0, 3).join(', ')}) on ${task.nonFiniteFrom.size} worker(s)`,
+          'resume from the last checkpoint with a lower --lr, or check the data',
+        );
+        this.round = undefined;
+        round.reject(err);
+        return;
+      }
+      this.hooks.event('shard-nonfinite', { iteration: round.iteration, shardId: task.shardId, worker: peer.id }, 'warn');
+      round.queue.unshift(task);
+      this.pump();
+      return;
+    }
+    const bad = this.hooks.validate(msg);
+    if (bad) {
+      round.queue.unshift(task);
+      peer.close(`bad gradients: ${bad}`);
+      return;
+    }
+    task.done = true;
+    slot.shardsDone++;
+    slot.lastComputeMs = msg.timings.computeMs;
+    round.results.push({ task, msg, workerId: peer.id, roundTripMs: performance.now() - (task.assignedAt ?? 0) });
+    if (round.results.length === round.tasks.length) {
+      this.round = undefined;
+      round.resolve();
+    } else {
+      this.pump();
+    }
+  }
+
+  /** Any idle worker, for a sample request. */
+  idleWorker(): WorkerSlot | undefined {
+    for (const slot of this.workers.values()) if (!slot.busy) return slot;
+    return undefined;
+  }
+
+  /** Sends the current weights to `slot` if it lacks them. */
+  syncWeights(slot: WorkerSlot): void {
+    const { version, frame } = this.hooks.weights();
+    if (slot.weightsVersion !== version) {
+      slot.peer.send(frame);
+      slot.weightsVersion = version;
+    }
+  }
+}

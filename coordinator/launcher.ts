@@ -1,0 +1,78 @@
+// Starts local worker processes: one per GPU id (CUDA_VISIBLE_DEVICES set before tfjs-node-gpu
+// loads) or N CPU workers sharing the cores. Identity reaches a worker through its environment.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { TOKEN_ENV } from './auth.ts';
+
+const CLI = fileURLToPath(new URL('../cmd/gan-dist.mjs', import.meta.url));
+
+export interface LaunchSpec {
+  rank: number;
+  /** GPU id for CUDA_VISIBLE_DEVICES, when launching for --gpus. */
+  gpu?: string;
+  backend: string;
+  /** wasm threads for a CPU worker. */
+  threads?: number;
+}
+
+export interface LaunchedWorker {
+  rank: number;
+  gpu?: string;
+  child: ChildProcess;
+  env: Record<string, string>;
+}
+
+/** The launch plan: --gpus ids take precedence; else N CPU workers with cores / N threads each. */
+export function planWorkers(opts: { gpus?: string[]; workers: number; backend: string; cores?: number }): LaunchSpec[] {
+  if (opts.gpus && opts.gpus.length > 0) {
+    return opts.gpus.map((gpu, rank) => ({ rank, gpu, backend: opts.backend === 'auto' ? 'tensorflow-gpu' : opts.backend }));
+  }
+  const cores = opts.cores ?? os.availableParallelism();
+  const threads = Math.max(1, Math.floor(cores / Math.max(1, opts.workers)));
+  return Array.from({ length: opts.workers }, (_, rank) => ({ rank, backend: opts.backend, threads }));
+}
+
+/** The environment a worker process gets: the run's token, its rank, and its GPU. */
+export function workerEnv(spec: LaunchSpec, token: string, base: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(base)) if (v !== undefined) env[k] = v;
+  env[TOKEN_ENV] = token;
+  env.GAN_DIST_RANK = String(spec.rank);
+  if (spec.gpu !== undefined) {
+    env.CUDA_VISIBLE_DEVICES = spec.gpu;
+    env.TF_FORCE_GPU_ALLOW_GROWTH = 'true';
+  }
+  return env;
+}
+
+export function launchWorker(
+  spec: LaunchSpec,
+  url: string,
+  token: string,
+  onExit: (w: LaunchedWorker, code: number | null, signal: NodeJS.Signals | null) => void,
+  onOutput: (w: LaunchedWorker, line: string) => void,
+): LaunchedWorker {
+  const args = [CLI, 'worker', '--join', url, '--backend', spec.backend];
+  if (spec.threads !== undefined) args.push('--threads', String(spec.threads));
+  if (spec.gpu !== undefined) args.push('--gpu', spec.gpu);
+  const env = workerEnv(spec, token);
+  const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const w: LaunchedWorker = { rank: spec.rank, gpu: spec.gpu, child, env };
+  for (const stream of [child.stdout!, child.stderr!]) {
+    let buf = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      buf += chunk;
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i).trim();
+        buf = buf.slice(i + 1);
+        if (line) onOutput(w, line);
+      }
+    });
+  }
+  child.on('exit', (code, signal) => onExit(w, code, signal));
+  return w;
+}

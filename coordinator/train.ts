@@ -1,0 +1,241 @@
+// `gan-dist train`: the run directory, the data, the token, the coordinator and its local
+// workers, wired together; Ctrl-C finishes the iteration, checkpoints and exits.
+
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { newToken, resolveToken, writeTokenFile, readTokenFile } from './auth.ts';
+import { loadLatestCheckpoint, saveCheckpoint } from './checkpoint.ts';
+import type { TrainConfig } from './config.ts';
+import { Coordinator, type IterationRecord, type RunSnapshot } from './coordinator.ts';
+import { GanDistError } from './errors.ts';
+import { launchWorker, planWorkers, type LaunchedWorker } from './launcher.ts';
+import { createRunLogger, flushLogger, logEvent } from './logger.ts';
+import { createRunDir, openRunDirForResume, writeEndpoint, writeRunConfig, type RunDir } from './run-dir.ts';
+import { sampleFileName, writeSampleGrid } from './samples.ts';
+import { openDataset } from '../data/index.ts';
+import type { IteratorState } from '../data/batches.ts';
+import type { DataEvent } from '../data/events.ts';
+import { GPU_PACKAGE, installedVersion, parseBackendName } from '../worker/backend.ts';
+import { parameterTable } from '../worker/architecture.ts';
+import { modelConfigOf } from './config.ts';
+
+export interface TrainOptions {
+  config: TrainConfig;
+  /** Keys the user set explicitly (flags, config file): on resume they override the stored config. */
+  overrides?: Partial<TrainConfig>;
+  data: string;
+  runDir?: string;
+  resume?: string;
+  listen: string;
+  workers: number;
+  gpus?: string[];
+  backend: string;
+  minWorkers?: number;
+  checkpointEvery: number;
+  keepCheckpoints: number;
+  tokenFile?: string;
+  dataThreads?: number;
+  resize?: 'stretch' | 'cover';
+  cwd?: string;
+  /** Person-readable progress lines; default: nothing. */
+  print?: (line: string) => void;
+  /** Print a compact line every this many iterations. */
+  printEvery?: number;
+  onData?: (e: DataEvent) => void;
+  onCoordinator?: (c: Coordinator) => void;
+  /** Install SIGINT/SIGTERM handlers (the CLI does; tests call requestStop). */
+  handleSignals?: boolean;
+}
+
+export interface TrainResult {
+  runDir: string;
+  state: string;
+  iteration: number;
+  runId: string;
+}
+
+export function parseListen(raw: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(raw.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port >= 0 && port <= 65535)) {
+    throw new GanDistError('GAN_DIST_E_CONFIG', `--listen: "${raw}" is not HOST:PORT`, 'e.g. --listen 127.0.0.1:7070 (port 0 picks a free one)');
+  }
+  return { host: m[1] ?? m[2], port };
+}
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
+
+export async function train(opts: TrainOptions): Promise<TrainResult> {
+  const cwd = opts.cwd ?? process.cwd();
+  const print = opts.print ?? (() => {});
+  const backend = parseBackendName(opts.backend);
+  if (opts.gpus?.length && (backend === 'auto' || backend === 'tensorflow-gpu') && !installedVersion(GPU_PACKAGE)) {
+    throw new GanDistError(
+      'GAN_DIST_E_BACKEND',
+      `--gpus ${opts.gpus.join(',')} needs ${GPU_PACKAGE}, which is not installed (it requires CUDA 11.2 and cuDNN 8.1)`,
+      `install it with \`npm install ${GPU_PACKAGE}\` on a machine with the NVIDIA libraries (\`gan-dist doctor\` checks them), or train on CPUs with --workers N`,
+    );
+  }
+  const { host, port } = parseListen(opts.listen);
+  if (!LOOPBACK.has(host)) {
+    throw new GanDistError(
+      'GAN_DIST_E_CONFIG',
+      `--listen ${opts.listen}: listening beyond loopback needs TLS, which this version does not provide yet`,
+      'listen on 127.0.0.1 and reach it through an SSH tunnel (ssh -L 7070:127.0.0.1:7070 HOST)',
+    );
+  }
+
+  // The run directory, and what a resume continues from.
+  let run: RunDir;
+  let resume: RunSnapshot | undefined;
+  let config = opts.config;
+  const warnings: string[] = [];
+  if (opts.resume) {
+    run = openRunDirForResume(opts.resume, cwd);
+    const stored = JSON.parse((await import('node:fs')).readFileSync(run.configPath, 'utf8')) as TrainConfig;
+    config = { ...stored, ...(opts.overrides ?? {}) };
+    const ckpt = await loadLatestCheckpoint(run.path, {
+      expectSpecs: parameterTable(modelConfigOf(config)),
+      onWarning: (m) => warnings.push(m),
+    });
+    resume = {
+      runId: ckpt.runId,
+      iteration: ckpt.iteration,
+      epoch: ckpt.epoch,
+      config,
+      params: ckpt.params,
+      adamM: ckpt.adamM,
+      adamV: ckpt.adamV,
+      zValidation: ckpt.zValidation,
+      rng: ckpt.rng as RunSnapshot['rng'],
+      data: ckpt.data as IteratorState,
+    };
+  } else {
+    run = createRunDir({ runDir: opts.runDir, cwd });
+  }
+  writeRunConfig(run, config);
+  const log = createRunLogger(run.logPath);
+  for (const w of warnings) logEvent(log, 'checkpoint-skipped', { warning: w }, 'warn');
+  logEvent(log, 'config', { config, data: opts.data, resume: !!resume });
+
+  // The token: a resume reuses the run's; else --token-file, GAN_DIST_TOKEN, or a new one.
+  let token: string;
+  if (resume && existsSync(run.tokenPath)) token = (await readTokenFile(run.tokenPath)).token;
+  else if (opts.tokenFile || process.env.GAN_DIST_TOKEN) token = (await resolveToken({ tokenFile: opts.tokenFile })).token;
+  else token = newToken();
+  await writeTokenFile(run.tokenPath, { token });
+
+  if (opts.data === 'synthetic') print('data: synthetic flowers drawn by gan-dist (the default; --data DIR or --data flowers for photos)');
+  const dataset = await openDataset({
+    data: opts.data,
+    imageSize: config.imageSize,
+    seed: config.seed,
+    miniBatchSize: config.batchSize,
+    threads: opts.dataThreads,
+    resize: opts.resize,
+    log: (e) => {
+      opts.onData?.(e);
+      // Progress ticks are for the console; the log keeps what a person would look back for.
+      if (e.event !== 'data-progress') {
+        const { level, ...fields } = e;
+        log[level](fields, 'event');
+      }
+    },
+  });
+  const batches = dataset.createBatchIterator({ batchSize: config.batchSize, seed: config.seed, state: resume?.data });
+
+  const coordinator = new Coordinator({
+    config,
+    batches,
+    iterationsPerEpoch: batches.iterationsPerEpoch,
+    log,
+    token,
+    host,
+    port,
+    minWorkers: opts.minWorkers ?? Math.max(1, opts.gpus?.length || opts.workers),
+    resume,
+    checkpointEvery: opts.checkpointEvery,
+    saveSnapshot: async (s) =>
+      (
+        await saveCheckpoint(
+          run.path,
+          { ...s, specs: parameterTable(modelConfigOf(config)).map(({ name, shape, role }) => ({ name, shape, role })) },
+          { keep: opts.keepCheckpoints },
+        )
+      ).path,
+    writeSamples: async (iteration, images, count) => {
+      const file = path.join(run.samplesDir, sampleFileName(iteration));
+      await writeSampleGrid(file, images, count, config.imageSize);
+      return file;
+    },
+    onIteration: (r: IterationRecord) => {
+      const every = opts.printEvery ?? 10;
+      if (r.iteration === 1 || r.iteration % every === 0 || r.iteration === coordinator.maxIterations) {
+        print(
+          `iter ${r.iteration}/${coordinator.maxIterations}  epoch ${r.epoch}  scoreG ${r.scoreG.toFixed(3)}  scoreD ${r.scoreD.toFixed(3)}  ` +
+            `lossG ${r.lossG.toFixed(3)}  lossD ${r.lossD.toFixed(3)}  ${r.imagesPerSec.toFixed(1)} img/s  ${r.workers} worker${r.workers === 1 ? '' : 's'}`,
+        );
+      }
+    },
+  });
+  opts.onCoordinator?.(coordinator);
+  const endpoint = await coordinator.listen();
+  writeEndpoint(run, endpoint);
+  print(`run ${run.path}${resume ? ` (resumed at iteration ${resume.iteration})` : ''}; workers join ws://${endpoint}`);
+
+  const launched: LaunchedWorker[] = [];
+  for (const spec of planWorkers({ gpus: opts.gpus, workers: opts.workers, backend: opts.backend })) {
+    launched.push(
+      launchWorker(
+        spec,
+        `ws://${endpoint}`,
+        token,
+        (w, code, signal) => logEvent(log, 'worker-exited', { rank: w.rank, gpu: w.gpu, code, signal }, code === 0 ? 'info' : 'warn'),
+        (w, line) => log.debug({ event: 'worker-output', rank: w.rank, line }, 'event'),
+      ),
+    );
+    logEvent(log, 'worker-launched', { rank: spec.rank, gpu: spec.gpu, backend: spec.backend, threads: spec.threads });
+  }
+
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals++;
+    if (signals === 1) {
+      print(`${sig}: finishing the current iteration, then a checkpoint (again to quit at once)`);
+      coordinator.requestStop(`${sig} received`);
+    } else {
+      // Checkpoints are written to a temporary name and renamed, so quitting now breaks none.
+      for (const w of launched) w.child.kill('SIGKILL');
+      process.exit(130);
+    }
+  };
+  if (opts.handleSignals) {
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  }
+  try {
+    const state = await coordinator.run();
+    print(`${state} at iteration ${coordinator.iteration}; run directory ${run.path}`);
+    return { runDir: run.path, state, iteration: coordinator.iteration, runId: coordinator.runId };
+  } finally {
+    if (opts.handleSignals) {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+    await Promise.all(
+      launched.map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            if (w.child.exitCode !== null || w.child.signalCode !== null) return resolve();
+            const t = setTimeout(() => w.child.kill('SIGKILL'), 5000);
+            w.child.once('exit', () => {
+              clearTimeout(t);
+              resolve();
+            });
+          }),
+      ),
+    );
+    dataset.close();
+    await flushLogger(log);
+  }
+}
