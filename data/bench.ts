@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { decodeFiles } from './decoder.ts';
 import { DEFAULT_MAX_INPUT_PIXELS } from './decode.ts';
+import { silentLog } from './events.ts';
 import { openDataset } from './index.ts';
 import { listImages } from './listing.ts';
 
@@ -60,7 +61,7 @@ export async function benchData(options: DataBenchOptions): Promise<DataBenchRes
   try {
     const timeOpen = async (): Promise<number> => {
       const started = performance.now();
-      (await openDataset({ data: options.dir, imageSize, seed: 0, cacheDir })).close();
+      (await openDataset({ data: options.dir, imageSize, seed: 0, cacheDir, log: silentLog })).close();
       return (performance.now() - started) / 1000;
     };
     const coldStart = await timeOpen();

@@ -17,8 +17,8 @@
 //     memoryBudgetBytes,        // images beyond this are streamed from the cache file (1 GiB default)
 //     maxInputPixels,           // decompression-bomb guard: larger images are skipped (100 MP default)
 //     miniBatchSize,            // when given, fewer usable images than one batch is an error now
-//     log: (event) => {},       // structured DataEvent objects (data/events.ts); stderrLog() draws
-//                               // a progress bar on a TTY and plain lines otherwise
+//     log: (event) => {},       // structured DataEvent objects (data/events.ts); by default
+//                               // stderrLog(): a progress bar on a TTY, plain lines otherwise
 //   });
 //   dataset.size, dataset.imageSize, dataset.labels[i], dataset.classes, dataset.files[i],
 //   dataset.skipped            // { files: [{ rel, kind, reason }], byKind, ignored }
@@ -48,10 +48,10 @@ import { cacheEntry, loadOrBuild, pathTag } from './cache.ts';
 import { Dataset } from './dataset.ts';
 import { DEFAULT_MAX_INPUT_PIXELS, type ResizeMode } from './decode.ts';
 import { decodeFiles, DEFAULT_THREADS, validateThreads } from './decoder.ts';
-import { silentLog, type DataLog } from './events.ts';
+import type { DataLog } from './events.ts';
 import { listImages } from './listing.ts';
 import { decodedCacheDir, resolveDataFolder } from './locations.ts';
-import { ProgressTracker } from './progress.ts';
+import { ProgressTracker, stderrLog } from './progress.ts';
 import { describeSkips, summariseSkips } from './skips.ts';
 import { DEFAULT_SYNTHETIC_COUNT, drawSyntheticSet, SYNTHETIC_VERSION } from './synthetic.ts';
 
@@ -85,7 +85,7 @@ export async function openDataset(options: OpenDatasetOptions): Promise<Dataset>
   if (resize !== 'stretch' && resize !== 'cover') throw new RangeError("options.resize must be 'stretch' or 'cover'");
   const threads = options.threads ?? DEFAULT_THREADS;
   validateThreads(threads);
-  const log = options.log ?? silentLog;
+  const log = options.log ?? stderrLog();
   const plan = {
     imageSize,
     memoryBudgetBytes: options.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES,
@@ -189,4 +189,5 @@ export type { DataEvent, DataLog } from './events.ts';
 export type { SkippedFile, SkippedSummary, SkipKind } from './skips.ts';
 export type { ResizeMode } from './decode.ts';
 export { stderrLog } from './progress.ts';
+export { silentLog } from './events.ts';
 export { cacheRoot, flowersDir } from './locations.ts';

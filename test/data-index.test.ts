@@ -8,7 +8,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GanDistError } from '../coordinator/errors.ts';
 import type { DataEvent } from '../data/events.ts';
-import { openDataset, type OpenDatasetOptions } from '../data/index.ts';
+import { openDataset, silentLog, type OpenDatasetOptions } from '../data/index.ts';
 import { drawSyntheticFlower } from '../data/synthetic.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -73,7 +73,7 @@ async function makeMixedFolder(root: string): Promise<void> {
 }
 
 const open = (options: Partial<OpenDatasetOptions> & { data: string }) =>
-  openDataset({ imageSize: 16, seed: 0, cacheDir, ...options });
+  openDataset({ imageSize: 16, seed: 0, cacheDir, log: silentLog, ...options });
 
 async function rejection(promise: Promise<unknown>): Promise<GanDistError> {
   const err = await promise.then(
