@@ -9,6 +9,7 @@ import { doctor, formatDoctor } from '../worker/doctor.ts';
 import { formatSummary, summarize } from '../worker/summary.ts';
 import { registerDataCommands } from './data.ts';
 import { registerTrainCommands } from './train.ts';
+import { registerGenerateCommand } from './generate.ts';
 import { addConfigOptions, configFromOptions } from './options.ts';
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
@@ -41,6 +42,7 @@ export function buildProgram(): Command {
     });
 
   registerTrainCommands(program);
+  registerGenerateCommand(program);
   registerDataCommands(program);
   return program;
 }

@@ -35,7 +35,7 @@ export function registerTrainCommands(program: Command): void {
     program
       .command('train')
       .description('train the DCGAN: a coordinator and its workers (default: 2 CPU workers on synthetic flowers)')
-      .option('--data <source>', "'synthetic' (default, offline), 'flowers' (after `gan-dist data fetch flowers`) or a folder of images", 'synthetic')
+      .option('--data <source>', "'synthetic' (default, offline), 'flowers' (after `gan-dist data fetch flowers`) or a folder of images; a resume uses the run's")
       .option('--workers <n>', 'local CPU worker processes', positiveInt('--workers'), 2)
       .option('--gpus <ids>', 'one worker process per GPU id, e.g. 0,1,2,3 (needs @tensorflow/tfjs-node-gpu)', parseGpus)
       .addOption(new Option('--backend <name>', 'compute backend of the local workers').choices([...backendNames]).default('auto'))

@@ -67,6 +67,8 @@ export interface CoordinatorOptions {
   /** Called after every iteration, for the console and the terminal UI. */
   onIteration?: (r: IterationRecord) => void;
   onEvent?: (event: string, fields: Record<string, unknown>) => void;
+  /** Sees each iteration's whole-batch draws (tests check they do not depend on the workers). */
+  onDraw?: (iteration: number, z: Float32Array, flip: Uint8Array) => void;
 }
 
 export class Coordinator {
@@ -314,6 +316,7 @@ export class Coordinator {
     // Drawn for the whole batch, so no draw depends on how many workers there are.
     const z = this.rngZ.fillNormal(new Float32Array(B * cfg.latent));
     const flip = this.rngFlip.bernoulli(B, cfg.flipProb);
+    this.opts.onDraw?.(t, z, flip);
 
     if (this.dispatcher.liveCount === 0) {
       this.event('waiting-for-workers', { iteration: t }, 'warn');

@@ -1,7 +1,7 @@
 // `gan-dist train`: the run directory, the data, the token, the coordinator and its local
 // workers, wired together; Ctrl-C finishes the iteration, checkpoints and exits.
 
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { newToken, resolveToken, writeTokenFile, readTokenFile } from './auth.ts';
 import { loadLatestCheckpoint, saveCheckpoint } from './checkpoint.ts';
@@ -23,7 +23,8 @@ export interface TrainOptions {
   config: TrainConfig;
   /** Keys the user set explicitly (flags, config file): on resume they override the stored config. */
   overrides?: Partial<TrainConfig>;
-  data: string;
+  /** 'synthetic', 'flowers' or a folder; a resume defaults to the run's own. */
+  data?: string;
   runDir?: string;
   resume?: string;
   listen: string;
@@ -89,11 +90,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let run: RunDir;
   let resume: RunSnapshot | undefined;
   let config = opts.config;
+  let data = opts.data ?? 'synthetic';
   const warnings: string[] = [];
   if (opts.resume) {
     run = openRunDirForResume(opts.resume, cwd);
-    const stored = JSON.parse((await import('node:fs')).readFileSync(run.configPath, 'utf8')) as TrainConfig;
+    const { data: storedData, ...stored } = JSON.parse(readFileSync(run.configPath, 'utf8')) as TrainConfig & { data?: string };
     config = { ...stored, ...(opts.overrides ?? {}) };
+    data = opts.data ?? storedData ?? 'synthetic';
     const ckpt = await loadLatestCheckpoint(run.path, {
       expectSpecs: parameterTable(modelConfigOf(config)),
       onWarning: (m) => warnings.push(m),
@@ -113,10 +116,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   } else {
     run = createRunDir({ runDir: opts.runDir, cwd });
   }
-  writeRunConfig(run, config);
+  // config.json: the resolved config, and the data source a resume reads again.
+  writeRunConfig(run, { ...config, data });
   const log = createRunLogger(run.logPath);
   for (const w of warnings) logEvent(log, 'checkpoint-skipped', { warning: w }, 'warn');
-  logEvent(log, 'config', { config, data: opts.data, resume: !!resume });
+  logEvent(log, 'config', { config, data, resume: !!resume });
 
   // The token: a resume reuses the run's; else --token-file, GAN_DIST_TOKEN, or a new one.
   let token: string;
@@ -125,9 +129,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   else token = newToken();
   await writeTokenFile(run.tokenPath, { token });
 
-  if (opts.data === 'synthetic') print('data: synthetic flowers drawn by gan-dist (the default; --data DIR or --data flowers for photos)');
+  if (data === 'synthetic') print('data: synthetic flowers drawn by gan-dist (the default; --data DIR or --data flowers for photos)');
   const dataset = await openDataset({
-    data: opts.data,
+    data,
     imageSize: config.imageSize,
     seed: config.seed,
     miniBatchSize: config.batchSize,

@@ -1,0 +1,146 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { resolveConfig, modelConfigOf, type TrainConfig } from '../coordinator/config.ts';
+import { Coordinator, type IterationRecord } from '../coordinator/coordinator.ts';
+import { adamStep, ADAM_EPSILON } from '../coordinator/adam.ts';
+import { newToken } from '../coordinator/auth.ts';
+import { openDataset } from '../data/index.ts';
+import { initialParams, parameterTable, type NamedArrays } from '../worker/architecture.ts';
+import { loadBackend } from '../worker/backend.ts';
+import { runWorker } from '../worker/client.ts';
+import { Trainer } from '../worker/trainer.ts';
+
+const silent = pino({ level: 'silent' });
+const tiny = (over: Partial<TrainConfig> = {}) => resolveConfig({ preset: 'tiny', flags: { seed: 3, ...over } });
+
+interface Harness {
+  coordinator: Coordinator;
+  draws: Map<number, { z: Float32Array; flip: Uint8Array }>;
+  records: IterationRecord[];
+  images: Map<number, Uint8Array>;
+  run(): Promise<void>;
+}
+
+const open: Coordinator[] = [];
+afterEach(async () => {
+  for (const c of open.splice(0)) if (c.state !== 'finished' && c.state !== 'failed') c.requestStop('test over');
+});
+
+/** A coordinator on 127.0.0.1:0 with `workers` in-process workers on the wasm backend. */
+async function harness(config: TrainConfig, workers: number): Promise<Harness> {
+  const dataset = await openDataset({ data: 'synthetic', imageSize: config.imageSize, count: 64, seed: 1, cache: false });
+  const batches = dataset.createBatchIterator({ batchSize: config.batchSize, seed: config.seed });
+  const token = newToken();
+  const draws = new Map<number, { z: Float32Array; flip: Uint8Array }>();
+  const images = new Map<number, Uint8Array>();
+  const records: IterationRecord[] = [];
+  const origNext = batches.next.bind(batches);
+  let drawn = 0;
+  batches.next = () => {
+    const b = origNext();
+    images.set(++drawn, b.images.slice());
+    return b;
+  };
+  const coordinator = new Coordinator({
+    config,
+    batches,
+    iterationsPerEpoch: batches.iterationsPerEpoch,
+    log: silent,
+    token,
+    host: '127.0.0.1',
+    port: 0,
+    minWorkers: workers,
+    checkpointEvery: 0,
+    saveSnapshot: async () => 'memory',
+    writeSamples: async () => 'nowhere',
+    onIteration: (r) => records.push(r),
+    onDraw: (t, z, flip) => draws.set(t, { z: z.slice(), flip: flip.slice() }),
+  });
+  open.push(coordinator);
+  const endpoint = await coordinator.listen();
+  const joined = Array.from({ length: workers }, () =>
+    runWorker({ url: `ws://${endpoint}`, token, backend: 'wasm', threads: 1, ganDistVersion: 'test' }),
+  );
+  return {
+    coordinator,
+    draws,
+    records,
+    images,
+    run: async () => {
+      await coordinator.run();
+      const outcomes = await Promise.all(joined);
+      for (const o of outcomes) expect(o.exitCode, o.reason).toBe(0);
+    },
+  };
+}
+
+const maxRelDiff = (a: Float32Array, b: Float32Array) => {
+  let m = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    m = Math.max(m, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return m / (scale || 1);
+};
+
+describe('Coordinator', () => {
+  it('draws the same Z and flip bits for an iteration with 1, 2 and 3 workers', async () => {
+    const seen: Map<number, { z: Float32Array; flip: Uint8Array }>[] = [];
+    for (const n of [1, 2, 3]) {
+      const h = await harness(tiny({ iterations: 2 }), n);
+      await h.run();
+      expect(h.records.map((r) => r.workers)).toEqual([n, n]);
+      seen.push(h.draws);
+    }
+    for (const t of [1, 2]) {
+      expect(seen[1].get(t)).toEqual(seen[0].get(t));
+      expect(seen[2].get(t)).toEqual(seen[0].get(t));
+    }
+    expect(seen[0].get(1)!.z).not.toEqual(seen[0].get(2)!.z);
+  });
+
+  it('gives 2 workers with half the batch each the Adam step of 1 worker computing both halves and averaging', async () => {
+    const config = tiny({ iterations: 1 });
+    const h = await harness(config, 2);
+    await h.run();
+    const { z, flip } = h.draws.get(1)!;
+    const batchImages = h.images.get(1)!;
+
+    // Reference: one Trainer computes rows 0-7 and 8-15 as separate shards, averaged by hand.
+    const { tf } = await loadBackend('wasm');
+    const model = modelConfigOf(config);
+    const specs = parameterTable(model);
+    const w0 = initialParams(specs, config.seed);
+    const trainer = new Trainer(tf, model, config.seed);
+    trainer.setWeights(w0);
+    const px = 32 * 32 * 3;
+    const half = (k: number) =>
+      trainer.step({
+        iteration: 1,
+        rowStart: 8 * k,
+        n: 8,
+        images: batchImages.subarray(8 * k * px, 8 * (k + 1) * px),
+        z: z.subarray(8 * k * 100, 8 * (k + 1) * 100),
+        flip: flip.subarray(8 * k, 8 * (k + 1)),
+      });
+    const [a, b] = [half(0), half(1)];
+    trainer.dispose();
+    const expected: NamedArrays = {};
+    for (const s of specs.filter((s) => s.role === 'learnable')) {
+      const g = a.grads[s.name].map((x, i) => (x + b.grads[s.name][i]) / 2);
+      const w = w0[s.name].slice();
+      adamStep(w, g, new Float32Array(w.length), new Float32Array(w.length), 1, { lr: 2e-4, beta1: 0.5, beta2: 0.999, epsilon: ADAM_EPSILON });
+      expected[s.name] = w;
+      expect(maxRelDiff(h.coordinator.params[s.name], w), s.name).toBeLessThan(1e-5);
+      // Adam's first moment after one step is (1 - beta1) g: the averaged gradient itself.
+      expect(maxRelDiff(h.coordinator.adamM[s.name], g.map((x) => 0.5 * x)), s.name).toBeLessThan(1e-5);
+    }
+    // The weights moved: the comparison above is not between two untouched copies.
+    expect(maxRelDiff(h.coordinator.params['G/tconv1/w'], w0['G/tconv1/w'])).toBeGreaterThan(1e-4);
+    // BatchNorm running statistics were updated from the pooled batch statistics.
+    expect(h.coordinator.params['G/bn1/mean'].some((x) => x !== 0)).toBe(true);
+    expect(h.records[0].lossD).toBeCloseTo((a.lossD + b.lossD) / 2, 5);
+    expect(h.records[0].scoreG).toBeCloseTo((a.scoreG + b.scoreG) / 2, 5);
+  });
+});
