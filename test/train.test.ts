@@ -8,6 +8,9 @@ import { loadLatestCheckpoint } from '../coordinator/checkpoint.ts';
 import { resolveConfig, type TrainConfig } from '../coordinator/config.ts';
 import { planWorkers, launchWorker, workerEnv } from '../coordinator/launcher.ts';
 import { train } from '../coordinator/train.ts';
+import sharp from 'sharp';
+import { loadBackend } from '../worker/backend.ts';
+import { loadExportedGenerator } from '../worker/export.ts';
 
 const root = path.resolve(fileURLToPath(import.meta.url), '../..');
 const cli = path.join(root, 'cmd/gan-dist.mjs');
@@ -72,6 +75,18 @@ describe('gan-dist train', () => {
     expect(readdirSync(path.join(cwd, 'run/samples'))).toEqual(['iter-000001.png', 'iter-000002.png', 'iter-000004.png']);
     expect(readdirSync(path.join(cwd, 'run/checkpoints'))).toEqual(['iter-000003', 'iter-000004']);
     expect(lines.some((l) => l.event === 'data-ready' && l.images === 300)).toBe(true);
+
+    const grid = await runCli(['generate', '--checkpoint', 'run', '--out', 'grid.png', '--json', '--backend', 'wasm'], { cwd });
+    expect(grid.code, grid.stderr).toBe(0);
+    const meta = await sharp(path.join(cwd, 'grid.png')).metadata();
+    expect([meta.width, meta.height]).toEqual([5 * 32, 5 * 32]);
+    const exported = await runCli(['generate', '--checkpoint', 'run', '--format', 'tfjs', '--out', 'gen', '--backend', 'wasm'], { cwd });
+    expect(exported.code, exported.stderr).toBe(0);
+    const { tf } = await loadBackend('wasm');
+    const model = await loadExportedGenerator(tf, path.join(cwd, 'gen'));
+    const out = model.predict(tf.zeros([2, 100])) as import('@tensorflow/tfjs').Tensor;
+    expect(out.shape).toEqual([2, 32, 32, 3]);
+    out.dispose();
   });
 
   it('stops cleanly on SIGINT: finishes the iteration, writes a checkpoint, exits 0', async () => {
