@@ -10,6 +10,7 @@ import { formatSummary, summarize } from '../worker/summary.ts';
 import { registerDataCommands } from './data.ts';
 import { registerTrainCommands } from './train.ts';
 import { registerGenerateCommand } from './generate.ts';
+import { registerBenchCommands } from './bench.ts';
 import { addConfigOptions, configFromOptions } from './options.ts';
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
@@ -43,6 +44,7 @@ export function buildProgram(): Command {
 
   registerTrainCommands(program);
   registerGenerateCommand(program);
+  registerBenchCommands(program);
   registerDataCommands(program);
   return program;
 }

@@ -91,6 +91,7 @@ export function registerTrainCommands(program: Command): void {
     .addOption(new Option('--backend <name>', 'compute backend').choices([...backendNames]).default('auto'))
     .option('--gpu <id>', 'GPU id (sets CUDA_VISIBLE_DEVICES before the backend loads)')
     .option('--threads <n>', 'wasm threads (default: all cores)', positiveInt('--threads', 1))
+    .addOption(new Option('--simulate-step-ms <ms>', 'benchmarks: answer each shard with zero gradients after this delay, computing nothing').argParser(positiveInt('--simulate-step-ms')).hideHelp())
     .action(async (opts) => {
       if (opts.gpu !== undefined && process.env.CUDA_VISIBLE_DEVICES === undefined) process.env.CUDA_VISIBLE_DEVICES = opts.gpu;
       const { token } = await resolveToken({ tokenFile: opts.tokenFile });
@@ -101,6 +102,7 @@ export function registerTrainCommands(program: Command): void {
         wantsGpu: opts.gpu !== undefined,
         threads: opts.threads ?? os.availableParallelism(),
         ganDistVersion: version,
+        simulateStepMs: opts.simulateStepMs,
         log: (e) => console.error(JSON.stringify({ rank: process.env.GAN_DIST_RANK, ...e })),
       });
       console.error(JSON.stringify({ event: 'exit', code: outcome.exitCode, reason: outcome.reason }));

@@ -60,6 +60,8 @@ export interface CoordinatorOptions {
   /** Resume from this snapshot instead of initialising. */
   resume?: RunSnapshot;
   checkpointEvery: number;
+  /** Checkpoint at the end of the run and on Stop (default true). */
+  finalCheckpoint?: boolean;
   /** Persists a snapshot (checkpoint); called at checkpointEvery and at stop. */
   saveSnapshot: (s: RunSnapshot) => Promise<string>;
   /** Writes a sample grid for `iteration` (k images HWC in [-1, 1]). */
@@ -275,7 +277,7 @@ export class Coordinator {
         }
       }
       this.transition('stopping', { reason: this.stopReason ?? 'iteration bound reached' });
-      if (this.iteration !== lastCheckpoint) await this.checkpoint();
+      if (this.iteration !== lastCheckpoint && this.opts.finalCheckpoint !== false) await this.checkpoint();
       await this.shutdown(this.stopReason ?? 'training finished');
       this.transition('finished', { iteration: this.iteration });
       this.event('run-finished', { iteration: this.iteration, epoch: this.epoch });

@@ -15,6 +15,8 @@ export interface LaunchSpec {
   backend: string;
   /** wasm threads for a CPU worker. */
   threads?: number;
+  /** Benchmarks: replace compute by this fixed delay per shard. */
+  simulateStepMs?: number;
 }
 
 export interface LaunchedWorker {
@@ -25,12 +27,23 @@ export interface LaunchedWorker {
 }
 
 /** The launch plan: --gpus ids take precedence; else N CPU workers with cores / N threads each. */
-export function planWorkers(opts: { gpus?: string[]; workers: number; backend: string; cores?: number }): LaunchSpec[] {
+export function planWorkers(opts: {
+  gpus?: string[];
+  workers: number;
+  backend: string;
+  cores?: number;
+  simulateStepMs?: number;
+  /** wasm threads per CPU worker; default cores / workers. */
+  threads?: number;
+}): LaunchSpec[] {
+  if (opts.simulateStepMs !== undefined) {
+    return Array.from({ length: opts.workers }, (_, rank) => ({ rank, backend: 'wasm', simulateStepMs: opts.simulateStepMs }));
+  }
   if (opts.gpus && opts.gpus.length > 0) {
     return opts.gpus.map((gpu, rank) => ({ rank, gpu, backend: opts.backend === 'auto' ? 'tensorflow-gpu' : opts.backend }));
   }
   const cores = opts.cores ?? os.availableParallelism();
-  const threads = Math.max(1, Math.floor(cores / Math.max(1, opts.workers)));
+  const threads = opts.threads ?? Math.max(1, Math.floor(cores / Math.max(1, opts.workers)));
   return Array.from({ length: opts.workers }, (_, rank) => ({ rank, backend: opts.backend, threads }));
 }
 
@@ -57,6 +70,7 @@ export function launchWorker(
   const args = [CLI, 'worker', '--join', url, '--backend', spec.backend];
   if (spec.threads !== undefined) args.push('--threads', String(spec.threads));
   if (spec.gpu !== undefined) args.push('--gpu', spec.gpu);
+  if (spec.simulateStepMs !== undefined) args.push('--simulate-step-ms', String(spec.simulateStepMs));
   const env = workerEnv(spec, token);
   const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const w: LaunchedWorker = { rank: spec.rank, gpu: spec.gpu, child, env };

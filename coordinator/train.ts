@@ -44,6 +44,12 @@ export interface TrainOptions {
   printEvery?: number;
   onData?: (e: DataEvent) => void;
   onCoordinator?: (c: Coordinator) => void;
+  /** Benchmarks: local workers compute nothing and answer each shard after this delay. */
+  simulateStepMs?: number;
+  /** wasm threads per local CPU worker (default: cores / workers). */
+  threadsPerWorker?: number;
+  /** Benchmarks: no checkpoint at the end of the run. */
+  skipFinalCheckpoint?: boolean;
   /** Install SIGINT/SIGTERM handlers (the CLI does; tests call requestStop). */
   handleSignals?: boolean;
 }
@@ -159,6 +165,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     minWorkers: opts.minWorkers ?? Math.max(1, opts.gpus?.length || opts.workers),
     resume,
     checkpointEvery: opts.checkpointEvery,
+    finalCheckpoint: !opts.skipFinalCheckpoint,
     saveSnapshot: async (s) =>
       (
         await saveCheckpoint(
@@ -188,7 +195,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   print(`run ${run.path}${resume ? ` (resumed at iteration ${resume.iteration})` : ''}; workers join ws://${endpoint}`);
 
   const launched: LaunchedWorker[] = [];
-  for (const spec of planWorkers({ gpus: opts.gpus, workers: opts.workers, backend: opts.backend })) {
+  for (const spec of planWorkers({ gpus: opts.gpus, workers: opts.workers, backend: opts.backend, simulateStepMs: opts.simulateStepMs, threads: opts.threadsPerWorker })) {
     launched.push(
       launchWorker(
         spec,

@@ -15,9 +15,9 @@ import {
   type FrameLimits,
   type Message,
 } from '../coordinator/protocol.ts';
-import { parameterTable, sizeOf } from './architecture.ts';
+import { parameterTable, sizeOf, type NamedArrays } from './architecture.ts';
 import { loadBackend, type BackendName } from './backend.ts';
-import { Trainer } from './trainer.ts';
+import { Trainer, type Shard, type ShardResult } from './trainer.ts';
 
 /** Exit codes of `gan-dist worker`, documented in the README for cluster launchers. */
 export const WorkerExit = {
@@ -35,7 +35,46 @@ export interface WorkerOptions {
   wantsGpu?: boolean;
   threads?: number;
   ganDistVersion: string;
+  /**
+   * Benchmarks only: no backend, no model; every shard is answered after this many ms with zero
+   * gradients of the right names and sizes, so the coordinator's own costs can be measured.
+   */
+  simulateStepMs?: number;
   log?: (event: Record<string, unknown>) => void;
+}
+
+/** The part of Trainer a worker session uses; a simulated worker provides the same. */
+interface Compute {
+  setWeights(named: Record<string, Float32Array>): void;
+  step(shard: Shard): ShardResult | Promise<ShardResult>;
+  generate(z: Float32Array, count: number): Float32Array;
+  dispose(): void;
+  readonly cfg: ModelConfig;
+}
+
+/** Zero gradients after a fixed delay: the network and the coordinator stay real, compute does not. */
+function simulatedCompute(cfg: ModelConfig, delayMs: number): Compute {
+  const table = parameterTable(cfg);
+  const learnables = table.filter((s) => s.role === 'learnable');
+  const bn = table.filter((s) => s.name.endsWith('/mean'));
+  const grads: NamedArrays = {};
+  for (const s of learnables) grads[s.name] = new Float32Array(sizeOf(s.shape));
+  return {
+    cfg,
+    setWeights: () => {},
+    step: async (shard) => {
+      const t0 = performance.now();
+      await new Promise((r) => setTimeout(r, delayMs));
+      const sums: ShardResult['bn'] = {};
+      for (const s of bn) {
+        const key = s.name.slice(0, -'/mean'.length);
+        sums[key] = { sum: new Float32Array(s.shape[0]), sumSq: new Float32Array(s.shape[0]).fill(1), count: shard.n };
+      }
+      return { n: shard.n, grads, bn: sums, lossG: Math.LN2, lossD: 2 * Math.LN2, scoreG: 0.5, scoreD: 0.5, computeMs: performance.now() - t0 };
+    },
+    generate: (_z, count) => new Float32Array(count * cfg.imageSize * cfg.imageSize * 3),
+    dispose: () => {},
+  };
 }
 
 export interface WorkerOutcome {
@@ -46,7 +85,9 @@ export interface WorkerOutcome {
 /** Runs one worker session until the coordinator says stop or the connection ends. */
 export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
   const log = opts.log ?? (() => {});
-  const { tf, info } = await loadBackend(opts.backend, { wantsGpu: opts.wantsGpu, threads: opts.threads });
+  const simulate = opts.simulateStepMs;
+  const loaded = simulate === undefined ? await loadBackend(opts.backend, { wantsGpu: opts.wantsGpu, threads: opts.threads }) : undefined;
+  const info = loaded?.info ?? { name: 'simulated', version: '-', device: `simulated compute, ${simulate} ms a shard` };
   log({ event: 'backend', backend: info.name, version: info.version, device: info.device });
 
   const ws = new WebSocket(opts.url, { perMessageDeflate: false, maxPayload: 1024 ** 3 });
@@ -57,7 +98,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
     backend: info.name,
     device: info.device,
   });
-  let trainer: Trainer | undefined;
+  let trainer: Compute | undefined;
   let limits: FrameLimits = PRE_AUTH_LIMITS;
   let ready = false;
   let outcome: WorkerOutcome | undefined;
@@ -93,7 +134,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
         if (step.welcome) {
           const cfg = step.welcome.modelConfig as unknown as ModelConfig & { batchSize: number };
           const table = parameterTable(cfg);
-          trainer = new Trainer(tf, cfg, step.welcome.seed);
+          trainer = loaded ? new Trainer(loaded.tf, cfg, step.welcome.seed) : simulatedCompute(cfg, simulate!);
           const total = table.reduce((n, s) => n + sizeOf(s.shape), 0);
           limits = frameLimitFor(total, cfg.batchSize ?? 128, cfg.imageSize, { latent: cfg.latent });
           const r = handshake.ready(paramTableHash(table));
@@ -103,22 +144,22 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
         }
         return;
       }
-      try {
-        handle(msg);
-      } catch (err) {
-        send({ type: 'error', code: err instanceof GanDistError ? err.code : 'GAN_DIST_E_WORKER', message: (err as Error).message });
-        finish({ exitCode: WorkerExit.FAILED, reason: (err as Error).message });
-      }
+      // Messages are handled in arrival order, one at a time: a shard waits for the weights before it.
+      queue = queue.then(() => handle(msg)).catch((err: Error) => {
+        send({ type: 'error', code: err instanceof GanDistError ? err.code : 'GAN_DIST_E_WORKER', message: err.message });
+        finish({ exitCode: WorkerExit.FAILED, reason: err.message });
+      });
     });
+    let queue: Promise<void> = Promise.resolve();
 
-    const handle = (msg: Message) => {
+    const handle = async (msg: Message) => {
       const t = trainer!;
       switch (msg.type) {
         case 'weights':
           t.setWeights(msg.tensors);
           return;
         case 'shard': {
-          const r = t.step({
+          const r = await t.step({
             iteration: msg.iteration,
             rowStart: msg.rowStart,
             n: msg.rowCount,

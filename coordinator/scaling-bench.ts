@@ -1,0 +1,226 @@
+// `gan-dist bench scaling`: does adding workers pay? Two parts, each measured in one run:
+//  - real: images/s of 1 vs 2 local CPU workers at the same global batch on a preset;
+//  - simulated: the seed's full model with N workers whose compute is a fixed delay, so what is
+//    left of an iteration beyond the delay is the coordinator's own cost (framing, transfer,
+//    reduction, Adam), set against a bare transfer of the same bytes over the same socket kind.
+// JSON keys are stable: later transports and step times add runs, never rename keys.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { modelConfigOf, resolveConfig, type TrainConfig } from './config.ts';
+import { train } from './train.ts';
+import { parameterTable, sizeOf } from '../worker/architecture.ts';
+
+export interface ScalingOptions {
+  /** Preset of the real part. */
+  preset: 'tiny' | 'quick';
+  /** Iterations per real run (the first few are warm-up and not counted). */
+  iterations: number;
+  /** Worker counts of the real part. */
+  realWorkers: number[];
+  /** Worker counts and step delays of the simulated part (full model). */
+  simulatedWorkers: number[];
+  simulateStepMs: number[];
+  /** Rows per shard in the simulated part (global batch = rows x workers: weak scaling). */
+  rowsPerShard: number;
+  simulatedIterations: number;
+  progress?: (line: string) => void;
+}
+
+export interface RealRun {
+  workers: number;
+  threadsPerWorker: number;
+  globalBatch: number;
+  imagesPerSec: number;
+  stepMsMedian: number;
+  speedupVsFirst: number;
+}
+
+export interface SimulatedRun {
+  transport: 'socket';
+  workers: number;
+  simulateStepMs: number;
+  rowsPerShard: number;
+  globalBatch: number;
+  iterationMsMedian: number;
+  /** iterationMs - simulateStepMs: what the coordinator and the wire add. */
+  overheadMs: number;
+  /** The part of it spent on the reduction and Adam (reported on their own). */
+  reduceAdamMs: number;
+  bytesPerIteration: number;
+  /** The same bytes moved as plain ws messages with no framing, checks or arithmetic. */
+  bareTransferMs: number;
+  /** overheadMs / bareTransferMs. */
+  overheadVsBare: number;
+  imagesPerSec: number;
+}
+
+export interface ScalingReport {
+  machine: { cores: number; cpu: string; node: string };
+  real: { preset: string; note: string; runs: RealRun[] };
+  simulated: { model: string; note: string; runs: SimulatedRun[] };
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? (s[Math.floor((s.length - 1) / 2)] + s[Math.ceil((s.length - 1) / 2)]) / 2 : NaN;
+};
+
+function iterationLines(runDir: string): Record<string, number>[] {
+  return readFileSync(path.join(runDir, 'train.log'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .filter((l) => l.msg === 'iteration');
+}
+
+async function trainedLines(cwd: string, config: TrainConfig, workers: number, extra: { threads?: number; simulateStepMs?: number }) {
+  const result = await train({
+    config,
+    data: 'synthetic',
+    listen: '127.0.0.1:0',
+    workers,
+    backend: 'wasm',
+    checkpointEvery: 0,
+    keepCheckpoints: 1,
+    runDir: path.join(cwd, `run-${workers}-${extra.simulateStepMs ?? 'real'}-${Date.now()}`),
+    cwd,
+    threadsPerWorker: extra.threads,
+    simulateStepMs: extra.simulateStepMs,
+    skipFinalCheckpoint: true,
+  });
+  return iterationLines(result.runDir);
+}
+
+/** Warm-up excluded: the first quarter of the iterations (at least 2) is not counted. */
+const steady = <T>(xs: T[]) => xs.slice(Math.max(2, Math.floor(xs.length / 4)));
+
+/** Moves the simulated run's bytes as plain ws messages to echo processes: the floor for any framing. */
+export async function bareTransferMs(workers: number, sendBytes: number, replyBytes: number, rounds: number): Promise<number> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 2 * Math.max(sendBytes, replyBytes) });
+  await new Promise((r) => wss.once('listening', r));
+  const port = (wss.address() as { port: number }).port;
+  const client = `
+    const WebSocket = require(${JSON.stringify(require_ws())});
+    const ws = new WebSocket('ws://127.0.0.1:${port}', { perMessageDeflate: false, maxPayload: ${2 * Math.max(sendBytes, replyBytes)} });
+    const reply = Buffer.alloc(${replyBytes}, 1);
+    ws.on('message', () => ws.send(reply));
+    ws.on('close', () => process.exit(0));
+    ws.on('error', () => process.exit(1));`;
+  const children = Array.from({ length: workers }, () => spawn(process.execPath, ['-e', client], { stdio: 'ignore' }));
+  const sockets: WebSocket[] = [];
+  await new Promise<void>((resolve) =>
+    wss.on('connection', (ws) => {
+      ws.on('error', () => {});
+      sockets.push(ws);
+      if (sockets.length === workers) resolve();
+    }),
+  );
+  const payload = Buffer.alloc(sendBytes, 2);
+  const times: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const t0 = performance.now();
+    await Promise.all(
+      sockets.map(
+        (ws) =>
+          new Promise<void>((resolve) => {
+            ws.once('message', () => resolve());
+            ws.send(payload);
+          }),
+      ),
+    );
+    times.push(performance.now() - t0);
+  }
+  for (const ws of sockets) ws.close();
+  await new Promise((r) => wss.close(r));
+  for (const c of children) c.kill();
+  return median(steady(times));
+}
+
+function require_ws(): string {
+  return path.join(path.dirname(new URL(import.meta.resolve('ws')).pathname), 'index.js');
+}
+
+export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport> {
+  const say = opts.progress ?? (() => {});
+  const cwd = mkdtempSync(path.join(os.tmpdir(), 'gan-dist-bench-'));
+  try {
+    const real: RealRun[] = [];
+    const preset = resolveConfig({ preset: opts.preset, flags: { iterations: opts.iterations, validationFrequency: 1e6 } });
+    for (const workers of opts.realWorkers) {
+      say(`real: ${workers} CPU worker(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${opts.iterations} iterations`);
+      const lines = steady(await trainedLines(cwd, preset, workers, { threads: 1 }));
+      const stepMs = median(lines.map((l) => l.stepMs));
+      real.push({
+        workers,
+        threadsPerWorker: 1,
+        globalBatch: preset.batchSize,
+        imagesPerSec: (preset.batchSize * 1000) / stepMs,
+        stepMsMedian: stepMs,
+        speedupVsFirst: 0,
+      });
+    }
+    for (const r of real) r.speedupVsFirst = r.imagesPerSec / real[0].imagesPerSec;
+
+    const simulated: SimulatedRun[] = [];
+    const model = resolveConfig({});
+    const table = parameterTable(modelConfigOf(model));
+    const paramBytes = table.reduce((n, s) => n + 4 * sizeOf(s.shape), 0);
+    const gradBytes = table.filter((s) => s.role === 'learnable').reduce((n, s) => n + 4 * sizeOf(s.shape), 0);
+    const shardBytes = opts.rowsPerShard * (64 * 64 * 3 + 4 * model.latent + 1);
+    for (const S of opts.simulateStepMs) {
+      for (const workers of opts.simulatedWorkers) {
+        const globalBatch = opts.rowsPerShard * workers;
+        say(`simulated: ${workers} worker(s), full model, ${S} ms a shard of ${opts.rowsPerShard} rows`);
+        const config = resolveConfig({ flags: { batchSize: globalBatch, iterations: opts.simulatedIterations, validationFrequency: 1e6 } });
+        const lines = steady(await trainedLines(cwd, config, workers, { simulateStepMs: S }));
+        const iterationMs = median(lines.map((l) => l.stepMs));
+        const bare = await bareTransferMs(workers, paramBytes + shardBytes, gradBytes, 8);
+        simulated.push({
+          transport: 'socket',
+          workers,
+          simulateStepMs: S,
+          rowsPerShard: opts.rowsPerShard,
+          globalBatch,
+          iterationMsMedian: iterationMs,
+          overheadMs: iterationMs - S,
+          reduceAdamMs: median(lines.map((l) => l.adamMs)),
+          bytesPerIteration: workers * (paramBytes + shardBytes + gradBytes),
+          bareTransferMs: bare,
+          overheadVsBare: (iterationMs - S) / bare,
+          imagesPerSec: (globalBatch * 1000) / iterationMs,
+        });
+      }
+    }
+    return {
+      machine: { cores: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version },
+      real: { preset: opts.preset, note: 'same global batch split over the workers (strong scaling), one wasm thread each; warm-up excluded, median step', runs: real },
+      simulated: {
+        model: 'seed (64x64, 64 filters: 9.45 M parameters)',
+        note: 'compute replaced by a fixed delay per shard of fixed size (weak scaling); overhead = median iteration - delay',
+        runs: simulated,
+      },
+    };
+  } finally {
+    rmSync(cwd, { recursive: true, force: true });
+  }
+}
+
+export function formatScaling(r: ScalingReport): string {
+  const lines = [`machine: ${r.machine.cores} cores, ${r.machine.cpu}, Node ${r.machine.node}`, `real (${r.real.preset}; ${r.real.note}):`];
+  for (const x of r.real.runs) {
+    lines.push(`  ${x.workers} worker(s): ${x.imagesPerSec.toFixed(1)} img/s, step ${x.stepMsMedian.toFixed(0)} ms, ${x.speedupVsFirst.toFixed(2)}x`);
+  }
+  lines.push(`simulated (${r.simulated.model}; ${r.simulated.note}):`);
+  for (const x of r.simulated.runs) {
+    lines.push(
+      `  ${x.workers} worker(s), S=${x.simulateStepMs} ms: iteration ${x.iterationMsMedian.toFixed(0)} ms, overhead ${x.overheadMs.toFixed(0)} ms ` +
+        `(reduce+Adam ${x.reduceAdamMs.toFixed(0)} ms), bare transfer ${x.bareTransferMs.toFixed(0)} ms, ${x.overheadVsBare.toFixed(2)}x bare, ` +
+        `${(x.bytesPerIteration / 1e6).toFixed(0)} MB/iteration`,
+    );
+  }
+  return lines.join('\n');
+}
