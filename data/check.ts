@@ -1,12 +1,11 @@
 // `gan-dist data check DIR`: what a folder holds for training — images per class, every skipped
 // file with its reason, and how fast it decodes — without writing the cache.
 
-import { decodeFiles, DEFAULT_THREADS } from './decoder.ts';
+import { decodeListed, DEFAULT_THREADS } from './decoder.ts';
 import { DEFAULT_MAX_INPUT_PIXELS, type ResizeMode } from './decode.ts';
 import { silentLog, type DataLog } from './events.ts';
 import { listImages } from './listing.ts';
 import { resolveDataFolder } from './locations.ts';
-import { ProgressTracker } from './progress.ts';
 import { summariseSkips, type SkippedSummary } from './skips.ts';
 
 export interface CheckOptions {
@@ -33,31 +32,23 @@ const GROUP = 256;
 
 /** `dir` is a folder, or 'flowers' for the fetched flower_photos. */
 export async function checkData(dir: string, options: CheckOptions = {}): Promise<CheckReport> {
-  const log = options.log ?? silentLog;
   const imageSize = options.imageSize ?? 64;
   const threads = options.threads ?? DEFAULT_THREADS;
   const listing = await listImages(resolveDataFolder(dir, options.cacheDir));
-  const started = performance.now();
-  const progress = new ProgressTracker(log, 'decode', 'images', listing.files.length);
-  const summary = await decodeFiles(
-    listing.files.map((f) => f.path),
-    {
-      imageSize,
-      resize: options.resize ?? 'stretch',
-      maxInputPixels: options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS,
-      threads,
-      groupSize: GROUP,
-      onProgress: (done, total) => progress.update(done, total),
-    },
-    () => {},
-  );
-  const seconds = (performance.now() - started) / 1000;
+  const decodeOptions = {
+    imageSize,
+    resize: options.resize ?? 'stretch',
+    maxInputPixels: options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS,
+    threads,
+    groupSize: GROUP,
+  };
+  // The pixels are thrown away group by group.
+  const { decoded, failures, seconds } = await decodeListed(listing.files, decodeOptions, options.log ?? silentLog, () => {});
   const classes: Record<string, number> = {};
-  for (const label of summary.decoded.map((i) => listing.files[i].label).sort()) classes[label] = (classes[label] ?? 0) + 1;
-  const failures = summary.failures.map(({ index, skip }) => ({ rel: listing.files[index].rel, ...skip }));
+  for (const label of decoded.map((f) => f.label).sort()) classes[label] = (classes[label] ?? 0) + 1;
   return {
     root: listing.root,
-    images: summary.decoded.length,
+    images: decoded.length,
     classes,
     skipped: summariseSkips([...listing.skipped, ...failures], listing.ignored),
     decode: { imageSize, threads, seconds, imagesPerSecond: listing.files.length / Math.max(seconds, 1e-9) },

@@ -7,7 +7,10 @@ import { pathToFileURL } from 'node:url';
 import { Piscina } from 'piscina';
 import sharp from 'sharp';
 import { decodeInto, type DecodeOptions } from './decode.ts';
-import type { Skip } from './skips.ts';
+import type { DataLog } from './events.ts';
+import type { ListedFile } from './listing.ts';
+import { ProgressTracker } from './progress.ts';
+import type { Skip, SkippedFile } from './skips.ts';
 
 /** The message sent to a pool worker; declared once, here, for both sides. */
 export interface DecodeTask {
@@ -161,5 +164,40 @@ function poolDecoder(pool: Piscina<DecodeTask, Skips>, options: DecodeOptions): 
     }
     await Promise.all(tasks);
     return skips;
+  };
+}
+
+export interface ListedDecodeSummary {
+  /** The files that decoded, in listing order. */
+  decoded: ListedFile[];
+  failures: SkippedFile[];
+  seconds: number;
+}
+
+/** `decodeFiles` over listed files, reporting progress and a `data-decoded` summary to `log`. */
+export async function decodeListed(
+  files: ListedFile[],
+  options: Omit<DecodeRunOptions, 'onProgress'>,
+  log: DataLog,
+  onGroup: (group: DecodedGroup) => void | Promise<void>,
+): Promise<ListedDecodeSummary> {
+  const started = performance.now();
+  const progress = new ProgressTracker(log, 'decode', 'images', files.length);
+  const onProgress = (done: number, total: number): void => progress.update(done, total);
+  const summary = await decodeFiles(files.map((f) => f.path), { ...options, onProgress }, onGroup);
+  const seconds = (performance.now() - started) / 1000;
+  log({
+    event: 'data-decoded',
+    level: 'info',
+    images: summary.decoded.length,
+    skipped: summary.failures.length,
+    seconds,
+    imagesPerSecond: files.length / Math.max(seconds, 1e-9),
+    threads: options.threads,
+  });
+  return {
+    decoded: summary.decoded.map((i) => files[i]),
+    failures: summary.failures.map(({ index, skip }) => ({ rel: files[index].rel, ...skip })),
+    seconds,
   };
 }

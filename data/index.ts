@@ -44,10 +44,10 @@
 // Errors are GanDistError with code GAN_DIST_E_DATA (GAN_DIST_E_NETWORK for downloads).
 
 import { GanDistError } from '../coordinator/errors.ts';
-import { cacheEntry, loadOrBuild, pathTag } from './cache.ts';
+import { cacheEntry, loadOrBuild, pathTag, type BuildPlan } from './cache.ts';
 import { Dataset } from './dataset.ts';
 import { DEFAULT_MAX_INPUT_PIXELS, type ResizeMode } from './decode.ts';
-import { decodeFiles, DEFAULT_THREADS, validateThreads } from './decoder.ts';
+import { decodeListed, DEFAULT_THREADS, validateThreads } from './decoder.ts';
 import type { DataLog } from './events.ts';
 import { listImages } from './listing.ts';
 import { decodedCacheDir, resolveDataFolder } from './locations.ts';
@@ -86,82 +86,15 @@ export async function openDataset(options: OpenDatasetOptions): Promise<Dataset>
   const threads = options.threads ?? DEFAULT_THREADS;
   validateThreads(threads);
   const log = options.log ?? stderrLog();
-  const plan = {
+  const plan: Plan = {
     imageSize,
     memoryBudgetBytes: options.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES,
     log,
   };
   const cacheDir = options.cache === false ? undefined : decodedCacheDir(options.cacheDir);
-
-  let dataset: Dataset;
-  if (options.data === 'synthetic') {
-    const count = options.count ?? DEFAULT_SYNTHETIC_COUNT;
-    const entry = cacheDir
-      ? cacheEntry(cacheDir, `synthetic-s${seed}-${imageSize}`, { synthetic: SYNTHETIC_VERSION, seed, count, imageSize })
-      : undefined;
-    const { store, header } = await loadOrBuild({ ...plan, entry, maxImages: count }, async (sink, groupSize) => {
-      const started = performance.now();
-      const progress = new ProgressTracker(log, 'draw', 'images', count);
-      const step = groupSize ?? 64;
-      for (let from = 0; from < count; from += step) {
-        await sink(drawSyntheticSet(Math.min(step, count - from), { imageSize, seed }, from));
-        progress.update(Math.min(count, from + step));
-      }
-      log({ event: 'data-synthetic', level: 'info', images: count, imageSize, seconds: (performance.now() - started) / 1000 });
-      const files = Array.from({ length: count }, (_, i) => `synthetic/${String(i).padStart(6, '0')}`);
-      return { imageSize, files, labels: files.map(() => 'synthetic'), failures: [] };
-    });
-    dataset = new Dataset(store, { source: 'synthetic', imageSize, files: header.files, labels: header.labels, skipped: summariseSkips([], 0) });
-  } else {
-    const root = resolveDataFolder(options.data, options.cacheDir);
-    const listing = await listImages(root);
-    const candidates = options.count === undefined ? listing.files : listing.files.slice(0, options.count);
-    log({ event: 'data-listed', level: 'info', root: listing.root, candidates: candidates.length, skipped: listing.skipped.length, ignored: listing.ignored });
-    const decodeOptions = { imageSize, resize, maxInputPixels: options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS };
-    const entry = cacheDir
-      ? cacheEntry(cacheDir, `${pathTag(listing.root)}-${imageSize}-${resize}`, {
-          root: listing.root,
-          decodeOptions,
-          files: candidates.map((f) => [f.rel, f.size, f.mtimeMs]),
-        })
-      : undefined;
-    const { store, header } = await loadOrBuild({ ...plan, entry, maxImages: candidates.length }, async (sink, groupSize) => {
-      const started = performance.now();
-      const progress = new ProgressTracker(log, 'decode', 'images', candidates.length);
-      const summary = await decodeFiles(
-        candidates.map((f) => f.path),
-        { ...decodeOptions, threads, groupSize, onProgress: (done, total) => progress.update(done, total) },
-        (group) => sink(group.pixels),
-      );
-      const seconds = (performance.now() - started) / 1000;
-      log({
-        event: 'data-decoded',
-        level: 'info',
-        images: summary.decoded.length,
-        skipped: summary.failures.length,
-        seconds,
-        imagesPerSecond: candidates.length / Math.max(seconds, 1e-9),
-        threads,
-      });
-      return {
-        imageSize,
-        files: summary.decoded.map((i) => candidates[i].rel),
-        labels: summary.decoded.map((i) => candidates[i].label),
-        failures: summary.failures.map(({ index, skip }) => ({ rel: candidates[index].rel, ...skip })),
-      };
-    });
-    const skipped = summariseSkips([...listing.skipped, ...header.failures], listing.ignored);
-    for (const s of skipped.files) log({ event: 'data-skip', level: 'warn', file: s.rel, kind: s.kind, reason: s.reason });
-    dataset = new Dataset(store, { source: listing.root, imageSize, files: header.files, labels: header.labels, skipped });
-    if (dataset.size === 0) {
-      dataset.close();
-      throw new GanDistError(
-        'GAN_DIST_E_DATA',
-        `no decodable image in ${listing.root}: ${candidates.length + listing.skipped.length} image files found, ${describeSkips(skipped)}; ${listing.ignored} other files ignored`,
-        'point --data at a folder of JPEG, PNG, WebP, GIF or TIFF images (subfolders are searched), or use --data synthetic',
-      );
-    }
-  }
+  const dataset = options.data === 'synthetic'
+    ? await openSynthetic(options, plan, cacheDir)
+    : await openFolder({ ...options, resize, threads }, plan, cacheDir);
 
   if (options.miniBatchSize !== undefined && dataset.size < options.miniBatchSize) {
     dataset.close();
@@ -180,6 +113,66 @@ export async function openDataset(options: OpenDatasetOptions): Promise<Dataset>
     storage: dataset.storage,
     bytes: dataset.size * dataset.bytesPerImage,
   });
+  return dataset;
+}
+
+type Plan = Omit<BuildPlan, 'entry' | 'maxImages'>;
+
+async function openSynthetic(options: OpenDatasetOptions, plan: Plan, cacheDir: string | undefined): Promise<Dataset> {
+  const { imageSize, seed } = options;
+  const count = options.count ?? DEFAULT_SYNTHETIC_COUNT;
+  const entry = cacheDir
+    ? cacheEntry(cacheDir, `synthetic-s${seed}-${imageSize}`, { synthetic: SYNTHETIC_VERSION, seed, count, imageSize })
+    : undefined;
+  const { store, header } = await loadOrBuild({ ...plan, entry, maxImages: count }, async (sink, groupSize) => {
+    const started = performance.now();
+    const progress = new ProgressTracker(plan.log, 'draw', 'images', count);
+    const step = groupSize ?? 64;
+    for (let from = 0; from < count; from += step) {
+      await sink(drawSyntheticSet(Math.min(step, count - from), { imageSize, seed }, from));
+      progress.update(Math.min(count, from + step));
+    }
+    plan.log({ event: 'data-synthetic', level: 'info', images: count, imageSize, seconds: (performance.now() - started) / 1000 });
+    const files = Array.from({ length: count }, (_, i) => `synthetic/${String(i).padStart(6, '0')}`);
+    return { imageSize, files, labels: files.map(() => 'synthetic'), failures: [] };
+  });
+  return new Dataset(store, { source: 'synthetic', imageSize, files: header.files, labels: header.labels, skipped: summariseSkips([], 0) });
+}
+
+async function openFolder(
+  options: OpenDatasetOptions & { resize: ResizeMode; threads: number },
+  plan: Plan,
+  cacheDir: string | undefined,
+): Promise<Dataset> {
+  const { imageSize, resize, threads } = options;
+  const log = plan.log;
+  const listing = await listImages(resolveDataFolder(options.data, options.cacheDir));
+  const candidates = options.count === undefined ? listing.files : listing.files.slice(0, options.count);
+  log({ event: 'data-listed', level: 'info', root: listing.root, candidates: candidates.length, skipped: listing.skipped.length, ignored: listing.ignored });
+  const decodeOptions = { imageSize, resize, maxInputPixels: options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS };
+  // Keyed by every file's path, size and mtime and by the decode options: any change rebuilds.
+  const entry = cacheDir
+    ? cacheEntry(cacheDir, `${pathTag(listing.root)}-${imageSize}-${resize}`, {
+        root: listing.root,
+        decodeOptions,
+        files: candidates.map((f) => [f.rel, f.size, f.mtimeMs]),
+      })
+    : undefined;
+  const { store, header } = await loadOrBuild({ ...plan, entry, maxImages: candidates.length }, async (sink, groupSize) => {
+    const { decoded, failures } = await decodeListed(candidates, { ...decodeOptions, threads, groupSize }, log, (group) => sink(group.pixels));
+    return { imageSize, files: decoded.map((f) => f.rel), labels: decoded.map((f) => f.label), failures };
+  });
+  const skipped = summariseSkips([...listing.skipped, ...header.failures], listing.ignored);
+  for (const s of skipped.files) log({ event: 'data-skip', level: 'warn', file: s.rel, kind: s.kind, reason: s.reason });
+  const dataset = new Dataset(store, { source: listing.root, imageSize, files: header.files, labels: header.labels, skipped });
+  if (dataset.size === 0) {
+    dataset.close();
+    throw new GanDistError(
+      'GAN_DIST_E_DATA',
+      `no decodable image in ${listing.root}: ${candidates.length + listing.skipped.length} image files found, ${describeSkips(skipped)}; ${listing.ignored} other files ignored`,
+      'point --data at a folder of JPEG, PNG, WebP, GIF or TIFF images (subfolders are searched), or use --data synthetic',
+    );
+  }
   return dataset;
 }
 
