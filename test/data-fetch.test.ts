@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as tar from 'tar';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { GanDistError } from '../coordinator/errors.ts';
 import type { DataEvent } from '../data/events.ts';
 import { fetchFlowers } from '../data/fetch.ts';
 
@@ -67,15 +66,6 @@ beforeEach(async () => {
   requests.length = 0;
 });
 
-async function rejection(promise: Promise<unknown>): Promise<GanDistError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(GanDistError);
-  return err as GanDistError;
-}
-
 describe('fetchFlowers', () => {
   it('downloads with progress, extracts flower_photos/ and removes the archive', async () => {
     const events: DataEvent[] = [];
@@ -101,22 +91,25 @@ describe('fetchFlowers', () => {
   });
 
   it('fails with a network error on HTTP 404 and leaves nothing behind', async () => {
-    const err = await rejection(fetchFlowers({ dir, url: `${base}/missing.tgz` }));
-    expect(err.code).toBe('GAN_DIST_E_NETWORK');
-    expect(err.message).toMatch(/missing\.tgz failed: HTTP 404/);
+    await expect(fetchFlowers({ dir, url: `${base}/missing.tgz` })).rejects.toMatchObject({
+      name: 'GanDistError',
+      code: 'GAN_DIST_E_NETWORK',
+      message: expect.stringMatching(/missing\.tgz failed: HTTP 404/),
+    });
     expect(await readdir(dir)).toEqual([]);
   });
 
   it('fails on a download cut short and keeps no partial file', async () => {
-    const err = await rejection(fetchFlowers({ dir, url: `${base}/cut-short` }));
-    expect(err.code).toBe('GAN_DIST_E_NETWORK');
+    await expect(fetchFlowers({ dir, url: `${base}/cut-short` })).rejects.toMatchObject({ name: 'GanDistError', code: 'GAN_DIST_E_NETWORK' });
     expect(await readdir(dir)).toEqual([]);
   });
 
   it('fails with a data error on an archive without flower_photos/, and drops it for a fresh try', async () => {
-    const err = await rejection(fetchFlowers({ dir, url: `${base}/wrong.tgz` }));
-    expect(err.code).toBe('GAN_DIST_E_DATA');
-    expect(err.message).toMatch(/holds no flower_photos\/ folder/);
+    await expect(fetchFlowers({ dir, url: `${base}/wrong.tgz` })).rejects.toMatchObject({
+      name: 'GanDistError',
+      code: 'GAN_DIST_E_DATA',
+      message: expect.stringMatching(/holds no flower_photos\/ folder/),
+    });
     expect(await readdir(dir)).toEqual([]);
   });
 });

@@ -6,7 +6,6 @@ import { fileURLToPath } from 'node:url';
 import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GanDistError } from '../coordinator/errors.ts';
 import type { DataEvent } from '../data/events.ts';
 import { openDataset, silentLog, type OpenDatasetOptions } from '../data/index.ts';
 import { drawSyntheticFlower } from '../data/synthetic.ts';
@@ -74,15 +73,6 @@ async function makeMixedFolder(root: string): Promise<void> {
 
 const open = (options: Partial<OpenDatasetOptions> & { data: string }) =>
   openDataset({ imageSize: 16, seed: 0, cacheDir, log: silentLog, ...options });
-
-async function rejection(promise: Promise<unknown>): Promise<GanDistError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(GanDistError);
-  return err as GanDistError;
-}
 
 beforeAll(async () => {
   work = await mkdtemp(path.join(tmpdir(), 'gan-dist-index-'));
@@ -158,22 +148,28 @@ describe('openDataset on a folder', () => {
     await mkdir(junk);
     await writeFile(path.join(junk, 'a.jpg'), 'text');
     await writeFile(path.join(junk, 'README'), 'text');
-    const err = await rejection(open({ data: junk }));
-    expect(err.code).toBe('GAN_DIST_E_DATA');
-    expect(err.message).toBe(`no decodable image in ${junk}: 1 image files found, 1 skipped (1 not-image); 1 other files ignored`);
-    expect(err.hint).toMatch(/--data synthetic/);
+    await expect(open({ data: junk })).rejects.toMatchObject({
+      name: 'GanDistError',
+      code: 'GAN_DIST_E_DATA',
+      message: `no decodable image in ${junk}: 1 image files found, 1 skipped (1 not-image); 1 other files ignored`,
+      hint: expect.stringMatching(/--data synthetic/),
+    });
   });
 
   it('stops with a data error when there are fewer images than one mini-batch', async () => {
-    const err = await rejection(open({ data: mixed, miniBatchSize: 128 }));
-    expect(err.message).toBe(`${mixed} has 10 usable images (5 skipped (1 junk, 1 too-large, 1 empty, 1 not-image, 1 truncated)), fewer than one mini-batch of 128`);
-    expect(err.hint).toMatch(/lower --batch-size/);
+    await expect(open({ data: mixed, miniBatchSize: 128 })).rejects.toMatchObject({
+      code: 'GAN_DIST_E_DATA',
+      message: `${mixed} has 10 usable images (5 skipped (1 junk, 1 too-large, 1 empty, 1 not-image, 1 truncated)), fewer than one mini-batch of 128`,
+      hint: expect.stringMatching(/lower --batch-size/),
+    });
   });
 
   it("says how to get 'flowers' when it has not been fetched", async () => {
-    const err = await rejection(open({ data: 'flowers', cacheDir: path.join(work, 'empty-cache') }));
-    expect(err.message).toBe(`the flowers dataset is not at ${path.join(work, 'empty-cache', 'datasets', 'flower_photos')}`);
-    expect(err.hint).toMatch(/gan-dist data fetch flowers.*--data synthetic/);
+    await expect(open({ data: 'flowers', cacheDir: path.join(work, 'empty-cache') })).rejects.toMatchObject({
+      code: 'GAN_DIST_E_DATA',
+      message: `the flowers dataset is not at ${path.join(work, 'empty-cache', 'datasets', 'flower_photos')}`,
+      hint: expect.stringMatching(/gan-dist data fetch flowers.*--data synthetic/),
+    });
   });
 });
 
