@@ -9,7 +9,8 @@ import { resolveToken } from '../coordinator/auth.ts';
 import { train } from '../coordinator/train.ts';
 import { stderrLog } from '../data/progress.ts';
 import { backendNames, parseBackendName } from '../worker/backend.ts';
-import { runWorker } from '../worker/client.ts';
+import { runWorkerWithReconnect } from '../worker/client.ts';
+import { readFileSync } from 'node:fs';
 import { addConfigOptions, configFromOptions } from './options.ts';
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
@@ -40,7 +41,11 @@ export function registerTrainCommands(program: Command): void {
       .option('--gpus <ids>', 'one worker process per GPU id, e.g. 0,1,2,3 (needs @tensorflow/tfjs-node-gpu)', parseGpus)
       .addOption(new Option('--backend <name>', 'compute backend of the local workers').choices([...backendNames]).default('auto'))
       .option('--listen <host:port>', 'where workers join (loopback; port 0 picks one, written to RUN_DIR/endpoint)', '127.0.0.1:0')
+      .option('--tls-cert <file>', 'serve wss with this PEM certificate (default beyond loopback: one made for the run, pinned by the token file)')
+      .option('--tls-key <file>', 'the private key of --tls-cert')
+      .option('--tls', 'serve wss on loopback too')
       .option('--min-workers <n>', 'wait until this many workers are in before the first iteration', positiveInt('--min-workers', 1))
+      .addOption(new Option('--balance <mode>', 'shard sizes: off (equal) or throughput (by measured speed)').choices(['off', 'throughput']).default('off'))
       .option('--run-dir <dir>', 'the run directory (default runs/<timestamp>, runs/latest points at it)')
       .option('--resume <run-dir>', 'continue the run in this directory from its last checkpoint')
       .option('--checkpoint-every <n>', 'iterations between checkpoints (0: only at the end)', positiveInt('--checkpoint-every'), 500)
@@ -68,6 +73,10 @@ export function registerTrainCommands(program: Command): void {
       gpus: opts.gpus,
       backend: opts.backend,
       minWorkers: opts.minWorkers,
+      balance: opts.balance,
+      tls: opts.tls,
+      tlsCert: opts.tlsCert,
+      tlsKey: opts.tlsKey,
       checkpointEvery: opts.checkpointEvery,
       keepCheckpoints: opts.keepCheckpoints,
       tokenFile: opts.tokenFile,
@@ -91,11 +100,16 @@ export function registerTrainCommands(program: Command): void {
     .addOption(new Option('--backend <name>', 'compute backend').choices([...backendNames]).default('auto'))
     .option('--gpu <id>', 'GPU id (sets CUDA_VISIBLE_DEVICES before the backend loads)')
     .option('--threads <n>', 'wasm threads (default: all cores)', positiveInt('--threads', 1))
+    .option('--ca <file>', 'wss: trust the coordinator certificate signed by this CA (PEM) instead of a pinned fingerprint')
+    .option('--reconnect-timeout <s>', 'keep trying to (re)join for this many seconds when the coordinator is away', positiveInt('--reconnect-timeout'), 60)
     .addOption(new Option('--simulate-step-ms <ms>', 'benchmarks: answer each shard with zero gradients after this delay, computing nothing').argParser(positiveInt('--simulate-step-ms')).hideHelp())
     .action(async (opts) => {
       if (opts.gpu !== undefined && process.env.CUDA_VISIBLE_DEVICES === undefined) process.env.CUDA_VISIBLE_DEVICES = opts.gpu;
-      const { token } = await resolveToken({ tokenFile: opts.tokenFile });
-      const outcome = await runWorker({
+      const { token, fingerprint } = await resolveToken({ tokenFile: opts.tokenFile });
+      const outcome = await runWorkerWithReconnect({
+        reconnectTimeoutMs: opts.reconnectTimeout * 1000,
+        fingerprint,
+        ca: opts.ca ? readFileSync(opts.ca, 'utf8') : undefined,
         url: opts.join,
         token,
         backend: parseBackendName(opts.backend),

@@ -56,7 +56,11 @@ export interface CoordinatorOptions {
   token: string;
   host: string;
   port: number;
+  /** wss with this certificate; plain ws on loopback without. */
+  tls?: { cert: string; key: string };
   minWorkers: number;
+  /** Shard sizes: equal ('off', the default: a run's arithmetic then does not depend on who computes), or by measured throughput. */
+  balance?: 'off' | 'throughput';
   /** Resume from this snapshot instead of initialising. */
   resume?: RunSnapshot;
   checkpointEvery: number;
@@ -193,6 +197,7 @@ export class Coordinator {
       port: this.opts.port,
       token: this.opts.token,
       paramTableHash: paramTableHash(this.specs),
+      tls: this.opts.tls,
       limits: frameLimitFor(total, cfg.batchSize, cfg.imageSize, { latent: cfg.latent, sampleCount: cfg.numValidationImages }),
       welcome: (_hello, id) => ({
         runId: this.runId,
@@ -302,6 +307,7 @@ export class Coordinator {
   }
 
   private async shutdown(reason: string): Promise<void> {
+    this.dispatcher.stop();
     for (const slot of this.dispatcher.workers.values()) slot.peer.send({ type: 'stop', reason });
     // Give the stop frames a moment to leave before the sockets go.
     await new Promise((r) => setTimeout(r, 50));
@@ -325,7 +331,7 @@ export class Coordinator {
       await this.dispatcher.waitForWorkers(1);
     }
     const px = cfg.imageSize * cfg.imageSize * 3;
-    const tasks: ShardTask[] = splitRows(B, [...this.dispatcher.workers.keys()].map(() => 1)).map((s, shardId) => ({
+    const tasks: ShardTask[] = splitRows(B, this.shardWeights()).map((s, shardId) => ({
       shardId,
       ...s,
       done: false,
@@ -420,6 +426,19 @@ export class Coordinator {
     );
     this.opts.onIteration?.(rec);
     return rec;
+  }
+
+  /**
+   * One weight per shard. At least min-workers shards, so that a lost worker's shard is
+   * recomputed whole by another and the split, hence the arithmetic, stays as it was.
+   */
+  private shardWeights(): number[] {
+    const live = [...this.dispatcher.workers.values()];
+    const count = Math.max(this.opts.minWorkers, live.length);
+    if (this.opts.balance !== 'throughput') return Array(count).fill(1);
+    const known = live.map((w) => w.rowsPerMs).filter((x): x is number => x !== undefined);
+    const mean = known.length ? known.reduce((a, b) => a + b, 0) / known.length : 1;
+    return Array.from({ length: count }, (_, i) => live[i]?.rowsPerMs ?? mean);
   }
 
   /** G(ZValidation) in inference mode on one worker, written as the 5x5 tile PNG. */

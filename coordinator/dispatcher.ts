@@ -13,8 +13,16 @@ export interface WorkerSlot {
   busy?: ShardTask;
   /** Last shard's compute time (ms), for the workers table. */
   lastComputeMs?: number;
+  /** Measured throughput, rows per ms of compute (EMA); undefined until its first shard. */
+  rowsPerMs?: number;
   shardsDone: number;
 }
+
+/** A shard gets this long before its worker is declared lost, until step times are known. */
+export const FIRST_DEADLINE_MS = 120_000;
+/** Then: this many times the expected round trip for its rows, and never under MIN_DEADLINE_MS. */
+export const DEADLINE_FACTOR = 5;
+export const MIN_DEADLINE_MS = 5_000;
 
 export interface ShardTask {
   shardId: number;
@@ -48,6 +56,9 @@ export class Dispatcher {
   readonly workers = new Map<number, WorkerSlot>();
   private round?: Round;
   private waiters: (() => void)[] = [];
+  /** Round trip per row (ms, EMA) over all workers: the basis of the adaptive step deadline. */
+  private msPerRow?: number;
+  private watchdog?: NodeJS.Timeout;
 
   constructor(private readonly hooks: DispatcherHooks) {}
 
@@ -97,8 +108,37 @@ export class Dispatcher {
         reject,
       };
       this.round = round;
+      this.startWatchdog();
       this.pump();
     });
+  }
+
+  /** The time a shard of `rows` may take before its worker is dropped and the shard moves on. */
+  deadlineMs(rows: number): number {
+    if (this.msPerRow === undefined) return FIRST_DEADLINE_MS;
+    return Math.max(MIN_DEADLINE_MS, DEADLINE_FACTOR * this.msPerRow * rows);
+  }
+
+  private startWatchdog(): void {
+    if (this.watchdog) return;
+    this.watchdog = setInterval(() => {
+      if (!this.round) return;
+      const now = performance.now();
+      for (const slot of [...this.workers.values()]) {
+        const task = slot.busy;
+        if (!task || task.assignedAt === undefined) continue;
+        const limit = this.deadlineMs(task.rowCount);
+        if (now - task.assignedAt > limit) {
+          slot.peer.close(`missed the step deadline: shard ${task.shardId} of iteration ${this.round.iteration} took over ${Math.round(limit)} ms`);
+        }
+      }
+    }, 500);
+    this.watchdog.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.watchdog);
+    this.watchdog = undefined;
   }
 
   /** Gives every idle worker a queued shard, preceded by the current weights when it lacks them. */
@@ -162,7 +202,11 @@ export class Dispatcher {
     task.done = true;
     slot.shardsDone++;
     slot.lastComputeMs = msg.timings.computeMs;
-    round.results.push({ task, msg, workerId: peer.id, roundTripMs: performance.now() - (task.assignedAt ?? 0) });
+    const roundTripMs = performance.now() - (task.assignedAt ?? 0);
+    const ema = (old: number | undefined, x: number) => (old === undefined ? x : 0.7 * old + 0.3 * x);
+    this.msPerRow = ema(this.msPerRow, roundTripMs / task.rowCount);
+    slot.rowsPerMs = ema(slot.rowsPerMs, task.rowCount / Math.max(1, msg.timings.computeMs));
+    round.results.push({ task, msg, workerId: peer.id, roundTripMs });
     if (round.results.length === round.tasks.length) {
       this.round = undefined;
       round.resolve();

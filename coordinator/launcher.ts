@@ -64,12 +64,16 @@ export function launchWorker(
   spec: LaunchSpec,
   url: string,
   token: string,
+  /** With TLS: the run's token file, which carries the certificate fingerprint to pin. */
+  tokenFile: string | undefined,
   onExit: (w: LaunchedWorker, code: number | null, signal: NodeJS.Signals | null) => void,
   onOutput: (w: LaunchedWorker, line: string) => void,
 ): LaunchedWorker {
-  const args = [CLI, 'worker', '--join', url, '--backend', spec.backend];
+  // A local worker lives and dies with its coordinator: no reconnecting to a later one.
+  const args = [CLI, 'worker', '--join', url, '--backend', spec.backend, '--reconnect-timeout', '0'];
   if (spec.threads !== undefined) args.push('--threads', String(spec.threads));
   if (spec.gpu !== undefined) args.push('--gpu', spec.gpu);
+  if (tokenFile !== undefined) args.push('--token-file', tokenFile);
   if (spec.simulateStepMs !== undefined) args.push('--simulate-step-ms', String(spec.simulateStepMs));
   const env = workerEnv(spec, token);
   const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -3,6 +3,7 @@
 // connection, never the run.
 
 import { EventEmitter } from 'node:events';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { HANDSHAKE_TIMEOUT_MS, createServerHandshake, type WelcomeFields } from './auth.ts';
@@ -33,6 +34,10 @@ export interface PeerServerOptions {
   /** Limits for authenticated peers, fitted to the model (frameLimitFor). */
   limits: FrameLimits;
   welcome: (hello: HelloMessage, id: number) => WelcomeFields;
+  /** Serve wss with this certificate; plain ws (loopback only) without. */
+  tls?: { cert: string; key: string };
+  /** Ping every this many ms; a peer that misses two pongs is dropped. */
+  heartbeatMs?: number;
 }
 
 /**
@@ -43,26 +48,57 @@ export class PeerServer extends EventEmitter {
   private wss!: WebSocketServer;
   private nextId = 1;
   private readonly sockets = new Set<WebSocket>();
+  private https?: HttpsServer;
+  private heartbeat?: NodeJS.Timeout;
 
   constructor(private readonly opts: PeerServerOptions) {
     super();
   }
 
   async listen(): Promise<AddressInfo> {
-    this.wss = new WebSocketServer({
-      host: this.opts.host,
-      port: this.opts.port,
-      // ws enforces this before our decoder sees anything; the handshake's own cap is smaller.
-      maxPayload: this.opts.limits.maxFrameBytes,
-      perMessageDeflate: false,
-    });
+    // ws enforces maxPayload before our decoder sees anything; the handshake's own cap is smaller.
+    const common = { maxPayload: this.opts.limits.maxFrameBytes, perMessageDeflate: false } as const;
+    if (this.opts.tls) {
+      this.https = createHttpsServer({ cert: this.opts.tls.cert, key: this.opts.tls.key });
+      // A client that fails the TLS handshake never becomes a peer; say who and why.
+      this.https.on('tlsClientError', (err, socket) => this.emit('rejected', { address: `${socket.remoteAddress}:${socket.remotePort}`, reason: `TLS: ${err.message}` }));
+      this.wss = new WebSocketServer({ server: this.https, ...common });
+      await new Promise<void>((resolve, reject) => {
+        this.https!.once('error', reject);
+        this.https!.listen(this.opts.port, this.opts.host, () => resolve());
+      });
+    } else {
+      this.wss = new WebSocketServer({ host: this.opts.host, port: this.opts.port, ...common });
+      await new Promise<void>((resolve, reject) => {
+        this.wss.once('listening', resolve);
+        this.wss.once('error', reject);
+      });
+    }
     this.wss.on('connection', (ws, req) => this.accept(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`));
-    await new Promise<void>((resolve, reject) => {
-      this.wss.once('listening', resolve);
-      this.wss.once('error', reject);
-    });
     this.wss.on('error', (err) => this.emit('rejected', { address: 'server', reason: err.message }));
-    return this.wss.address() as AddressInfo;
+    this.startHeartbeat();
+    return (this.https ?? this.wss).address() as AddressInfo;
+  }
+
+  /** ws ping/pong: a peer that answered no ping since the last one is silent, and dropped. */
+  private startHeartbeat(): void {
+    const every = this.opts.heartbeatMs ?? 5000;
+    const alive = new WeakMap<WebSocket, boolean>();
+    this.wss.on('connection', (ws) => {
+      alive.set(ws, true);
+      ws.on('pong', () => alive.set(ws, true));
+    });
+    this.heartbeat = setInterval(() => {
+      for (const ws of this.sockets) {
+        if (alive.get(ws) === false) {
+          ws.emit('error', new Error(`no heartbeat answer within ${2 * every} ms`));
+          continue;
+        }
+        alive.set(ws, false);
+        ws.ping();
+      }
+    }, every);
+    this.heartbeat.unref();
   }
 
   private accept(ws: WebSocket, address: string): void {
@@ -80,7 +116,10 @@ export class PeerServer extends EventEmitter {
     };
     // Without an 'error' handler ws would crash the whole process on an oversized frame.
     ws.on('error', (err) => drop(`socket error: ${err.message}`));
-    ws.on('close', () => drop('connection closed'));
+    ws.on('close', () => {
+      this.sockets.delete(ws);
+      drop('connection closed');
+    });
     const timer = setTimeout(() => drop(`handshake not finished within ${HANDSHAKE_TIMEOUT_MS} ms`), HANDSHAKE_TIMEOUT_MS);
 
     const handshake = createServerHandshake({
@@ -133,7 +172,9 @@ export class PeerServer extends EventEmitter {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.heartbeat);
     for (const ws of this.sockets) ws.terminate();
     await new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));
+    if (this.https) await new Promise<void>((resolve) => this.https!.close(() => resolve()));
   }
 }

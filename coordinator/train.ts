@@ -4,6 +4,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { newToken, resolveToken, writeTokenFile, readTokenFile } from './auth.ts';
+import { loadTlsIdentity, runTlsIdentity } from './tls.ts';
 import { loadLatestCheckpoint, saveCheckpoint } from './checkpoint.ts';
 import type { TrainConfig } from './config.ts';
 import { Coordinator, type IterationRecord, type RunSnapshot } from './coordinator.ts';
@@ -32,6 +33,7 @@ export interface TrainOptions {
   gpus?: string[];
   backend: string;
   minWorkers?: number;
+  balance?: 'off' | 'throughput';
   checkpointEvery: number;
   keepCheckpoints: number;
   tokenFile?: string;
@@ -50,6 +52,10 @@ export interface TrainOptions {
   threadsPerWorker?: number;
   /** Benchmarks: no checkpoint at the end of the run. */
   skipFinalCheckpoint?: boolean;
+  /** Serve wss even on loopback (beyond loopback it always is). */
+  tls?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
   /** Install SIGINT/SIGTERM handlers (the CLI does; tests call requestStop). */
   handleSignals?: boolean;
 }
@@ -84,12 +90,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     );
   }
   const { host, port } = parseListen(opts.listen);
-  if (!LOOPBACK.has(host)) {
-    throw new GanDistError(
-      'GAN_DIST_E_CONFIG',
-      `--listen ${opts.listen}: listening beyond loopback needs TLS, which this version does not provide yet`,
-      'listen on 127.0.0.1 and reach it through an SSH tunnel (ssh -L 7070:127.0.0.1:7070 HOST)',
-    );
+  // Beyond loopback the connection is always TLS: the user's certificate or one made for the run.
+  const useTls = opts.tls === true || !LOOPBACK.has(host) || !!opts.tlsCert;
+  if (!!opts.tlsCert !== !!opts.tlsKey) {
+    throw new GanDistError('GAN_DIST_E_CONFIG', '--tls-cert and --tls-key go together', 'give both, or neither for a certificate made for the run');
   }
 
   // The run directory, and what a resume continues from.
@@ -133,7 +137,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (resume && existsSync(run.tokenPath)) token = (await readTokenFile(run.tokenPath)).token;
   else if (opts.tokenFile || process.env.GAN_DIST_TOKEN) token = (await resolveToken({ tokenFile: opts.tokenFile })).token;
   else token = newToken();
-  await writeTokenFile(run.tokenPath, { token });
+  const identity = useTls ? (opts.tlsCert ? loadTlsIdentity(opts.tlsCert, opts.tlsKey!) : await runTlsIdentity(run.path)) : undefined;
+  // One file gives a worker both the secret and the server's identity.
+  await writeTokenFile(run.tokenPath, { token, fingerprint: identity?.fingerprint });
 
   if (data === 'synthetic') print('data: synthetic flowers drawn by gan-dist (the default; --data DIR or --data flowers for photos)');
   const dataset = await openDataset({
@@ -162,6 +168,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     token,
     host,
     port,
+    tls: identity,
+    balance: opts.balance,
     minWorkers: opts.minWorkers ?? Math.max(1, opts.gpus?.length || opts.workers),
     resume,
     checkpointEvery: opts.checkpointEvery,
@@ -192,15 +200,18 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   opts.onCoordinator?.(coordinator);
   const endpoint = await coordinator.listen();
   writeEndpoint(run, endpoint);
-  print(`run ${run.path}${resume ? ` (resumed at iteration ${resume.iteration})` : ''}; workers join ws://${endpoint}`);
+  const scheme = identity ? 'wss' : 'ws';
+  print(`run ${run.path}${resume ? ` (resumed at iteration ${resume.iteration})` : ''}; workers join ${scheme}://${endpoint} with --token-file ${run.tokenPath}`);
+  const localUrl = `${scheme}://${LOOPBACK.has(host) ? endpoint : `127.0.0.1:${endpoint.split(':').pop()}`}`;
 
   const launched: LaunchedWorker[] = [];
   for (const spec of planWorkers({ gpus: opts.gpus, workers: opts.workers, backend: opts.backend, simulateStepMs: opts.simulateStepMs, threads: opts.threadsPerWorker })) {
     launched.push(
       launchWorker(
         spec,
-        `ws://${endpoint}`,
+        localUrl,
         token,
+        identity ? run.tokenPath : undefined,
         (w, code, signal) => logEvent(log, 'worker-exited', { rank: w.rank, gpu: w.gpu, code, signal }, code === 0 ? 'info' : 'warn'),
         (w, line) => log.debug({ event: 'worker-output', rank: w.rank, line }, 'event'),
       ),

@@ -146,7 +146,7 @@ describe('launcher', () => {
       plan.map(
         (spec) =>
           new Promise<string>((resolve) => {
-            const w = launchWorker(spec, 'ws://127.0.0.1:9', 'x'.repeat(64), () => {}, () => {});
+            const w = launchWorker(spec, 'ws://127.0.0.1:9', 'x'.repeat(64), undefined, () => {}, () => {});
             const env = readFileSync(`/proc/${w.child.pid}/environ`, 'utf8').split('\0');
             w.child.kill();
             resolve(env.find((e) => e.startsWith('CUDA_VISIBLE_DEVICES=')) ?? 'none');

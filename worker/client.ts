@@ -40,6 +40,12 @@ export interface WorkerOptions {
    * gradients of the right names and sizes, so the coordinator's own costs can be measured.
    */
   simulateStepMs?: number;
+  /** wss: the SHA-256 fingerprint (from the token file) the coordinator's certificate must have. */
+  fingerprint?: string;
+  /** wss: a CA certificate (PEM) that signed the coordinator's certificate (--ca). */
+  ca?: string;
+  /** Leaving: aborting closes the connection (the coordinator reassigns what this worker held). */
+  signal?: AbortSignal;
   log?: (event: Record<string, unknown>) => void;
 }
 
@@ -80,6 +86,45 @@ function simulatedCompute(cfg: ModelConfig, delayMs: number): Compute {
 export interface WorkerOutcome {
   exitCode: number;
   reason: string;
+  /** The session got past the handshake (it trained, or could have). */
+  joined?: boolean;
+}
+
+/**
+ * Runs worker sessions until one ends for good: when the coordinator goes away (or is not up
+ * yet) it tries again with backoff, so a coordinator restarted with --resume gets its workers back.
+ */
+export async function runWorkerWithReconnect(opts: WorkerOptions & { reconnectTimeoutMs: number }): Promise<WorkerOutcome> {
+  const log = opts.log ?? (() => {});
+  let deadline = Date.now() + opts.reconnectTimeoutMs;
+  let delay = 250;
+  for (;;) {
+    const o = await runWorker(opts);
+    if (o.exitCode !== WorkerExit.COORDINATOR_GONE || opts.reconnectTimeoutMs <= 0) return o;
+    if (o.joined) {
+      deadline = Date.now() + opts.reconnectTimeoutMs;
+      delay = 250;
+    }
+    if (Date.now() + delay > deadline) return { ...o, reason: `${o.reason}; gave up reconnecting after ${opts.reconnectTimeoutMs} ms` };
+    log({ event: 'reconnecting', inMs: delay, reason: o.reason });
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 5000);
+  }
+}
+
+function tlsOptions(opts: WorkerOptions): Record<string, unknown> {
+  if (!opts.url.startsWith('wss:')) return {};
+  if (opts.ca) return { ca: opts.ca };
+  if (opts.fingerprint) {
+    // A self-signed certificate cannot chain to a CA: its identity is the pinned fingerprint,
+    // checked on 'upgrade' before anything is sent.
+    return { rejectUnauthorized: false };
+  }
+  throw new GanDistError(
+    'GAN_DIST_E_AUTH',
+    `${opts.url}: no way to check the coordinator's certificate`,
+    "use the run's token file (it carries the certificate's fingerprint) or --ca FILE for a certificate your CA signed",
+  );
 }
 
 /** Runs one worker session until the coordinator says stop or the connection ends. */
@@ -90,7 +135,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
   const info = loaded?.info ?? { name: 'simulated', version: '-', device: `simulated compute, ${simulate} ms a shard` };
   log({ event: 'backend', backend: info.name, version: info.version, device: info.device });
 
-  const ws = new WebSocket(opts.url, { perMessageDeflate: false, maxPayload: 1024 ** 3 });
+  const ws = new WebSocket(opts.url, { perMessageDeflate: false, maxPayload: 1024 ** 3, ...tlsOptions(opts) });
   const handshake = createClientHandshake({
     token: opts.token,
     role: 'worker',
@@ -106,14 +151,29 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
 
   return new Promise<WorkerOutcome>((resolve) => {
     const finish = (o: WorkerOutcome) => {
-      if (!outcome) outcome = o;
+      if (!outcome) outcome = { ...o, joined: ready };
       trainer?.dispose();
       if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close();
       resolve(outcome);
     };
+    opts.signal?.addEventListener('abort', () => finish({ exitCode: WorkerExit.DONE, reason: 'left (aborted)' }), { once: true });
     ws.on('error', (err) => finish({ exitCode: WorkerExit.COORDINATOR_GONE, reason: `connection failed: ${err.message}` }));
     ws.on('close', () => finish({ exitCode: WorkerExit.COORDINATOR_GONE, reason: 'the coordinator closed the connection' }));
+    // A pinned certificate is checked before a single byte of the handshake leaves this machine.
+    ws.on('upgrade', (res) => {
+      if (!opts.fingerprint || !opts.url.startsWith('wss:')) return;
+      const cert = (res.socket as import('node:tls').TLSSocket).getPeerCertificate?.();
+      const got = cert?.fingerprint256?.replaceAll(':', '').toLowerCase();
+      if (got !== opts.fingerprint) {
+        outcome = {
+          exitCode: WorkerExit.REJECTED,
+          reason: `the coordinator's certificate has fingerprint ${got ?? 'none'}, the token file pins ${opts.fingerprint}: refusing to connect`,
+        };
+        ws.terminate();
+      }
+    });
     ws.on('open', () => {
+      if (outcome) return;
       const step = handshake.start();
       if (step.send) send(step.send);
     });
