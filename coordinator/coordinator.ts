@@ -366,6 +366,8 @@ export class Coordinator {
     let lossG = 0;
     let lossD = 0;
     const bn: Record<string, BnSums>[] = [];
+    // In shard order, whatever order they arrived in: the sums, hence the run, are reproducible.
+    results.sort((a, b) => a.task.shardId - b.task.shardId);
     for (const { msg } of results) {
       this.acc.add(msg.tensors, msg.n);
       scoreG += msg.n * msg.scoreG;

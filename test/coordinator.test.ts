@@ -1,75 +1,32 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { pino } from 'pino';
 import { resolveConfig, modelConfigOf, type TrainConfig } from '../coordinator/config.ts';
-import { Coordinator, type IterationRecord } from '../coordinator/coordinator.ts';
+import type { Coordinator } from '../coordinator/coordinator.ts';
 import { adamStep, ADAM_EPSILON } from '../coordinator/adam.ts';
-import { newToken } from '../coordinator/auth.ts';
-import { openDataset } from '../data/index.ts';
+import { startCoordinator } from './support/harness.ts';
 import { initialParams, parameterTable, type NamedArrays } from '../worker/architecture.ts';
 import { loadBackend } from '../worker/backend.ts';
 import { runWorker } from '../worker/client.ts';
 import { Trainer } from '../worker/trainer.ts';
 
-const silent = pino({ level: 'silent' });
 const tiny = (over: Partial<TrainConfig> = {}) => resolveConfig({ preset: 'tiny', flags: { seed: 3, ...over } });
-
-interface Harness {
-  coordinator: Coordinator;
-  draws: Map<number, { z: Float32Array; flip: Uint8Array }>;
-  records: IterationRecord[];
-  images: Map<number, Uint8Array>;
-  run(): Promise<void>;
-}
 
 const open: Coordinator[] = [];
 afterEach(async () => {
   for (const c of open.splice(0)) if (c.state !== 'finished' && c.state !== 'failed') c.requestStop('test over');
 });
 
-/** A coordinator on 127.0.0.1:0 with `workers` in-process workers on the wasm backend. */
-async function harness(config: TrainConfig, workers: number): Promise<Harness> {
-  const dataset = await openDataset({ data: 'synthetic', imageSize: config.imageSize, count: 64, seed: 1, cache: false });
-  const batches = dataset.createBatchIterator({ batchSize: config.batchSize, seed: config.seed });
-  const token = newToken();
-  const draws = new Map<number, { z: Float32Array; flip: Uint8Array }>();
-  const images = new Map<number, Uint8Array>();
-  const records: IterationRecord[] = [];
-  const origNext = batches.next.bind(batches);
-  let drawn = 0;
-  batches.next = () => {
-    const b = origNext();
-    images.set(++drawn, b.images.slice());
-    return b;
-  };
-  const coordinator = new Coordinator({
-    config,
-    batches,
-    iterationsPerEpoch: batches.iterationsPerEpoch,
-    log: silent,
-    token,
-    host: '127.0.0.1',
-    port: 0,
-    minWorkers: workers,
-    checkpointEvery: 0,
-    saveSnapshot: async () => 'memory',
-    writeSamples: async () => 'nowhere',
-    onIteration: (r) => records.push(r),
-    onDraw: (t, z, flip) => draws.set(t, { z: z.slice(), flip: flip.slice() }),
-  });
-  open.push(coordinator);
-  const endpoint = await coordinator.listen();
+/** A coordinator with `workers` in-process workers on the wasm backend. */
+async function harness(config: TrainConfig, workers: number) {
+  const h = await startCoordinator(config, { minWorkers: workers });
+  open.push(h.coordinator);
   const joined = Array.from({ length: workers }, () =>
-    runWorker({ url: `ws://${endpoint}`, token, backend: 'wasm', threads: 1, ganDistVersion: 'test' }),
+    runWorker({ url: `ws://${h.endpoint}`, token: h.token, backend: 'wasm', threads: 1, ganDistVersion: 'test' }),
   );
   return {
-    coordinator,
-    draws,
-    records,
-    images,
+    ...h,
     run: async () => {
-      await coordinator.run();
-      const outcomes = await Promise.all(joined);
-      for (const o of outcomes) expect(o.exitCode, o.reason).toBe(0);
+      await h.coordinator.run();
+      for (const o of await Promise.all(joined)) expect(o.exitCode, o.reason).toBe(0);
     },
   };
 }

@@ -1,0 +1,57 @@
+// An in-process coordinator on 127.0.0.1:0 over the synthetic set, for tests of the run loop.
+
+import { pino } from 'pino';
+import { newToken } from '../../coordinator/auth.ts';
+import type { TrainConfig } from '../../coordinator/config.ts';
+import { Coordinator, type IterationRecord } from '../../coordinator/coordinator.ts';
+import { openDataset } from '../../data/index.ts';
+
+export interface Harness {
+  coordinator: Coordinator;
+  endpoint: string;
+  token: string;
+  draws: Map<number, { z: Float32Array; flip: Uint8Array }>;
+  images: Map<number, Uint8Array>;
+  records: IterationRecord[];
+  events: { event: string; fields: Record<string, unknown> }[];
+}
+
+export async function startCoordinator(
+  config: TrainConfig,
+  opts: { minWorkers: number; tls?: { cert: string; key: string }; balance?: 'off' | 'throughput' },
+): Promise<Harness> {
+  const dataset = await openDataset({ data: 'synthetic', imageSize: config.imageSize, count: 64, seed: 1, cache: false });
+  const batches = dataset.createBatchIterator({ batchSize: config.batchSize, seed: config.seed });
+  const token = newToken();
+  const draws = new Map<number, { z: Float32Array; flip: Uint8Array }>();
+  const images = new Map<number, Uint8Array>();
+  const records: IterationRecord[] = [];
+  const events: Harness['events'] = [];
+  const next = batches.next.bind(batches);
+  let drawn = 0;
+  batches.next = () => {
+    const b = next();
+    images.set(++drawn, b.images.slice());
+    return b;
+  };
+  const coordinator = new Coordinator({
+    config,
+    batches,
+    iterationsPerEpoch: batches.iterationsPerEpoch,
+    log: pino({ level: 'silent' }),
+    token,
+    host: '127.0.0.1',
+    port: 0,
+    tls: opts.tls,
+    balance: opts.balance,
+    minWorkers: opts.minWorkers,
+    checkpointEvery: 0,
+    saveSnapshot: async () => 'memory',
+    writeSamples: async () => 'nowhere',
+    onIteration: (r) => records.push(r),
+    onEvent: (event, fields) => events.push({ event, fields }),
+    onDraw: (t, z, flip) => draws.set(t, { z: z.slice(), flip: flip.slice() }),
+  });
+  const endpoint = await coordinator.listen();
+  return { coordinator, endpoint, token, draws, images, records, events };
+}
