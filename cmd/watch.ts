@@ -1,0 +1,53 @@
+// `gan-dist watch`: thin command over coordinator/monitor/watch.ts.
+
+import { InvalidArgumentError, type Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { resolveToken } from '../coordinator/auth.ts';
+import { watchRemote, watchRun } from '../coordinator/monitor/watch.ts';
+
+const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
+
+function size(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a positive integer');
+  return n;
+}
+
+interface WatchFlags {
+  tokenFile?: string;
+  ca?: string;
+  once?: boolean;
+  width?: number;
+  height?: number;
+}
+
+export function registerWatchCommand(program: Command): void {
+  program
+    .command('watch')
+    .description('terminal UI of a run: both scores, progress, workers, the latest sample grid, events')
+    .argument('<run>', 'a run directory (e.g. runs/latest), or a coordinator ws://HOST:PORT to watch as a monitor')
+    .option('--token-file <file>', "with ws:// or wss://: the run's token file (or set GAN_DIST_TOKEN); it pins a wss certificate")
+    .option('--ca <file>', 'wss: trust the coordinator certificate signed by this CA (PEM) instead of a pinned fingerprint')
+    .option('--once', 'print one frame and exit (also what happens when stdout is not a terminal)')
+    .option('--width <columns>', 'with --once: the frame width (default: the terminal, else 80)', size)
+    .option('--height <rows>', 'with --once: the frame height (default: the terminal, else 24)', size)
+    .action(async (target: string, opts: WatchFlags) => {
+      const stop = new AbortController();
+      const onSignal = () => stop.abort();
+      process.once('SIGTERM', onSignal);
+      process.once('SIGHUP', onSignal);
+      try {
+        if (/^wss?:\/\//.test(target)) {
+          const { token, fingerprint } = await resolveToken({ tokenFile: opts.tokenFile });
+          const ca = opts.ca === undefined ? undefined : readFileSync(opts.ca, 'utf8');
+          await watchRemote({ url: target, token, fingerprint, ca, ganDistVersion: version, stdout: process.stdout, stdin: process.stdin, signal: stop.signal });
+        } else {
+          await watchRun({ target, once: opts.once, width: opts.width, height: opts.height, stdout: process.stdout, stdin: process.stdin, signal: stop.signal });
+        }
+      } finally {
+        process.off('SIGTERM', onSignal);
+        process.off('SIGHUP', onSignal);
+      }
+    });
+}

@@ -1,0 +1,207 @@
+// The terminal UI's screen as lines of text for a given size: header, progress, the two scores'
+// chart beside the latest sample grid, the workers table, recent events and the keys. Pure: the
+// same view and size give the same lines, so tests read it as a string.
+//
+//   gan-dist · runs/latest                                   RUNNING · 2 workers · 45.2 img/s
+//   epoch 3/500  iter 120/14000  elapsed 0:42  ETA 1:23:45  [████░░░░░░░░░░░░░░░░░░░░░]   1%
+//   ━━ GeneratorScore 0.412   ━━ DiscriminatorScore 0.633      ▀▀▀▀▀▀▀▀▀▀▀▀▀▀▀▀▀▀▀▀▀▀
+//   1.0┤ ⠀⠀⠀⠀⡀⠤⠒⠉ ...                                           (the sample grid)
+//   ── workers ─────────────────────────────────────────────────────────────────────
+//   ── events ──────────────────────────────────────────────────────────────────────
+//   q quit
+
+import { BOLD, DIM, INVERSE, fit, paint, palette, sanitize, style, truncate, visibleWidth, type ColorMode, type Rgb } from './ansi.ts';
+import { renderChart, renderLegend, type ChartSeries } from './chart.ts';
+import { fitImage, renderImage, type RgbImage } from './image-block.ts';
+import { formatDuration, progressOf, type RunView } from './view-model.ts';
+
+/** The sample grid beside the chart: decoded, or only its path with why it is not drawn. */
+export interface SampleImage {
+  path: string;
+  iteration: number;
+  image?: RgbImage;
+  note?: string;
+}
+
+export interface RenderOptions {
+  width: number;
+  height: number;
+  mode: ColorMode;
+  /** ms since the epoch: elapsed time of a live run. */
+  now: number;
+  /** What is watched: a run directory or a coordinator's address. */
+  title: string;
+  sample?: SampleImage;
+  /** The keys line: what q does here. */
+  keys: string;
+  /** A message for the bottom line (connection state, a stop in progress). */
+  status?: string;
+}
+
+export const MIN_WIDTH = 40;
+export const MIN_HEIGHT = 12;
+
+const stateColor: Record<string, Rgb> = {
+  running: palette.ok,
+  finished: palette.ok,
+  failed: palette.error,
+  stopping: palette.warn,
+  waiting: palette.warn,
+  starting: palette.warn,
+};
+
+/** `left` and `right` on one line of `width` columns; the left side gives way. */
+function spread(left: string, right: string, width: number): string {
+  const room = width - visibleWidth(right) - 1;
+  if (room < 8) return fit(left, width);
+  return fit(left, room) + ' ' + right;
+}
+
+/** A path shortened from the left ('…/run/train.log'), where its end says the most. */
+function shortenLeft(s: string, width: number): string {
+  if (visibleWidth(s) <= width) return s;
+  if (width <= 1) return '…'.slice(0, width);
+  return '…' + [...s].slice(-(width - 1)).join('');
+}
+
+/** Words of `text` in lines of at most `width` columns (a word longer than a line is cut). */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    if (line && visibleWidth(line) + 1 + visibleWidth(word) > width) {
+      lines.push(line);
+      line = '';
+    }
+    line = line ? `${line} ${word}` : truncate(word, width, true);
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
+function rule(title: string, width: number, mode: ColorMode): string {
+  const head = `── ${title} `;
+  return style(fit(head + '─'.repeat(Math.max(0, width - visibleWidth(head))), width), DIM, mode);
+}
+
+function header(view: RunView, opts: RenderOptions): string {
+  const live = [...view.workers.values()].filter((w) => w.state === 'joined').length;
+  const state = (view.state ?? 'starting').toUpperCase();
+  const parts = [paint(state, stateColor[view.state ?? 'starting'] ?? palette.muted, opts.mode, '1;'), `${live} worker${live === 1 ? '' : 's'}`];
+  if (view.monitors.size) parts.push(`${view.monitors.size} monitor${view.monitors.size === 1 ? '' : 's'}`);
+  if (view.last) parts.push(`${view.last.imagesPerSec.toFixed(1)} img/s`);
+  const right = parts.join(' · ');
+  const room = opts.width - visibleWidth(right) - 12;
+  return spread(`${style('gan-dist', BOLD, opts.mode)} · ${sanitize(shortenLeft(opts.title, Math.max(8, room)))}`, right, opts.width);
+}
+
+function progressLine(view: RunView, opts: RenderOptions): string {
+  const p = progressOf(view, opts.now);
+  const epoch = `epoch ${p.epoch}${p.epochs ? `/${p.epochs}` : ''}`;
+  const iter = `iter ${p.iteration}${p.total ? `/${p.total}` : ''}`;
+  const text = `${epoch}  ${iter}  elapsed ${formatDuration(p.elapsedMs)}  ETA ${formatDuration(p.etaMs)}  `;
+  const pct = p.fraction === undefined ? '   ?%' : `${Math.floor(p.fraction * 100)}%`.padStart(5);
+  const barW = opts.width - visibleWidth(text) - pct.length - 3;
+  if (barW < 5) return fit(`${text}${pct.trim()}`, opts.width);
+  const filled = Math.round((p.fraction ?? 0) * barW);
+  const bar = paint('█'.repeat(filled), palette.accent, opts.mode) + style('░'.repeat(barW - filled), DIM, opts.mode);
+  return fit(`${text}[${bar}] ${pct}`, opts.width);
+}
+
+function workersTable(view: RunView, width: number, rows: number, mode: ColorMode): string[] {
+  const all = [...view.workers.values()];
+  // Live workers first, then the latest to leave; ids in order within each.
+  all.sort((a, b) => (a.state === b.state ? a.id - b.id : a.state === 'joined' ? -1 : 1));
+  const idW = 4;
+  const addrW = Math.min(22, Math.max(12, Math.floor(width * 0.22)));
+  const backendW = 8;
+  const stateW = 7;
+  const rateW = 7;
+  const deviceW = Math.max(6, width - idW - addrW - backendW - stateW - rateW - 5);
+  const row = (id: string, addr: string, device: string, backend: string, state: string, rate: string) =>
+    `${fit(id, idW, 'right')} ${fit(addr, addrW)} ${fit(device, deviceW)} ${fit(backend, backendW)} ${fit(state, stateW)} ${fit(rate, rateW, 'right')}`;
+  const lines = [style(fit(row('id', 'address', 'device', 'backend', 'state', 'img/s'), width), DIM, mode)];
+  if (all.length === 0) lines.push(fit(style('  no worker has joined yet', DIM, mode), width));
+  // Rows beyond the room say how many more there are.
+  const capacity = Math.max(1, rows - 1);
+  const overflow = all.length > capacity;
+  const shown = all.slice(0, overflow ? capacity - 1 : capacity);
+  for (const w of shown) {
+    const rate = w.imagesPerSec !== undefined ? w.imagesPerSec.toFixed(1) : '-';
+    const text = row(String(w.id), sanitize(w.address), sanitize(w.device), sanitize(w.backend), w.state, w.state === 'joined' ? rate : '');
+    lines.push(w.state === 'joined' ? fit(text, width) : style(fit(text, width), DIM, mode));
+  }
+  if (overflow) lines.push(fit(style(`  … and ${all.length - shown.length} more`, DIM, mode), width));
+  return lines.slice(0, rows);
+}
+
+function eventLines(view: RunView, width: number, rows: number, mode: ColorMode): string[] {
+  const shown = view.events.slice(-rows);
+  const lines = shown.map((e) => {
+    const text = `${e.time ? `${e.time}  ` : ''}${sanitize(e.text)}`;
+    if (e.level === 'warn') return paint(truncate(text, width, true), palette.warn, mode);
+    if (e.level === 'error' || e.level === 'fatal') return paint(truncate(text, width, true), palette.error, mode);
+    return truncate(text, width, true);
+  });
+  while (lines.length < rows) lines.push('');
+  return lines.map((l) => fit(l, width));
+}
+
+function sampleBlock(sample: SampleImage | undefined, cols: number, rows: number, mode: ColorMode): string[] {
+  const caption = (s: string) => style(fit(s, cols), DIM, mode);
+  if (!sample) return [...Array.from({ length: rows - 1 }, () => fit('', cols)), caption('no sample grid yet')];
+  const lines: string[] = [];
+  if (sample.image) {
+    const size = fitImage(sample.image, cols, rows - 1);
+    const pad = Math.floor((cols - size.cols) / 2);
+    for (const l of renderImage(sample.image, size.cols, size.rows, mode)) lines.push(' '.repeat(pad) + l + ' '.repeat(cols - size.cols - pad));
+  } else {
+    for (const l of wrap(sanitize(sample.note ?? 'loading…'), cols).slice(0, rows - 1)) lines.push(style(fit(l, cols), DIM, mode));
+  }
+  while (lines.length < rows - 1) lines.push(' '.repeat(cols));
+  lines.push(caption(sanitize(shortenLeft(sample.path, cols))));
+  return lines;
+}
+
+/** The screen: exactly `height` lines of at most `width` columns each. */
+export function renderScreen(view: RunView, opts: RenderOptions): string[] {
+  const { width: W, height: H, mode } = opts;
+  if (W < MIN_WIDTH || H < MIN_HEIGHT) {
+    const lines = [header(view, opts), progressLine(view, opts), fit(`enlarge the terminal to ${MIN_WIDTH}x${MIN_HEIGHT} for the full view`, W)];
+    while (lines.length < H) lines.push('');
+    return lines.slice(0, H).map((l) => truncate(l, W));
+  }
+  const avail = H - 3; // header, progress, keys
+  const liveAndLeft = view.workers.size;
+  let eventRows = Math.max(3, Math.min(12, Math.floor(avail * 0.25)));
+  const workerRows = 1 + Math.max(1, Math.min(liveAndLeft, Math.max(2, Math.floor(avail * 0.2))));
+  let top = avail - (1 + workerRows) - (1 + eventRows);
+  while (top < 8 && eventRows > 1) {
+    eventRows--;
+    top++;
+  }
+
+  // Chart on the left, the sample grid (square: twice as many columns as rows) on the right.
+  const imageCols = W >= 60 ? Math.min(2 * (top - 1), Math.floor(W * 0.45)) : 0;
+  const chartW = imageCols > 0 ? W - imageCols - 2 : W;
+  const series: ChartSeries[] = [
+    { label: 'GeneratorScore', values: view.scoreG, color: palette.generator },
+    { label: 'DiscriminatorScore', values: view.scoreD, color: palette.discriminator },
+  ];
+  const left = [fit(renderLegend(series, mode), chartW), ...renderChart({ xs: view.iterations, series, width: chartW, height: top - 1, mode })];
+  const right = imageCols > 0 ? sampleBlock(opts.sample, imageCols, top, mode) : [];
+
+  const lines: string[] = [header(view, opts), progressLine(view, opts)];
+  for (let i = 0; i < top; i++) lines.push(imageCols > 0 ? `${fit(left[i] ?? '', chartW)}  ${right[i] ?? ''}` : fit(left[i] ?? '', W));
+  const live = [...view.workers.values()].filter((w) => w.state === 'joined').length;
+  lines.push(rule(`workers: ${live} live${view.workers.size > live ? `, ${view.workers.size - live} left` : ''}`, W, mode));
+  lines.push(...workersTable(view, W, workerRows, mode));
+  while (lines.length < 2 + top + 1 + workerRows) lines.push(' '.repeat(W));
+  lines.push(rule('events', W, mode));
+  lines.push(...eventLines(view, W, eventRows, mode));
+  // The keys stay whole; a status message takes what is left of the line.
+  const keys = style(opts.keys, INVERSE, mode);
+  const room = W - visibleWidth(keys) - 2;
+  lines.push(opts.status && room > 3 ? `${keys}  ${fit(sanitize(opts.status), room)}` : fit(keys, W));
+  return lines.slice(0, H);
+}
