@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { GanDistError } from '../coordinator/errors.ts';
 import { benchScaling, formatScaling } from '../coordinator/scaling-bench.ts';
+import { benchMemory } from '../coordinator/memory-bench.ts';
 
 export function intList(flag: string) {
   return (raw: string) => {
@@ -39,6 +40,22 @@ export function registerBenchCommands(program: Command): Command {
         progress: (line) => console.error(line),
       });
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatScaling(report));
+    });
+  bench
+    .command('memory')
+    .description('RSS of the coordinator and workers after a short and a long tiny run; coordinator RSS with the full model')
+    .option('--short <n>', 'first measurement (iteration)', (v) => intList('--short')(v)[0], 50)
+    .option('--long <n>', 'second measurement (iteration)', (v) => intList('--long')(v)[0], 500)
+    .option('--workers <n>', 'CPU workers', (v) => intList('--workers')(v)[0], 2)
+    .option('--json', 'print JSON')
+    .action(async (opts) => {
+      const r = await benchMemory({ short: opts.short, long: opts.long, workers: opts.workers, progress: (s) => console.error(s) });
+      if (opts.json) return console.log(JSON.stringify(r, null, 2));
+      const t = r.tiny;
+      console.log(`tiny, ${t.workers} workers: coordinator ${t.coordinatorMB.map((x) => x.toFixed(0)).join(' -> ')} MB (${t.coordinatorGrowthPct.toFixed(1)} %), ` +
+        `workers ${t.workerGrowthPct.map((g, i) => `${t.workersMB[0][i].toFixed(0)} -> ${t.workersMB[1][i].toFixed(0)} MB (${g.toFixed(1)} %)`).join(', ')} ` +
+        `between iterations ${t.checkpoints.join(' and ')}`);
+      console.log(`full model (${r.full.parameters.toLocaleString('en-US')} parameters): coordinator state ${r.full.heldBytesMB.toFixed(0)} MB held, RSS +${r.full.rssDeltaMB.toFixed(0)} MB (${r.full.deltaVsHeld.toFixed(2)}x)`);
     });
   return bench;
 }

@@ -101,6 +101,7 @@ export class Coordinator {
   private readonly bnCounts: Record<string, number> = {};
   readonly maxIterations: number;
   endpoint?: string;
+  private readonly iterationWatchers = new Set<(r: IterationRecord) => void>();
 
   constructor(private readonly opts: CoordinatorOptions) {
     const cfg = opts.config;
@@ -238,6 +239,12 @@ export class Coordinator {
     this.endpoint = `${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;
     this.event('listening', { endpoint: this.endpoint });
     return this.endpoint;
+  }
+
+  /** Calls `fn` after every iteration (the terminal UI, benchmarks); returns the unsubscribe. */
+  watchIterations(fn: (r: IterationRecord) => void): () => void {
+    this.iterationWatchers.add(fn);
+    return () => this.iterationWatchers.delete(fn);
   }
 
   /** Ctrl-C / SIGTERM / the TUI's Stop: finish the current iteration, checkpoint, stop the workers. */
@@ -427,6 +434,7 @@ export class Coordinator {
       'iteration',
     );
     this.opts.onIteration?.(rec);
+    for (const w of this.iterationWatchers) w(rec);
     return rec;
   }
 
