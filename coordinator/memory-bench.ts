@@ -97,6 +97,10 @@ export async function benchMemory(opts: { short: number; long: number; workers: 
       saveSnapshot: async () => '',
       writeSamples: async () => '',
     });
+    // Fresh typed arrays are zero pages the OS has not committed yet: write every buffer once, as
+    // the first iteration does, so RSS shows what a running coordinator holds.
+    for (const a of [...Object.values(c.adamM), ...Object.values(c.adamV)]) a.fill(0);
+    (c as unknown as { acc: { reset(): void } }).acc.reset();
     const after = process.memoryUsage().rss / MB;
     // Master weights (all parameters), Adam m and v, and the gradient sums (learnables).
     const held = (4 * (params + 3 * learn)) / MB;
