@@ -4,11 +4,10 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { newToken } from '../coordinator/auth.ts';
 import { GanDistError } from '../coordinator/errors.ts';
-import { LogBroadcaster, attachMonitors } from '../coordinator/monitor/broadcast.ts';
 import { connectMonitor } from '../coordinator/monitor/remote.ts';
-import { PRE_AUTH_LIMITS } from '../coordinator/protocol.ts';
-import { PeerServer } from '../coordinator/server.ts';
+import type { PeerServer } from '../coordinator/server.ts';
 import { runTlsIdentity, type TlsIdentity } from '../coordinator/tls.ts';
+import { monitorEndpoint } from './support/monitor-fixture.ts';
 
 const token = newToken();
 let server: PeerServer | undefined;
@@ -17,22 +16,10 @@ afterEach(async () => {
   server = undefined;
 });
 
-/** A coordinator's endpoint as far as monitors see it: PeerServer with the broadcaster attached. */
 async function coordinatorEndpoint(tls?: TlsIdentity) {
-  const monitors = new LogBroadcaster();
-  const stops: string[] = [];
-  server = new PeerServer({
-    host: '127.0.0.1',
-    port: 0,
-    token,
-    paramTableHash: 'f'.repeat(64),
-    limits: { ...PRE_AUTH_LIMITS, maxFrameBytes: 1 << 20, maxHeaderBytes: 1 << 19 },
-    welcome: (_hello, id) => ({ runId: 'run-1', workerId: id, modelConfig: {}, seed: 0 }),
-    tls,
-  });
-  attachMonitors(server, monitors, (r) => stops.push(r));
-  const addr = await server.listen();
-  return { url: `${tls ? 'wss' : 'ws'}://127.0.0.1:${addr.port}`, monitors, stops };
+  const endpoint = await monitorEndpoint(token, tls);
+  server = endpoint.server;
+  return endpoint;
 }
 
 function lineQueue() {

@@ -41,6 +41,9 @@ describe('the run view', () => {
     const [t0, i0] = view.recent[0];
     const [t1, i1] = view.recent.at(-1)!;
     expect(p.etaMs).toBeCloseTo(((t1 - t0) / (i1 - i0)) * 10);
+    // Once stopping, the run ends after this iteration: no ETA to the bound.
+    applyLine(view, event('state', { from: 'running', to: 'stopping', reason: 'SIGINT received' }, new Date(now).toISOString()));
+    expect(progressOf(view, now).etaMs).toBeUndefined();
   });
 
   it('takes the total from config and data when the coordinator has not said it yet', () => {

@@ -3,11 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { newToken } from '../coordinator/auth.ts';
-import { LogBroadcaster, attachMonitors } from '../coordinator/monitor/broadcast.ts';
 import { sampleLocator, watchRemote, watchRun } from '../coordinator/monitor/watch.ts';
-import { PRE_AUTH_LIMITS } from '../coordinator/protocol.ts';
-import { PeerServer } from '../coordinator/server.ts';
-import { fixtureLines, fixtureRun } from './support/monitor-fixture.ts';
+import type { PeerServer } from '../coordinator/server.ts';
+import { fixtureLines, fixtureRun, monitorEndpoint } from './support/monitor-fixture.ts';
 import { VirtualKeyboard, VirtualTerminal } from './support/virtual-terminal.ts';
 
 let dir: string;
@@ -75,23 +73,12 @@ describe('gan-dist watch ws://', () => {
 
   it('shows the lines a coordinator forwards; q asks it to stop, then leaves on a second q', async () => {
     const token = newToken();
-    const monitors = new LogBroadcaster();
-    const stops: string[] = [];
-    server = new PeerServer({
-      host: '127.0.0.1',
-      port: 0,
-      token,
-      paramTableHash: 'f'.repeat(64),
-      limits: { ...PRE_AUTH_LIMITS, maxFrameBytes: 1 << 20, maxHeaderBytes: 1 << 19 },
-      welcome: (_h, id) => ({ runId: 'r', workerId: id, modelConfig: {}, seed: 0 }),
-    });
-    attachMonitors(server, monitors, (r) => stops.push(r));
-    const { port } = await server.listen();
+    const { server: started, url, monitors, stops } = await monitorEndpoint(token);
+    server = started;
     for (const l of fixtureLines().slice(0, 20)) monitors.write(l + '\n');
 
     const term = new VirtualTerminal(80, 24);
     const keys = new VirtualKeyboard();
-    const url = `ws://127.0.0.1:${port}`;
     const watching = watchRemote({ url, token, ganDistVersion: 'test', stdout: term, stdin: keys, colorMode: 'truecolor' });
     await term.until(/iter 9\/30/);
     expect(term.lines[0]).toContain(`gan-dist · ${url}`);

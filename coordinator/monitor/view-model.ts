@@ -248,6 +248,7 @@ export function progressOf(view: RunView, now: number): Progress {
     p.elapsedMs = Math.max(0, end - view.startedAt);
   }
   if (view.finished || (total !== undefined && iteration >= total)) p.etaMs = 0;
+  else if (view.state === 'stopping') p.etaMs = undefined; // it ends after this iteration, not at the bound
   else if (total !== undefined && view.recent.length >= 2) {
     const [t0, i0] = view.recent[0];
     const [t1, i1] = view.recent[view.recent.length - 1];

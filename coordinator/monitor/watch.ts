@@ -114,6 +114,8 @@ export async function watchRemote(opts: WatchRemoteOptions): Promise<void> {
     onLine: (line) => ui.feed([classifyRecord(line)]),
     onClose: (reason) => {
       connected = false;
+      // A coordinator closes its monitors' connections while stopping: the run has ended there.
+      if (ui.view.state === 'stopping') ui.view.finished = true;
       ui.keys = ' q leave ';
       ui.setStatus(ui.view.state === 'stopping' || ui.view.finished ? `the run has ended; ${reason}` : reason);
     },
