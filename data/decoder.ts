@@ -55,6 +55,16 @@ const CHUNK = 8;
 // tsx's loader, resolved from this package so workers load TypeScript whatever the cwd is.
 const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 
+/**
+ * libvips threads per image. sharp runs each image on one of libuv's threads (4 unless
+ * UV_THREADPOOL_SIZE says otherwise, shared by worker threads too), so that many images decode at
+ * once; giving each cores / that many threads fills the cores without oversubscribing them.
+ */
+function threadsPerImage(): number {
+  const uvThreads = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  return Math.max(1, Math.round(availableParallelism() / uvThreads));
+}
+
 export function validateThreads(threads: number): void {
   if (!Number.isInteger(threads) || threads < 0) {
     throw new RangeError('options.threads must be a non-negative integer (0 decodes on the main thread)');
@@ -82,9 +92,8 @@ export async function decodeFiles(
     options.onProgress?.(done, files.length);
   };
 
-  // Many images decode at once, so one libvips thread per image avoids oversubscribing the cores.
   const previousConcurrency = sharp.concurrency();
-  sharp.concurrency(1);
+  sharp.concurrency(threadsPerImage());
   const pool = options.threads > 0 ? startPool(options.threads) : undefined;
   const decodeBatch = pool ? poolDecoder(pool, decodeOptions) : mainThreadDecoder(decodeOptions);
   try {

@@ -8,12 +8,14 @@ export type ImageFormat = 'jpeg' | 'png' | 'gif' | 'webp' | 'tiff' | 'heif' | 's
 const IMAGE_EXTENSIONS: ReadonlyMap<string, ImageFormat> = new Map([
   ['jpg', 'jpeg'], ['jpeg', 'jpeg'], ['jpe', 'jpeg'], ['jfif', 'jpeg'],
   ['png', 'png'], ['gif', 'gif'], ['webp', 'webp'], ['tif', 'tiff'], ['tiff', 'tiff'],
-  ['avif', 'heif'], ['heic', 'heif'], ['heif', 'heif'], ['svg', 'svg'],
+  ['avif', 'heif'], ['svg', 'svg'],
 ]);
 
 /** Image formats a user may reasonably drop in a folder that sharp's prebuilt binary cannot read. */
 const UNSUPPORTED_EXTENSIONS: ReadonlyMap<string, string> = new Map([
   ['bmp', 'BMP'], ['ico', 'ICO'], ['psd', 'Photoshop PSD'], ['jxl', 'JPEG XL'],
+  // The prebuilt libvips reads AVIF but not HEIC (a patent-encumbered codec).
+  ['heic', 'HEIC'], ['heif', 'HEIC'],
   ['cr2', 'camera RAW'], ['nef', 'camera RAW'], ['arw', 'camera RAW'], ['dng', 'camera RAW'],
 ]);
 
@@ -46,7 +48,7 @@ export function sniffFormat(head: Uint8Array): ImageFormat | undefined {
   if (ascii(0, 'GIF87a') || ascii(0, 'GIF89a')) return 'gif';
   if (ascii(0, 'RIFF') && ascii(8, 'WEBP')) return 'webp';
   if (at(0, 0x49, 0x49, 0x2a, 0x00) || at(0, 0x4d, 0x4d, 0x00, 0x2a)) return 'tiff';
-  if (ascii(4, 'ftyp') && ['avif', 'avis', 'heic', 'heix', 'mif1', 'msf1'].some((b) => ascii(8, b))) {
+  if (ascii(4, 'ftyp') && ['avif', 'avis', 'mif1', 'msf1'].some((b) => ascii(8, b))) {
     return 'heif';
   }
   const text = new TextDecoder('utf-8', { fatal: false }).decode(head).trimStart();

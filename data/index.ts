@@ -31,7 +31,7 @@
 //                              // continues with exactly the batches `it` would have drawn
 //   dataset.close();
 //
-// Folders: every file sharp decodes (JPEG, PNG, GIF first frame, WebP, TIFF, AVIF/HEIF, SVG),
+// Folders: every file sharp decodes (JPEG, PNG, GIF first frame, WebP, TIFF, AVIF, SVG),
 // recognised by extension (any case) or content, under the folder and its subfolders, in
 // code-point order of their paths; the label is the folder holding the file. EXIF orientation is
 // applied, transparency composited on white, grayscale and CMYK converted to sRGB. A file that
