@@ -4,6 +4,9 @@ import type { Command } from 'commander';
 import { GanDistError } from '../coordinator/errors.ts';
 import { benchScaling, formatScaling } from '../coordinator/scaling-bench.ts';
 import { benchMemory } from '../coordinator/memory-bench.ts';
+import { benchStep, formatStepBench } from '../worker/step-bench.ts';
+import { parseBackendName } from '../worker/backend.ts';
+import { presets, type PresetName } from '../coordinator/config.ts';
 
 export function intList(flag: string) {
   return (raw: string) => {
@@ -41,6 +44,32 @@ export function registerBenchCommands(program: Command): Command {
       });
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatScaling(report));
     });
+  bench
+    .command('step')
+    .description("one worker's training step per backend: img/s and the ratio to the first backend")
+    .option('--backend <list>', 'backends to compare, the first is the baseline', 'wasm,cpu')
+    .option('--batch <n>', 'shard size (default: the preset\'s batch)', (v) => intList('--batch')(v)[0])
+    .option('--preset <name>', `model preset (${Object.keys(presets).join(', ')}; default: the seed's full model)`)
+    .option('--steps <n>', 'timed steps per backend', (v) => intList('--steps')(v)[0], 5)
+    .option('--warmup <n>', 'untimed steps first', (v) => intList('--warmup')(v)[0], 1)
+    .option('--threads <n>', 'wasm threads', (v) => intList('--threads')(v)[0], 1)
+    .option('--json', 'print JSON')
+    .action(async (opts) => {
+      if (opts.preset !== undefined && !(opts.preset in presets)) {
+        throw new GanDistError('GAN_DIST_E_CONFIG', `--preset: unknown preset "${opts.preset}"`, `use one of: ${Object.keys(presets).join(', ')}`);
+      }
+      const report = await benchStep({
+        backends: String(opts.backend).split(',').map((b) => parseBackendName(b.trim())),
+        batch: opts.batch,
+        preset: opts.preset as PresetName | undefined,
+        steps: opts.steps,
+        warmup: opts.warmup,
+        threads: opts.threads,
+        progress: (line) => console.error(line),
+      });
+      console.log(opts.json ? JSON.stringify(report, null, 2) : formatStepBench(report));
+    });
+
   bench
     .command('memory')
     .description('RSS of the coordinator and workers after a short and a long tiny run; coordinator RSS with the full model')

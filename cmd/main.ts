@@ -11,6 +11,8 @@ import { registerDataCommands } from './data.ts';
 import { registerTrainCommands } from './train.ts';
 import { registerGenerateCommand } from './generate.ts';
 import { registerBenchCommands } from './bench.ts';
+import { registerLogsCommand } from './logs.ts';
+import { registerWatchCommand } from './watch.ts';
 import { addConfigOptions, configFromOptions } from './options.ts';
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
@@ -46,6 +48,8 @@ export function buildProgram(): Command {
   registerGenerateCommand(program);
   registerBenchCommands(program);
   registerDataCommands(program);
+  registerLogsCommand(program);
+  registerWatchCommand(program);
   return program;
 }
 

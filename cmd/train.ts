@@ -12,6 +12,7 @@ import { backendNames, parseBackendName } from '../worker/backend.ts';
 import { runWorkerWithReconnect } from '../worker/client.ts';
 import { readFileSync } from 'node:fs';
 import { addConfigOptions, configFromOptions } from './options.ts';
+import { trainTuiHooks } from '../coordinator/monitor/train-tui.ts';
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 
@@ -62,6 +63,7 @@ export function registerTrainCommands(program: Command): void {
     if (opts.resume && opts.runDir) {
       throw new GanDistError('GAN_DIST_E_USAGE', '--resume and --run-dir both given', '--resume DIR continues that run in DIR; drop --run-dir');
     }
+    const tui = trainTuiHooks({ enabled: opts.tui !== false, stdout: process.stdout, stdin: process.stdin, print: (line) => console.log(line), runDir: opts.resume ?? opts.runDir });
     const result = await train({
       config,
       overrides,
@@ -83,10 +85,11 @@ export function registerTrainCommands(program: Command): void {
       dataThreads: opts.dataThreads,
       resize: opts.resize,
       printEvery: opts.printEvery,
-      print: (line) => console.log(line),
+      print: tui.print,
+      onCoordinator: tui.onCoordinator,
       onData: stderrLog(),
       handleSignals: true,
-    });
+    }).finally(tui.stop);
     if (result.state !== 'finished') process.exitCode = 1;
   });
   // Flag names are checked once here, so a typo in the table above fails at start, not in use.

@@ -12,6 +12,7 @@ import { encodeMessage, frameLimitFor, paramTableHash, type GradientsMessage, ty
 import { GradientAccumulator, poolBatchStats, splitRows, updateRunningStats, type BnSums } from './reduce.ts';
 import { Rng, type RngState } from './rng.ts';
 import { PeerServer, type Peer } from './server.ts';
+import { attachMonitors, type LogBroadcaster } from './monitor/broadcast.ts';
 import { activationShapes, initialParams, layersOf, parameterTable, sizeOf, type NamedArrays, type ParamSpec } from '../worker/architecture.ts';
 import type { BatchIterator, IteratorState } from '../data/batches.ts';
 
@@ -45,11 +46,16 @@ export interface IterationRecord {
   computeMsMean: number;
   commMs: number;
   adamMs: number;
+  /** Distinct workers that computed this iteration's shards. */
   workers: number;
+  /** Per shard: who computed it, its rows and compute time (the workers table's img/s). */
+  shards: { worker: number; rows: number; computeMs: number }[];
 }
 
 export interface CoordinatorOptions {
   config: TrainConfig;
+  /** Remote monitors (`gan-dist watch ws://...`): they get every log line and may ask for Stop. */
+  monitors?: LogBroadcaster;
   batches: BatchIterator;
   iterationsPerEpoch: number;
   log: RunLogger;
@@ -207,6 +213,7 @@ export class Coordinator {
         seed: cfg.seed,
       }),
     });
+    if (this.opts.monitors) attachMonitors(this.server, this.opts.monitors, (reason) => this.requestStop(reason));
     this.server.on('peer', (peer: Peer) => {
       this.event('worker-joined', { worker: peer.id, role: peer.role, address: peer.address, backend: peer.hello.backend, device: peer.hello.device });
       if (peer.role === 'worker') this.dispatcher.add(peer);
@@ -218,6 +225,7 @@ export class Coordinator {
     });
     this.server.on('rejected', (r: { address: string; reason: string }) => this.event('peer-rejected', r, 'warn'));
     this.server.on('message', (peer: Peer, msg) => {
+      if (peer.role === 'monitor') return; // attachMonitors handles what monitors say
       switch (msg.type) {
         case 'gradients':
         case 'gradientsNonFinite':
@@ -290,15 +298,16 @@ export class Coordinator {
       }
       this.transition('stopping', { reason: this.stopReason ?? 'iteration bound reached' });
       if (this.iteration !== lastCheckpoint && this.opts.finalCheckpoint !== false) await this.checkpoint();
-      await this.shutdown(this.stopReason ?? 'training finished');
+      // The last lines first, so remote monitors see the end before their connections close.
       this.transition('finished', { iteration: this.iteration });
       this.event('run-finished', { iteration: this.iteration, epoch: this.epoch });
+      await this.shutdown(this.stopReason ?? 'training finished');
       return this.state;
     } catch (err) {
       if (this.stopReason && err instanceof GanDistError && err.code === 'GAN_DIST_E_WORKER') {
         // Stopped while waiting for workers: nothing changed since the last checkpoint.
-        await this.shutdown(this.stopReason);
         this.transition('finished', { iteration: this.iteration });
+        await this.shutdown(this.stopReason);
         return this.state;
       }
       this.transition('failed', { error: (err as Error).message });
@@ -414,7 +423,8 @@ export class Coordinator {
       // Time the gather took beyond the slowest worker's compute: framing, transfer, waiting.
       commMs: Math.max(0, tGathered - tSend - Math.max(...computes)),
       adamMs,
-      workers: results.length,
+      workers: new Set(results.map((r) => r.workerId)).size,
+      shards: results.map((r) => ({ worker: r.workerId, rows: r.task.rowCount, computeMs: Math.round(r.msg.timings.computeMs) })),
     };
     const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
     this.opts.log.info(

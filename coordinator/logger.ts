@@ -6,9 +6,11 @@ import pino, { type Logger } from 'pino';
 export type RunLogger = Logger;
 
 /** A logger that appends to `file` (synchronously flushed at exit) or writes to a stream in tests. */
-export function createRunLogger(file: string): RunLogger {
+export function createRunLogger(file: string, onLine?: (line: string) => void): RunLogger {
   const dest = pino.destination({ dest: file, append: true, mkdir: true, sync: false, minLength: 0 });
-  return pino({ base: undefined, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } }, dest);
+  // Each serialised line also goes to `onLine` (remote monitors), exactly as written to the file.
+  const hooks = onLine ? { streamWrite: (s: string) => (onLine(s), s) } : {};
+  return pino({ base: undefined, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) }, hooks }, dest);
 }
 
 /** Writes an event line: `{msg: "event", event: name, ...fields}`. */

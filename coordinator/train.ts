@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { newToken, resolveToken, writeTokenFile, readTokenFile } from './auth.ts';
 import { loadTlsIdentity, runTlsIdentity } from './tls.ts';
+import { LogBroadcaster } from './monitor/broadcast.ts';
 import { loadLatestCheckpoint, saveCheckpoint } from './checkpoint.ts';
 import type { TrainConfig } from './config.ts';
 import { Coordinator, type IterationRecord, type RunSnapshot } from './coordinator.ts';
@@ -45,7 +46,7 @@ export interface TrainOptions {
   /** Print a compact line every this many iterations. */
   printEvery?: number;
   onData?: (e: DataEvent) => void;
-  onCoordinator?: (c: Coordinator) => void;
+  onCoordinator?: (c: Coordinator, runDir: string) => void;
   /** Benchmarks: local workers compute nothing and answer each shard after this delay. */
   simulateStepMs?: number;
   /** wasm threads per local CPU worker (default: cores / workers). */
@@ -128,7 +129,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
   // config.json: the resolved config, and the data source a resume reads again.
   writeRunConfig(run, { ...config, data });
-  const log = createRunLogger(run.logPath);
+  const monitors = new LogBroadcaster();
+  const log = createRunLogger(run.logPath, (line) => monitors.write(line));
   for (const w of warnings) logEvent(log, 'checkpoint-skipped', { warning: w }, 'warn');
   logEvent(log, 'config', { config, data, resume: !!resume });
 
@@ -161,6 +163,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const batches = dataset.createBatchIterator({ batchSize: config.batchSize, seed: config.seed, state: resume?.data });
 
   const coordinator = new Coordinator({
+    monitors,
     config,
     batches,
     iterationsPerEpoch: batches.iterationsPerEpoch,
@@ -197,7 +200,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       }
     },
   });
-  opts.onCoordinator?.(coordinator);
+  opts.onCoordinator?.(coordinator, run.path);
   const endpoint = await coordinator.listen();
   writeEndpoint(run, endpoint);
   const scheme = identity ? 'wss' : 'ws';
