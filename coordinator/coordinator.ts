@@ -46,6 +46,8 @@ export interface IterationRecord {
   computeMsMean: number;
   commMs: number;
   adamMs: number;
+  /** Time spent summing gradients as they arrived (overlapping the gather). */
+  reduceMs: number;
   /** Distinct workers that computed this iteration's shards. */
   workers: number;
   /** Per shard: who computed it, its rows and compute time (the workers table's img/s). */
@@ -371,12 +373,22 @@ export class Coordinator {
         },
       }),
     }));
+    // (1) Sum n_k g_k as results arrive, in shard order (shard k waits for shards before it), so
+    // the reduction overlaps the other workers' transfers and its float sums never depend on timing.
+    this.acc.reset();
+    const arrived: (GradientsMessage | undefined)[] = new Array(tasks.length);
+    let nextToAdd = 0;
+    let reduceMs = 0;
     const tSend = performance.now();
-    const results = await this.dispatcher.run(t, tasks);
+    const results = await this.dispatcher.run(t, tasks, ({ task, msg }) => {
+      const r0 = performance.now();
+      arrived[task.shardId] = msg;
+      for (; nextToAdd < tasks.length && arrived[nextToAdd]; nextToAdd++) this.acc.add(arrived[nextToAdd]!.tensors, arrived[nextToAdd]!.n);
+      reduceMs += performance.now() - r0;
+    });
     const tGathered = performance.now();
 
-    // (1) average the gradients weighted by shard size; (2) pool BatchNorm statistics; (3) Adam.
-    this.acc.reset();
+    // (2) pool BatchNorm statistics and scores; (3) Adam on the mean gradient.
     let scoreG = 0;
     let scoreD = 0;
     let lossG = 0;
@@ -385,7 +397,6 @@ export class Coordinator {
     // In shard order, whatever order they arrived in: the sums, hence the run, are reproducible.
     results.sort((a, b) => a.task.shardId - b.task.shardId);
     for (const { msg } of results) {
-      this.acc.add(msg.tensors, msg.n);
       scoreG += msg.n * msg.scoreG;
       scoreD += msg.n * msg.scoreD;
       lossG += msg.n * msg.lossG;
@@ -423,6 +434,7 @@ export class Coordinator {
       // Time the gather took beyond the slowest worker's compute: framing, transfer, waiting.
       commMs: Math.max(0, tGathered - tSend - Math.max(...computes)),
       adamMs,
+      reduceMs,
       workers: new Set(results.map((r) => r.workerId)).size,
       shards: results.map((r) => ({ worker: r.workerId, rows: r.task.rowCount, computeMs: Math.round(r.msg.timings.computeMs) })),
     };
@@ -440,6 +452,7 @@ export class Coordinator {
         computeMsMean: round(rec.computeMsMean, 1),
         commMs: round(rec.commMs, 1),
         adamMs: round(rec.adamMs, 1),
+        reduceMs: round(rec.reduceMs, 1),
       },
       'iteration',
     );

@@ -40,6 +40,8 @@ export interface Round {
   tasks: ShardTask[];
   queue: ShardTask[];
   results: { task: ShardTask; msg: GradientsMessage; workerId: number; roundTripMs: number }[];
+  /** Called as each shard's result is accepted, so reduction overlaps the others' transfers. */
+  onResult?: (r: { task: ShardTask; msg: GradientsMessage; workerId: number; roundTripMs: number }) => void;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -97,13 +99,14 @@ export class Dispatcher {
   }
 
   /** Runs one iteration's shards to completion on whichever workers are live. */
-  run(iteration: number, tasks: ShardTask[]): Promise<Round['results']> {
+  run(iteration: number, tasks: ShardTask[], onResult?: (r: Round['results'][number]) => void): Promise<Round['results']> {
     return new Promise((resolve, reject) => {
       const round: Round = {
         iteration,
         tasks,
         queue: [...tasks],
         results: [],
+        onResult,
         resolve: () => resolve(round.results),
         reject,
       };
@@ -206,12 +209,14 @@ export class Dispatcher {
     const ema = (old: number | undefined, x: number) => (old === undefined ? x : 0.7 * old + 0.3 * x);
     this.msPerRow = ema(this.msPerRow, roundTripMs / task.rowCount);
     slot.rowsPerMs = ema(slot.rowsPerMs, task.rowCount / Math.max(1, msg.timings.computeMs));
-    round.results.push({ task, msg, workerId: peer.id, roundTripMs });
+    const result = { task, msg, workerId: peer.id, roundTripMs };
+    round.results.push(result);
+    // Hand out the next shard before reducing this one: the worker computes while we add.
+    if (round.results.length !== round.tasks.length) this.pump();
+    round.onResult?.(result);
     if (round.results.length === round.tasks.length) {
       this.round = undefined;
       round.resolve();
-    } else {
-      this.pump();
     }
   }
 
