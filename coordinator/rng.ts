@@ -2,54 +2,33 @@
 // draws Z, flip bits and initial weights from, and a counter-based generator for dropout masks so
 // that a mask depends only on (seed, iteration, global row, pass), never on which worker ran it.
 
-export type RngState = [number, number, number, number];
+import { Random, type RandomState } from '../data/random.ts';
 
-/** splitmix32: spreads a 32-bit seed into well-mixed words. */
-function splitmix32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x9e3779b9) >>> 0;
-    let z = s;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-    return (z ^ (z >>> 16)) >>> 0;
-  };
-}
+export type RngState = RandomState;
 
-const rotl = (x: number, k: number) => ((x << k) | (x >>> (32 - k))) >>> 0;
-
+/**
+ * The coordinator's streams: xoshiro128** (data/random.ts, shared with the data pipeline),
+ * plus the draws training needs (normals for Z, uniforms for initial weights, flip bits).
+ */
 export class Rng {
-  private s: Uint32Array;
+  private readonly r: Random;
 
   /** A stream for `seed`; `stream` separates independent streams of one run (Z, flips, init). */
-  constructor(seed: number, stream = 0) {
-    const mix = splitmix32((seed ^ Math.imul(stream + 1, 0x27d4eb2d)) >>> 0);
-    this.s = new Uint32Array([mix(), mix(), mix(), mix()]);
-    if ((this.s[0] | this.s[1] | this.s[2] | this.s[3]) === 0) this.s[0] = 1;
+  constructor(seed: number, stream = 0, from?: Random) {
+    this.r = from ?? Random.seeded(seed >>> 0, stream);
   }
 
   static fromState(state: RngState): Rng {
-    const r = new Rng(0);
-    r.s.set(state);
-    return r;
+    return new Rng(0, 0, Random.fromState(state));
   }
 
   state(): RngState {
-    return [this.s[0], this.s[1], this.s[2], this.s[3]];
+    return this.r.state();
   }
 
   /** Next 32 random bits. */
   nextU32(): number {
-    const s = this.s;
-    const result = Math.imul(rotl(Math.imul(s[1], 5) >>> 0, 7), 9) >>> 0;
-    const t = (s[1] << 9) >>> 0;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
-    return result;
+    return this.r.nextUint32();
   }
 
   /** Uniform in [0, 1) with 32 bits of resolution. */
