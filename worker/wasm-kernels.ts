@@ -283,7 +283,8 @@ function keptPhaseFilters(s: Scratch, filter: TensorInfo, info: backend_util.Con
 function inputGradPhases(s: Scratch, dy: TensorInfo, filter: TensorInfo, info: backend_util.Conv2DInfo, byRow: boolean): TensorInfo {
   const { batchSize: b, inHeight: h, inWidth: w, inChannels: cx, strideHeight: sh, strideWidth: sw } = info;
   const convs = phaseConvs(info, byRow);
-  const filters = keptPhaseFilters(s, filter, info, convs, `${byRow} ${sh} ${sw} ${info.padInfo.top} ${info.padInfo.left}`);
+  const key = `${filter.shape} ${byRow} ${sh} ${sw} ${info.padInfo.top} ${info.padInfo.left}`;
+  const filters = keptPhaseFilters(s, filter, info, convs, key);
   const mh = Math.ceil(h / sh);
   const mw = Math.ceil(w / sw);
   const outs = convs.map((g, i) => {
@@ -411,17 +412,16 @@ const batchMatMul: KernelFunc = ({ inputs, backend, attrs = {} }) => withScratch
   const n = b.shape[b.shape.length - 1];
   if (b.shape[b.shape.length - 2] !== k) throw new Error(`matMul: inner dimensions ${k} and ${b.shape[b.shape.length - 2]} differ`);
   const outer = backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
-  const na = a.shape.slice(0, -2).reduce((p, d) => p * d, 1);
-  const nb = b.shape.slice(0, -2).reduce((p, d) => p * d, 1);
-  const batches = outer.reduce((p, d) => p * d, 1);
-  if ((na !== 1 && na !== batches) || (nb !== 1 && nb !== batches)) {
-    return s.keep(stockKernel('BatchMatMul').kernelFunc({ inputs: { a, b }, attrs: { transposeA: false, transposeB: false }, backend }) as TensorInfo);
+  const a3 = s.reshape(a, [-1, m, k]);
+  const b3 = s.reshape(b, [-1, k, n]);
+  // As tfjs's own kernels: the flattened batches are equal, or one of them is 1.
+  const batches = Math.max(a3.shape[0], b3.shape[0]);
+  if (a3.shape[0] !== b3.shape[0] && a3.shape[0] !== 1 && b3.shape[0] !== 1) {
+    throw new Error(`matMul: batch shapes [${a.shape.slice(0, -2)}] and [${b.shape.slice(0, -2)}] do not broadcast`);
   }
-  const a3 = s.reshape(a, [na, m, k]);
-  const b3 = s.reshape(b, [nb, k, n]);
-  const pick = (t: TensorInfo, count: number, i: number, rows: number, cols: number) =>
-    count === 1 ? s.reshape(t, [rows, cols]) : s.reshape(s.slice(t, [i, 0, 0], [1, rows, cols]), [rows, cols]);
-  const parts = Array.from({ length: batches }, (_, i) => s.reshape(matMul(s, pick(a3, na, i, m, k), pick(b3, nb, i, k, n)), [1, m, n]));
+  const matrix = (t: TensorInfo, i: number, rows: number, cols: number) =>
+    s.reshape(t.shape[0] === 1 ? t : s.slice(t, [i, 0, 0], [1, rows, cols]), [rows, cols]);
+  const parts = Array.from({ length: batches }, (_, i) => s.reshape(matMul(s, matrix(a3, i, m, k), matrix(b3, i, k, n)), [1, m, n]));
   const joined = parts.length === 1 ? parts[0] : s.run('Concat', parts, { axis: 0 });
   return s.keep(s.reshape(joined, [...outer, m, n]));
 });
