@@ -3,9 +3,9 @@
 // loop, 8-15x slower), plus BatchMatMul and Tile where the stock kernels fall off a fast path.
 // worker/bench-kernels.ts measures every choice made here.
 //
-// - dW, while its im2col fits in IM2COL_LIMIT: im2col(x)^T [KH*KW*Cin, B*OH*OW] x dy, one matmul
-//   straight into [KH, KW, Cin, Cout]. Beyond (big batches): a stride-1 conv dilated by the
-//   stride, with x as [Cin, H, W, B] the image and dy as [OH, OW, B, Cout] the filter.
+// - dW: a stride-1 conv dilated by the stride, with x as [Cin, H, W, B] the image and dy as
+//   [OH, OW, B, Cout] the filter; or, where B*OH*OW is small (and its im2col fits in
+//   IM2COL_LIMIT), im2col(x)^T [KH*KW*Cin, B*OH*OW] x dy, one matmul into [KH, KW, Cin, Cout].
 // - dx at stride s, which is also every transposed conv's forward: the s*s sub-pixel phases of
 //   the kernel, each a stride-1 conv of dy with its flipped, channel-swapped taps (for 5x5 at
 //   stride 2: 3x3, 3x2, 2x3 and 2x2), interleaved into dx. Phase filters are kept while their
@@ -167,13 +167,22 @@ function filterGradDilated(s: Scratch, x: TensorInfo, dy: TensorInfo, info: back
   return s.transpose(w, [1, 2, 0, 3]);
 }
 
+/** The fastest way measured for this geometry (worker/bench-kernels.ts). */
+function filterGradWay(info: backend_util.Conv2DInfo): Exclude<FilterGradWay, 'auto'> {
+  const m = info.batchSize * info.outHeight * info.outWidth;
+  if (info.filterHeight * info.filterWidth * info.inChannels * m > IM2COL_LIMIT) return 'dilated';
+  // Long columns (many output pixels) cost more to gather than the dilated conv loses, unless the
+  // conv would have only KH*KW*Cin output pixels of a few channels (the RGB layer). A 1x1 output
+  // makes the dilated conv a plain matmul.
+  return (m >= 4096 && info.inChannels >= 16) || info.outHeight * info.outWidth === 1 ? 'dilated' : 'im2col';
+}
+
 const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs = {} }) => withScratch(backend as BackendWasm, (s) => {
   const info = convInfo(input(inputs, 'x').shape, attrs.filterShape as number[], attrs);
   const x = toNHWC(s, input(inputs, 'x'), attrs.dataFormat);
   const dy = toNHWC(s, input(inputs, 'dy'), attrs.dataFormat);
   assertShape('Conv2DBackpropFilter dy', dy.shape, [info.batchSize, info.outHeight, info.outWidth, info.outChannels]);
-  const cols = info.filterHeight * info.filterWidth * info.inChannels * info.batchSize * info.outHeight * info.outWidth;
-  const way = forced.dW !== 'auto' ? forced.dW : cols <= IM2COL_LIMIT ? 'im2col' : 'dilated';
+  const way = forced.dW !== 'auto' ? forced.dW : filterGradWay(info);
   const dw = way === 'im2col' ? filterGradIm2col(s, x, dy, info) : filterGradDilated(s, x, dy, info);
   return s.keep(s.reshape(dw, [info.filterHeight, info.filterWidth, info.inChannels, info.outChannels]));
 });
