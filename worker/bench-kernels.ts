@@ -6,8 +6,8 @@
 //                                   [--cpu-batch 2] [--cpu-filters 16] [--skip stock,ways,cpu,step]
 //
 // Times are medians of --reps runs after one warm-up. The machine may be shared: a run during which
-// other processes used more than a fifth of a core is retried (up to 3x) and the cell is marked '~'
-// if it never ran clean, so numbers from a busy machine are recognisable as such.
+// other processes used more than a fifth of a core is taken again (up to 3 x --reps runs in all),
+// and a cell still short of clean runs is marked '~', so numbers from a busy machine show as such.
 
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
