@@ -104,6 +104,9 @@ export class Trainer {
     const gLearn = gSpecs.filter((s) => s.role === 'learnable');
     const dLearn = dSpecs.filter((s) => s.role === 'learnable');
     const stats = new Map<string, BatchStats>();
+    // Results leave the tidy through this closure, not its return value: tidy walks whatever it
+    // returns looking for tensors, element by element through a 9.45 M-float gradient.
+    const grads: NamedArrays = {};
     const out = tf.tidy(() => {
       const s = this.cfg.imageSize;
       const z = tf.tensor2d(shard.z, [shard.n, this.cfg.latent]);
@@ -137,12 +140,10 @@ export class Trainer {
       })(dLearn.map((spec) => params[spec.name]));
 
       const sc = scores(tf, logitsReal, logitsGen);
-      const grads: NamedArrays = {};
       gLearn.forEach((spec, i) => (grads[spec.name] = g.grads[i].dataSync() as Float32Array));
       dLearn.forEach((spec, i) => (grads[spec.name] = d.grads[i].dataSync() as Float32Array));
       tf.dispose([generated, logitsReal, logitsGen]);
       return {
-        grads,
         lossG: g.value.dataSync()[0],
         lossD: d.value.dataSync()[0],
         scoreG: sc.scoreG.dataSync()[0],
@@ -162,16 +163,18 @@ export class Trainer {
       bn[key] = { sum, sumSq, count: st.count };
       tf.dispose([st.mean, st.variance]);
     }
-    return { n: shard.n, ...out, bn, computeMs: performance.now() - t0 };
+    return { n: shard.n, ...out, grads, bn, computeMs: performance.now() - t0 };
   }
 
   /** G(z) in inference mode (BatchNorm with running statistics, as MATLAB's predict): k x s x s x 3 in [-1, 1]. */
   generate(z: Float32Array, count: number): Float32Array {
     const tf = this.tf;
-    return tf.tidy(() => {
+    let images!: Float32Array;
+    tf.tidy(() => {
       const zt = tf.tensor2d(z, [count, this.cfg.latent]) as Tensor2D;
-      return forward(tf, 'G', this.gLayers, this.params, zt, { training: false }).dataSync() as Float32Array;
+      images = forward(tf, 'G', this.gLayers, this.params, zt, { training: false }).dataSync() as Float32Array;
     });
+    return images;
   }
 
   /** D's logits in training mode for given weights: used by the gradient check. */
