@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { GanDistError } from '../coordinator/errors.ts';
 import { benchScaling, formatScaling } from '../coordinator/scaling-bench.ts';
 import { benchMemory } from '../coordinator/memory-bench.ts';
+import { benchData, formatDataBench } from '../data/bench.ts';
 import { benchStep, formatStepBench } from '../worker/step-bench.ts';
 import { parseBackendName } from '../worker/backend.ts';
 import { presets, type PresetName } from '../coordinator/config.ts';
@@ -68,6 +69,18 @@ export function registerBenchCommands(program: Command): Command {
         progress: (line) => console.error(line),
       });
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatStepBench(report));
+    });
+
+  bench
+    .command('data')
+    .argument('<dir>', 'a folder of images')
+    .description('cold decode + resize images/s, main thread vs a piscina pool, and cached vs cold start')
+    .option('--passes <n>', 'cold decode passes', (v) => intList('--passes')(v)[0], 5)
+    .option('--image-size <n>', 'decode to n x n', (v) => intList('--image-size')(v)[0], 64)
+    .option('--json', 'print JSON')
+    .action(async (dir: string, opts) => {
+      const r = await benchData({ dir, passes: opts.passes, imageSize: opts.imageSize });
+      console.log(opts.json ? JSON.stringify(r, null, 2) : formatDataBench(r));
     });
 
   bench
