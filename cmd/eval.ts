@@ -4,7 +4,8 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { stderrLog } from '../data/index.ts';
 import { backendNames, type BackendName } from '../worker/backend.ts';
-import { DEFAULT_EVAL_COUNT, DEFAULT_EVAL_SEED, evaluateCheckpoint, formatEval } from '../worker/eval.ts';
+import { DEFAULT_EVAL_COUNT, DEFAULT_EVAL_SEED } from '../coordinator/swd.ts';
+import { evaluateCheckpoint, formatEval } from '../worker/eval.ts';
 
 function integer(min: number): (value: string) => number {
   return (value) => {

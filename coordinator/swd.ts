@@ -52,6 +52,11 @@ export interface SwdResult {
   mean: number;
 }
 
+/** Images per side of an evaluation: ProGAN used 16384; 128 keeps one to seconds on a CPU. */
+export const DEFAULT_EVAL_COUNT = 128;
+/** The seed of `gan-dist eval` and of training-time evaluation, so their numbers agree. */
+export const DEFAULT_EVAL_SEED = 0;
+
 // Rng streams of one evaluation: independent of each other and of a training run's streams.
 const STREAM_REFERENCE_PATCHES = 31;
 const STREAM_OTHER_PATCHES = 32;
@@ -507,4 +512,46 @@ export function pickRealImages(source: ImageSource, count: number, seed: number,
  */
 export function evalLatents(count: number, latent: number, seed: number): Float32Array {
   return new Rng(seed).fillNormal(new Float32Array(count * latent));
+}
+
+export interface RealSets {
+  evaluator: SwdEvaluator;
+  /** A second real set, disjoint from the evaluator's: SWD against it is the floor. */
+  holdout: Uint8Array;
+}
+
+/** 2 x count real images of `source` drawn by `seed`: the evaluator's reference set (precomputed) and the floor's set. */
+export function realSets(source: ImageSource, count: number, seed: number, swd: SwdOptions = {}): RealSets {
+  const [reference, holdout] = pickRealImages(source, count, seed, 2);
+  return { evaluator: createSwdEvaluator({ ...swd, realImages: reference, count, size: source.imageSize, seed }), holdout };
+}
+
+export interface RunEvaluation {
+  evaluator: SwdEvaluator;
+  /** The real-vs-real floor of this sample, computed once. */
+  floor: SwdResult;
+  /** The fixed latents G is scored on at every evaluation (evalLatents(count, latent, seed)). */
+  z: Float32Array;
+  count: number;
+  seed: number;
+}
+
+/**
+ * What training-time evaluation needs, prepared once before the run starts (it takes seconds:
+ * the reference set's projections and the floor). With the same count and seed, each score
+ * equals `gan-dist eval --checkpoint <that iteration> --count N --seed S` on the same data.
+ * The count is lowered to half the data when the data has fewer than 2 x count images.
+ */
+export function prepareRunEvaluation(source: ImageSource, latent: number, count = DEFAULT_EVAL_COUNT, seed = DEFAULT_EVAL_SEED): RunEvaluation {
+  const n = Math.min(count, Math.floor(source.size / 2));
+  if (n < 1) throw new RangeError(`SWD evaluation needs at least 2 real images; the data has ${source.size}`);
+  const { evaluator, holdout } = realSets(source, n, seed);
+  return { evaluator, floor: evaluator.swdUint8(holdout), z: evalLatents(n, latent, seed), count: n, seed };
+}
+
+const round3 = (x: number) => Math.round(x * 1000) / 1000;
+
+/** The fields of an `eval` log event: `{ iteration, swd, swdLevels, resolutions, ... }`, rounded for the log. */
+export function evalEventFields(iteration: number, r: SwdResult, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { iteration, swd: round3(r.mean), swdLevels: r.levels.map(round3), resolutions: r.resolutions, ...extra };
 }

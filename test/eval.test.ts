@@ -13,7 +13,8 @@ import { registerEvalCommand } from '../cmd/eval.ts';
 import { openDataset, silentLog } from '../data/index.ts';
 import { initialParams, parameterTable, sizeOf } from '../worker/architecture.ts';
 import { loadBackend, type TF } from '../worker/backend.ts';
-import { evaluateCheckpoint, formatEval, realSets, scoreGenerator } from '../worker/eval.ts';
+import { evalEventFields, prepareRunEvaluation, realSets } from '../coordinator/swd.ts';
+import { evaluateCheckpoint, formatEval, generateImages, scoreGenerator } from '../worker/eval.ts';
 import { tinyModel } from './support/fixtures.ts';
 
 // Plain-JS cpu by default: forward passes only; TEST_BACKEND=wasm checks the embedded one.
@@ -161,6 +162,26 @@ describe('gan-dist eval', () => {
       code: 'GAN_DIST_E_USAGE',
       message: expect.stringMatching(/--count 4 needs 8 real images .* has 6/),
       hint: 'use --count 3 or less',
+    });
+  });
+
+  it('agrees with training-time evaluation: prepareRunEvaluation on the same data, count and seed gives the same numbers', async () => {
+    const images = path.join(dir, 'images');
+    await writeImages(images, 20);
+    const { runPath, config } = await makeRun(images);
+    const r = await evaluateCheckpoint({ checkpoint: runPath, count: 8, seed: 1, backend, cacheDir: path.join(dir, 'cache') });
+    const dataset = await openDataset({ data: images, imageSize: 32, seed: 0, cacheDir: path.join(dir, 'cache'), log: silentLog });
+    const prepared = prepareRunEvaluation(dataset, config.latent, 8, 1);
+    dataset.close();
+    const cfg = modelConfigOf(config);
+    const during = await prepared.evaluator.swdAsync(generateImages(tf, cfg, initialParams(parameterTable(cfg), config.seed), prepared.z, prepared.count));
+    expect(during).toEqual(r.swd);
+    expect(prepared.floor).toEqual(r.floor);
+    expect(evalEventFields(40, during)).toEqual({
+      iteration: 40,
+      swd: Math.round(r.swd.mean * 1000) / 1000,
+      swdLevels: r.swd.levels.map((v) => Math.round(v * 1000) / 1000),
+      resolutions: [32, 16],
     });
   });
 

@@ -7,6 +7,7 @@ import {
   normalizeDescriptors,
   patchDescriptors,
   pickRealImages,
+  prepareRunEvaluation,
   pyramidResolutions,
   pyrDown,
   pyrUp,
@@ -246,6 +247,13 @@ describe('picking real images', () => {
 
   it('refuses more images than the source holds', () => {
     expect(() => pickRealImages(source, 6, 0, 2)).toThrow(/2 disjoint sets of 6 images need 12 images; the data has 10/);
+  });
+
+  it('prepares a run evaluation on half the data at most when the data is small', () => {
+    const small = { size: 10, imageSize: 16, image: (i: number) => new Uint8Array(16 * 16 * 3).fill(20 * i) };
+    const p = prepareRunEvaluation(small, 100, 128, 0);
+    expect([p.count, p.evaluator.count, p.z.length]).toEqual([5, 5, 500]);
+    expect(p.floor.resolutions).toEqual([16]);
   });
 
   it("draws the latents `generate --seed` draws", () => {

@@ -6,15 +6,20 @@ import { modelConfigOf, type ModelConfig } from '../coordinator/config.ts';
 import { assertSameTable, loadCheckpoint, loadLatestCheckpoint } from '../coordinator/checkpoint.ts';
 import { GanDistError } from '../coordinator/errors.ts';
 import { resolveRunDir } from '../coordinator/run-dir.ts';
-import { createSwdEvaluator, evalLatents, pickRealImages, type SwdEvaluator, type SwdOptions, type SwdResult } from '../coordinator/swd.ts';
+import {
+  DEFAULT_EVAL_COUNT,
+  DEFAULT_EVAL_SEED,
+  evalLatents,
+  realSets,
+  type RealSets,
+  type SwdEvaluator,
+  type SwdOptions,
+  type SwdResult,
+} from '../coordinator/swd.ts';
 import { openDataset, silentLog, type DataLog, type ResizeMode } from '../data/index.ts';
 import { parameterTable, type NamedArrays } from './architecture.ts';
 import { loadBackend, type BackendInfo, type BackendName, type TF } from './backend.ts';
 import { Trainer } from './trainer.ts';
-
-/** Images per side of the comparison: ProGAN used 16384; 128 keeps an evaluation to seconds on a CPU. */
-export const DEFAULT_EVAL_COUNT = 128;
-export const DEFAULT_EVAL_SEED = 0;
 
 /** Rows per forward pass, so a large count does not need memory for all of it at once. */
 const GENERATE_BATCH = 64;
@@ -41,18 +46,6 @@ export function generateImages(tf: TF, cfg: ModelConfig, params: NamedArrays, z:
 export function scoreGenerator(tf: TF, cfg: ModelConfig, params: NamedArrays, evaluator: SwdEvaluator, seed: number): SwdResult {
   const z = evalLatents(evaluator.count, cfg.latent, seed);
   return evaluator.swd(generateImages(tf, cfg, params, z, evaluator.count));
-}
-
-export interface RealSets {
-  evaluator: SwdEvaluator;
-  /** A second real set, disjoint from the evaluator's: SWD against it is the floor. */
-  holdout: Uint8Array;
-}
-
-/** 2 x count real images of `source` drawn by `seed`: the reference set (precomputed) and the floor's set. */
-export function realSets(source: Parameters<typeof pickRealImages>[0], count: number, seed: number, swd: SwdOptions = {}): RealSets {
-  const [reference, holdout] = pickRealImages(source, count, seed, 2);
-  return { evaluator: createSwdEvaluator({ ...swd, realImages: reference, count, size: source.imageSize, seed }), holdout };
 }
 
 export interface EvalOptions {
