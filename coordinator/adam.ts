@@ -37,3 +37,34 @@ export function adamStep(
     w[i] -= (lr * (mi / c1)) / (Math.sqrt(vi / c2) + epsilon);
   }
 }
+
+/**
+ * The mean gradient and the Adam step in one pass over [from, to): g = fround(sum / total) is
+ * exactly what GradientAccumulator.mean stores and adamStep reads back, so the result is bitwise
+ * that of mean() then adamStep, with one pass over the sums fewer. `inv` is 1 / total.
+ */
+export function meanAdamStep(
+  w: Float32Array,
+  sum: Float32Array,
+  inv: number,
+  m: Float32Array,
+  v: Float32Array,
+  t: number,
+  h: AdamHyper,
+  from = 0,
+  to = w.length,
+): void {
+  const { lr, beta1: b1, beta2: b2, epsilon } = h;
+  const c1 = 1 - b1 ** t;
+  const c2 = 1 - b2 ** t;
+  const a1 = 1 - b1;
+  const a2 = 1 - b2;
+  for (let i = from; i < to; i++) {
+    const gi = Math.fround(sum[i] * inv);
+    const mi = b1 * m[i] + a1 * gi;
+    const vi = b2 * v[i] + a2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    w[i] -= (lr * (mi / c1)) / (Math.sqrt(vi / c2) + epsilon);
+  }
+}

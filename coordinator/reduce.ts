@@ -35,6 +35,16 @@ export class GradientAccumulator {
   }
 }
 
+/**
+ * sum[i] += n * g[i] over [from, to): GradientAccumulator.add's arithmetic on one range, shared by
+ * the main thread and the optimizer's threads so both round alike. `first` writes 0 + n * g[i],
+ * what the add onto a zeroed sum gives (even for -0), without the pass that zeroes it.
+ */
+export function addScaled(sum: Float32Array, g: Float32Array, n: number, first: boolean, from = 0, to = sum.length): void {
+  if (first) for (let i = from; i < to; i++) sum[i] = 0 + n * g[i];
+  else for (let i = from; i < to; i++) sum[i] += n * g[i];
+}
+
 export interface BnSums {
   sum: Float32Array;
   sumSq: Float32Array;

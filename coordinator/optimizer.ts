@@ -1,0 +1,208 @@
+// The coordinator's optimizer: sums the shards' weighted gradients, takes their mean and applies
+// Adam, over flat state (weights, Adam's moments, gradient sums), on the main thread or on a
+// piscina pool whose threads each own a contiguous slice of the flat learnable range. Every
+// element goes through the same kernels (reduce.ts addScaled, adam.ts meanAdamStep) in the same
+// order either way, so the threads change the time an iteration takes, never its floats.
+
+import { availableParallelism } from 'node:os';
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import type { Worker } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import { meanAdamStep, type AdamHyper } from './adam.ts';
+import { GanDistError } from './errors.ts';
+import { FlatArrays, flatLayout } from './flat-arrays.ts';
+import { addScaled } from './reduce.ts';
+import type { NamedArrays, ParamSpec } from '../worker/architecture.ts';
+
+/** A task for a pool thread; declared once, here, for both sides. Buffers are the flat state. */
+export type OptimizerTask =
+  | { kind: 'add'; sum: SharedArrayBuffer; g: SharedArrayBuffer; n: number; first: boolean; from: number; to: number }
+  | {
+      kind: 'adam';
+      w: SharedArrayBuffer;
+      sum: SharedArrayBuffer;
+      m: SharedArrayBuffer;
+      v: SharedArrayBuffer;
+      inv: number;
+      t: number;
+      hyper: AdamHyper;
+      from: number;
+      to: number;
+    };
+
+/**
+ * Two threads where there are two cores: `gan-dist bench adam` on the 2-core machine measured
+ * the full model's reduction + Adam at about half the single-threaded time with 2 (README,
+ * Benchmarks). More threads than cores only queue behind each other.
+ */
+export const DEFAULT_OPTIMIZER_THREADS = Math.min(2, availableParallelism());
+
+/**
+ * Below this many learnables the main thread does it all: a pool round trip costs about
+ * 0.1-0.3 ms, what a single thread spends on ~60 k elements of Adam.
+ */
+export const MIN_PARALLEL_LEARNABLES = 1 << 18;
+
+export interface OptimizerOptions {
+  /** Pool threads; 1 runs everything on the main thread. Default DEFAULT_OPTIMIZER_THREADS. */
+  threads?: number;
+  /**
+   * Who adds each arriving gradient: 'main' (default) adds it on the main thread as it arrives,
+   * while the others are still in flight; 'threads' copies it into shared memory and the threads
+   * add their slices of it. `gan-dist bench adam` measures both.
+   */
+  addOn?: 'main' | 'threads';
+  /** Models with fewer learnables than this stay on the main thread (default MIN_PARALLEL_LEARNABLES). */
+  minParallel?: number;
+}
+
+export function validateOptimizerThreads(threads: number, flag = '--adam-threads'): void {
+  if (!Number.isInteger(threads) || threads < 1) {
+    throw new GanDistError('GAN_DIST_E_CONFIG', `${flag} must be a positive integer, got ${threads}`, `1 runs Adam on the main thread; default ${DEFAULT_OPTIMIZER_THREADS}`);
+  }
+}
+
+// tsx's loader, resolved from this package so the threads load TypeScript whatever the cwd is.
+const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+
+export class Optimizer {
+  /** Every parameter (learnables, then BatchNorm running statistics in the flat vector), keys in table order. */
+  readonly params: NamedArrays;
+  readonly adamM: NamedArrays;
+  readonly adamV: NamedArrays;
+  /** Threads actually used: 1 when the model is small or one was asked for. */
+  readonly threads: number;
+  readonly addOn: 'main' | 'threads';
+  /** Learnable elements: the range [0, learnables) of every flat state. */
+  readonly learnables: number;
+  private readonly w: FlatArrays;
+  private readonly m: FlatArrays;
+  private readonly v: FlatArrays;
+  private readonly sums: FlatArrays;
+  private readonly slices: [number, number][];
+  private pool?: Piscina<OptimizerTask, void>;
+  private closed = false;
+  /** Shards added this iteration, and their rows. */
+  private added = 0;
+  private total = 0;
+  /** 'threads' mode: one shared copy per shard of the iteration, reused across iterations. */
+  private readonly slots: Float32Array[] = [];
+  /** 'threads' mode: per slice, the adds queued on it, in shard order. */
+  private chains: Promise<unknown>[];
+
+  constructor(specs: readonly ParamSpec[], init: { params: NamedArrays; adamM?: NamedArrays; adamV?: NamedArrays }, opts: OptimizerOptions = {}) {
+    const threads = opts.threads ?? DEFAULT_OPTIMIZER_THREADS;
+    validateOptimizerThreads(threads);
+    const learn = specs.filter((s) => s.role === 'learnable');
+    const layout = flatLayout([...learn, ...specs.filter((s) => s.role !== 'learnable')]);
+    const learnLayout = flatLayout(learn);
+    this.learnables = learnLayout.total;
+    this.threads = this.learnables >= (opts.minParallel ?? MIN_PARALLEL_LEARNABLES) ? threads : 1;
+    this.addOn = this.threads > 1 ? (opts.addOn ?? 'main') : 'main';
+    const shared = this.threads > 1;
+    // Learnables first: the same offsets in the weights as in the moments and the sums.
+    this.w = new FlatArrays(layout, shared, specs.map((s) => s.name)).load(init.params, 'weights');
+    this.m = new FlatArrays(learnLayout, shared);
+    this.v = new FlatArrays(learnLayout, shared);
+    if (init.adamM) this.m.load(init.adamM, 'Adam first moments');
+    if (init.adamV) this.v.load(init.adamV, 'Adam second moments');
+    this.sums = new FlatArrays(learnLayout, shared);
+    this.params = this.w.views;
+    this.adamM = this.m.views;
+    this.adamV = this.v.views;
+    // Contiguous, equal slices; a slice may span tensors, as every element's update is its own.
+    this.slices = Array.from({ length: this.threads }, (_, k) => [
+      Math.floor((k * this.learnables) / this.threads),
+      Math.floor(((k + 1) * this.learnables) / this.threads),
+    ]);
+    this.chains = this.slices.map(() => Promise.resolve());
+  }
+
+  /** The gradient sums' views (the memory benchmark commits them). */
+  get gradientSums(): NamedArrays {
+    return this.sums.views;
+  }
+
+  /** Starts an iteration: the next add is the first. */
+  begin(): void {
+    this.added = 0;
+    this.total = 0;
+    // Adds of a failed iteration may still be running: later ones queue behind them.
+    this.chains = this.chains.map((c) => c.catch(() => undefined));
+  }
+
+  /**
+   * Adds n * g of one shard. Call in shard order: the sums, hence the run, then never depend on
+   * which shard arrived first. `grads` may be views into a received frame: 'main' mode is done
+   * with them on return, 'threads' mode has copied them by then.
+   */
+  add(grads: Record<string, Float32Array>, n: number): void {
+    const first = this.added === 0;
+    const layout = this.sums.layout;
+    if (this.addOn === 'main') {
+      layout.names.forEach((name) => addScaled(this.sums.views[name], grads[name], n, first));
+    } else {
+      const slot = (this.slots[this.added] ??= new Float32Array(new SharedArrayBuffer(this.learnables * 4)));
+      layout.names.forEach((name, i) => slot.set(grads[name], layout.offsets[i]));
+      const pool = this.startPool();
+      const sum = this.sums.flat.buffer as SharedArrayBuffer;
+      const g = slot.buffer as SharedArrayBuffer;
+      this.chains = this.chains.map((c, j) => {
+        const [from, to] = this.slices[j];
+        return c.then(() => pool.run({ kind: 'add', sum, g, n, first, from, to }));
+      });
+    }
+    this.added++;
+    this.total += n;
+  }
+
+  /** The mean of the added gradients and Adam at step t (from 1), in one pass per slice. */
+  async step(t: number, hyper: AdamHyper): Promise<void> {
+    if (this.added === 0) throw new Error('optimizer step with no gradient added');
+    const inv = 1 / this.total;
+    if (this.threads === 1) {
+      meanAdamStep(this.w.flat, this.sums.flat, inv, this.m.flat, this.v.flat, t, hyper, 0, this.learnables);
+    } else {
+      const pool = this.startPool();
+      const buf = (a: FlatArrays) => a.flat.buffer as SharedArrayBuffer;
+      const task = { kind: 'adam' as const, w: buf(this.w), sum: buf(this.sums), m: buf(this.m), v: buf(this.v), inv, t, hyper };
+      // Each slice's Adam starts as soon as that slice's adds are done.
+      const done = this.slices.map(([from, to], j) => this.chains[j].then(() => pool.run({ ...task, from, to })));
+      this.chains = done;
+      await Promise.all(done);
+    }
+    this.added = 0;
+    this.total = 0;
+  }
+
+  /** Ends the pool's threads; the state stays readable. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const pool = this.pool;
+    this.pool = undefined;
+    if (pool) {
+      await Promise.allSettled(this.chains);
+      await pool.destroy();
+    }
+  }
+
+  /** The pool's threads (none before the first parallel step); a test sees them exit on close(). */
+  get poolThreads(): readonly Worker[] {
+    return this.pool ? [...this.pool.threads] : [];
+  }
+
+  // Started at the first parallel step, so a coordinator that never steps starts no threads.
+  private startPool(): Piscina<OptimizerTask, void> {
+    if (this.closed) throw new Error('optimizer used after close()');
+    this.pool ??= new Piscina<OptimizerTask, void>({
+      filename: new URL('./optimizer-thread.ts', import.meta.url).href,
+      execArgv: ['--import', TSX_LOADER],
+      minThreads: this.threads,
+      maxThreads: this.threads,
+      // One task per thread at a time: a queued slice waits for a free thread, not behind another.
+      concurrentTasksPerWorker: 1,
+    });
+    return this.pool;
+  }
+}
