@@ -10,6 +10,7 @@ import { formatSummary, summarize } from '../worker/summary.ts';
 import { registerDataCommands } from './data.ts';
 import { registerTrainCommands } from './train.ts';
 import { registerGenerateCommand } from './generate.ts';
+import { registerEvalCommand } from './eval.ts';
 import { registerBenchCommands } from './bench.ts';
 import { registerLogsCommand } from './logs.ts';
 import { registerWatchCommand } from './watch.ts';
@@ -46,6 +47,7 @@ export function buildProgram(): Command {
 
   registerTrainCommands(program);
   registerGenerateCommand(program);
+  registerEvalCommand(program);
   registerBenchCommands(program);
   registerDataCommands(program);
   registerLogsCommand(program);

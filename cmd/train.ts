@@ -54,6 +54,8 @@ export function registerTrainCommands(program: Command): void {
       .option('--token-file <file>', 'the run token (default: GAN_DIST_TOKEN or a new one, written to RUN_DIR/token)')
       .option('--data-threads <n>', 'image decode threads (0: main thread with sharp threads)', positiveInt('--data-threads'))
       .addOption(new Option('--resize <mode>', "stretch (as MATLAB's augmentedImageDatastore) or cover (centre crop)").choices(['stretch', 'cover']))
+      .option('--eval-every <n>', 'iterations between SWD evaluations (as `gan-dist eval`), logged as `eval` events (0: never)', positiveInt('--eval-every'), 0)
+      .option('--eval-count <n>', 'images per side of each SWD evaluation (needs twice as many real images)', positiveInt('--eval-count', 1), 128)
       .option('--print-every <n>', 'iterations between console lines', positiveInt('--print-every', 1), 10)
       .option('--no-tui', 'plain lines instead of the terminal UI'),
   ).action(async (opts) => {
@@ -85,6 +87,8 @@ export function registerTrainCommands(program: Command): void {
       dataThreads: opts.dataThreads,
       resize: opts.resize,
       printEvery: opts.printEvery,
+      evalEvery: opts.evalEvery,
+      evalCount: opts.evalCount,
       print: tui.print,
       onCoordinator: tui.onCoordinator,
       onData: stderrLog(),

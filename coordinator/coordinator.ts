@@ -12,6 +12,7 @@ import { encodeMessage, frameLimitFor, paramTableHash, type GradientsMessage, ty
 import { GradientAccumulator, poolBatchStats, splitRows, updateRunningStats, type BnSums } from './reduce.ts';
 import { Rng, type RngState } from './rng.ts';
 import { PeerServer, type Peer } from './server.ts';
+import { evalEventFields, type RunEvaluation } from './swd.ts';
 import { attachMonitors, type LogBroadcaster } from './monitor/broadcast.ts';
 import { activationShapes, initialParams, layersOf, parameterTable, sizeOf, type NamedArrays, type ParamSpec } from '../worker/architecture.ts';
 import type { BatchIterator, IteratorState } from '../data/batches.ts';
@@ -78,6 +79,10 @@ export interface CoordinatorOptions {
   saveSnapshot: (s: RunSnapshot) => Promise<string>;
   /** Writes a sample grid for `iteration` (k images HWC in [-1, 1]). */
   writeSamples: (iteration: number, images: Float32Array, count: number) => Promise<string>;
+  /** --eval-every K: score G by SWD every K iterations, at iteration 0 of a new run and at the iteration bound (0 or absent: never). */
+  evalEvery?: number;
+  /** The fixed real sample, floor and latents of those scores (swd.ts prepareRunEvaluation); required with evalEvery. */
+  evaluation?: RunEvaluation;
   /** Called after every iteration, for the console and the terminal UI. */
   onIteration?: (r: IterationRecord) => void;
   onEvent?: (event: string, fields: Record<string, unknown>) => void;
@@ -106,6 +111,9 @@ export class Coordinator {
   private stopReason?: string;
   private readonly stopController = new AbortController();
   private pendingSample?: { peerId: number; resolve: (m: SampleMessage) => void; reject: (e: Error) => void };
+  /** The SWD being computed while training goes on (at most one), and the iteration it scores. */
+  private evaluating?: Promise<void>;
+  private lastEvaluated?: number;
   private readonly bnCounts: Record<string, number> = {};
   readonly maxIterations: number;
   endpoint?: string;
@@ -207,7 +215,11 @@ export class Coordinator {
       token: this.opts.token,
       paramTableHash: paramTableHash(this.specs),
       tls: this.opts.tls,
-      limits: frameLimitFor(total, cfg.batchSize, cfg.imageSize, { latent: cfg.latent, sampleCount: cfg.numValidationImages }),
+      limits: frameLimitFor(total, cfg.batchSize, cfg.imageSize, {
+        latent: cfg.latent,
+        // A worker's answer to an evaluation carries evaluation.count images.
+        sampleCount: Math.max(cfg.numValidationImages, this.opts.evaluation?.count ?? 0),
+      }),
       welcome: (_hello, id) => ({
         runId: this.runId,
         workerId: id,
@@ -290,14 +302,20 @@ export class Coordinator {
       }
       this.transition('running', { iteration: this.iteration, maxIterations: this.maxIterations });
       let lastCheckpoint = this.iteration;
+      const evalEvery = this.opts.evaluation ? (this.opts.evalEvery ?? 0) : 0;
+      if (evalEvery > 0 && this.iteration === 0) await this.evaluate();
       while (!this.stopReason && this.iteration < this.maxIterations) {
         await this.step();
         if (this.iteration === 1 || this.iteration % cfg.validationFrequency === 0) await this.sample();
+        if (evalEvery > 0 && this.iteration % evalEvery === 0) await this.evaluate();
         if (this.opts.checkpointEvery > 0 && this.iteration % this.opts.checkpointEvery === 0) {
           await this.checkpoint();
           lastCheckpoint = this.iteration;
         }
       }
+      // The run's end is scored too, so its curve ends at its last iteration.
+      if (evalEvery > 0 && !this.stopReason && this.lastEvaluated !== this.iteration) await this.evaluate();
+      await this.evaluating;
       this.transition('stopping', { reason: this.stopReason ?? 'iteration bound reached' });
       if (this.iteration !== lastCheckpoint && this.opts.finalCheckpoint !== false) await this.checkpoint();
       // The last lines first, so remote monitors see the end before their connections close.
@@ -474,29 +492,62 @@ export class Coordinator {
     return Array.from({ length: count }, (_, i) => live[i]?.rowsPerMs ?? mean);
   }
 
-  /** G(ZValidation) in inference mode on one worker, written as the 5x5 tile PNG. */
-  async sample(): Promise<string | undefined> {
+  /** G(z) in inference mode on one idle worker (k rows of z); undefined when none could do it. */
+  private async generateOnWorker(z: Float32Array, k: number, what: 'sample' | 'eval'): Promise<Float32Array | undefined> {
     const cfg = this.opts.config;
     for (let attempt = 0; attempt < 3; attempt++) {
       const slot = this.dispatcher.idleWorker();
       if (!slot) return undefined;
       this.dispatcher.syncWeights(slot);
-      const k = cfg.numValidationImages;
       const got = new Promise<SampleMessage>((resolve, reject) => {
         this.pendingSample = { peerId: slot.peer.id, resolve, reject };
       });
-      slot.peer.send({ type: 'sampleRequest', iteration: this.iteration, tensors: { z: this.zValidation }, shapes: { z: [k, cfg.latent] } });
+      slot.peer.send({ type: 'sampleRequest', iteration: this.iteration, tensors: { z }, shapes: { z: [k, cfg.latent] } });
       try {
-        const msg = await got;
-        const file = await this.opts.writeSamples(this.iteration, msg.tensors.images, k);
-        this.event('sample-written', { iteration: this.iteration, path: file });
-        return file;
+        return (await got).tensors.images;
       } catch (err) {
-        this.event('sample-failed', { iteration: this.iteration, error: (err as Error).message }, 'warn');
+        this.event(`${what}-failed`, { iteration: this.iteration, error: (err as Error).message }, 'warn');
       } finally {
         this.pendingSample = undefined;
       }
     }
     return undefined;
+  }
+
+  /** G(ZValidation) in inference mode on one worker, written as the 5x5 tile PNG. */
+  async sample(): Promise<string | undefined> {
+    const k = this.opts.config.numValidationImages;
+    const images = await this.generateOnWorker(this.zValidation, k, 'sample');
+    if (!images) return undefined;
+    try {
+      const file = await this.opts.writeSamples(this.iteration, images, k);
+      this.event('sample-written', { iteration: this.iteration, path: file });
+      return file;
+    } catch (err) {
+      this.event('sample-failed', { iteration: this.iteration, error: (err as Error).message }, 'warn');
+      return undefined;
+    }
+  }
+
+  /**
+   * SWD of G at this iteration, on the run's fixed evaluation latents against its fixed real
+   * sample: one `eval` event. Only the images are made now (one worker, between iterations);
+   * the distance is computed in slices on this thread while training goes on (swdAsync), so an
+   * evaluation costs the run little more than a sample grid. One at a time: a due evaluation
+   * first waits for the previous one. Resolves once the images are in hand.
+   */
+  async evaluate(): Promise<void> {
+    const e = this.opts.evaluation;
+    if (!e) return;
+    await this.evaluating;
+    const iteration = this.iteration;
+    this.lastEvaluated = iteration;
+    const t0 = performance.now();
+    const images = await this.generateOnWorker(e.z, e.count, 'eval');
+    if (!images) return;
+    this.evaluating = e.evaluator
+      .swdAsync(images)
+      .then((r) => this.event('eval', evalEventFields(iteration, r, { floor: Math.round(e.floor.mean * 1000) / 1000, count: e.count, ms: Math.round(performance.now() - t0) })))
+      .catch((err: Error) => this.event('eval-failed', { iteration, error: err.message }, 'warn'));
   }
 }

@@ -14,6 +14,7 @@ import { launchWorker, planWorkers, type LaunchedWorker } from './launcher.ts';
 import { createRunLogger, flushLogger, logEvent } from './logger.ts';
 import { createRunDir, openRunDirForResume, writeEndpoint, writeRunConfig, type RunDir } from './run-dir.ts';
 import { sampleFileName, writeSampleGrid } from './samples.ts';
+import { evalEventFields, prepareRunEvaluation, type RunEvaluation } from './swd.ts';
 import { openDataset } from '../data/index.ts';
 import type { IteratorState } from '../data/batches.ts';
 import type { DataEvent } from '../data/events.ts';
@@ -43,6 +44,10 @@ export interface TrainOptions {
   cwd?: string;
   /** Person-readable progress lines; default: nothing. */
   print?: (line: string) => void;
+  /** --eval-every K: SWD of G every K iterations, logged as `eval` events (0 or absent: never). */
+  evalEvery?: number;
+  /** --eval-count N: images per side of each SWD evaluation (default 128). */
+  evalCount?: number;
   /** Print a compact line every this many iterations. */
   printEvery?: number;
   onData?: (e: DataEvent) => void;
@@ -162,6 +167,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   });
   const batches = dataset.createBatchIterator({ batchSize: config.batchSize, seed: config.seed, state: resume?.data });
 
+  // Training-time SWD: a fixed real sample and its floor, prepared (seconds) before any worker joins.
+  let evaluation: RunEvaluation | undefined;
+  if ((opts.evalEvery ?? 0) > 0) {
+    evaluation = prepareRunEvaluation(dataset, config.latent, opts.evalCount);
+    logEvent(log, 'eval-floor', evalEventFields(resume?.iteration ?? 0, evaluation.floor, { count: evaluation.count, seed: evaluation.seed }));
+    print(`eval: SWD every ${opts.evalEvery} iterations on ${evaluation.count} images; real-vs-real floor ${evaluation.floor.mean.toFixed(2)}`);
+  }
+
   const coordinator = new Coordinator({
     monitors,
     config,
@@ -176,6 +189,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     minWorkers: opts.minWorkers ?? Math.max(1, opts.gpus?.length || opts.workers),
     resume,
     checkpointEvery: opts.checkpointEvery,
+    evalEvery: opts.evalEvery,
+    evaluation,
+    onEvent: (name, f) => {
+      if (name === 'eval') print(`eval iter ${f.iteration}: SWD x1e3 ${f.swd} (${(f.swdLevels as number[]).join(' / ')}; floor ${f.floor})`);
+    },
     finalCheckpoint: !opts.skipFinalCheckpoint,
     saveSnapshot: async (s) =>
       (

@@ -14,7 +14,8 @@ import { openDataset, silentLog } from '../data/index.ts';
 import { initialParams, parameterTable, sizeOf } from '../worker/architecture.ts';
 import { loadBackend, type TF } from '../worker/backend.ts';
 import { evalEventFields, prepareRunEvaluation, realSets } from '../coordinator/swd.ts';
-import { evaluateCheckpoint, formatEval, generateImages, scoreGenerator } from '../worker/eval.ts';
+import { evaluateCheckpoint, formatEval, scoreGenerator } from '../worker/eval.ts';
+import { generateImages } from '../worker/export.ts';
 import { tinyModel } from './support/fixtures.ts';
 
 // Plain-JS cpu by default: forward passes only; TEST_BACKEND=wasm checks the embedded one.

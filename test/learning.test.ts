@@ -17,7 +17,8 @@ import { train } from '../coordinator/train.ts';
 import { openDataset, silentLog } from '../data/index.ts';
 import { initialParams, parameterTable } from '../worker/architecture.ts';
 import { loadBackend } from '../worker/backend.ts';
-import { generateImages, scoreGenerator } from '../worker/eval.ts';
+import { scoreGenerator } from '../worker/eval.ts';
+import { generateImages } from '../worker/export.ts';
 
 const root = path.resolve(fileURLToPath(import.meta.url), '../..');
 const flowers = path.resolve(root, '../shared/data/flowers');

@@ -11,6 +11,7 @@ import { train } from '../coordinator/train.ts';
 import sharp from 'sharp';
 import { loadBackend } from '../worker/backend.ts';
 import { loadExportedGenerator } from '../worker/export.ts';
+import { evaluateCheckpoint } from '../worker/eval.ts';
 
 const root = path.resolve(fileURLToPath(import.meta.url), '../..');
 const cli = path.join(root, 'cmd/gan-dist.mjs');
@@ -59,6 +60,51 @@ describe('gan-dist train', () => {
     // Iteration lines are contiguous across the resume, each written once.
     const its = logLines(resumed.runDir).filter((l) => l.msg === 'iteration').map((l) => l.iteration);
     expect(its).toEqual([1, 2, 3, 4]);
+  });
+
+  it('--eval-every logs the floor, then an SWD every K iterations, at 0 and at the end, equal to `gan-dist eval` of the final weights', async () => {
+    const cwd = tmp();
+    const printed: string[] = [];
+    const r = await train({
+      config: tiny({ iterations: 5 }),
+      data: 'synthetic',
+      listen: '127.0.0.1:0',
+      workers: 2,
+      backend: 'wasm',
+      checkpointEvery: 0,
+      keepCheckpoints: 1,
+      evalEvery: 2,
+      evalCount: 8,
+      cwd,
+      runDir: 'run',
+      print: (l) => printed.push(l),
+    });
+    expect(r).toMatchObject({ state: 'finished', iteration: 5 });
+    const lines = logLines(r.runDir);
+    const floor = lines.filter((l) => l.event === 'eval-floor');
+    expect(floor).toHaveLength(1);
+    expect(Object.keys(floor[0])).toEqual(expect.arrayContaining(['iteration', 'swd', 'swdLevels', 'resolutions', 'count', 'seed']));
+    expect(floor[0]).toMatchObject({ iteration: 0, count: 8, seed: 0, resolutions: [32, 16] });
+    const evals = lines.filter((l) => l.event === 'eval');
+    // Every 2nd iteration, the untrained G at 0, and the last iteration.
+    expect(evals.map((l) => l.iteration)).toEqual([0, 2, 4, 5]);
+    for (const e of evals) {
+      expect(e).toMatchObject({ floor: floor[0].swd, count: 8, resolutions: [32, 16] });
+      expect(e.swdLevels).toHaveLength(2);
+      const levels = e.swdLevels as number[];
+      expect(e.swd).toBeCloseTo((levels[0] + levels[1]) / 2, 2);
+      expect(e.swd as number).toBeGreaterThan(floor[0].swd as number);
+      expect(typeof e.ms).toBe('number');
+    }
+    // Logged before the run's end, though scored while training went on.
+    const finished = lines.findIndex((l) => l.event === 'run-finished');
+    expect(lines.findIndex((l) => l.event === 'eval' && l.iteration === 5)).toBeLessThan(finished);
+    expect(printed.filter((l) => l.startsWith('eval'))).toHaveLength(5);
+    // The score of the last weights is the one `gan-dist eval` gives their checkpoint.
+    const offline = await evaluateCheckpoint({ checkpoint: r.runDir, count: 8, seed: 0, backend: 'wasm', cwd });
+    expect(offline.iteration).toBe(5);
+    expect(evals.at(-1)!.swd).toBe(Math.round(offline.swd.mean * 1000) / 1000);
+    expect(floor[0].swd).toBe(Math.round(offline.floor.mean * 1000) / 1000);
   });
 
   it.skipIf(!hasFlowers)('trains on the shared flower photos with 2 workers: logs, samples, checkpoint, resume (skips without ../shared)', async () => {
@@ -121,6 +167,9 @@ describe('gan-dist train', () => {
     const r = await runCli(['train', '--flip-prob', '1.5'], { cwd: tmp() });
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--flip-prob: 1\.5 is not valid; it must be a number >= 0 and <= 1/);
+    const count = await runCli(['train', '--eval-every', '100', '--eval-count', '0'], { cwd: tmp() });
+    expect(count.code).toBe(2);
+    expect(count.stderr).toMatch(/--eval-count: "0" is not an integer >= 1/);
   });
 });
 

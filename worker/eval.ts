@@ -19,28 +19,7 @@ import {
 import { openDataset, silentLog, type DataLog, type ResizeMode } from '../data/index.ts';
 import { parameterTable, type NamedArrays } from './architecture.ts';
 import { loadBackend, type BackendInfo, type BackendName, type TF } from './backend.ts';
-import { Trainer } from './trainer.ts';
-
-/** Rows per forward pass, so a large count does not need memory for all of it at once. */
-const GENERATE_BATCH = 64;
-
-/** G(z) in inference mode for `count` latent rows: count x s x s x 3 in [-1, 1]. */
-export function generateImages(tf: TF, cfg: ModelConfig, params: NamedArrays, z: Float32Array, count: number): Float32Array {
-  const per = cfg.imageSize * cfg.imageSize * 3;
-  const images = new Float32Array(count * per);
-  // The seed only keys dropout, which inference does not use.
-  const trainer = new Trainer(tf, cfg, 0);
-  try {
-    trainer.setWeights(params);
-    for (let i = 0; i < count; i += GENERATE_BATCH) {
-      const n = Math.min(GENERATE_BATCH, count - i);
-      images.set(trainer.generate(z.subarray(i * cfg.latent, (i + n) * cfg.latent), n), i * per);
-    }
-  } finally {
-    trainer.dispose();
-  }
-  return images;
-}
+import { generateImages } from './export.ts';
 
 /** SWD of G (given by its parameters) against an evaluator's real set, on evalLatents(count, latent, seed). */
 export function scoreGenerator(tf: TF, cfg: ModelConfig, params: NamedArrays, evaluator: SwdEvaluator, seed: number): SwdResult {

@@ -205,8 +205,26 @@ export interface GenerateResult {
   files?: string[];
 }
 
-/** Rows per forward pass, so a large --count does not need memory for all of it at once. */
+/** Rows per forward pass, so a large count does not need memory for all of it at once. */
 const GENERATE_BATCH = 64;
+
+/** G(z) in inference mode for `count` latent rows, in passes of GENERATE_BATCH: count x s x s x 3 in [-1, 1]. */
+export function generateImages(tf: TF, cfg: ModelConfig, params: NamedArrays, z: Float32Array, count: number): Float32Array {
+  const per = cfg.imageSize * cfg.imageSize * 3;
+  const images = new Float32Array(count * per);
+  // The seed only keys dropout, which inference does not use.
+  const trainer = new Trainer(tf, cfg, 0);
+  try {
+    trainer.setWeights(params);
+    for (let i = 0; i < count; i += GENERATE_BATCH) {
+      const n = Math.min(GENERATE_BATCH, count - i);
+      images.set(trainer.generate(z.subarray(i * cfg.latent, (i + n) * cfg.latent), n), i * per);
+    }
+  } finally {
+    trainer.dispose();
+  }
+  return images;
+}
 
 async function openCheckpoint(arg: string, cwd: string | undefined, onWarning?: (m: string) => void): Promise<LoadedCheckpoint> {
   const run = resolveRunDir(arg, cwd);
@@ -235,18 +253,7 @@ export async function generateFromCheckpoint(opts: GenerateOptions): Promise<Gen
 
   const out = opts.out ?? 'grid.png';
   const latents = chooseLatents(count, cfg.latent, cp.zValidation, opts.seed, cp.config.seed);
-  const trainer = new Trainer(tf, cfg, cp.config.seed);
-  const per = cfg.imageSize * cfg.imageSize * 3;
-  const images = new Float32Array(count * per);
-  try {
-    trainer.setWeights(cp.params);
-    for (let i = 0; i < count; i += GENERATE_BATCH) {
-      const n = Math.min(GENERATE_BATCH, count - i);
-      images.set(trainer.generate(latents.z.subarray(i * cfg.latent, (i + n) * cfg.latent), n), i * per);
-    }
-  } finally {
-    trainer.dispose();
-  }
+  const images = generateImages(tf, cfg, cp.params, latents.z, count);
   const grid = await writeSampleGrid(out, images, count, cfg.imageSize);
   return { ...base, out, count, latents: latents.source, seed: latents.seed, width: grid.width, height: grid.height };
 }
