@@ -4,6 +4,7 @@ import { loadBackend, type TF } from '../worker/backend.ts';
 import { PASS_GEN, PASS_REAL, Trainer } from '../worker/trainer.ts';
 import { Rng } from '../coordinator/rng.ts';
 import { randomShard, tinyModel } from './support/fixtures.ts';
+import { tapeGradients } from './support/tape-step.ts';
 
 // The embedded backend is what users and CI run; TEST_BACKEND=cpu checks against plain tfjs.
 const backend = (process.env.TEST_BACKEND ?? 'wasm') as 'wasm' | 'cpu';
@@ -60,6 +61,30 @@ describe(`Trainer on ${backend}`, () => {
     expect(out.length).toBe(3 * 32 * 32 * 3);
     expect(Math.max(...out)).toBeLessThanOrEqual(1);
     expect(Math.min(...out)).toBeGreaterThanOrEqual(-1);
+  });
+
+  it("equals tfjs's two tapes (MATLAB's two dlgradient calls) for every learnable", () => {
+    const shard = randomShard(tinyModel, 3, 7);
+    const masks = { real: trainer.dropout(shard, PASS_REAL), gen: trainer.dropout(shard, PASS_GEN) };
+    const ours = trainer.step(shard, masks).grads;
+    const tapes = tapeGradients(tf, tinyModel, weights, shard, masks);
+    tf.dispose([masks.real, masks.gen]);
+    // Relative to the largest gradient of the layer: a conv's bias before BatchNorm has an exact
+    // gradient of 0, so its own scale is rounding noise.
+    const layerOf = (name: string) => name.slice(0, name.lastIndexOf('/'));
+    const scales = new Map<string, number>();
+    for (const [name, ref] of Object.entries(tapes)) {
+      scales.set(layerOf(name), ref.reduce((m, x) => Math.max(m, Math.abs(x)), scales.get(layerOf(name)) ?? 0));
+    }
+    const worst: string[] = [];
+    for (const [name, ref] of Object.entries(tapes)) {
+      let err = 0;
+      for (let i = 0; i < ref.length; i++) err = Math.max(err, Math.abs(ours[name][i] - ref[i]));
+      const scale = scales.get(layerOf(name))!;
+      if (!(err <= 1e-4 * scale)) worst.push(`${name}: max abs error ${err.toExponential(2)}, the layer's max |g| ${scale.toExponential(2)}`);
+    }
+    expect(Object.keys(tapes).sort()).toEqual(Object.keys(ours).sort());
+    expect(worst).toEqual([]);
   });
 
   it('has analytic gradients that match central differences for every layer (tiny preset)', () => {

@@ -21,9 +21,31 @@ export interface ForwardOptions {
   dropoutMask?: Tensor;
   /** When given, each BatchNorm layer's batch statistics are kept here (tf.keep'd). */
   stats?: Map<string, BatchStats>;
+  /** When given, every layer's input and output (and a BatchNorm's batch statistics) in order, for backprop.ts. */
+  trace?: LayerTrace[];
 }
 
-function batchNorm(tf: TF, x: Tensor4D, net: Net, l: Extract<Layer, { kind: 'bn' }>, p: ParamTensors, opts: ForwardOptions): Tensor4D {
+/** What one layer saw and made in a forward pass: all backprop.ts needs to run it backwards. */
+export interface LayerTrace {
+  layer: Layer;
+  x: Tensor;
+  y: Tensor;
+  /** BatchNorm in training mode: the batch statistics it normalised with. */
+  mean?: Tensor1D;
+  variance?: Tensor1D;
+  /** Dropout in training mode: the multipliers applied. */
+  mask?: Tensor;
+}
+
+function batchNorm(
+  tf: TF,
+  x: Tensor4D,
+  net: Net,
+  l: Extract<Layer, { kind: 'bn' }>,
+  p: ParamTensors,
+  opts: ForwardOptions,
+  seen?: Partial<LayerTrace>,
+): Tensor4D {
   const key = `${net}/${l.name}`;
   const offset = p[`${key}/offset`] as Tensor1D;
   const scale = p[`${key}/scale`] as Tensor1D;
@@ -32,6 +54,7 @@ function batchNorm(tf: TF, x: Tensor4D, net: Net, l: Extract<Layer, { kind: 'bn'
   }
   // Biased batch variance normalises, as MATLAB's and every framework's BatchNorm in training.
   const { mean, variance } = tf.moments(x, [0, 1, 2]);
+  if (seen) Object.assign(seen, { mean, variance });
   if (opts.stats) {
     opts.stats.set(key, {
       mean: tf.keep(mean as Tensor1D),
@@ -48,6 +71,8 @@ export function forward(tf: TF, net: Net, layers: Layer[], p: ParamTensors, inpu
   const n = input.shape[0];
   for (const l of layers) {
     const key = `${net}/${l.name}`;
+    const layerIn = x;
+    const seen: Partial<LayerTrace> = {};
     switch (l.kind) {
       case 'input':
         break;
@@ -67,7 +92,7 @@ export function forward(tf: TF, net: Net, layers: Layer[], p: ParamTensors, inpu
         x = tf.add(tf.conv2d(x as Tensor4D, p[`${key}/w`] as Tensor4D, l.stride, l.pad), p[`${key}/b`]);
         break;
       case 'bn':
-        x = batchNorm(tf, x as Tensor4D, net, l, p, opts);
+        x = batchNorm(tf, x as Tensor4D, net, l, p, opts, seen);
         break;
       case 'relu':
         x = tf.relu(x);
@@ -79,13 +104,17 @@ export function forward(tf: TF, net: Net, layers: Layer[], p: ParamTensors, inpu
         x = tf.tanh(x);
         break;
       case 'dropout':
-        if (opts.training && opts.dropoutMask) x = tf.mul(x, opts.dropoutMask);
+        if (opts.training && opts.dropoutMask) {
+          x = tf.mul(x, opts.dropoutMask);
+          seen.mask = opts.dropoutMask;
+        }
         break;
       case 'sigmoid':
         // D returns its logit; the loss applies log-sigmoid (softplus) so no log(0) can occur.
         x = x.reshape([n]);
         break;
     }
+    opts.trace?.push({ layer: l, x: layerIn, y: x, ...seen });
   }
   return x;
 }

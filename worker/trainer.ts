@@ -7,7 +7,8 @@ import { dropoutMask } from '../coordinator/rng.ts';
 import type { TF } from './backend.ts';
 import { DROPOUT_RATE, layersOf, paramSpecs, type Layer, type NamedArrays, type ParamSpec } from './architecture.ts';
 import { lossD, lossG, scores } from './loss.ts';
-import { forward, imagesToInput, type BatchStats, type ParamTensors } from './model.ts';
+import { backward } from './backprop.ts';
+import { forward, imagesToInput, type BatchStats, type LayerTrace, type ParamTensors } from './model.ts';
 
 /** One shard of a mini-batch: `n` contiguous rows starting at global row `rowStart`. */
 export interface Shard {
@@ -51,6 +52,8 @@ export class Trainer {
   readonly dLayers: Layer[];
   readonly gSpecs: ParamSpec[];
   readonly dSpecs: ParamSpec[];
+  private readonly gLearn: ParamSpec[];
+  private readonly dLearn: ParamSpec[];
   private params: ParamTensors = {};
 
   constructor(
@@ -63,6 +66,8 @@ export class Trainer {
     this.dLayers = layersOf('D', cfg);
     this.gSpecs = paramSpecs('G', cfg);
     this.dSpecs = paramSpecs('D', cfg);
+    this.gLearn = this.gSpecs.filter((s) => s.role === 'learnable');
+    this.dLearn = this.dSpecs.filter((s) => s.role === 'learnable');
   }
 
   /** Replaces the weights (learnables and BN running statistics) with the named arrays given. */
@@ -94,15 +99,16 @@ export class Trainer {
   }
 
   /**
-   * modelLoss on one shard. Two tapes, as MATLAB's two dlgradient calls: lossG back through D
-   * into G's learnables, then lossD into D's learnables with the generated images held fixed.
+   * modelLoss on one shard, as MATLAB's two dlgradient calls: lossG back through D into G's
+   * learnables, and lossD into D's learnables with the generated images held fixed. One forward
+   * pass of G and of D on each image set; backprop.ts then runs D backwards twice over the same
+   * generated-image pass (lossG's input gradient, lossD's parameter gradient) instead of
+   * recomputing it, as two tfjs tapes would.
    */
   step(shard: Shard, masks?: { real: Tensor; gen: Tensor }): ShardResult {
     const tf = this.tf;
     const t0 = performance.now();
-    const { gSpecs, dSpecs, params } = this;
-    const gLearn = gSpecs.filter((s) => s.role === 'learnable');
-    const dLearn = dSpecs.filter((s) => s.role === 'learnable');
+    const { params } = this;
     const stats = new Map<string, BatchStats>();
     // Results leave the tidy through this closure, not its return value: tidy walks whatever it
     // returns looking for tensors, element by element through a 9.45 M-float gradient.
@@ -114,35 +120,29 @@ export class Trainer {
       const flip = tf.tensor1d(shard.flip, 'float32');
       const maskReal = masks?.real ?? this.dropout(shard, PASS_REAL);
       const maskGen = masks?.gen ?? this.dropout(shard, PASS_GEN);
-      const withParams = (names: ParamSpec[], values: Tensor[]): ParamTensors => {
-        const p = { ...params };
-        names.forEach((spec, i) => (p[spec.name] = values[i]));
-        return p;
-      };
 
-      // (1) The generator's loss, through D (training mode: batch statistics, dropout), into G.
-      let generated!: Tensor;
-      const g = tf.valueAndGrads((...gw: Tensor[]) => {
-        const p = withParams(gLearn, gw);
-        generated = tf.keep(forward(tf, 'G', this.gLayers, p, z, { training: true, stats }));
-        const logitsGen = forward(tf, 'D', this.dLayers, p, generated, { training: true, dropoutMask: maskGen });
-        return lossG(tf, logitsGen as Tensor1D);
-      })(gLearn.map((spec) => params[spec.name]));
+      // Training mode throughout: batch statistics (G's and D's real pass are recorded), dropout.
+      const traceG: LayerTrace[] = [];
+      const traceReal: LayerTrace[] = [];
+      const traceGen: LayerTrace[] = [];
+      const generated = forward(tf, 'G', this.gLayers, params, z, { training: true, stats, trace: traceG });
+      const logitsReal = forward(tf, 'D', this.dLayers, params, real, { training: true, dropoutMask: maskReal, stats, trace: traceReal }) as Tensor1D;
+      const logitsGen = forward(tf, 'D', this.dLayers, params, generated, { training: true, dropoutMask: maskGen, trace: traceGen }) as Tensor1D;
 
-      // (2) The discriminator's loss on real and generated images, into D.
-      let logitsReal!: Tensor;
-      let logitsGen!: Tensor;
-      const d = tf.valueAndGrads((...dw: Tensor[]) => {
-        const p = withParams(dLearn, dw);
-        logitsReal = tf.keep(forward(tf, 'D', this.dLayers, p, real, { training: true, dropoutMask: maskReal, stats }));
-        logitsGen = tf.keep(forward(tf, 'D', this.dLayers, p, generated, { training: true, dropoutMask: maskGen }));
-        return lossD(tf, logitsReal as Tensor1D, logitsGen as Tensor1D, flip);
-      })(dLearn.map((spec) => params[spec.name]));
+      // The losses' gradients w.r.t. the logits: small tapes over loss.ts, the one statement of the loss.
+      const g = tf.valueAndGrads((lg: Tensor) => lossG(tf, lg as Tensor1D))([logitsGen]);
+      const d = tf.valueAndGrads((lr: Tensor, lg: Tensor) => lossD(tf, lr as Tensor1D, lg as Tensor1D, flip))([logitsReal, logitsGen]);
+
+      // lossD into D: both image sets' passes, parameter gradients only, summed.
+      const dReal = backward(tf, 'D', params, traceReal, d.grads[0], { params: true, input: false }).grads;
+      const dGen = backward(tf, 'D', params, traceGen, d.grads[1], { params: true, input: false }).grads;
+      for (const spec of this.dLearn) grads[spec.name] = tf.add(dReal.get(spec.name)!, dGen.get(spec.name)!).dataSync() as Float32Array;
+      // lossG through D (its input gradient only) and on into G's learnables.
+      const dImages = backward(tf, 'D', params, traceGen, g.grads[0], { params: false, input: true }).dx!;
+      const gGrads = backward(tf, 'G', params, traceG, dImages, { params: true, input: false }).grads;
+      for (const spec of this.gLearn) grads[spec.name] = gGrads.get(spec.name)!.dataSync() as Float32Array;
 
       const sc = scores(tf, logitsReal, logitsGen);
-      gLearn.forEach((spec, i) => (grads[spec.name] = g.grads[i].dataSync() as Float32Array));
-      dLearn.forEach((spec, i) => (grads[spec.name] = d.grads[i].dataSync() as Float32Array));
-      tf.dispose([generated, logitsReal, logitsGen]);
       return {
         lossG: g.value.dataSync()[0],
         lossD: d.value.dataSync()[0],

@@ -1,0 +1,46 @@
+// The reference for worker/backprop.ts: modelLoss's gradients by two tfjs tapes, as MATLAB's two
+// dlgradient calls (lossG back through D into G; lossD into D with the generated images fixed).
+// This is how Trainer.step worked before it ran D's generated-image pass only once.
+
+import type { Tensor, Tensor1D } from '@tensorflow/tfjs';
+import type { ModelConfig } from '../../coordinator/config.ts';
+import { layersOf, paramSpecs, type NamedArrays, type ParamSpec } from '../../worker/architecture.ts';
+import type { TF } from '../../worker/backend.ts';
+import { lossD, lossG } from '../../worker/loss.ts';
+import { forward, imagesToInput, type ParamTensors } from '../../worker/model.ts';
+import type { Shard } from '../../worker/trainer.ts';
+
+export function tapeGradients(tf: TF, cfg: ModelConfig, weights: NamedArrays, shard: Shard, masks: { real: Tensor; gen: Tensor }): NamedArrays {
+  const out: NamedArrays = {};
+  tf.tidy(() => {
+    const specs = [...paramSpecs('G', cfg), ...paramSpecs('D', cfg)];
+    const params: ParamTensors = {};
+    for (const s of specs) params[s.name] = tf.tensor(weights[s.name], s.shape, 'float32');
+    const learn = (net: 'G' | 'D') => specs.filter((s) => s.net === net && s.role === 'learnable');
+    const withParams = (names: ParamSpec[], values: Tensor[]): ParamTensors => {
+      const p = { ...params };
+      names.forEach((spec, i) => (p[spec.name] = values[i]));
+      return p;
+    };
+    const [gLayers, dLayers] = [layersOf('G', cfg), layersOf('D', cfg)];
+    const z = tf.tensor2d(shard.z, [shard.n, cfg.latent]);
+    const real = imagesToInput(tf, shard.images, shard.n, cfg.imageSize);
+    const flip = tf.tensor1d(shard.flip, 'float32');
+    let generated!: Tensor;
+    const g = tf.grads((...gw: Tensor[]) => {
+      const p = withParams(learn('G'), gw);
+      generated = tf.keep(forward(tf, 'G', gLayers, p, z, { training: true }));
+      return lossG(tf, forward(tf, 'D', dLayers, p, generated, { training: true, dropoutMask: masks.gen }) as Tensor1D);
+    })(learn('G').map((s) => params[s.name]));
+    const d = tf.grads((...dw: Tensor[]) => {
+      const p = withParams(learn('D'), dw);
+      const lr = forward(tf, 'D', dLayers, p, real, { training: true, dropoutMask: masks.real }) as Tensor1D;
+      const lg = forward(tf, 'D', dLayers, p, generated, { training: true, dropoutMask: masks.gen }) as Tensor1D;
+      return lossD(tf, lr, lg, flip);
+    })(learn('D').map((s) => params[s.name]));
+    learn('G').forEach((s, i) => (out[s.name] = g[i].dataSync() as Float32Array));
+    learn('D').forEach((s, i) => (out[s.name] = d[i].dataSync() as Float32Array));
+    generated.dispose();
+  });
+  return out;
+}
