@@ -1,19 +1,13 @@
 // `gan-dist data fetch|check|synth`: thin commands over data/. Human output is short; --json
 // prints one JSON object on stdout. Progress and warnings go to stderr.
 
-import { Argument, type Command, InvalidArgumentError, Option } from 'commander';
+import { Argument, type Command, Option } from 'commander';
 import { checkData, formatCheckReport } from '../data/check.ts';
 import { fetchFlowers } from '../data/fetch.ts';
 import { formatBytes, stderrLog } from '../data/progress.ts';
 import { writeSyntheticPngs } from '../data/synthetic.ts';
+import { integerArg } from './options.ts';
 
-function integer(min: number): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`must be an integer >= ${min}`);
-    return n;
-  };
-}
 
 const print = (json: boolean, value: unknown, human: string): void => {
   process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${human}\n`);
@@ -45,9 +39,9 @@ export function registerDataCommands(program: Command): void {
     .command('check')
     .description('count the usable images of a folder, list skipped files with reasons, time decoding')
     .argument('<dir>', "folder of images (subfolders are searched), or 'flowers' for the fetched set")
-    .option('--image-size <n>', 'decode to n x n', integer(4), 64)
+    .option('--image-size <n>', 'decode to n x n', integerArg(4), 64)
     .addOption(new Option('--resize <mode>', 'stretch (aspect not kept, as MATLAB) or cover (centre crop)').choices(['stretch', 'cover']).default('stretch'))
-    .option('--threads <n>', 'decode threads (0: main thread with sharp\'s own threads)', integer(0))
+    .option('--threads <n>', 'decode threads (0: main thread with sharp\'s own threads)', integerArg(0))
     .option('--json', 'print the report as JSON')
     .action(async (dir: string, opts: { imageSize: number; resize: 'stretch' | 'cover'; threads?: number; json?: boolean }) => {
       const report = await checkData(dir, { imageSize: opts.imageSize, resize: opts.resize, threads: opts.threads, log: stderrLog() });
@@ -58,9 +52,9 @@ export function registerDataCommands(program: Command): void {
     .command('synth')
     .description('write synthetic flower pictures (the --data synthetic set) as PNG files')
     .requiredOption('--out <dir>', 'folder to write into')
-    .requiredOption('--count <n>', 'how many', integer(1))
-    .option('--size <n>', 'pixels per side', integer(4), 64)
-    .option('--seed <n>', 'seed of the set', integer(0), 0)
+    .requiredOption('--count <n>', 'how many', integerArg(1))
+    .option('--size <n>', 'pixels per side', integerArg(4), 64)
+    .option('--seed <n>', 'seed of the set', integerArg(0), 0)
     .option('--json', 'print the result as JSON')
     .action(async (opts: { out: string; count: number; size: number; seed: number; json?: boolean }) => {
       const started = performance.now();

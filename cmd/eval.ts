@@ -1,19 +1,13 @@
 // `gan-dist eval`: sliced Wasserstein distance between a checkpoint's generated images and real
 // ones, with the real-vs-real floor. Thin: the work is worker/eval.ts's evaluateCheckpoint.
 
-import { type Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { stderrLog } from '../data/index.ts';
 import { backendNames, type BackendName } from '../worker/backend.ts';
 import { DEFAULT_EVAL_COUNT, DEFAULT_EVAL_SEED } from '../coordinator/swd.ts';
 import { evaluateCheckpoint, formatEval } from '../worker/eval.ts';
+import { integerArg } from './options.ts';
 
-function integer(min: number): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isInteger(n) || n < min) throw new InvalidArgumentError(`must be an integer >= ${min}`);
-    return n;
-  };
-}
 
 interface EvalFlags {
   checkpoint: string;
@@ -31,8 +25,8 @@ export function registerEvalCommand(program: Command): void {
     .description("score a checkpoint's generator: sliced Wasserstein distance to real images per pyramid level (ProGAN's SWD x 1e3), and the real-vs-real floor")
     .requiredOption('--checkpoint <path>', 'a run directory (e.g. runs/latest) or one checkpoint (runs/<run>/checkpoints/iter-000500)')
     .option('--data <source>', "the real images: 'synthetic', 'flowers' or a folder (default: the data the run trained on)")
-    .option('--count <n>', 'generated images, and real images in each of the two real sets (the data needs 2 x N)', integer(1), DEFAULT_EVAL_COUNT)
-    .option('--seed <n>', 'seeds the latents (as `generate --seed`), the real images picked, patches and directions', integer(0), DEFAULT_EVAL_SEED)
+    .option('--count <n>', 'generated images, and real images in each of the two real sets (the data needs 2 x N)', integerArg(1), DEFAULT_EVAL_COUNT)
+    .option('--seed <n>', 'seeds the latents (as `generate --seed`), the real images picked, patches and directions', integerArg(0), DEFAULT_EVAL_SEED)
     .addOption(new Option('--resize <mode>', 'how the real images are resized; use what the run trained with').choices(['stretch', 'cover']))
     .addOption(new Option('--backend <name>', 'compute backend for the generator').choices([...backendNames]).default('auto'))
     .option('--json', 'print the result as JSON')

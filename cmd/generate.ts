@@ -1,17 +1,11 @@
 // `gan-dist generate`: images from a checkpoint's generator as a sample grid, or the generator
 // exported as a tfjs LayersModel. Thin: the work is worker/export.ts's generateFromCheckpoint.
 
-import { type Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { backendNames, type BackendName } from '../worker/backend.ts';
 import { generateFromCheckpoint } from '../worker/export.ts';
+import { integerArg } from './options.ts';
 
-function integer(min: number): (value: string) => number {
-  return (value) => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isInteger(n) || n < min) throw new InvalidArgumentError(`must be an integer >= ${min}`);
-    return n;
-  };
-}
 
 interface GenerateFlags {
   checkpoint: string;
@@ -28,8 +22,8 @@ export function registerGenerateCommand(program: Command): void {
     .command('generate')
     .description("run a checkpoint's generator: a grid of images (PNG) or the model for tf.loadLayersModel")
     .requiredOption('--checkpoint <path>', 'a run directory (e.g. runs/latest) or one checkpoint (runs/<run>/checkpoints/iter-000500)')
-    .option('--count <n>', 'how many images', integer(1), 25)
-    .option('--seed <n>', "draw the latents from this seed (default: the run's fixed validation latents)", integer(0))
+    .option('--count <n>', 'how many images', integerArg(1), 25)
+    .option('--seed <n>', "draw the latents from this seed (default: the run's fixed validation latents)", integerArg(0))
     .option('--out <path>', 'PNG file, or directory with --format tfjs (default: grid.png, generator-tfjs)')
     .addOption(new Option('--format <format>', 'png: image grid; tfjs: model.json + weights').choices(['png', 'tfjs']).default('png'))
     .addOption(new Option('--backend <name>', 'compute backend').choices([...backendNames]).default('auto'))

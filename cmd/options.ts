@@ -1,6 +1,6 @@
 // The training config's flags, shared by every command that builds a model (train, summary, bench).
 
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import {
   configKeys,
   flagName,
@@ -25,6 +25,31 @@ const descriptions: Record<keyof TrainConfig, string> = {
   imageSize: 'image size, 32 or 64',
   seed: 'random seed of the run',
 };
+
+/**
+ * The one parser of integer flags: an integer >= min. Commander names the flag in the error
+ * (`option '--count <n>' argument '0' is invalid. must be an integer >= 1`) and exits with the
+ * usage code.
+ */
+export function integerArg(min = 0): (raw: string) => number {
+  return (raw) => {
+    const n = Number(raw);
+    if (raw.trim() === '' || !Number.isInteger(n) || n < min) throw new InvalidArgumentError(`must be an integer >= ${min}`);
+    return n;
+  };
+}
+
+/** A comma-separated list of integers >= min, e.g. `--workers 1,2,4`. */
+export function integerListArg(min = 1): (raw: string) => number[] {
+  const one = integerArg(min);
+  return (raw) => {
+    try {
+      return raw.split(',').map((x) => one(x));
+    } catch {
+      throw new InvalidArgumentError(`must be a comma-separated list of integers >= ${min}`);
+    }
+  };
+}
 
 export function addConfigOptions(cmd: Command): Command {
   cmd

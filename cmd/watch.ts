@@ -1,18 +1,14 @@
 // `gan-dist watch`: thin command over coordinator/monitor/watch.ts.
 
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { resolveToken } from '../coordinator/auth.ts';
 import { watchRemote, watchRun } from '../coordinator/monitor/watch.ts';
+import { integerArg } from './options.ts';
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 
-function size(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a positive integer');
-  return n;
-}
 
 interface WatchFlags {
   tokenFile?: string;
@@ -30,8 +26,8 @@ export function registerWatchCommand(program: Command): void {
     .option('--token-file <file>', "with ws:// or wss://: the run's token file (or set GAN_DIST_TOKEN); it pins a wss certificate")
     .option('--ca <file>', 'wss: trust the coordinator certificate signed by this CA (PEM) instead of a pinned fingerprint')
     .option('--once', 'print one frame and exit (also what happens when stdout is not a terminal)')
-    .option('--width <columns>', 'with --once: the frame width (default: the terminal, else 80)', size)
-    .option('--height <rows>', 'with --once: the frame height (default: the terminal, else 24)', size)
+    .option('--width <columns>', 'with --once: the frame width (default: the terminal, else 80)', integerArg(1))
+    .option('--height <rows>', 'with --once: the frame height (default: the terminal, else 24)', integerArg(1))
     .action(async (target: string, opts: WatchFlags) => {
       const stop = new AbortController();
       const onSignal = () => stop.abort();
