@@ -23,6 +23,8 @@ export interface Peer {
   address: string;
   hello: HelloMessage;
   send(msg: Message | Buffer): void;
+  /** Bytes queued on the socket and not yet handed to the OS. */
+  bufferedBytes(): number;
   close(reason: string): void;
 }
 
@@ -162,6 +164,7 @@ export class PeerServer extends EventEmitter {
           send: (m) => {
             if (ws.readyState === ws.OPEN) ws.send(Buffer.isBuffer(m) ? m : encodeMessage(m));
           },
+          bufferedBytes: () => ws.bufferedAmount,
           close: (reason) => {
             drop(reason);
           },

@@ -7,7 +7,9 @@ import { decodeMessage, type Message } from '../coordinator/protocol.ts';
 function peer(id: number, role = 'monitor') {
   const got: Record<string, unknown>[] = [];
   const closed: string[] = [];
-  const p: MonitorPeer = {
+  const p: MonitorPeer & { queued: number } = {
+    queued: 0,
+    bufferedBytes: () => p.queued,
     id,
     role,
     address: `127.0.0.1:${1000 + id}`,
@@ -36,6 +38,22 @@ describe('log broadcasting to monitors', () => {
     b.write(iter(3));
     expect(m.got).toHaveLength(3);
     expect(b.monitors).toBe(0);
+  });
+
+  it('drops a monitor that falls behind (its socket queue over the cap) and keeps serving the others', () => {
+    const b = new LogBroadcaster({ maxQueuedBytes: 1000 });
+    const slow = peer(1);
+    const fast = peer(2);
+    b.add(slow.peer);
+    b.add(fast.peer);
+    b.write(iter(1));
+    slow.peer.queued = 1001;
+    b.write(iter(2));
+    b.write(iter(3));
+    expect(slow.got.map((l) => l.iteration)).toEqual([1]);
+    expect(slow.closed).toEqual([expect.stringMatching(/monitor fell behind: 0\.0 MiB of log lines unsent; reconnect/)]);
+    expect(fast.got.map((l) => l.iteration)).toEqual([1, 2, 3]);
+    expect(b.monitors).toBe(1);
   });
 
   it('skips what cannot travel: text that is not JSON, a line with too many keys', () => {

@@ -12,6 +12,8 @@ export interface MonitorPeer {
   role: string;
   address: string;
   send(msg: Message | Buffer): void;
+  /** Bytes queued for this peer and not yet sent. */
+  bufferedBytes(): number;
   close(reason: string): void;
 }
 
@@ -31,6 +33,11 @@ export interface BroadcasterOptions {
   maxIterationLines?: number;
   /** Other lines kept (default 2 000; the pinned events are never dropped). */
   maxEventLines?: number;
+  /**
+   * A monitor with more than this many bytes queued and unsent (default 16 MiB) is dropped: a
+   * stalled terminal must not grow the coordinator without bound. Reconnecting gets the backlog.
+   */
+  maxQueuedBytes?: number;
 }
 
 export class LogBroadcaster {
@@ -43,10 +50,12 @@ export class LogBroadcaster {
   private readonly peers = new Map<number, MonitorPeer>();
   private readonly maxIterations: number;
   private readonly maxEvents: number;
+  private readonly maxQueued: number;
 
   constructor(opts: BroadcasterOptions = {}) {
     this.maxIterations = opts.maxIterationLines ?? 10_000;
     this.maxEvents = opts.maxEventLines ?? 2_000;
+    this.maxQueued = opts.maxQueuedBytes ?? 16 * 1024 * 1024;
   }
 
   get monitors(): number {
@@ -81,7 +90,13 @@ export class LogBroadcaster {
     } else if (!pinned) this.events++;
     this.backlog.push({ frame, iteration, number, pinned });
     this.trim();
-    for (const peer of this.peers.values()) peer.send(frame);
+    for (const peer of [...this.peers.values()]) {
+      const queued = peer.bufferedBytes();
+      if (queued > this.maxQueued) {
+        this.peers.delete(peer.id);
+        peer.close(`monitor fell behind: ${(queued / 1048576).toFixed(1)} MiB of log lines unsent; reconnect to catch up from the backlog`);
+      } else peer.send(frame);
+    }
   }
 
   /** A monitor joined: the backlog first, then every new line. */
