@@ -3,13 +3,14 @@
 // explicit state machine: starting -> waiting -> running -> stopping -> finished | failed.
 
 import { randomUUID } from 'node:crypto';
-import { adamStep, ADAM_EPSILON } from './adam.ts';
+import { ADAM_EPSILON } from './adam.ts';
 import { modelConfigOf, type TrainConfig } from './config.ts';
 import { GanDistError } from './errors.ts';
 import { Dispatcher, type ShardTask } from './dispatcher.ts';
 import { logEvent, type RunLogger } from './logger.ts';
 import { encodeMessage, frameLimitFor, paramTableHash, type GradientsMessage, type SampleMessage } from './protocol.ts';
-import { GradientAccumulator, poolBatchStats, splitRows, updateRunningStats, type BnSums } from './reduce.ts';
+import { Optimizer } from './optimizer.ts';
+import { poolBatchStats, splitRows, updateRunningStats, type BnSums } from './reduce.ts';
 import { Rng, type RngState } from './rng.ts';
 import { PeerServer, type Peer } from './server.ts';
 import { evalEventFields, type RunEvaluation } from './swd.ts';
@@ -70,6 +71,8 @@ export interface CoordinatorOptions {
   minWorkers: number;
   /** Shard sizes: equal ('off', the default: a run's arithmetic then does not depend on who computes), or by measured throughput. */
   balance?: 'off' | 'throughput';
+  /** --adam-threads: threads of the reduction and Adam (default optimizer.ts DEFAULT_OPTIMIZER_THREADS; 1: main thread). Never changes the floats. */
+  adamThreads?: number;
   /** Resume from this snapshot instead of initialising. */
   resume?: RunSnapshot;
   checkpointEvery: number;
@@ -105,7 +108,7 @@ export class Coordinator {
   private weightsFrame?: { version: number; frame: Buffer };
   private readonly rngZ: Rng;
   private readonly rngFlip: Rng;
-  private readonly acc: GradientAccumulator;
+  private readonly optimizer: Optimizer;
   private readonly dispatcher: Dispatcher;
   private server?: PeerServer;
   private stopReason?: string;
@@ -124,7 +127,6 @@ export class Coordinator {
     const model = modelConfigOf(cfg);
     this.specs = parameterTable(model);
     this.learnables = this.specs.filter((s) => s.role === 'learnable');
-    this.acc = new GradientAccumulator(this.learnables);
     // Elements per channel each BatchNorm layer normalises over, per image: H x W of its input.
     for (const net of ['G', 'D'] as const) {
       const layers = layersOf(net, model);
@@ -135,9 +137,12 @@ export class Coordinator {
     }
     const r = opts.resume;
     this.runId = r?.runId ?? randomUUID();
-    this.params = r?.params ?? initialParams(this.specs, cfg.seed);
-    this.adamM = r?.adamM ?? this.zeros();
-    this.adamV = r?.adamV ?? this.zeros();
+    // Weights and Adam's moments live in the optimizer's flat buffers (shared with its threads);
+    // everything else, checkpoints included, sees them as NamedArrays views.
+    this.optimizer = new Optimizer(this.specs, { params: r?.params ?? initialParams(this.specs, cfg.seed), adamM: r?.adamM, adamV: r?.adamV }, { threads: opts.adamThreads });
+    this.params = this.optimizer.params;
+    this.adamM = this.optimizer.adamM;
+    this.adamV = this.optimizer.adamV;
     this.iteration = r?.iteration ?? 0;
     this.epoch = r?.epoch ?? 1;
     this.rngZ = r ? Rng.fromState(r.rng.z) : new Rng(cfg.seed, 2);
@@ -151,12 +156,6 @@ export class Coordinator {
       validate: (m) => this.validateGradients(m),
       event: (name, fields, level) => this.event(name, fields, level),
     });
-  }
-
-  private zeros(): NamedArrays {
-    const out: NamedArrays = {};
-    for (const s of this.learnables) out[s.name] = new Float32Array(sizeOf(s.shape));
-    return out;
   }
 
   private event(name: string, fields: Record<string, unknown> = {}, level: 'info' | 'warn' | 'error' = 'info'): void {
@@ -348,6 +347,7 @@ export class Coordinator {
     // Give the stop frames a moment to leave before the sockets go.
     await new Promise((r) => setTimeout(r, 50));
     await this.server?.close();
+    await this.optimizer.close();
   }
 
   /** One iteration: batch, Z and flips for the whole batch, shards, gather, reduce, Adam. */
@@ -393,7 +393,7 @@ export class Coordinator {
     }));
     // (1) Sum n_k g_k as results arrive, in shard order (shard k waits for shards before it), so
     // the reduction overlaps the other workers' transfers and its float sums never depend on timing.
-    this.acc.reset();
+    this.optimizer.begin();
     const arrived: (GradientsMessage | undefined)[] = new Array(tasks.length);
     let nextToAdd = 0;
     let reduceMs = 0;
@@ -401,7 +401,7 @@ export class Coordinator {
     const results = await this.dispatcher.run(t, tasks, ({ task, msg }) => {
       const r0 = performance.now();
       arrived[task.shardId] = msg;
-      for (; nextToAdd < tasks.length && arrived[nextToAdd]; nextToAdd++) this.acc.add(arrived[nextToAdd]!.tensors, arrived[nextToAdd]!.n);
+      for (; nextToAdd < tasks.length && arrived[nextToAdd]; nextToAdd++) this.optimizer.add(arrived[nextToAdd]!.tensors, arrived[nextToAdd]!.n);
       reduceMs += performance.now() - r0;
     });
     const tGathered = performance.now();
@@ -425,10 +425,9 @@ export class Coordinator {
       }
       bn.push(sums);
     }
-    const grads = this.acc.mean();
     const tAdam = performance.now();
-    const hyper = { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, epsilon: ADAM_EPSILON };
-    for (const s of this.learnables) adamStep(this.params[s.name], grads[s.name], this.adamM[s.name], this.adamV[s.name], t, hyper);
+    // The mean and Adam in one pass (threads: one slice each), bitwise the single-threaded result.
+    await this.optimizer.step(t, { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, epsilon: ADAM_EPSILON });
     updateRunningStats(this.params, poolBatchStats(bn));
     const adamMs = performance.now() - tAdam;
     this.version++;

@@ -100,7 +100,7 @@ export async function benchMemory(opts: { short: number; long: number; workers: 
     // Fresh typed arrays are zero pages the OS has not committed yet: write every buffer once, as
     // the first iteration does, so RSS shows what a running coordinator holds.
     for (const a of [...Object.values(c.adamM), ...Object.values(c.adamV)]) a.fill(0);
-    (c as unknown as { acc: { reset(): void } }).acc.reset();
+    for (const a of Object.values((c as unknown as { optimizer: { gradientSums: Record<string, Float32Array> } }).optimizer.gradientSums)) a.fill(0);
     const after = process.memoryUsage().rss / MB;
     // Master weights (all parameters), Adam m and v, and the gradient sums (learnables).
     const held = (4 * (params + 3 * learn)) / MB;
