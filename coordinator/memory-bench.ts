@@ -3,6 +3,8 @@
 // against the byte sum of what it must hold (master weights, two Adam states, gradient sums).
 
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -19,14 +21,24 @@ export interface MemoryReport {
     checkpoints: number[];
     /** RSS in MB at each checkpoint iteration. */
     coordinatorMB: number[];
+    /** The coordinator's live JS heap after a full garbage collection: what it retains. */
+    coordinatorHeapMB: number[];
     workersMB: number[][];
     coordinatorGrowthPct: number;
+    coordinatorHeapGrowthPct: number;
     workerGrowthPct: number[];
   };
   full: { parameters: number; heldBytesMB: number; rssBeforeMB: number; rssAfterMB: number; rssDeltaMB: number; deltaVsHeld: number };
 }
 
 const MB = 1024 * 1024;
+
+/** A full collection, so a reading shows what is retained rather than what the GC has not reached yet. */
+export function collectGarbage(): void {
+  if (!global.gc) v8.setFlagsFromString('--expose-gc');
+  const gc = global.gc ?? (vm.runInNewContext('gc') as () => void);
+  gc();
+}
 
 /** RSS of a process from /proc (Linux); NaN elsewhere. */
 export function rssOf(pid: number): number {
@@ -51,6 +63,7 @@ export async function benchMemory(opts: { short: number; long: number; workers: 
   const cwd = mkdtempSync(path.join(os.tmpdir(), 'gan-dist-mem-'));
   const checkpoints = [opts.short, opts.long];
   const coordinatorMB: number[] = [];
+  const coordinatorHeapMB: number[] = [];
   const workersMB: number[][] = [];
   try {
     say(`tiny preset, ${opts.workers} workers, ${opts.long} iterations: RSS at ${checkpoints.join(' and ')}`);
@@ -68,16 +81,18 @@ export async function benchMemory(opts: { short: number; long: number; workers: 
       onCoordinator: (c) => {
         c.watchIterations((r) => {
           if (!checkpoints.includes(r.iteration)) return;
+          collectGarbage();
           coordinatorMB.push(process.memoryUsage().rss / MB);
+          coordinatorHeapMB.push(process.memoryUsage().heapUsed / MB);
           workersMB.push(childPids().map(rssOf));
-          say(`  iteration ${r.iteration}: coordinator ${coordinatorMB.at(-1)!.toFixed(0)} MB, workers ${workersMB.at(-1)!.map((x) => x.toFixed(0)).join(', ')} MB`);
+          say(`  iteration ${r.iteration}: coordinator ${coordinatorMB.at(-1)!.toFixed(0)} MB (heap ${coordinatorHeapMB.at(-1)!.toFixed(1)} MB), workers ${workersMB.at(-1)!.map((x) => x.toFixed(0)).join(', ')} MB`);
         });
       },
     });
     const growth = (a: number, b: number) => (100 * (b - a)) / a;
 
     // The full model: what the coordinator must hold, and what holding it costs.
-    global.gc?.();
+    collectGarbage();
     const before = process.memoryUsage().rss / MB;
     const config = resolveConfig({});
     const specs = parameterTable(modelConfigOf(config));
@@ -110,8 +125,10 @@ export async function benchMemory(opts: { short: number; long: number; workers: 
         workers: opts.workers,
         checkpoints,
         coordinatorMB,
+        coordinatorHeapMB,
         workersMB,
         coordinatorGrowthPct: growth(coordinatorMB[0], coordinatorMB[1]),
+        coordinatorHeapGrowthPct: growth(coordinatorHeapMB[0], coordinatorHeapMB[1]),
         workerGrowthPct: workersMB[0].map((x, i) => growth(x, workersMB[1][i])),
       },
       full: { parameters: params, heldBytesMB: held, rssBeforeMB: before, rssAfterMB: after, rssDeltaMB: after - before, deltaVsHeld: (after - before) / held },
