@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { stripAnsi, visibleWidth } from '../coordinator/monitor/ansi.ts';
-import { dotColumn, dotRow, renderChart, renderLegend } from '../coordinator/monitor/chart.ts';
+import { axisLabel, dotColumn, dotRow, niceCeil, renderChart, renderLegend } from '../coordinator/monitor/chart.ts';
 
 const red = [255, 0, 0] as const;
 const blue = [0, 0, 255] as const;
@@ -52,6 +52,37 @@ describe('braille chart', () => {
     expect(text).toContain('\x1b[38;2;0;0;255m');
     const legend = renderLegend([{ label: 'G', values: [0.5, 0.1234], color: red }, { label: 'D', values: [], color: blue }], 'none');
     expect(legend).toBe('━━ G 0.123   ━━ D -');
+  });
+
+  it('places points by their x within xRange: a series sampled every 10th iteration lines up with the iterations', () => {
+    // 22 dot columns (0..21) over iterations 0..20: iteration 10 lands halfway, in column round(21 / 2).
+    const lines = renderChart({ xs: [0, 10], series: [{ label: 's', values: [1, 1], color: red }], xRange: [0, 20], width: 4 + 11, height: 3, mode: 'none', xAxis: false });
+    expect(lines).toHaveLength(3);
+    const d = dots([...lines, '']);
+    expect(Math.min(...d.map(([x]) => x))).toBe(0);
+    expect(Math.max(...d.map(([x]) => x))).toBe(11);
+    // With the axis, it names the range's ends, not the series' first and last x.
+    const axis = renderChart({ xs: [0, 10], series: [{ label: 's', values: [1, 1], color: red }], xRange: [0, 20], width: 30, height: 3, mode: 'none' });
+    expect(stripAnsi(axis[2]).trim()).toMatch(/^0 +iteration +20$/);
+  });
+
+  it('marks a rule with a dotted line under the series, and names it in the legend', () => {
+    const rule = { label: 'floor', value: 25, color: blue };
+    const lines = renderChart({ xs: [1, 2, 3], series: [{ label: 'swd', values: [100, 60, 25], color: red }], rules: [rule], width: 4 + 10, height: 5, yMin: 0, yMax: 100, mode: 'truecolor' });
+    const d = dots(lines.map(stripAnsi));
+    const y = dotRow(25, 16, 0, 100);
+    const onRule = d.filter(([, dy]) => dy === y).map(([x]) => x);
+    // Every other dot column of the rule's row, except where the series passes.
+    expect(onRule.filter((x) => x % 2 === 0).length).toBeGreaterThanOrEqual(6);
+    expect(lines[Math.floor(y / 4)]).toContain('\x1b[38;2;0;0;255m');
+    expect(stripAnsi(lines[0]).startsWith('100┤')).toBe(true);
+    expect(stripAnsi(lines[3]).startsWith('  0┤')).toBe(true);
+    expect(renderLegend([{ label: 'SWD', values: [95.46], color: red, digits: 1 }], 'none', [rule])).toBe('━━ SWD 95.5   ┄┄ floor 25.0');
+  });
+
+  it('labels the y axis in three columns: one decimal below 10, whole numbers, then thousands; tops read well', () => {
+    expect([axisLabel(0.5, 1), axisLabel(250, 500), axisLabel(2000, 5000)]).toEqual(['0.5', '250', ' 2k']);
+    expect([niceCeil(0.7), niceCeil(192.2), niceCeil(200), niceCeil(312), niceCeil(501)]).toEqual([1, 200, 200, 500, 1000]);
   });
 
   it('averages points that share a dot column when there are more points than dots', () => {

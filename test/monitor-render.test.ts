@@ -4,7 +4,7 @@ import { dotRow } from '../coordinator/monitor/chart.ts';
 import { loadImage } from '../coordinator/monitor/image-block.ts';
 import { renderScreen, type RenderOptions } from '../coordinator/monitor/render.ts';
 import type { RunView } from '../coordinator/monitor/view-model.ts';
-import { fixtureSample, fixtureView, tileColour } from './support/monitor-fixture.ts';
+import { FIXTURE_SWD, fixtureEvalLines, fixtureSample, fixtureView, tileColour } from './support/monitor-fixture.ts';
 
 async function screen(width: number, height: number, extra: Partial<RenderOptions> = {}, view: RunView = fixtureView()) {
   const image = await loadImage(fixtureSample);
@@ -60,6 +60,41 @@ describe('the watch screen', () => {
       expect((cell.codePointAt(0)! - 0x2800) & DOT_BITS[1][y % 4]).not.toBe(0);
       expect(lines[top + Math.floor(y / 4)]).toContain(`\x1b[${colour}m${cell}`);
     }
+  });
+
+  it('charts the SWD of eval lines under the scores: latest score, the floor as a dotted rule, one shared x axis', async () => {
+    const { lines, plain } = await screen(80, 24, {}, fixtureView(Infinity, fixtureEvalLines()));
+    expect(lines).toHaveLength(24);
+    for (const l of lines) expect(visibleWidth(l)).toBeLessThanOrEqual(80);
+    expect(plain[2]).toContain('━━ GeneratorScore 0.192');
+    const legend = plain.findIndex((l) => l.includes('━━ SWD x1e3 95.5'));
+    expect(plain[legend]).toContain('┄┄ real-vs-real floor 27.5');
+    // The scores' chart above it has no x axis line of its own: it ends on its 0.0 row.
+    expect(plain[3].startsWith('1.0┤')).toBe(true);
+    expect(plain[legend - 1].startsWith('0.0┤')).toBe(true);
+    // From zero to a round top above the first score; the x axis spans iterations 0..30.
+    expect(plain[legend + 1].startsWith('200┤')).toBe(true);
+    const axis = plain.findIndex((l, i) => i > legend && /^ {4}0 +iteration +30/.test(l));
+    expect(plain[axis - 1].startsWith('  0┤')).toBe(true);
+    const plotH = axis - legend - 1;
+    const rows = plain.slice(legend + 1, axis).map((l) => [...l]);
+    // The last score, 95.5, in the plot's last dot column, in the SWD colour.
+    const lastCol = Math.max(...rows.map((cells) => cells.findLastIndex((c, i) => i < 58 && c >= '⠁' && c <= '⣿')));
+    const y = dotRow(FIXTURE_SWD.swd.at(-1)!, plotH * 4, 0, 200);
+    const cell = rows[Math.floor(y / 4)][lastCol];
+    expect((cell.codePointAt(0)! - 0x2800) & DOT_BITS[1][y % 4]).not.toBe(0);
+    expect(lines[legend + 1 + Math.floor(y / 4)]).toContain(`\x1b[38;2;119;172;48m${cell}`);
+    // The floor's row carries the rule's grey dots.
+    const floorRow = Math.floor(dotRow(FIXTURE_SWD.floor, plotH * 4, 0, 200) / 4);
+    expect(lines[legend + 1 + floorRow]).toMatch(/\x1b\[38;2;128;128;128m[⠁-⣿]/);
+  });
+
+  it('keeps the scores chart whole where the SWD would not fit, and draws no SWD without eval lines', async () => {
+    const cramped = await screen(80, 16, {}, fixtureView(Infinity, fixtureEvalLines()));
+    expect(cramped.plain.some((l) => l.includes('SWD x1e3'))).toBe(false);
+    expect(cramped.plain.some((l) => /^ {4}1 +iteration +30/.test(l))).toBe(true);
+    const plain = await screen(80, 24);
+    expect(plain.plain.some((l) => l.includes('SWD'))).toBe(false);
   });
 
   it('lists the workers that joined, with address, device, backend and state', async () => {

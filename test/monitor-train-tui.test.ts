@@ -1,9 +1,9 @@
-import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startTrainTui, trainTuiHooks } from '../coordinator/monitor/train-tui.ts';
-import { fixtureRun } from './support/monitor-fixture.ts';
+import { fixtureEvalLines, fixtureRun } from './support/monitor-fixture.ts';
 import { VirtualKeyboard, VirtualTerminal } from './support/virtual-terminal.ts';
 
 let run: string;
@@ -45,6 +45,19 @@ describe("train's terminal UI", () => {
     expect(term.altScreen).toBe(false);
     expect(keys.raw).toBe(false);
     expect(term.written).toContain('iter 30  ep 1  G 0.192 D 0.670  lossG 1.92 lossD 0.83  15.4 img/s  2 w\nfinished at iteration 30; run directory /x\n');
+    tui.stop();
+  });
+
+  it('charts the SWD once --eval-every lines reach the log, and follows each new score', async () => {
+    const lines = fixtureEvalLines();
+    const cut = lines.findIndex((l) => l.includes('"event":"eval","iteration":20'));
+    writeFileSync(join(run, 'train.log'), lines.slice(0, cut).join('\n') + '\n');
+    const term = new VirtualTerminal(80, 24);
+    const tui = startTrainTui({ coordinator: { requestStop: () => {} }, runDir: run, stdout: term, stdin: new VirtualKeyboard() });
+    await term.until('SWD x1e3 150.4');
+    expect(term.lines.join('\n')).toContain('real-vs-real floor 27.5');
+    appendFileSync(join(run, 'train.log'), lines.slice(cut).join('\n') + '\n');
+    await term.until('SWD x1e3 95.5');
     tui.stop();
   });
 

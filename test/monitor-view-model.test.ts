@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { classifyRecord } from '../coordinator/monitor/log-reader.ts';
 import { applyLine, createRunView, formatDuration, progressOf, totalIterations } from '../coordinator/monitor/view-model.ts';
-import { fixtureLines, fixtureView } from './support/monitor-fixture.ts';
+import { FIXTURE_SWD, fixtureEvalLines, fixtureLines, fixtureView } from './support/monitor-fixture.ts';
 
 const at = (iso: string) => Date.parse(iso);
 const iteration = (n: number, time: string, extra: Record<string, unknown> = {}) =>
@@ -66,6 +66,34 @@ describe('the run view', () => {
     applyLine(view, iteration(4, '2025-01-01T00:01:00.000Z', { scoreG: 0.9 }));
     expect(view.iterations).toEqual([1, 2, 3, 4]);
     expect(view.scoreG.at(-1)).toBe(0.9);
+  });
+
+  it('folds eval lines into the SWD series and its floor, though each arrives after later iterations', () => {
+    const plain = fixtureView();
+    expect([plain.evalIterations, plain.swd, plain.swdFloor]).toEqual([[], [], undefined]);
+    const view = fixtureView(Infinity, fixtureEvalLines());
+    expect(view.evalIterations).toEqual(FIXTURE_SWD.iterations);
+    expect(view.swd).toEqual(FIXTURE_SWD.swd);
+    expect(view.swdFloor).toBe(FIXTURE_SWD.floor);
+    // The scores are untouched by the eval lines between them.
+    expect(view.iterations).toEqual(plain.iterations);
+    expect(view.events.map((e) => e.text)).toContain('SWD at iteration 20: 120.70 (100.7 / 140.7), floor 27.50');
+    expect(view.events.map((e) => e.text)).toContain('SWD floor, real vs real on 128 images: 27.50');
+  });
+
+  it('a resumed run drops the SWD of the iterations it repeats, and keeps the ones before', () => {
+    const view = createRunView();
+    const score = (i: number, swd: number) => applyLine(view, event('eval', { iteration: i, swd, floor: 30 }));
+    for (let i = 1; i <= 25; i++) applyLine(view, iteration(i, '2025-01-01T00:00:01.000Z'));
+    score(0, 200);
+    score(10, 150);
+    score(20, 120);
+    // Resumed from the checkpoint at 15: iterations 16.. again, and the score at 20 again.
+    applyLine(view, iteration(16, '2025-01-01T00:01:00.000Z'));
+    expect([view.evalIterations, view.swd]).toEqual([[0, 10], [200, 150]]);
+    score(20, 118);
+    expect([view.evalIterations, view.swd]).toEqual([[0, 10, 20], [200, 150, 118]]);
+    expect(view.swdFloor).toBe(30);
   });
 
   it('counts monitors apart from workers and keeps them out of the events', () => {

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { newToken } from '../coordinator/auth.ts';
 import { sampleLocator, watchRemote, watchRun } from '../coordinator/monitor/watch.ts';
 import type { PeerServer } from '../coordinator/server.ts';
-import { fixtureLines, fixtureRun, monitorEndpoint } from './support/monitor-fixture.ts';
+import { fixtureEvalLines, fixtureLines, fixtureRun, monitorEndpoint } from './support/monitor-fixture.ts';
 import { VirtualKeyboard, VirtualTerminal } from './support/virtual-terminal.ts';
 
 let dir: string;
@@ -26,6 +26,19 @@ describe('gan-dist watch on a run directory', () => {
     // The 5x5 grid in shades: the white tile (24) is the bottom-right block.
     expect(out).toContain('█████');
     expect(out).toContain('/iter-000030.png');
+  });
+
+  it('replays a run scored with --eval-every: the SWD chart and its floor under the scores', async () => {
+    const run = join(dir, 'run');
+    cpSync(fixtureRun, run, { recursive: true });
+    writeFileSync(join(run, 'train.log'), fixtureEvalLines().join('\n') + '\n');
+    let out = '';
+    await watchRun({ target: run, stdout: { isTTY: false, write: (s: string) => ((out += s), true), on: () => {}, off: () => {} }, width: 100, height: 30 });
+    const lines = out.trimEnd().split('\n');
+    expect(lines).toHaveLength(30);
+    expect(lines[2]).toContain('GeneratorScore 0.192');
+    expect(lines.find((l) => l.includes('SWD x1e3'))).toMatch(/━━ SWD x1e3 95\.5 +┄┄ real-vs-real floor 27\.5/);
+    expect(lines.some((l) => /^ {4}0 +iteration +30/.test(l))).toBe(true);
   });
 
   it('finds the samples of a moved run in its own samples/ folder', () => {

@@ -67,6 +67,8 @@ export const palette = {
   ok: [60, 180, 75] as Rgb,
   muted: [128, 128, 128] as Rgb,
   accent: [80, 160, 220] as Rgb,
+  // MATLAB's fifth line colour: the SWD of --eval-every, apart from both scores.
+  swd: [119, 172, 48] as Rgb,
 } as const;
 
 // CSI sequences (colours, cursor moves) and OSC sequences (titles, links) take no columns.

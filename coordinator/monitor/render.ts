@@ -1,6 +1,7 @@
 // The terminal UI's screen as lines of text for a given size: header, progress, the two scores'
-// chart beside the latest sample grid, the workers table, recent events and the keys. Pure: the
-// same view and size give the same lines, so tests read it as a string.
+// chart (and under it, once the log has `eval` lines, the SWD with its floor on the same x axis)
+// beside the latest sample grid, the workers table, recent events and the keys. Pure: the same
+// view and size give the same lines, so tests read it as a string.
 //
 //   gan-dist · runs/latest                                   RUNNING · 2 workers · 45.2 img/s
 //   epoch 3/500  iter 120/14000  elapsed 0:42  ETA 1:23:45  [████░░░░░░░░░░░░░░░░░░░░░]   1%
@@ -11,7 +12,7 @@
 //   q quit
 
 import { BOLD, DIM, INVERSE, fit, paint, palette, sanitize, style, truncate, visibleWidth, type ColorMode, type Rgb } from './ansi.ts';
-import { renderChart, renderLegend, type ChartSeries } from './chart.ts';
+import { niceCeil, renderChart, renderLegend, type ChartRule, type ChartSeries } from './chart.ts';
 import { fitImage, renderImage, type RgbImage } from './image-block.ts';
 import { formatDuration, progressOf, type RunView } from './view-model.ts';
 
@@ -147,6 +148,34 @@ function eventLines(view: RunView, width: number, rows: number, mode: ColorMode)
   return lines.map((l) => fit(l, width));
 }
 
+/**
+ * The left of the top area, `rows` lines of `width`: the scores' legend and chart, and with SWD
+ * scores a second legend and chart below them, both charts over one x range (iterations) so an
+ * SWD point sits under the scores of its iteration; the lower chart carries the x axis.
+ */
+function charts(view: RunView, width: number, rows: number, mode: ColorMode): string[] {
+  const scores: ChartSeries[] = [
+    { label: 'GeneratorScore', values: view.scoreG, color: palette.generator },
+    { label: 'DiscriminatorScore', values: view.scoreD, color: palette.discriminator },
+  ];
+  if (view.swd.length === 0 || rows < 8) {
+    return [fit(renderLegend(scores, mode), width), ...renderChart({ xs: view.iterations, series: scores, width, height: rows - 1, mode })];
+  }
+  const first = Math.min(view.iterations[0] ?? Infinity, view.evalIterations[0]);
+  const last = Math.max(view.iterations.at(-1) ?? -Infinity, view.evalIterations.at(-1)!);
+  const xRange = [first, Math.max(last, first + 1)] as const;
+  const swd: ChartSeries[] = [{ label: 'SWD x1e3', values: view.swd, xs: view.evalIterations, color: palette.swd, digits: 1 }];
+  const rules: ChartRule[] = view.swdFloor !== undefined ? [{ label: 'real-vs-real floor', value: view.swdFloor, color: palette.muted }] : [];
+  const scoreRows = Math.floor((rows - 2) / 2);
+  return [
+    fit(renderLegend(scores, mode), width),
+    ...renderChart({ xs: view.iterations, series: scores, width, height: scoreRows, xRange, xAxis: false, mode }),
+    fit(renderLegend(swd, mode, rules), width),
+    // SWD >= 0: from zero, so the gap to the floor reads at its true size.
+    ...renderChart({ xs: view.evalIterations, series: swd, rules, width, height: rows - 2 - scoreRows, yMin: 0, yMax: niceCeil(Math.max(...view.swd, view.swdFloor ?? 0)), xRange, mode }),
+  ];
+}
+
 function sampleBlock(sample: SampleImage | undefined, cols: number, rows: number, mode: ColorMode): string[] {
   const caption = (s: string) => style(fit(s, cols), DIM, mode);
   if (!sample) return [...Array.from({ length: rows - 1 }, () => fit('', cols)), caption('no sample grid yet')];
@@ -184,11 +213,7 @@ export function renderScreen(view: RunView, opts: RenderOptions): string[] {
   // Chart on the left, the sample grid (square: twice as many columns as rows) on the right.
   const imageCols = W >= 60 ? Math.min(2 * (top - 1), Math.floor(W * 0.45)) : 0;
   const chartW = imageCols > 0 ? W - imageCols - 2 : W;
-  const series: ChartSeries[] = [
-    { label: 'GeneratorScore', values: view.scoreG, color: palette.generator },
-    { label: 'DiscriminatorScore', values: view.scoreD, color: palette.discriminator },
-  ];
-  const left = [fit(renderLegend(series, mode), chartW), ...renderChart({ xs: view.iterations, series, width: chartW, height: top - 1, mode })];
+  const left = charts(view, chartW, top, mode);
   const right = imageCols > 0 ? sampleBlock(opts.sample, imageCols, top, mode) : [];
 
   const lines: string[] = [header(view, opts), progressLine(view, opts)];

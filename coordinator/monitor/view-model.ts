@@ -1,5 +1,5 @@
-// What the terminal UI shows, folded from log records: the score series, progress towards the
-// run's last iteration, the workers that joined and left, recent events and the latest sample
+// What the terminal UI shows, folded from log records: the score series, the SWD of
+// `--eval-every` and its floor, progress towards the run's last iteration, the workers that joined and left, recent events and the latest sample
 // grid. The same fold serves a local log file, a remote coordinator's lines and train's own TUI.
 
 import { clockTime, formatFields } from './format.ts';
@@ -38,6 +38,11 @@ export interface RunView {
   iterations: number[];
   scoreG: number[];
   scoreD: number[];
+  /** SWD x 1e3 of `--eval-every` (`eval` events): the iterations scored and the scores, in iteration order without repeats. */
+  evalIterations: number[];
+  swd: number[];
+  /** The real-vs-real SWD the scores approach (`eval-floor`, or an `eval` line's `floor`). */
+  swdFloor?: number;
   last?: IterationLine;
   /** When the current run segment started running (ms since the epoch); a resume starts a new one. */
   startedAt?: number;
@@ -58,7 +63,7 @@ const MAX_EVENTS = 200;
 const RATE_WINDOW = 20;
 
 export function createRunView(): RunView {
-  return { finished: false, iterations: [], scoreG: [], scoreD: [], recent: [], workers: new Map(), monitors: new Set(), events: [], lines: 0 };
+  return { finished: false, iterations: [], scoreG: [], scoreD: [], evalIterations: [], swd: [], recent: [], workers: new Map(), monitors: new Set(), events: [], lines: 0 };
 }
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
@@ -90,6 +95,7 @@ function applyIteration(view: RunView, r: IterationLine, t: number | undefined):
     view.scoreG.length = keep;
     view.scoreD.length = keep;
     view.recent.length = 0;
+    dropEvalsFrom(view, r.iteration);
   }
   view.iterations.push(r.iteration);
   view.scoreG.push(r.scoreG);
@@ -105,6 +111,14 @@ function applyIteration(view: RunView, r: IterationLine, t: number | undefined):
       if (w && num(s.rows) !== undefined && num(s.computeMs)) w.imagesPerSec = (s.rows * 1000) / s.computeMs;
     }
   }
+}
+
+/** Forgets the scores of iterations >= `iteration`: a resumed run computes them again. */
+function dropEvalsFrom(view: RunView, iteration: number): void {
+  let keep = view.evalIterations.length;
+  while (keep > 0 && view.evalIterations[keep - 1] >= iteration) keep--;
+  view.evalIterations.length = keep;
+  view.swd.length = keep;
 }
 
 function applyEvent(view: RunView, r: EventLine, t: number | undefined): void {
@@ -169,6 +183,21 @@ function applyEvent(view: RunView, r: EventLine, t: number | undefined): void {
     case 'sample-written':
       if (typeof r.path === 'string') view.sample = { iteration: num(r.iteration) ?? 0, path: r.path };
       break;
+    case 'eval-floor':
+      view.swdFloor = num(r.swd) ?? view.swdFloor;
+      break;
+    case 'eval': {
+      // Scored while training went on, so an eval line follows later iteration lines.
+      const iteration = num(r.iteration);
+      const swd = num(r.swd);
+      if (iteration !== undefined && swd !== undefined) {
+        dropEvalsFrom(view, iteration);
+        view.evalIterations.push(iteration);
+        view.swd.push(swd);
+      }
+      view.swdFloor = num(r.floor) ?? view.swdFloor;
+      break;
+    }
   }
   // Monitors coming and going are not the run's news.
   if (r.event === 'worker-joined' && r.role === 'monitor') return;
@@ -192,6 +221,10 @@ export function describeEvent(r: EventLine): string {
       return `checkpoint at iteration ${f.iteration}: ${str(f.path)}${num(f.ms) !== undefined ? ` (${f.ms} ms)` : ''}`;
     case 'sample-written':
       return `sample grid at iteration ${f.iteration}: ${str(f.path)}`;
+    case 'eval':
+      return `SWD at iteration ${f.iteration}: ${num(f.swd)?.toFixed(2) ?? '-'}${Array.isArray(f.swdLevels) ? ` (${f.swdLevels.join(' / ')})` : ''}, floor ${num(f.floor)?.toFixed(2) ?? '-'}`;
+    case 'eval-floor':
+      return `SWD floor, real vs real on ${f.count} images: ${num(f.swd)?.toFixed(2) ?? '-'}`;
     case 'state':
       return `state ${str(f.from)} → ${str(f.to)}${f.reason ? `: ${str(f.reason)}` : ''}${f.error ? `: ${str(f.error)}` : ''}`;
     case 'run-finished':
