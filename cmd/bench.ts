@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { GanDistError } from '../coordinator/errors.ts';
 import { benchScaling, formatScaling } from '../coordinator/scaling-bench.ts';
 import { benchMemory } from '../coordinator/memory-bench.ts';
+import { benchAdam, formatAdamBench } from '../coordinator/adam-bench.ts';
 import { benchData, formatDataBench } from '../data/bench.ts';
 import { benchStep, formatStepBench } from '../worker/step-bench.ts';
 import { parseBackendName } from '../worker/backend.ts';
@@ -81,6 +82,18 @@ export function registerBenchCommands(program: Command): Command {
     .action(async (dir: string, opts) => {
       const r = await benchData({ dir, passes: opts.passes, imageSize: opts.imageSize });
       console.log(opts.json ? JSON.stringify(r, null, 2) : formatDataBench(r));
+    });
+
+  bench
+    .command('adam')
+    .description("the coordinator's reduction of N workers' gradients + Adam on the full model: single-threaded vs a piscina pool, GB/s against memcpy")
+    .option('--threads <list>', 'thread counts (1: fused on the main thread)', intList('--threads'), [1, 2])
+    .option('--workers <n>', 'workers whose gradients are reduced', (v) => intList('--workers')(v)[0], 4)
+    .option('--reps <n>', 'timed iterations per variant', (v) => intList('--reps')(v)[0], 7)
+    .option('--json', 'print JSON')
+    .action(async (opts) => {
+      const r = await benchAdam({ threads: opts.threads, workers: opts.workers, reps: opts.reps, progress: (line) => console.error(line) });
+      console.log(opts.json ? JSON.stringify(r, null, 2) : formatAdamBench(r));
     });
 
   bench

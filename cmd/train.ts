@@ -47,6 +47,7 @@ export function registerTrainCommands(program: Command): void {
       .option('--tls', 'serve wss on loopback too')
       .option('--min-workers <n>', 'wait until this many workers are in before the first iteration', positiveInt('--min-workers', 1))
       .addOption(new Option('--balance <mode>', 'shard sizes: off (equal) or throughput (by measured speed)').choices(['off', 'throughput']).default('off'))
+      .option('--adam-threads <n>', "threads of the coordinator's gradient reduction and Adam (default: min(2, cores); 1: main thread; same floats either way)", positiveInt('--adam-threads', 1))
       .option('--run-dir <dir>', 'the run directory (default runs/<timestamp>, runs/latest points at it)')
       .option('--resume <run-dir>', 'continue the run in this directory from its last checkpoint')
       .option('--checkpoint-every <n>', 'iterations between checkpoints (0: only at the end)', positiveInt('--checkpoint-every'), 500)
@@ -78,6 +79,7 @@ export function registerTrainCommands(program: Command): void {
       backend: opts.backend,
       minWorkers: opts.minWorkers,
       balance: opts.balance,
+      adamThreads: opts.adamThreads,
       tls: opts.tls,
       tlsCert: opts.tlsCert,
       tlsKey: opts.tlsKey,

@@ -295,11 +295,13 @@ export class Coordinator {
   async run(): Promise<RunState> {
     const cfg = this.opts.config;
     try {
+      // The optimizer's threads load while the workers join.
+      this.optimizer.prepare();
       if (this.dispatcher.liveCount < this.opts.minWorkers) {
         this.transition('waiting', { minWorkers: this.opts.minWorkers, live: this.dispatcher.liveCount });
         await this.dispatcher.waitForWorkers(this.opts.minWorkers, this.stopController.signal);
       }
-      this.transition('running', { iteration: this.iteration, maxIterations: this.maxIterations });
+      this.transition('running', { iteration: this.iteration, maxIterations: this.maxIterations, adamThreads: this.optimizer.threads });
       let lastCheckpoint = this.iteration;
       const evalEvery = this.opts.evaluation ? (this.opts.evalEvery ?? 0) : 0;
       if (evalEvery > 0 && this.iteration === 0) await this.evaluate();

@@ -124,6 +124,11 @@ export class Optimizer {
     return this.sums.views;
   }
 
+  /** Starts the pool's threads now (they take a moment to load), so the first step does not wait for them. */
+  prepare(): void {
+    if (this.threads > 1) this.startPool();
+  }
+
   /** Starts an iteration: the next add is the first. */
   begin(): void {
     this.added = 0;

@@ -36,6 +36,8 @@ export interface TrainOptions {
   backend: string;
   minWorkers?: number;
   balance?: 'off' | 'throughput';
+  /** --adam-threads: threads of the coordinator's reduction and Adam (default: min(2, cores); 1: main thread). */
+  adamThreads?: number;
   checkpointEvery: number;
   keepCheckpoints: number;
   tokenFile?: string;
@@ -186,6 +188,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     port,
     tls: identity,
     balance: opts.balance,
+    adamThreads: opts.adamThreads,
     minWorkers: opts.minWorkers ?? Math.max(1, opts.gpus?.length || opts.workers),
     resume,
     checkpointEvery: opts.checkpointEvery,

@@ -1,0 +1,193 @@
+// `gan-dist bench adam`: the coordinator's reduction of N workers' gradients plus Adam on the full
+// model, single-threaded (the accumulator and per-tensor adamStep it replaced, then the fused
+// kernels) against the optimizer's piscina pool, with the memory bandwidth of a plain copy
+// measured in the same run as the yardstick.
+
+import { loadavg } from 'node:os';
+import { ADAM_EPSILON, adamStep } from './adam.ts';
+import { modelConfigOf, resolveConfig } from './config.ts';
+import { Optimizer } from './optimizer.ts';
+import { GradientAccumulator } from './reduce.ts';
+import { initialParams, parameterTable, sizeOf, type NamedArrays } from '../worker/architecture.ts';
+
+export interface AdamBenchOptions {
+  /** Thread counts of the pooled runs (1 is the fused single-threaded run). */
+  threads: number[];
+  /** Workers whose gradients are reduced each iteration. */
+  workers: number;
+  /** Timed iterations per variant (after one untimed). */
+  reps: number;
+  progress?: (line: string) => void;
+}
+
+export interface AdamBenchRow {
+  variant: string;
+  threads: number;
+  addOn: 'main' | 'threads';
+  /** Median ms of one iteration: N adds + mean + Adam. */
+  ms: number;
+  /** The fastest iteration: the least disturbed by other processes on a shared machine. */
+  bestMs: number;
+  /** Median ms from the last worker's gradient being handed over to Adam's end: what the iteration waits for once the last result is in. */
+  tailMs: number;
+  /** Bytes read and written by the computation per ms, as GB/s. */
+  gbps: number;
+  /** ms of the single-threaded baseline / ms of this row. */
+  speedup: number;
+  /** gbps / the copy's GB/s. */
+  ofMemcpy: number;
+}
+
+export interface AdamBenchReport {
+  parameters: number;
+  learnables: number;
+  workers: number;
+  reps: number;
+  /** Bytes read + written per iteration: N gradients read, the sums written and read N times, weights and both moments read and written. */
+  bytesPerIteration: number;
+  memcpy: { bufferCopyGBps: number; typedArraySetGBps: number };
+  rows: AdamBenchRow[];
+  loadavg: number[];
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Gradient tensors as a worker's frame delivers them: views into one ordinary buffer each. */
+function fakeGradients(specs: { name: string; shape: number[] }[], seed: number): NamedArrays {
+  const total = specs.reduce((n, s) => n + sizeOf(s.shape), 0);
+  const flat = new Float32Array(total);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < total; i++) {
+    // xorshift32: cheap, and values of every sign and a spread of magnitudes.
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    flat[i] = ((x >>> 0) / 2 ** 32 - 0.5) * 1e-2;
+  }
+  const out: NamedArrays = {};
+  let off = 0;
+  for (const s of specs) {
+    out[s.name] = flat.subarray(off, off + sizeOf(s.shape));
+    off += sizeOf(s.shape);
+  }
+  return out;
+}
+
+/** GB/s of copying `bytes` bytes (read + written, as the rows count) with Buffer.copy and TypedArray.set. */
+function measureMemcpy(bytes: number, reps: number): AdamBenchReport['memcpy'] {
+  const src = Buffer.alloc(bytes, 1);
+  const dst = Buffer.alloc(bytes, 2);
+  const a = new Float32Array(src.buffer, src.byteOffset, bytes / 4);
+  const b = new Float32Array(dst.buffer, dst.byteOffset, bytes / 4);
+  const time = (fn: () => void) => {
+    fn();
+    const ms: number[] = [];
+    for (let r = 0; r < reps; r++) {
+      const t0 = performance.now();
+      fn();
+      ms.push(performance.now() - t0);
+    }
+    return (2 * bytes) / (median(ms) * 1e6);
+  };
+  return { bufferCopyGBps: time(() => src.copy(dst)), typedArraySetGBps: time(() => b.set(a)) };
+}
+
+export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport> {
+  const config = resolveConfig({});
+  const specs = parameterTable(modelConfigOf(config));
+  const learn = specs.filter((s) => s.role === 'learnable');
+  const L = learn.reduce((n, s) => n + sizeOf(s.shape), 0);
+  const N = opts.workers;
+  const rows = Array.from({ length: N }, (_, k) => Math.floor(((k + 1) * config.batchSize) / N) - Math.floor((k * config.batchSize) / N));
+  const grads = rows.map((_, k) => fakeGradients(learn, 1 + k));
+  const params = initialParams(specs, config.seed);
+  const hyper = { lr: config.lr, beta1: config.beta1, beta2: config.beta2, epsilon: ADAM_EPSILON };
+  const bytes = 4 * L * (N + 2 * N + 6);
+  const say = opts.progress ?? (() => undefined);
+
+  say(`memcpy of ${(bytes / 2 / 1e6).toFixed(0)} MB ...`);
+  const memcpy = measureMemcpy(Math.round(bytes / 2 / 4) * 4, opts.reps);
+  const copyGBps = Math.max(memcpy.bufferCopyGBps, memcpy.typedArraySetGBps);
+
+  type Timed = { ms: number; tailMs: number };
+  const out: { variant: string; threads: number; addOn: 'main' | 'threads'; times: Timed[] }[] = [];
+  const timeIt = async (variant: string, threads: number, addOn: 'main' | 'threads', iteration: (t: number) => Promise<Timed>) => {
+    say(`${variant} ...`);
+    await iteration(1); // untimed: JIT, page commits, the pool's threads
+    const times: Timed[] = [];
+    for (let r = 0; r < opts.reps; r++) times.push(await iteration(r + 2));
+    out.push({ variant, threads, addOn, times });
+  };
+
+  // The coordinator's arithmetic before the optimizer: zeroed accumulator, N adds, mean pass, adamStep per tensor.
+  {
+    const w: NamedArrays = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, v.slice()]));
+    const m: NamedArrays = Object.fromEntries(learn.map((s) => [s.name, new Float32Array(sizeOf(s.shape))]));
+    const v: NamedArrays = Object.fromEntries(learn.map((s) => [s.name, new Float32Array(sizeOf(s.shape))]));
+    const acc = new GradientAccumulator(learn);
+    await timeIt('accumulator + adamStep (before)', 1, 'main', async (t) => {
+      const t0 = performance.now();
+      acc.reset();
+      for (let k = 0; k < N - 1; k++) acc.add(grads[k], rows[k]);
+      const tLast = performance.now();
+      acc.add(grads[N - 1], rows[N - 1]);
+      const g = acc.mean();
+      for (const s of learn) adamStep(w[s.name], g[s.name], m[s.name], v[s.name], t, hyper);
+      const t1 = performance.now();
+      return { ms: t1 - t0, tailMs: t1 - tLast };
+    });
+  }
+  for (const threads of opts.threads) {
+    for (const addOn of threads > 1 ? (['main', 'threads'] as const) : (['main'] as const)) {
+      const opt = new Optimizer(specs, { params }, { threads, addOn });
+      try {
+        const name = threads === 1 ? 'fused, main thread' : `pool of ${threads}, ${addOn === 'main' ? 'main thread adds' : 'threads add'}`;
+        await timeIt(name, threads, addOn, async (t) => {
+          const t0 = performance.now();
+          opt.begin();
+          for (let k = 0; k < N - 1; k++) opt.add(grads[k], rows[k]);
+          const tLast = performance.now();
+          opt.add(grads[N - 1], rows[N - 1]);
+          await opt.step(t, hyper);
+          const t1 = performance.now();
+          return { ms: t1 - t0, tailMs: t1 - tLast };
+        });
+      } finally {
+        await opt.close();
+      }
+    }
+  }
+
+  const baseMs = median(out[0].times.map((x) => x.ms));
+  return {
+    parameters: specs.reduce((n, s) => n + sizeOf(s.shape), 0),
+    learnables: L,
+    workers: N,
+    reps: opts.reps,
+    bytesPerIteration: bytes,
+    memcpy,
+    rows: out.map((o) => {
+      const ms = median(o.times.map((x) => x.ms));
+      const gbps = bytes / (ms * 1e6);
+      return { variant: o.variant, threads: o.threads, addOn: o.addOn, ms, bestMs: Math.min(...o.times.map((x) => x.ms)), tailMs: median(o.times.map((x) => x.tailMs)), gbps, speedup: baseMs / ms, ofMemcpy: gbps / copyGBps };
+    }),
+    loadavg: loadavg(),
+  };
+}
+
+export function formatAdamBench(r: AdamBenchReport): string {
+  const lines = [
+    `reduction of ${r.workers} workers' gradients + Adam, full model: ${r.parameters.toLocaleString('en-US')} parameters (${r.learnables.toLocaleString('en-US')} learnable), median of ${r.reps}`,
+    `memcpy of the same run (read + write bytes): Buffer.copy ${r.memcpy.bufferCopyGBps.toFixed(1)} GB/s, TypedArray.set ${r.memcpy.typedArraySetGBps.toFixed(1)} GB/s; ` +
+      `an iteration reads and writes ${(r.bytesPerIteration / 1e6).toFixed(0)} MB`,
+    '',
+    `${'variant'.padEnd(34)} ${'ms'.padStart(8)} ${'best'.padStart(7)} ${'after last'.padStart(11)} ${'GB/s'.padStart(7)} ${'x before'.padStart(9)} ${'of memcpy'.padStart(10)}`,
+  ];
+  for (const row of r.rows) {
+    lines.push(
+      `${row.variant.padEnd(34)} ${row.ms.toFixed(1).padStart(8)} ${row.bestMs.toFixed(1).padStart(7)} ${row.tailMs.toFixed(1).padStart(11)} ${row.gbps.toFixed(1).padStart(7)} ${row.speedup.toFixed(2).padStart(9)} ${(row.ofMemcpy * 100).toFixed(0).padStart(9)}%`,
+    );
+  }
+  lines.push('', `ms, GB/s and ratios from medians; "best": the fastest repetition. "after last": from the last worker's gradient to Adam's end, what an iteration waits for once every result is in. Load average ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}.`);
+  return lines.join('\n');
+}
