@@ -7,6 +7,7 @@ import { configKeys, flagName, type TrainConfig } from '../coordinator/config.ts
 import { GanDistError } from '../coordinator/errors.ts';
 import { resolveToken } from '../coordinator/auth.ts';
 import { train } from '../coordinator/train.ts';
+import { WIRE_DTYPES } from '../coordinator/wire-dtype.ts';
 import { stderrLog } from '../data/progress.ts';
 import { backendNames, parseBackendName } from '../worker/backend.ts';
 import { runWorkerWithReconnect } from '../worker/client.ts';
@@ -46,6 +47,10 @@ export function registerTrainCommands(program: Command): void {
       .option('--tls-key <file>', 'the private key of --tls-cert')
       .option('--tls', 'serve wss on loopback too')
       .option('--min-workers <n>', 'wait until this many workers are in before the first iteration', positiveInt('--min-workers', 1))
+      .addOption(
+        new Option('--wire-dtype <dtype>', "weights and gradients to socket workers: float32 (exact), bfloat16 or float16 (half the bytes; master weights and Adam stay float32); a resume keeps the run's")
+          .choices([...WIRE_DTYPES]),
+      )
       .addOption(new Option('--balance <mode>', 'shard sizes: off (equal) or throughput (by measured speed)').choices(['off', 'throughput']).default('off'))
       .option('--adam-threads <n>', "threads of the coordinator's gradient reduction and Adam (default: min(2, cores); 1: main thread; same floats either way)", positiveInt('--adam-threads', 1))
       .option('--run-dir <dir>', 'the run directory (default runs/<timestamp>, runs/latest points at it)')
@@ -80,6 +85,7 @@ export function registerTrainCommands(program: Command): void {
       minWorkers: opts.minWorkers,
       balance: opts.balance,
       adamThreads: opts.adamThreads,
+      wireDtype: opts.wireDtype,
       tls: opts.tls,
       tlsCert: opts.tlsCert,
       tlsKey: opts.tlsKey,

@@ -8,7 +8,7 @@ import { modelConfigOf, type TrainConfig } from './config.ts';
 import { GanDistError } from './errors.ts';
 import { Dispatcher, type ShardTask } from './dispatcher.ts';
 import { logEvent, type RunLogger } from './logger.ts';
-import { encodeMessage, frameLimitFor, paramTableHash, type GradientsMessage, type SampleMessage } from './protocol.ts';
+import { encodeMessage, frameLimitFor, paramTableHash, type GradientsMessage, type SampleMessage, type WireDtype } from './protocol.ts';
 import { Optimizer } from './optimizer.ts';
 import { poolBatchStats, splitRows, updateRunningStats, type BnSums } from './reduce.ts';
 import { Rng, type RngState } from './rng.ts';
@@ -91,6 +91,11 @@ export interface CoordinatorOptions {
   onEvent?: (event: string, fields: Record<string, unknown>) => void;
   /** Sees each iteration's whole-batch draws (tests check they do not depend on the workers). */
   onDraw?: (iteration: number, z: Float32Array, flip: Uint8Array) => void;
+  /**
+   * --wire-dtype: the form of the weights sent to socket workers and of the gradients they send
+   * back (default float32, exact). Master weights and Adam stay float32 here whatever it is.
+   */
+  wireDtype?: WireDtype;
 }
 
 export class Coordinator {
@@ -98,6 +103,7 @@ export class Coordinator {
   readonly runId: string;
   readonly specs: ParamSpec[];
   readonly learnables: ParamSpec[];
+  private readonly learnableNames: Set<string>;
   readonly params: NamedArrays;
   readonly adamM: NamedArrays;
   readonly adamV: NamedArrays;
@@ -105,7 +111,10 @@ export class Coordinator {
   iteration: number;
   epoch: number;
   private version = 0;
-  private weightsFrame?: { version: number; frame: Buffer };
+  /** The weights frame of the current version, one per wire dtype asked for. */
+  private readonly weightsFrames = new Map<WireDtype, { version: number; frame: Buffer }>();
+  /** What each worker was told in its welcome (--wire-dtype, for socket workers). */
+  private readonly peerWireDtype = new Map<number, WireDtype>();
   private readonly rngZ: Rng;
   private readonly rngFlip: Rng;
   private readonly optimizer: Optimizer;
@@ -127,6 +136,7 @@ export class Coordinator {
     const model = modelConfigOf(cfg);
     this.specs = parameterTable(model);
     this.learnables = this.specs.filter((s) => s.role === 'learnable');
+    this.learnableNames = new Set(this.learnables.map((s) => s.name));
     // Elements per channel each BatchNorm layer normalises over, per image: H x W of its input.
     for (const net of ['G', 'D'] as const) {
       const layers = layersOf(net, model);
@@ -152,7 +162,7 @@ export class Coordinator {
     const byEpochs = cfg.epochs * opts.iterationsPerEpoch;
     this.maxIterations = cfg.iterations > 0 ? Math.min(cfg.iterations, byEpochs) : byEpochs;
     this.dispatcher = new Dispatcher({
-      weights: () => this.currentWeights(),
+      weights: (slot) => this.currentWeights(this.peerWireDtype.get(slot.peer.id) ?? 'float32'),
       validate: (m) => this.validateGradients(m),
       event: (name, fields, level) => this.event(name, fields, level),
     });
@@ -173,16 +183,29 @@ export class Coordinator {
     return this.dispatcher.workers;
   }
 
-  private currentWeights(): { version: number; frame: Buffer } {
-    if (this.weightsFrame?.version !== this.version) {
+  /**
+   * The welcome's wireDtype for worker `id` (left out at float32, the protocol's default). A worker
+   * that later moves to shared memory gets float32 weights there and sends float32 gradients.
+   */
+  private welcomeWireDtype(id: number): { wireDtype?: WireDtype } {
+    const dtype = this.opts.wireDtype ?? 'float32';
+    if (dtype === 'float32') return {};
+    this.peerWireDtype.set(id, dtype);
+    return { wireDtype: dtype };
+  }
+
+  /** The current weights in `dtype`, encoded once per version and dtype. */
+  private currentWeights(dtype: WireDtype = 'float32'): { version: number; frame: Buffer } {
+    let cached = this.weightsFrames.get(dtype);
+    if (cached?.version !== this.version) {
       const shapes: Record<string, number[]> = {};
       for (const s of this.specs) shapes[s.name] = s.shape;
-      this.weightsFrame = {
-        version: this.version,
-        frame: encodeMessage({ type: 'weights', version: this.version, iteration: this.iteration, tensors: this.params, shapes }),
-      };
+      const msg = { type: 'weights', version: this.version, iteration: this.iteration, tensors: this.params, shapes } as const;
+      // BatchNorm running statistics stay float32: a few KB, and workers' sample grids use them.
+      cached = { version: this.version, frame: encodeMessage(msg, { wireDtype: dtype, exact: (name) => !this.learnableNames.has(name) }) };
+      this.weightsFrames.set(dtype, cached);
     }
-    return this.weightsFrame;
+    return cached;
   }
 
   private validateGradients(m: GradientsMessage): string | undefined {
@@ -219,11 +242,12 @@ export class Coordinator {
         // A worker's answer to an evaluation carries evaluation.count images.
         sampleCount: Math.max(cfg.numValidationImages, this.opts.evaluation?.count ?? 0),
       }),
-      welcome: (_hello, id) => ({
+      welcome: (hello, id) => ({
         runId: this.runId,
         workerId: id,
         modelConfig: { ...model, batchSize: cfg.batchSize },
         seed: cfg.seed,
+        ...(hello.role === 'worker' ? this.welcomeWireDtype(id) : {}),
       }),
     });
     if (this.opts.monitors) attachMonitors(this.server, this.opts.monitors, (reason) => this.requestStop(reason));
@@ -234,6 +258,7 @@ export class Coordinator {
     this.server.on('gone', (peer: Peer, reason: string) => {
       this.event('worker-left', { worker: peer.id, address: peer.address, reason }, this.state === 'running' ? 'warn' : 'info');
       this.dispatcher.remove(peer.id, reason);
+      this.peerWireDtype.delete(peer.id);
       if (this.pendingSample?.peerId === peer.id) this.pendingSample.reject(new Error(`worker ${peer.id} left: ${reason}`));
     });
     this.server.on('rejected', (r: { address: string; reason: string }) => this.event('peer-rejected', r, 'warn'));

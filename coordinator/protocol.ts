@@ -15,6 +15,13 @@
 //   .. raw little-endian tensor bytes, each at its byteOffset: a multiple of 8 at or after the
 //      header's end, ranges not overlapping; the frame ends where the last tensor ends.
 //
+// dtypes: float32, int32, uint8, uint16, and the lighter wire's bfloat16 and float16 (two bytes
+// an element; wire-dtype.ts). A float16 entry carries "scale": a power of two from 2^-163 to
+// 2^113 that each value was divided by (chosen from the tensor's largest |x|, so small gradients
+// stay above float16's denormals); the receiver multiplies it back. Both decode to float32, so
+// messages in memory hold Float32Arrays whatever the wire carried. Only `weights` and
+// `gradients` may carry them; `welcome.wireDtype` (absent: float32) tells a worker which to use.
+//
 // In memory a message is `{type, ...fields}` and, for the types that carry tensors, `tensors`
 // (name -> flat typed array) and `shapes` (name -> shape). The fields of `hello` and `reject` are
 // frozen across protocol versions: a peer of another version can still say hello and be told why
@@ -37,10 +44,13 @@ import {
   type OutgoingTensor,
   type TypedArray,
 } from './framing.ts';
+import { WIRE_DTYPES, isHalfDtype, type WireDtype } from './wire-dtype.ts';
 
 export { allFinite, firstNonFinite, type Dtype, type FrameLimits, type TypedArray } from './framing.ts';
+export type { WireDtype } from './wire-dtype.ts';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: bfloat16 and float16 tensors, welcome.wireDtype. */
+export const PROTOCOL_VERSION = 2;
 
 export type Role = 'worker' | 'monitor';
 export type Shape = readonly number[];
@@ -65,6 +75,8 @@ export interface WelcomeMessage {
   workerId: number;
   modelConfig: Record<string, unknown>;
   seed: number;
+  /** The dtype of the weights this worker is sent and the gradients it sends; absent: float32. */
+  wireDtype?: WireDtype;
 }
 export interface ReadyMessage { type: 'ready'; paramTableHash: string }
 export interface RejectMessage { type: 'reject'; reason: string; code: string }
@@ -221,6 +233,8 @@ interface TableRow {
 
 interface MessageSpec {
   fields: Record<string, Check>;
+  /** Fields a message may leave out. */
+  optional?: Record<string, Check>;
   /** Checks the tensor table (names, dtypes, shapes) against the already checked fields. */
   tensors: (rows: readonly TableRow[], fields: Record<string, unknown>) => void;
   /** Float tensors whose values must all be finite: every one, or these names. */
@@ -294,10 +308,11 @@ function noTensors(rows: readonly TableRow[]): void {
   if (rows.length > 0) fail(`this message carries no tensors, got ${rows.length}`);
 }
 
-function namedFloat32(rows: readonly TableRow[]): void {
+/** Weights and gradients: float32, or the lighter wire's bfloat16 and float16. */
+function namedFloats(rows: readonly TableRow[]): void {
   if (rows.length === 0) fail('needs at least one tensor, got none');
   for (const r of rows) {
-    if (r.dtype !== 'float32') fail(`tensor '${r.name}' must be float32, got ${r.dtype}`);
+    if (r.dtype !== 'float32' && !isHalfDtype(r.dtype)) fail(`tensor '${r.name}' must be float32, bfloat16 or float16, got ${r.dtype}`);
   }
 }
 
@@ -366,12 +381,13 @@ const SPECS = new Map<string, MessageSpec>([
   ['proof', { fields: { proof: hex64 }, tensors: noTensors, finite: [] }],
   ['welcome', {
     fields: { runId: text(128, 1), workerId: uint, modelConfig: object(256), seed: uint },
+    optional: { wireDtype: oneOf(...WIRE_DTYPES) },
     tensors: noTensors,
     finite: [],
   }],
   ['ready', { fields: { paramTableHash: hex64 }, tensors: noTensors, finite: [] }],
   ['reject', { fields: { reason: text(2048, 1), code: errorCode }, tensors: noTensors, finite: [] }],
-  ['weights', { fields: { version: uint, iteration: uint }, tensors: namedFloat32, finite: 'all' }],
+  ['weights', { fields: { version: uint, iteration: uint }, tensors: namedFloats, finite: 'all' }],
   ['shard', {
     fields: { iteration: uint, weightsVersion: uint, shardId: uint, rowStart: uint, rowCount: int(1) },
     tensors: shardTensors,
@@ -390,7 +406,7 @@ const SPECS = new Map<string, MessageSpec>([
       lossD: finite(0),
       timings,
     },
-    tensors: namedFloat32,
+    tensors: namedFloats,
     finite: 'all',
   }],
   ['gradientsNonFinite', {
@@ -432,17 +448,21 @@ function checkFields(type: string, spec: MessageSpec, fields: Record<string, unk
     if (!Object.hasOwn(fields, name)) fail(`${type}.${name} is missing`);
     check(fields[name], `${type}.${name}`);
   }
+  for (const [name, check] of Object.entries(spec.optional ?? {})) {
+    if (Object.hasOwn(fields, name)) check(fields[name], `${type}.${name}`);
+  }
   if (allowUnknown) return;
   for (const name of Object.keys(fields)) {
-    if (!Object.hasOwn(spec.fields, name)) fail(`${type} has unknown field ${describe(name)}`);
+    if (!Object.hasOwn(spec.fields, name) && !Object.hasOwn(spec.optional ?? {}, name)) fail(`${type} has unknown field ${describe(name)}`);
   }
 }
 
-function checkValues(spec: MessageSpec, tensors: Record<string, TypedArray>): void {
+/** `decoded`: tensors that arrived in a 16-bit form, whose decoding already refused non-finite values. */
+function checkValues(spec: MessageSpec, tensors: Record<string, TypedArray>, decoded?: ReadonlySet<string>): void {
   const names = spec.finite === 'all' ? Object.keys(tensors) : spec.finite;
   for (const name of names) {
     const t = tensors[name];
-    if (!(t instanceof Float32Array)) continue;
+    if (!(t instanceof Float32Array) || decoded?.has(name)) continue;
     const i = firstNonFinite(t);
     if (i >= 0) fail(`tensor '${name}' holds a non-finite value (${t[i]}) at index ${i}`);
   }
@@ -495,14 +515,34 @@ function byName(outgoing: readonly OutgoingTensor[]): Record<string, TypedArray>
   return Object.fromEntries(outgoing.map((t) => [t.name, t.data]));
 }
 
+/** Message types whose float32 tensors may travel in a 16-bit wire dtype. */
+const HALF_TYPES = new Set<string>(['weights', 'gradients']);
+
+export interface EncodeOptions {
+  /** Check tensor values as a receiver would (finite); the receiver always does. */
+  checkValues?: boolean;
+  /** `weights` and `gradients` only: send the float32 tensors in this dtype (default float32, exact). */
+  wireDtype?: WireDtype;
+  /** With a 16-bit wireDtype: the tensors that stay float32 anyway. */
+  exact?: (name: string) => boolean;
+  /** Encode into this buffer when it is large enough (the frame is a view of it): no 38 MB allocation per frame. */
+  into?: Buffer;
+}
+
 /**
- * The message as one binary frame (one allocation; each tensor copied into it once). Checks
- * fields, dtypes and shapes, so a sender's bug fails at the sender; tensor values are checked
- * only with `checkValues` (the receiver always checks them).
+ * The message as one binary frame (one allocation; each tensor copied into it once, or converted
+ * into it once for a 16-bit wireDtype). Checks fields, dtypes and shapes, so a sender's bug fails
+ * at the sender; tensor values are checked only with `checkValues` (the receiver always checks
+ * them), except that a 16-bit encoding refuses non-finite values.
  */
-export function encodeMessage(msg: Message, opts: { checkValues?: boolean } = {}): Buffer {
+export function encodeMessage(msg: Message, opts: EncodeOptions = {}): Buffer {
   const { type, spec, fields, outgoing } = split(msg);
   return within(type, () => {
+    const wire = opts.wireDtype ?? 'float32';
+    if (isHalfDtype(wire)) {
+      if (!HALF_TYPES.has(type)) fail(`a ${type} message travels exactly; wireDtype ${wire} applies to weights and gradients only`);
+      for (const t of outgoing) if (t.data instanceof Float32Array && opts.exact?.(t.name) !== true) t.wire = wire;
+    }
     spec.tensors(rowsOf(outgoing), fields);
     if (opts.checkValues === true) checkValues(spec, byName(outgoing));
     // A hello's frame carries the version it claims, so a peer of another version is named.
@@ -543,16 +583,19 @@ export function decodeMessage(input: Buffer | ArrayBuffer | Uint8Array, limits: 
       noTensors(table);
       const msg: Record<string, unknown> = { type };
       for (const name of Object.keys(spec.fields)) msg[name] = fields[name];
+      for (const name of Object.keys(spec.optional ?? {})) if (Object.hasOwn(fields, name)) msg[name] = fields[name];
       return msg as unknown as Message;
     }
     spec.tensors(table, fields);
     const tensors: Record<string, TypedArray> = {};
     const shapes: Record<string, Shape> = {};
+    const decoded = new Set<string>();
     for (const e of table) {
       tensors[e.name] = tensorData(frame.bytes, e);
       shapes[e.name] = e.shape;
+      if (isHalfDtype(e.dtype)) decoded.add(e.name);
     }
-    checkValues(spec, tensors);
+    checkValues(spec, tensors, decoded);
     return { type, ...fields, tensors, shapes } as unknown as Message;
   });
 }

@@ -21,6 +21,7 @@ import type { DataEvent } from '../data/events.ts';
 import { GPU_PACKAGE, installedVersion, parseBackendName } from '../worker/backend.ts';
 import { parameterTable } from '../worker/architecture.ts';
 import { modelConfigOf } from './config.ts';
+import { parseWireDtype, type WireDtype } from './wire-dtype.ts';
 
 export interface TrainOptions {
   config: TrainConfig;
@@ -60,6 +61,11 @@ export interface TrainOptions {
   threadsPerWorker?: number;
   /** Benchmarks: no checkpoint at the end of the run. */
   skipFinalCheckpoint?: boolean;
+  /**
+   * --wire-dtype: weights and gradients between the coordinator and socket workers as float32
+   * (default, exact), bfloat16 or float16 with a per-tensor scale. Kept in config.json for a resume.
+   */
+  wireDtype?: WireDtype;
   /** Serve wss even on loopback (beyond loopback it always is). */
   tls?: boolean;
   tlsCert?: string;
@@ -109,12 +115,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let resume: RunSnapshot | undefined;
   let config = opts.config;
   let data = opts.data ?? 'synthetic';
+  let wireDtype = opts.wireDtype ?? 'float32';
   const warnings: string[] = [];
   if (opts.resume) {
     run = openRunDirForResume(opts.resume, cwd);
-    const { data: storedData, ...stored } = JSON.parse(readFileSync(run.configPath, 'utf8')) as TrainConfig & { data?: string };
+    const { data: storedData, wireDtype: storedWire, ...stored } = JSON.parse(readFileSync(run.configPath, 'utf8')) as TrainConfig & { data?: string; wireDtype?: unknown };
     config = { ...stored, ...(opts.overrides ?? {}) };
     data = opts.data ?? storedData ?? 'synthetic';
+    // A resume keeps the run's wire dtype unless --wire-dtype is given again.
+    wireDtype = opts.wireDtype ?? (storedWire === undefined ? 'float32' : parseWireDtype(storedWire, `${run.configPath}: wireDtype`));
     const ckpt = await loadLatestCheckpoint(run.path, {
       expectSpecs: parameterTable(modelConfigOf(config)),
       onWarning: (m) => warnings.push(m),
@@ -135,11 +144,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     run = createRunDir({ runDir: opts.runDir, cwd });
   }
   // config.json: the resolved config, and the data source a resume reads again.
-  writeRunConfig(run, { ...config, data });
+  writeRunConfig(run, { ...config, data, wireDtype });
   const monitors = new LogBroadcaster();
   const log = createRunLogger(run.logPath, (line) => monitors.write(line));
   for (const w of warnings) logEvent(log, 'checkpoint-skipped', { warning: w }, 'warn');
-  logEvent(log, 'config', { config, data, resume: !!resume });
+  logEvent(log, 'config', { config, data, wireDtype, resume: !!resume });
 
   // The token: a resume reuses the run's; else --token-file, GAN_DIST_TOKEN, or a new one.
   let token: string;
@@ -180,6 +189,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const coordinator = new Coordinator({
     monitors,
     config,
+    wireDtype,
     batches,
     iterationsPerEpoch: batches.iterationsPerEpoch,
     log,

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Rng } from '../coordinator/rng.ts';
 import {
   createSwdEvaluator,
+  SWD_DIRECTION_BLOCK,
   evalLatents,
   laplacianPyramid,
   normalizeDescriptors,
@@ -202,6 +203,23 @@ describe('SWD evaluator', () => {
     expect(await a.swdAsync(toGenerated(other))).toEqual(r);
     expect(a.swdUint8(other)).toEqual(r);
     expect(createSwdEvaluator({ realImages: real, count, size, seed: 4, ...fast }).swd(toGenerated(other)).mean).not.toBe(r.mean);
+  });
+
+  it('swdAsync lets the event loop through after every block of directions, not only between repeats', async () => {
+    const real = blobImages(count, size, 1);
+    const ev = createSwdEvaluator({ realImages: real, count, size, seed: 3, ...fast, directions: 4 * SWD_DIRECTION_BLOCK });
+    let turns = 0;
+    let done = false;
+    const tick = () => {
+      if (done) return;
+      turns++;
+      setImmediate(tick);
+    };
+    setImmediate(tick);
+    await ev.swdAsync(toGenerated(blobImages(count, size, 2)));
+    done = true;
+    // 2 levels x 2 repeats x 4 blocks.
+    expect(turns).toBeGreaterThanOrEqual(2 * fast.repeats * 4 - 1);
   });
 
   it('sees a set of its own family as near, noise as far, and a blurred copy in between', () => {

@@ -14,6 +14,7 @@ import {
   paramTableHash,
   type FrameLimits,
   type Message,
+  type WireDtype,
 } from '../coordinator/protocol.ts';
 import { parameterTable, sizeOf, type NamedArrays } from './architecture.ts';
 import { loadBackend, type BackendName } from './backend.ts';
@@ -148,6 +149,8 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
   let ready = false;
   let outcome: WorkerOutcome | undefined;
   const send = (m: Message) => ws.send(encodeMessage(m));
+  /** What the welcome asked for the gradients sent over the socket (shared memory is always float32). */
+  let wireDtype: WireDtype = 'float32';
 
   return new Promise<WorkerOutcome>((resolve) => {
     const finish = (o: WorkerOutcome) => {
@@ -195,6 +198,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
           const cfg = step.welcome.modelConfig as unknown as ModelConfig & { batchSize: number };
           const table = parameterTable(cfg);
           trainer = loaded ? new Trainer(loaded.tf, cfg, step.welcome.seed) : simulatedCompute(cfg, simulate!);
+          wireDtype = step.welcome.wireDtype ?? 'float32';
           const total = table.reduce((n, s) => n + sizeOf(s.shape), 0);
           limits = frameLimitFor(total, cfg.batchSize ?? 128, cfg.imageSize, { latent: cfg.latent });
           const r = handshake.ready(paramTableHash(table));
@@ -240,17 +244,25 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
           }
           const shapes: Record<string, number[]> = {};
           for (const [k, a] of Object.entries(tensors)) shapes[k] = [a.length];
-          send({
-            type: 'gradients',
-            ...base,
-            scoreG: r.scoreG,
-            scoreD: r.scoreD,
-            lossG: r.lossG,
-            lossD: r.lossD,
-            timings: { computeMs: r.computeMs },
-            tensors,
-            shapes,
-          });
+          // BatchNorm sums stay float32: the coordinator pools the batch variance as
+          // E[x^2] - E[x]^2, a difference that a 2^-8 relative error in each term could swamp
+          // (or make negative); they are a few KB against the 37.8 MB of gradients.
+          ws.send(
+            encodeMessage(
+              {
+                type: 'gradients',
+                ...base,
+                scoreG: r.scoreG,
+                scoreD: r.scoreD,
+                lossG: r.lossG,
+                lossD: r.lossD,
+                timings: { computeMs: r.computeMs },
+                tensors,
+                shapes,
+              },
+              { wireDtype, exact: (name) => name.startsWith('bn/') },
+            ),
+          );
           return;
         }
         case 'sampleRequest': {

@@ -5,6 +5,7 @@ import { newToken } from '../../coordinator/auth.ts';
 import type { TrainConfig } from '../../coordinator/config.ts';
 import { Coordinator, type IterationRecord } from '../../coordinator/coordinator.ts';
 import { openDataset } from '../../data/index.ts';
+import type { WireDtype } from '../../coordinator/wire-dtype.ts';
 
 export interface Harness {
   coordinator: Coordinator;
@@ -18,7 +19,7 @@ export interface Harness {
 
 export async function startCoordinator(
   config: TrainConfig,
-  opts: { minWorkers: number; tls?: { cert: string; key: string }; balance?: 'off' | 'throughput' },
+  opts: { minWorkers: number; tls?: { cert: string; key: string }; balance?: 'off' | 'throughput'; wireDtype?: WireDtype },
 ): Promise<Harness> {
   const dataset = await openDataset({ data: 'synthetic', imageSize: config.imageSize, count: 64, seed: 1, cache: false });
   const batches = dataset.createBatchIterator({ batchSize: config.batchSize, seed: config.seed });
@@ -44,6 +45,7 @@ export async function startCoordinator(
     port: 0,
     tls: opts.tls,
     balance: opts.balance,
+    wireDtype: opts.wireDtype,
     minWorkers: opts.minWorkers,
     checkpointEvery: 0,
     saveSnapshot: async () => 'memory',
