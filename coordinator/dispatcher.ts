@@ -47,8 +47,11 @@ export interface Round {
 }
 
 export interface DispatcherHooks {
-  /** The frame of the current weights and its version (encoded once per version). */
-  weights(): { version: number; frame: Buffer };
+  /**
+   * The frame of the current weights to send to THAT worker, and its version: encoded once per
+   * version and per form a peer gets them in (a wire dtype, or a local transport's own frame).
+   */
+  weights(slot: WorkerSlot): { version: number; frame: Buffer };
   /** Checks a gradients message against the parameter table; a string is the reason it is bad. */
   validate(msg: GradientsMessage): string | undefined;
   event(name: string, fields: Record<string, unknown>, level?: 'info' | 'warn' | 'error'): void;
@@ -148,7 +151,6 @@ export class Dispatcher {
   private pump(): void {
     const round = this.round;
     if (!round) return;
-    const { version, frame } = this.hooks.weights();
     for (const slot of this.workers.values()) {
       if (slot.busy || round.queue.length === 0) continue;
       // A shard that gave this worker a non-finite gradient goes to another one if there is one.
@@ -156,10 +158,7 @@ export class Dispatcher {
       if (idx < 0) idx = this.workers.size === 1 ? 0 : -1;
       if (idx < 0) continue;
       const [task] = round.queue.splice(idx, 1);
-      if (slot.weightsVersion !== version) {
-        slot.peer.send(frame);
-        slot.weightsVersion = version;
-      }
+      this.syncWeights(slot);
       slot.busy = task;
       task.assignedAt = performance.now();
       slot.peer.send(task.frame);
@@ -228,7 +227,7 @@ export class Dispatcher {
 
   /** Sends the current weights to `slot` if it lacks them. */
   syncWeights(slot: WorkerSlot): void {
-    const { version, frame } = this.hooks.weights();
+    const { version, frame } = this.hooks.weights(slot);
     if (slot.weightsVersion !== version) {
       slot.peer.send(frame);
       slot.weightsVersion = version;

@@ -89,10 +89,10 @@ describe('remote workers: who gets in', () => {
     const h = await coordinator(tiny(), { minWorkers: 1 });
     const c = rawClient(`ws://${h.endpoint}`);
     await c.opened;
-    c.ws.send(encodeMessage(helloOf({ protocolVersion: 2 })));
+    c.ws.send(encodeMessage(helloOf({ protocolVersion: PROTOCOL_VERSION + 1 })));
     await c.closed;
     const reject = c.received.find((m) => m.type === 'reject');
-    expect(reject && 'reason' in reject && reject.reason).toMatch(/version 2.*version 1/);
+    expect(reject && 'reason' in reject && reject.reason).toMatch(new RegExp(`version ${PROTOCOL_VERSION + 1}.*version ${PROTOCOL_VERSION}`));
   });
 
   it('names both parameter tables when the model differs', async () => {
