@@ -73,25 +73,6 @@ function fakeGradients(specs: { name: string; shape: number[] }[], seed: number)
   return out;
 }
 
-/** GB/s of copying `bytes` bytes (read + written, as the rows count) with Buffer.copy and TypedArray.set. */
-function measureMemcpy(bytes: number, reps: number): AdamBenchReport['memcpy'] {
-  const src = Buffer.alloc(bytes, 1);
-  const dst = Buffer.alloc(bytes, 2);
-  const a = new Float32Array(src.buffer, src.byteOffset, bytes / 4);
-  const b = new Float32Array(dst.buffer, dst.byteOffset, bytes / 4);
-  const time = (fn: () => void) => {
-    fn();
-    const ms: number[] = [];
-    for (let r = 0; r < reps; r++) {
-      const t0 = performance.now();
-      fn();
-      ms.push(performance.now() - t0);
-    }
-    return (2 * bytes) / (median(ms) * 1e6);
-  };
-  return { bufferCopyGBps: time(() => src.copy(dst)), typedArraySetGBps: time(() => b.set(a)) };
-}
-
 export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport> {
   const config = resolveConfig({});
   const specs = parameterTable(modelConfigOf(config));
@@ -105,19 +86,9 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
   const bytes = 4 * L * (N + 2 * N + 6);
   const say = opts.progress ?? (() => undefined);
 
-  say(`memcpy of ${(bytes / 2 / 1e6).toFixed(0)} MB ...`);
-  const memcpy = measureMemcpy(Math.round(bytes / 2 / 4) * 4, opts.reps);
-  const copyGBps = Math.max(memcpy.bufferCopyGBps, memcpy.typedArraySetGBps);
-
   type Timed = { ms: number; tailMs: number };
-  const out: { variant: string; threads: number; addOn: 'main' | 'threads'; times: Timed[] }[] = [];
-  const timeIt = async (variant: string, threads: number, addOn: 'main' | 'threads', iteration: (t: number) => Promise<Timed>) => {
-    say(`${variant} ...`);
-    await iteration(1); // untimed: JIT, page commits, the pool's threads
-    const times: Timed[] = [];
-    for (let r = 0; r < opts.reps; r++) times.push(await iteration(r + 2));
-    out.push({ variant, threads, addOn, times });
-  };
+  type Variant = { variant: string; threads: number; addOn: 'main' | 'threads'; iteration: (t: number) => Promise<Timed>; close: () => Promise<void>; times: Timed[] };
+  const variants: Variant[] = [];
 
   // The coordinator's arithmetic before the optimizer: zeroed accumulator, N adds, mean pass, adamStep per tensor.
   {
@@ -125,24 +96,35 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
     const m: NamedArrays = Object.fromEntries(learn.map((s) => [s.name, new Float32Array(sizeOf(s.shape))]));
     const v: NamedArrays = Object.fromEntries(learn.map((s) => [s.name, new Float32Array(sizeOf(s.shape))]));
     const acc = new GradientAccumulator(learn);
-    await timeIt('accumulator + adamStep (before)', 1, 'main', async (t) => {
-      const t0 = performance.now();
-      acc.reset();
-      for (let k = 0; k < N - 1; k++) acc.add(grads[k], rows[k]);
-      const tLast = performance.now();
-      acc.add(grads[N - 1], rows[N - 1]);
-      const g = acc.mean();
-      for (const s of learn) adamStep(w[s.name], g[s.name], m[s.name], v[s.name], t, hyper);
-      const t1 = performance.now();
-      return { ms: t1 - t0, tailMs: t1 - tLast };
+    variants.push({
+      variant: 'accumulator + adamStep (before)',
+      threads: 1,
+      addOn: 'main',
+      times: [],
+      close: async () => undefined,
+      iteration: async (t) => {
+        const t0 = performance.now();
+        acc.reset();
+        for (let k = 0; k < N - 1; k++) acc.add(grads[k], rows[k]);
+        const tLast = performance.now();
+        acc.add(grads[N - 1], rows[N - 1]);
+        const g = acc.mean();
+        for (const s of learn) adamStep(w[s.name], g[s.name], m[s.name], v[s.name], t, hyper);
+        const t1 = performance.now();
+        return { ms: t1 - t0, tailMs: t1 - tLast };
+      },
     });
   }
   for (const threads of opts.threads) {
     for (const addOn of threads > 1 ? (['main', 'threads'] as const) : (['main'] as const)) {
       const opt = new Optimizer(specs, { params }, { threads, addOn });
-      try {
-        const name = threads === 1 ? 'fused, main thread' : `pool of ${threads}, ${addOn === 'main' ? 'main thread adds' : 'threads add'}`;
-        await timeIt(name, threads, addOn, async (t) => {
+      variants.push({
+        variant: threads === 1 ? 'fused, main thread' : `pool of ${threads}, ${addOn === 'main' ? 'main thread adds' : 'threads add'}`,
+        threads,
+        addOn,
+        times: [],
+        close: () => opt.close(),
+        iteration: async (t) => {
           const t0 = performance.now();
           opt.begin();
           for (let k = 0; k < N - 1; k++) opt.add(grads[k], rows[k]);
@@ -151,12 +133,43 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
           await opt.step(t, hyper);
           const t1 = performance.now();
           return { ms: t1 - t0, tailMs: t1 - tLast };
-        });
-      } finally {
-        await opt.close();
-      }
+        },
+      });
     }
   }
+
+  // A plain copy of half the bytes (it reads and writes each): the machine's memory speed, now.
+  const half = Math.round(bytes / 2 / 4) * 4;
+  const src = Buffer.alloc(half, 1);
+  const dst = Buffer.alloc(half, 2);
+  const fa = new Float32Array(src.buffer, src.byteOffset, half / 4);
+  const fb = new Float32Array(dst.buffer, dst.byteOffset, half / 4);
+  const copies = { bufferCopy: [] as number[], typedArraySet: [] as number[] };
+  const timeCopy = (fn: () => void) => {
+    const t0 = performance.now();
+    fn();
+    return performance.now() - t0;
+  };
+  let memcpy: AdamBenchReport['memcpy'];
+  try {
+    say(`untimed round: JIT, page commits, the pools' threads ...`);
+    src.copy(dst);
+    fb.set(fa);
+    for (const v of variants) await v.iteration(1);
+    // Round robin, one iteration of each variant per round: a load that comes and goes on a
+    // shared machine then weighs on every variant alike.
+    for (let r = 0; r < opts.reps; r++) {
+      say(`round ${r + 1}/${opts.reps}`);
+      copies.bufferCopy.push(timeCopy(() => src.copy(dst)));
+      copies.typedArraySet.push(timeCopy(() => fb.set(fa)));
+      for (const v of variants) v.times.push(await v.iteration(r + 2));
+    }
+    memcpy = { bufferCopyGBps: (2 * half) / (median(copies.bufferCopy) * 1e6), typedArraySetGBps: (2 * half) / (median(copies.typedArraySet) * 1e6) };
+  } finally {
+    for (const v of variants) await v.close();
+  }
+  const copyGBps = Math.max(memcpy.bufferCopyGBps, memcpy.typedArraySetGBps);
+  const out = variants;
 
   const baseMs = median(out[0].times.map((x) => x.ms));
   return {
