@@ -20,6 +20,14 @@ export function intList(flag: string) {
   };
 }
 
+function transportList(raw: string): ('socket' | 'shm')[] {
+  const xs = raw.split(',').map((s) => s.trim());
+  if (xs.length === 0 || xs.some((x) => x !== 'socket' && x !== 'shm')) {
+    throw new GanDistError('GAN_DIST_E_CONFIG', `--transport: "${raw}" is not a comma-separated list of socket and shm`);
+  }
+  return xs as ('socket' | 'shm')[];
+}
+
 export function registerBenchCommands(program: Command): Command {
   const bench = program.command('bench').description('benchmarks (ratios against a baseline measured in the same run)');
   bench
@@ -28,7 +36,9 @@ export function registerBenchCommands(program: Command): Command {
     .option('--preset <name>', 'preset of the real part', 'tiny')
     .option('--iterations <n>', 'iterations per real run', (v) => intList('--iterations')(v)[0], 24)
     .option('--real-workers <list>', 'worker counts of the real part', intList('--real-workers'), [1, 2])
-    .option('--workers <list>', 'worker counts of the simulated part', intList('--workers'), [4])
+    .option('--real-batch-size <n>', "global batch of the real part (default: the preset's)", (v) => intList('--real-batch-size')(v)[0])
+    .option('--workers <list>', 'worker counts of the simulated part', intList('--workers'), [1, 4])
+    .option('--transport <list>', 'transports to compare: socket, shm (local workers through /dev/shm)', transportList, ['socket', 'shm'])
     .option('--simulate-step-ms <list>', 'fixed delay per shard (ms) of the simulated part', intList('--simulate-step-ms'), [200])
     .option('--rows-per-shard <n>', 'rows per simulated shard', (v) => intList('--rows-per-shard')(v)[0], 32)
     .option('--simulated-iterations <n>', 'iterations per simulated run', (v) => intList('--simulated-iterations')(v)[0], 12)
@@ -38,6 +48,8 @@ export function registerBenchCommands(program: Command): Command {
         preset: opts.preset,
         iterations: opts.iterations,
         realWorkers: opts.realWorkers,
+        realBatchSize: opts.realBatchSize,
+        transports: opts.transport,
         simulatedWorkers: opts.workers,
         simulateStepMs: opts.simulateStepMs,
         rowsPerShard: opts.rowsPerShard,
@@ -107,7 +119,8 @@ export function registerBenchCommands(program: Command): Command {
       const r = await benchMemory({ short: opts.short, long: opts.long, workers: opts.workers, progress: (s) => console.error(s) });
       if (opts.json) return console.log(JSON.stringify(r, null, 2));
       const t = r.tiny;
-      console.log(`tiny, ${t.workers} workers: coordinator ${t.coordinatorMB.map((x) => x.toFixed(0)).join(' -> ')} MB (${t.coordinatorGrowthPct.toFixed(1)} %), ` +
+      console.log(`tiny, ${t.workers} workers: coordinator RSS ${t.coordinatorMB.map((x) => x.toFixed(0)).join(' -> ')} MB (${t.coordinatorGrowthPct.toFixed(1)} %), ` +
+        `live heap after GC ${t.coordinatorHeapMB.map((x) => x.toFixed(1)).join(' -> ')} MB (${t.coordinatorHeapGrowthPct.toFixed(1)} %), ` +
         `workers ${t.workerGrowthPct.map((g, i) => `${t.workersMB[0][i].toFixed(0)} -> ${t.workersMB[1][i].toFixed(0)} MB (${g.toFixed(1)} %)`).join(', ')} ` +
         `between iterations ${t.checkpoints.join(' and ')}`);
       console.log(`full model (${r.full.parameters.toLocaleString('en-US')} parameters): coordinator state ${r.full.heldBytesMB.toFixed(0)} MB held, RSS +${r.full.rssDeltaMB.toFixed(0)} MB (${r.full.deltaVsHeld.toFixed(2)}x)`);

@@ -8,6 +8,7 @@ import { GanDistError } from '../coordinator/errors.ts';
 import { resolveToken } from '../coordinator/auth.ts';
 import { train } from '../coordinator/train.ts';
 import { WIRE_DTYPES } from '../coordinator/wire-dtype.ts';
+import { SHM_ENV, TRANSPORTS } from '../coordinator/shm.ts';
 import { stderrLog } from '../data/progress.ts';
 import { backendNames, parseBackendName } from '../worker/backend.ts';
 import { runWorkerWithReconnect } from '../worker/client.ts';
@@ -48,6 +49,11 @@ export function registerTrainCommands(program: Command): void {
       .option('--tls', 'serve wss on loopback too')
       .option('--min-workers <n>', 'wait until this many workers are in before the first iteration', positiveInt('--min-workers', 1))
       .addOption(
+        new Option('--transport <kind>', 'how local workers exchange tensors: shm (/dev/shm, memory speed), socket, or auto (shm when /dev/shm has room)')
+          .choices([...TRANSPORTS])
+          .default('auto'),
+      )
+      .addOption(
         new Option('--wire-dtype <dtype>', "weights and gradients to socket workers: float32 (exact), bfloat16 or float16 (half the bytes; master weights and Adam stay float32); a resume keeps the run's")
           .choices([...WIRE_DTYPES]),
       )
@@ -86,6 +92,7 @@ export function registerTrainCommands(program: Command): void {
       balance: opts.balance,
       adamThreads: opts.adamThreads,
       wireDtype: opts.wireDtype,
+      transport: opts.transport,
       tls: opts.tls,
       tlsCert: opts.tlsCert,
       tlsKey: opts.tlsKey,
@@ -132,6 +139,8 @@ export function registerTrainCommands(program: Command): void {
         threads: opts.threads ?? os.availableParallelism(),
         ganDistVersion: version,
         simulateStepMs: opts.simulateStepMs,
+        // Set by the launcher for the workers of a coordinator on this machine.
+        shmRegion: process.env[SHM_ENV] || undefined,
         log: (e) => console.error(JSON.stringify({ rank: process.env.GAN_DIST_RANK, ...e })),
       });
       console.error(JSON.stringify({ event: 'exit', code: outcome.exitCode, reason: outcome.reason }));

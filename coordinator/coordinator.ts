@@ -6,13 +6,25 @@ import { randomUUID } from 'node:crypto';
 import { ADAM_EPSILON } from './adam.ts';
 import { modelConfigOf, type TrainConfig } from './config.ts';
 import { GanDistError } from './errors.ts';
-import { Dispatcher, type ShardTask } from './dispatcher.ts';
+import { Dispatcher, type ShardTask, type WorkerSlot } from './dispatcher.ts';
 import { logEvent, type RunLogger } from './logger.ts';
-import { encodeMessage, frameLimitFor, paramTableHash, type GradientsMessage, type SampleMessage, type WireDtype } from './protocol.ts';
+import {
+  decodeMessage,
+  encodeMessage,
+  frameLimitFor,
+  paramTableHash,
+  type FrameLimits,
+  type GradientsMessage,
+  type GradientsRefMessage,
+  type Message,
+  type SampleMessage,
+  type WireDtype,
+} from './protocol.ts';
 import { Optimizer } from './optimizer.ts';
 import { poolBatchStats, splitRows, updateRunningStats, type BnSums } from './reduce.ts';
 import { Rng, type RngState } from './rng.ts';
 import { PeerServer, type Peer } from './server.ts';
+import type { ShmRegion } from './shm.ts';
 import { evalEventFields, type RunEvaluation } from './swd.ts';
 import { attachMonitors, type LogBroadcaster } from './monitor/broadcast.ts';
 import { activationShapes, initialParams, layersOf, parameterTable, sizeOf, type NamedArrays, type ParamSpec } from '../worker/architecture.ts';
@@ -60,6 +72,11 @@ export interface CoordinatorOptions {
   config: TrainConfig;
   /** Remote monitors (`gan-dist watch ws://...`): they get every log line and may ask for Stop. */
   monitors?: LogBroadcaster;
+  /**
+   * The shared-memory region of this run (--transport auto|shm with local workers): a worker that
+   * attaches to it gets weights and returns gradients through /dev/shm; others use the socket.
+   */
+  shm?: ShmRegion;
   batches: BatchIterator;
   iterationsPerEpoch: number;
   log: RunLogger;
@@ -115,6 +132,10 @@ export class Coordinator {
   private readonly weightsFrames = new Map<WireDtype, { version: number; frame: Buffer }>();
   /** What each worker was told in its welcome (--wire-dtype, for socket workers). */
   private readonly peerWireDtype = new Map<number, WireDtype>();
+  /** The weightsRef control frame of the version last written to shared memory. */
+  private shmWeights?: { version: number; frame: Buffer };
+  /** Limits for authenticated peers' frames (set by listen), shared-memory frames included. */
+  private frameLimits?: FrameLimits;
   private readonly rngZ: Rng;
   private readonly rngFlip: Rng;
   private readonly optimizer: Optimizer;
@@ -162,7 +183,7 @@ export class Coordinator {
     const byEpochs = cfg.epochs * opts.iterationsPerEpoch;
     this.maxIterations = cfg.iterations > 0 ? Math.min(cfg.iterations, byEpochs) : byEpochs;
     this.dispatcher = new Dispatcher({
-      weights: (slot) => this.currentWeights(this.peerWireDtype.get(slot.peer.id) ?? 'float32'),
+      weights: (slot) => this.weightsFor(slot),
       validate: (m) => this.validateGradients(m),
       event: (name, fields, level) => this.event(name, fields, level),
     });
@@ -181,6 +202,54 @@ export class Coordinator {
 
   get workers(): Dispatcher['workers'] {
     return this.dispatcher.workers;
+  }
+
+  /** What to send `slot` for the current weights: the frame itself, or for a shm worker where to find it. */
+  private weightsFor(slot: WorkerSlot): { version: number; frame: Buffer } {
+    const shm = this.opts.shm;
+    if (!shm?.attached(slot.peer.id)) return this.currentWeights(this.peerWireDtype.get(slot.peer.id) ?? 'float32');
+    if (this.shmWeights?.version !== this.version) {
+      // Written once per version, whatever the number of local workers reading it.
+      // Encoded into the region's own reused buffer: no 38 MB allocation per version.
+      const shapes: Record<string, number[]> = {};
+      for (const s of this.specs) shapes[s.name] = s.shape;
+      const ref = shm.writeWeights(encodeMessage({ type: 'weights', version: this.version, iteration: this.iteration, tensors: this.params, shapes }, { into: shm.encodeBuffer }));
+      this.shmWeights = { version: this.version, frame: encodeMessage({ type: 'weightsRef', version: this.version, iteration: this.iteration, ...ref }) };
+    }
+    return this.shmWeights;
+  }
+
+  /** A local worker offers to use this run's shared-memory region: accept it when it names ours. */
+  private onShmAttach(peer: Peer, region: string): void {
+    const shm = this.opts.shm;
+    if (!shm || region !== shm.dir) {
+      this.event('shm-declined', { worker: peer.id, region, reason: shm ? `not this run's region (${shm.dir})` : 'this run uses the socket' });
+      return;
+    }
+    const gradientsFile = shm.attach(peer.id, this.frameLimits!.maxFrameBytes);
+    // From the next weights on, this worker is served through the region.
+    const slot = this.dispatcher.workers.get(peer.id);
+    if (slot) slot.weightsVersion = -1;
+    peer.send({ type: 'shmReady', weightsFile: shm.weights.file, gradientsFile });
+    this.event('shm-attached', { worker: peer.id, gradientsFile });
+  }
+
+  /** A shm worker's gradients: read from its file, then decoded and validated as a socket frame is. */
+  private onGradientsRef(peer: Peer, ref: GradientsRefMessage): void {
+    let msg: Message;
+    try {
+      if (!this.opts.shm) throw new GanDistError('GAN_DIST_E_PROTOCOL', 'gradientsRef, but this run has no shared-memory region');
+      msg = decodeMessage(this.opts.shm.readGradients(peer.id, ref.seq, ref.byteLength), this.frameLimits!);
+    } catch (err) {
+      peer.close((err as Error).message);
+      return;
+    }
+    const same = msg.type === 'gradients' && msg.iteration === ref.iteration && msg.shardId === ref.shardId && msg.weightsVersion === ref.weightsVersion && msg.n === ref.n;
+    if (!same) {
+      peer.close(`gradientsRef for shard ${ref.shardId} of iteration ${ref.iteration} points at a frame that does not match it`);
+      return;
+    }
+    this.dispatcher.onGradients(peer, msg as GradientsMessage);
   }
 
   /**
@@ -237,7 +306,7 @@ export class Coordinator {
       token: this.opts.token,
       paramTableHash: paramTableHash(this.specs),
       tls: this.opts.tls,
-      limits: frameLimitFor(total, cfg.batchSize, cfg.imageSize, {
+      limits: this.frameLimits = frameLimitFor(total, cfg.batchSize, cfg.imageSize, {
         latent: cfg.latent,
         // A worker's answer to an evaluation carries evaluation.count images.
         sampleCount: Math.max(cfg.numValidationImages, this.opts.evaluation?.count ?? 0),
@@ -259,6 +328,8 @@ export class Coordinator {
       this.event('worker-left', { worker: peer.id, address: peer.address, reason }, this.state === 'running' ? 'warn' : 'info');
       this.dispatcher.remove(peer.id, reason);
       this.peerWireDtype.delete(peer.id);
+      // Its file goes; gradients already read from it stay valid (they live in our own buffers).
+      this.opts.shm?.detach(peer.id);
       if (this.pendingSample?.peerId === peer.id) this.pendingSample.reject(new Error(`worker ${peer.id} left: ${reason}`));
     });
     this.server.on('rejected', (r: { address: string; reason: string }) => this.event('peer-rejected', r, 'warn'));
@@ -271,6 +342,12 @@ export class Coordinator {
           return;
         case 'sample':
           if (this.pendingSample?.peerId === peer.id) this.pendingSample.resolve(msg);
+          return;
+        case 'shmAttach':
+          this.onShmAttach(peer, msg.region);
+          return;
+        case 'gradientsRef':
+          this.onGradientsRef(peer, msg);
           return;
         case 'heartbeat':
           return;
@@ -420,6 +497,8 @@ export class Coordinator {
     }));
     // (1) Sum n_k g_k as results arrive, in shard order (shard k waits for shards before it), so
     // the reduction overlaps the other workers' transfers and its float sums never depend on timing.
+    // Last round's gradient buffers (shared memory) are reduced and done with: reuse them.
+    this.opts.shm?.newRound();
     this.optimizer.begin();
     const arrived: (GradientsMessage | undefined)[] = new Array(tasks.length);
     let nextToAdd = 0;

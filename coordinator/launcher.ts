@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { TOKEN_ENV } from './auth.ts';
+import { SHM_ENV } from './shm.ts';
 
 const CLI = fileURLToPath(new URL('../cmd/gan-dist.mjs', import.meta.url));
 
@@ -17,6 +18,8 @@ export interface LaunchSpec {
   threads?: number;
   /** Benchmarks: replace compute by this fixed delay per shard. */
   simulateStepMs?: number;
+  /** The coordinator's shared-memory region, when local workers use it. */
+  shmRegion?: string;
 }
 
 export interface LaunchedWorker {
@@ -53,6 +56,8 @@ export function workerEnv(spec: LaunchSpec, token: string, base: NodeJS.ProcessE
   for (const [k, v] of Object.entries(base)) if (v !== undefined) env[k] = v;
   env[TOKEN_ENV] = token;
   env.GAN_DIST_RANK = String(spec.rank);
+  if (spec.shmRegion !== undefined) env[SHM_ENV] = spec.shmRegion;
+  else delete env[SHM_ENV];
   if (spec.gpu !== undefined) {
     env.CUDA_VISIBLE_DEVICES = spec.gpu;
     env.TF_FORCE_GPU_ALLOW_GROWTH = 'true';

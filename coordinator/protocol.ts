@@ -148,6 +148,24 @@ export interface SampleMessage {
   tensors: { images: Float32Array };
   shapes: { images: Shape };
 }
+// --- shared-memory transport (coordinator/shm.ts): control messages only ----------------------
+
+/** Worker -> coordinator: it was launched with this region and can read and write it. */
+export interface ShmAttachMessage { type: 'shmAttach'; region: string }
+/** Coordinator -> worker: from now on weights and gradients travel through these files. */
+export interface ShmReadyMessage { type: 'shmReady'; weightsFile: string; gradientsFile: string }
+/** Coordinator -> worker: weights `version` is committed in the weights file as frame `seq`. */
+export interface WeightsRefMessage { type: 'weightsRef'; version: number; iteration: number; seq: number; byteLength: number }
+/** Worker -> coordinator: the gradients of a shard are committed in its own file as frame `seq`. */
+export interface GradientsRefMessage {
+  type: 'gradientsRef';
+  iteration: number;
+  shardId: number;
+  weightsVersion: number;
+  n: number;
+  seq: number;
+  byteLength: number;
+}
 export interface HeartbeatMessage { type: 'heartbeat'; t: number }
 export interface StopMessage { type: 'stop'; reason: string }
 export interface ErrorMessage { type: 'error'; code: string; message: string }
@@ -166,6 +184,10 @@ export type Message =
   | GradientsNonFiniteMessage
   | SampleRequestMessage
   | SampleMessage
+  | ShmAttachMessage
+  | ShmReadyMessage
+  | WeightsRefMessage
+  | GradientsRefMessage
   | HeartbeatMessage
   | StopMessage
   | ErrorMessage
@@ -304,6 +326,12 @@ const nameList = (max: number): Check => (v, path) => {
 
 const uint = int(0);
 
+/** An absolute path of plain characters (a shared-memory region or one of its files). */
+const SHM_PATH = /^\/[A-Za-z0-9_.\/-]{1,255}$/;
+const shmPath: Check = (v, path) => {
+  if (typeof v !== 'string' || !SHM_PATH.test(v) || v.split('/').includes('..')) fail(`${path} must be an absolute path without '..', got ${describe(v)}`);
+};
+
 function noTensors(rows: readonly TableRow[]): void {
   if (rows.length > 0) fail(`this message carries no tensors, got ${rows.length}`);
 }
@@ -416,6 +444,14 @@ const SPECS = new Map<string, MessageSpec>([
   }],
   ['sampleRequest', { fields: { iteration: uint }, tensors: sampleRequestTensors, finite: ['z'] }],
   ['sample', { fields: { iteration: uint }, tensors: sampleTensors, finite: [] }],
+  ['shmAttach', { fields: { region: shmPath }, tensors: noTensors, finite: [] }],
+  ['shmReady', { fields: { weightsFile: shmPath, gradientsFile: shmPath }, tensors: noTensors, finite: [] }],
+  ['weightsRef', { fields: { version: uint, iteration: uint, seq: int(1), byteLength: int(1) }, tensors: noTensors, finite: [] }],
+  ['gradientsRef', {
+    fields: { iteration: uint, shardId: uint, weightsVersion: uint, n: int(1), seq: int(1), byteLength: int(1) },
+    tensors: noTensors,
+    finite: [],
+  }],
   ['heartbeat', { fields: { t: finite(0) }, tensors: noTensors, finite: [] }],
   ['stop', { fields: { reason: text(2048) }, tensors: noTensors, finite: [] }],
   ['error', { fields: { code: errorCode, message: text(4096) }, tensors: noTensors, finite: [] }],
@@ -547,7 +583,7 @@ export function encodeMessage(msg: Message, opts: EncodeOptions = {}): Buffer {
     if (opts.checkValues === true) checkValues(spec, byName(outgoing));
     // A hello's frame carries the version it claims, so a peer of another version is named.
     const version = type === 'hello' ? (fields.protocolVersion as number) : PROTOCOL_VERSION;
-    return encodeFrame(version, type, fields, outgoing);
+    return encodeFrame(version, type, fields, outgoing, opts.into);
   });
 }
 

@@ -2,7 +2,8 @@
 //  - real: images/s of 1 vs 2 local CPU workers at the same global batch on a preset;
 //  - simulated: the seed's full model with N workers whose compute is a fixed delay, so what is
 //    left of an iteration beyond the delay is the coordinator's own cost (framing, transfer,
-//    reduction, Adam), set against a bare transfer of the same bytes over the same socket kind.
+//    reduction, Adam), set against a bare transfer of the same bytes over the same socket kind
+//    and, per transport (socket, shm), against a memcpy of the same bytes in the same run.
 // JSON keys are stable: later transports and step times add runs, never rename keys.
 
 import { spawn } from 'node:child_process';
@@ -12,6 +13,7 @@ import path from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { modelConfigOf, resolveConfig, type TrainConfig } from './config.ts';
 import { train } from './train.ts';
+import { GanDistError } from './errors.ts';
 import { parameterTable, sizeOf } from '../worker/architecture.ts';
 
 export interface ScalingOptions {
@@ -21,6 +23,10 @@ export interface ScalingOptions {
   iterations: number;
   /** Worker counts of the real part. */
   realWorkers: number[];
+  /** Global batch of the real part (default: the preset's). */
+  realBatchSize?: number;
+  /** Transports each part runs over (default socket): `shm` serves local workers through /dev/shm. */
+  transports?: ('socket' | 'shm')[];
   /** Worker counts and step delays of the simulated part (full model). */
   simulatedWorkers: number[];
   simulateStepMs: number[];
@@ -31,6 +37,7 @@ export interface ScalingOptions {
 }
 
 export interface RealRun {
+  transport: 'socket' | 'shm';
   workers: number;
   threadsPerWorker: number;
   globalBatch: number;
@@ -40,7 +47,7 @@ export interface RealRun {
 }
 
 export interface SimulatedRun {
-  transport: 'socket';
+  transport: 'socket' | 'shm';
   workers: number;
   simulateStepMs: number;
   rowsPerShard: number;
@@ -50,12 +57,22 @@ export interface SimulatedRun {
   overheadMs: number;
   /** The part of it spent on the reduction and Adam (reported on their own). */
   reduceAdamMs: number;
+  /** overheadMs - reduceAdamMs: the transport's part (framing, copies, checks, waiting on the wire). */
+  transportMs: number;
   bytesPerIteration: number;
-  /** The same bytes moved as plain ws messages with no framing, checks or arithmetic. */
-  bareTransferMs: number;
-  /** overheadMs / bareTransferMs. */
-  overheadVsBare: number;
+  /** The same bytes moved as plain ws messages with no framing, checks or arithmetic (socket runs; null for shm). */
+  bareTransferMs: number | null;
+  /** overheadMs / bareTransferMs (null for shm). */
+  overheadVsBare: number | null;
+  /** Buffer.copy of bytesPerIteration, in this run: the floor of any transport. */
+  memcpyMs: number;
+  /** transportMs / memcpyMs. */
+  transportVsMemcpy: number;
   imagesPerSec: number;
+  /** Weak scaling, same transport and delay: imagesPerSec / imagesPerSec of the first worker count. */
+  speedupVsFirst: number;
+  /** speedupVsFirst / (workers / first worker count): 1 is perfect weak scaling. */
+  efficiency: number;
 }
 
 export interface ScalingReport {
@@ -77,7 +94,7 @@ function iterationLines(runDir: string): Record<string, number>[] {
     .filter((l) => l.msg === 'iteration');
 }
 
-async function trainedLines(cwd: string, config: TrainConfig, workers: number, extra: { threads?: number; simulateStepMs?: number }) {
+async function trainedLines(cwd: string, config: TrainConfig, workers: number, extra: { threads?: number; simulateStepMs?: number; transport: 'socket' | 'shm' }) {
   const result = await train({
     config,
     data: 'synthetic',
@@ -86,13 +103,34 @@ async function trainedLines(cwd: string, config: TrainConfig, workers: number, e
     backend: 'wasm',
     checkpointEvery: 0,
     keepCheckpoints: 1,
-    runDir: path.join(cwd, `run-${workers}-${extra.simulateStepMs ?? 'real'}-${Date.now()}`),
+    runDir: path.join(cwd, `run-${workers}-${extra.simulateStepMs ?? 'real'}-${extra.transport}-${Date.now()}`),
+    transport: extra.transport,
     cwd,
     threadsPerWorker: extra.threads,
     simulateStepMs: extra.simulateStepMs,
     skipFinalCheckpoint: true,
   });
-  return iterationLines(result.runDir);
+  const lines = iterationLines(result.runDir);
+  // A run asked for shm that fell back (no room in /dev/shm) must not be reported as shm.
+  const transport = readFileSync(path.join(result.runDir, 'train.log'), 'utf8').split('\n').find((l) => l.includes('"event":"transport"'));
+  const local = transport ? (JSON.parse(transport) as { local: string; reason?: string }) : undefined;
+  if (workers > 0 && local?.local !== extra.transport) {
+    throw new GanDistError('GAN_DIST_E_CONFIG', `bench scaling: asked for --transport ${extra.transport}, the run used ${local?.local ?? 'nothing'}${local?.reason ? ` (${local.reason})` : ''}`);
+  }
+  return lines;
+}
+
+/** ms to Buffer.copy `bytes` in `chunk`-sized pieces into a reused destination: best of 3, in this process. */
+export function memcpyMs(bytes: number, chunk: number): number {
+  const src = Buffer.alloc(chunk, 1);
+  const dst = Buffer.alloc(chunk);
+  let best = Infinity;
+  for (let r = 0; r < 3; r++) {
+    const t0 = performance.now();
+    for (let done = 0; done < bytes; done += chunk) src.copy(dst, 0, 0, Math.min(chunk, bytes - done));
+    best = Math.min(best, performance.now() - t0);
+  }
+  return best;
 }
 
 /** Warm-up excluded: the first quarter of the iterations (at least 2) is not counted. */
@@ -148,22 +186,28 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
   const say = opts.progress ?? (() => {});
   const cwd = mkdtempSync(path.join(os.tmpdir(), 'gan-dist-bench-'));
   try {
+    const transports = opts.transports ?? ['socket'];
     const real: RealRun[] = [];
-    const preset = resolveConfig({ preset: opts.preset, flags: { iterations: opts.iterations, validationFrequency: 1e6 } });
-    for (const workers of opts.realWorkers) {
-      say(`real: ${workers} CPU worker(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${opts.iterations} iterations`);
-      const lines = steady(await trainedLines(cwd, preset, workers, { threads: 1 }));
-      const stepMs = median(lines.map((l) => l.stepMs));
-      real.push({
-        workers,
-        threadsPerWorker: 1,
-        globalBatch: preset.batchSize,
-        imagesPerSec: (preset.batchSize * 1000) / stepMs,
-        stepMsMedian: stepMs,
-        speedupVsFirst: 0,
-      });
+    const batchFlag = opts.realBatchSize !== undefined ? { batchSize: opts.realBatchSize } : {};
+    const preset = resolveConfig({ preset: opts.preset, flags: { iterations: opts.iterations, validationFrequency: 1e6, ...batchFlag } });
+    for (const transport of transports) {
+      const first = real.length;
+      for (const workers of opts.realWorkers) {
+        say(`real: ${workers} CPU worker(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${opts.iterations} iterations, ${transport}`);
+        const lines = steady(await trainedLines(cwd, preset, workers, { threads: 1, transport }));
+        const stepMs = median(lines.map((l) => l.stepMs));
+        real.push({
+          transport,
+          workers,
+          threadsPerWorker: 1,
+          globalBatch: preset.batchSize,
+          imagesPerSec: (preset.batchSize * 1000) / stepMs,
+          stepMsMedian: stepMs,
+          speedupVsFirst: 0,
+        });
+      }
+      for (const r of real.slice(first)) r.speedupVsFirst = r.imagesPerSec / real[first].imagesPerSec;
     }
-    for (const r of real) r.speedupVsFirst = r.imagesPerSec / real[0].imagesPerSec;
 
     const simulated: SimulatedRun[] = [];
     const model = resolveConfig({});
@@ -171,28 +215,49 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
     const paramBytes = table.reduce((n, s) => n + 4 * sizeOf(s.shape), 0);
     const gradBytes = table.filter((s) => s.role === 'learnable').reduce((n, s) => n + 4 * sizeOf(s.shape), 0);
     const shardBytes = opts.rowsPerShard * (64 * 64 * 3 + 4 * model.latent + 1);
+    const bareByWorkers = new Map<number, number>();
     for (const S of opts.simulateStepMs) {
-      for (const workers of opts.simulatedWorkers) {
-        const globalBatch = opts.rowsPerShard * workers;
-        say(`simulated: ${workers} worker(s), full model, ${S} ms a shard of ${opts.rowsPerShard} rows`);
-        const config = resolveConfig({ flags: { batchSize: globalBatch, iterations: opts.simulatedIterations, validationFrequency: 1e6 } });
-        const lines = steady(await trainedLines(cwd, config, workers, { simulateStepMs: S }));
-        const iterationMs = median(lines.map((l) => l.stepMs));
-        const bare = await bareTransferMs(workers, paramBytes + shardBytes, gradBytes, 8);
-        simulated.push({
-          transport: 'socket',
-          workers,
-          simulateStepMs: S,
-          rowsPerShard: opts.rowsPerShard,
-          globalBatch,
-          iterationMsMedian: iterationMs,
-          overheadMs: iterationMs - S,
-          reduceAdamMs: median(lines.map((l) => l.adamMs)),
-          bytesPerIteration: workers * (paramBytes + shardBytes + gradBytes),
-          bareTransferMs: bare,
-          overheadVsBare: (iterationMs - S) / bare,
-          imagesPerSec: (globalBatch * 1000) / iterationMs,
-        });
+      for (const transport of transports) {
+        const first = simulated.length;
+        for (const workers of opts.simulatedWorkers) {
+          const globalBatch = opts.rowsPerShard * workers;
+          say(`simulated: ${workers} worker(s), full model, ${S} ms a shard of ${opts.rowsPerShard} rows, ${transport}`);
+          const config = resolveConfig({ flags: { batchSize: globalBatch, iterations: opts.simulatedIterations, validationFrequency: 1e6 } });
+          const lines = steady(await trainedLines(cwd, config, workers, { simulateStepMs: S, transport }));
+          const iterationMs = median(lines.map((l) => l.stepMs));
+          const reduceAdamMs = median(lines.map((l) => l.adamMs + (l.reduceMs ?? 0)));
+          const bytes = workers * (paramBytes + shardBytes + gradBytes);
+          let bare: number | null = null;
+          if (transport === 'socket') {
+            if (!bareByWorkers.has(workers)) bareByWorkers.set(workers, await bareTransferMs(workers, paramBytes + shardBytes, gradBytes, 8));
+            bare = bareByWorkers.get(workers)!;
+          }
+          const copy = memcpyMs(bytes, paramBytes);
+          simulated.push({
+            transport,
+            workers,
+            simulateStepMs: S,
+            rowsPerShard: opts.rowsPerShard,
+            globalBatch,
+            iterationMsMedian: iterationMs,
+            overheadMs: iterationMs - S,
+            reduceAdamMs,
+            transportMs: iterationMs - S - reduceAdamMs,
+            bytesPerIteration: bytes,
+            bareTransferMs: bare,
+            overheadVsBare: bare === null ? null : (iterationMs - S) / bare,
+            memcpyMs: copy,
+            transportVsMemcpy: (iterationMs - S - reduceAdamMs) / copy,
+            imagesPerSec: (globalBatch * 1000) / iterationMs,
+            speedupVsFirst: 0,
+            efficiency: 0,
+          });
+        }
+        const base = simulated[first];
+        for (const r of simulated.slice(first)) {
+          r.speedupVsFirst = r.imagesPerSec / base.imagesPerSec;
+          r.efficiency = r.speedupVsFirst / (r.workers / base.workers);
+        }
       }
     }
     return {
@@ -200,7 +265,10 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
       real: { preset: opts.preset, note: 'same global batch split over the workers (strong scaling), one wasm thread each; warm-up excluded, median step', runs: real },
       simulated: {
         model: 'seed (64x64, 64 filters: 9.45 M parameters)',
-        note: 'compute replaced by a fixed delay per shard of fixed size (weak scaling); overhead = median iteration - delay',
+        note:
+          'compute replaced by a fixed delay per shard of fixed size, so the global batch grows with the workers (weak scaling; ' +
+          'efficiency = throughput(N) / (N x throughput(first))); overhead = median iteration - delay; transport = overhead - reduction - Adam, ' +
+          'against a memcpy of the same bytes in this process',
         runs: simulated,
       },
     };
@@ -212,14 +280,15 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
 export function formatScaling(r: ScalingReport): string {
   const lines = [`machine: ${r.machine.cores} cores, ${r.machine.cpu}, Node ${r.machine.node}`, `real (${r.real.preset}; ${r.real.note}):`];
   for (const x of r.real.runs) {
-    lines.push(`  ${x.workers} worker(s): ${x.imagesPerSec.toFixed(1)} img/s, step ${x.stepMsMedian.toFixed(0)} ms, ${x.speedupVsFirst.toFixed(2)}x`);
+    lines.push(`  ${x.transport}, ${x.workers} worker(s), global batch ${x.globalBatch}: ${x.imagesPerSec.toFixed(1)} img/s, step ${x.stepMsMedian.toFixed(0)} ms, ${x.speedupVsFirst.toFixed(2)}x`);
   }
   lines.push(`simulated (${r.simulated.model}; ${r.simulated.note}):`);
   for (const x of r.simulated.runs) {
+    const bare = x.bareTransferMs === null ? '' : `, bare transfer ${x.bareTransferMs.toFixed(0)} ms, overhead ${x.overheadVsBare!.toFixed(2)}x bare`;
     lines.push(
-      `  ${x.workers} worker(s), S=${x.simulateStepMs} ms: iteration ${x.iterationMsMedian.toFixed(0)} ms, overhead ${x.overheadMs.toFixed(0)} ms ` +
-        `(reduce+Adam ${x.reduceAdamMs.toFixed(0)} ms), bare transfer ${x.bareTransferMs.toFixed(0)} ms, ${x.overheadVsBare.toFixed(2)}x bare, ` +
-        `${(x.bytesPerIteration / 1e6).toFixed(0)} MB/iteration`,
+      `  ${x.transport}, ${x.workers} worker(s), S=${x.simulateStepMs} ms: iteration ${x.iterationMsMedian.toFixed(0)} ms, overhead ${x.overheadMs.toFixed(0)} ms ` +
+        `(reduce+Adam ${x.reduceAdamMs.toFixed(0)} ms, transport ${x.transportMs.toFixed(0)} ms = ${x.transportVsMemcpy.toFixed(2)}x memcpy ${x.memcpyMs.toFixed(0)} ms)${bare}, ` +
+        `${(x.bytesPerIteration / 1e6).toFixed(0)} MB/iteration, ${x.imagesPerSec.toFixed(0)} img/s, ${x.speedupVsFirst.toFixed(2)}x (efficiency ${(100 * x.efficiency).toFixed(0)} %)`,
     );
   }
   return lines.join('\n');

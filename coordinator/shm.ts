@@ -217,6 +217,7 @@ export class ShmRegion {
   private readonly inUse = new Map<ShmFile, Buffer[]>();
   private weightsSeq = 0;
   private closed = false;
+  private frame: Buffer = Buffer.alloc(0);
   private readonly onExit = () => this.close();
 
   private constructor(dir: string) {
@@ -261,8 +262,14 @@ export class ShmRegion {
     rmSync(f.file, { force: true });
   }
 
+  /** A buffer to encode weights frames into (encodeMessage's `into`); it grows to the largest frame written. */
+  get encodeBuffer(): Buffer {
+    return this.frame;
+  }
+
   /** Writes a weights frame; returns the (sequence, length) the control message announces. */
-  writeWeights(frame: Uint8Array): { seq: number; byteLength: number } {
+  writeWeights(frame: Buffer): { seq: number; byteLength: number } {
+    if (frame.buffer !== this.frame.buffer && frame.byteLength > this.frame.byteLength) this.frame = frame;
     this.weightsSeq++;
     this.weights.write(frame, this.weightsSeq);
     return { seq: this.weightsSeq, byteLength: frame.byteLength };

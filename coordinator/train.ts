@@ -14,12 +14,13 @@ import { launchWorker, planWorkers, type LaunchedWorker } from './launcher.ts';
 import { createRunLogger, flushLogger, logEvent } from './logger.ts';
 import { createRunDir, openRunDirForResume, writeEndpoint, writeRunConfig, type RunDir } from './run-dir.ts';
 import { sampleFileName, writeSampleGrid } from './samples.ts';
+import { decideTransport, removeStaleRegions, ShmRegion, type TransportChoice } from './shm.ts';
 import { evalEventFields, prepareRunEvaluation, type RunEvaluation } from './swd.ts';
 import { openDataset } from '../data/index.ts';
 import type { IteratorState } from '../data/batches.ts';
 import type { DataEvent } from '../data/events.ts';
 import { GPU_PACKAGE, installedVersion, parseBackendName } from '../worker/backend.ts';
-import { parameterTable } from '../worker/architecture.ts';
+import { parameterTable, sizeOf } from '../worker/architecture.ts';
 import { modelConfigOf } from './config.ts';
 import { parseWireDtype, type WireDtype } from './wire-dtype.ts';
 
@@ -66,6 +67,12 @@ export interface TrainOptions {
    * (default, exact), bfloat16 or float16 with a per-tensor scale. Kept in config.json for a resume.
    */
   wireDtype?: WireDtype;
+  /** --transport: how local workers exchange tensors (auto: shared memory when /dev/shm has room). */
+  transport?: TransportChoice;
+  /** Tests: the free bytes of /dev/shm to decide with, instead of asking statfs. */
+  shmFreeBytes?: number;
+  /** Tests: where shared-memory regions live (default /dev/shm). */
+  shmRoot?: string;
   /** Serve wss even on loopback (beyond loopback it always is). */
   tls?: boolean;
   tlsCert?: string;
@@ -186,8 +193,29 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     print(`eval: SWD every ${opts.evalEvery} iterations on ${evaluation.count} images; real-vs-real floor ${evaluation.floor.mean.toFixed(2)}`);
   }
 
+  // Local workers exchange tensors through /dev/shm when it has room; remote ones use the socket.
+  const plan = planWorkers({ gpus: opts.gpus, workers: opts.workers, backend: opts.backend, simulateStepMs: opts.simulateStepMs, threads: opts.threadsPerWorker });
+  const frameBytes = 4 * parameterTable(modelConfigOf(config)).reduce((n, s) => n + sizeOf(s.shape), 0) + 65536;
+  const transport = opts.transport ?? 'auto';
+  const decision = decideTransport({ transport, localWorkers: plan.length, weightsBytes: frameBytes, gradientsBytes: frameBytes, root: opts.shmRoot, free: opts.shmFreeBytes });
+  let shm: ShmRegion | undefined;
+  if (decision.use) {
+    const made = ShmRegion.create(opts.shmRoot);
+    shm = made.region;
+    if (made.removed.length > 0) logEvent(log, 'shm-stale-removed', { regions: made.removed }, 'warn');
+    logEvent(log, 'transport', { local: 'shm', region: shm.dir, needMB: Math.round(decision.needBytes / 2 ** 20), freeMB: Math.round(decision.freeBytes / 2 ** 20) });
+  } else {
+    // Regions of coordinators killed earlier are removed even by a run that does not use one.
+    const removed = removeStaleRegions(opts.shmRoot);
+    if (removed.length > 0) logEvent(log, 'shm-stale-removed', { regions: removed }, 'warn');
+    const forced = transport === 'shm' && plan.length > 0;
+    logEvent(log, 'transport', { local: 'socket', reason: decision.reason }, forced ? 'warn' : 'info');
+    if (forced) print(`--transport shm: falling back to the socket: ${decision.reason}`);
+  }
+
   const coordinator = new Coordinator({
     monitors,
+    shm,
     config,
     wireDtype,
     batches,
@@ -239,7 +267,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const localUrl = `${scheme}://${LOOPBACK.has(host) ? endpoint : `127.0.0.1:${endpoint.split(':').pop()}`}`;
 
   const launched: LaunchedWorker[] = [];
-  for (const spec of planWorkers({ gpus: opts.gpus, workers: opts.workers, backend: opts.backend, simulateStepMs: opts.simulateStepMs, threads: opts.threadsPerWorker })) {
+  for (const spec of plan) {
+    spec.shmRegion = shm?.dir;
     launched.push(
       launchWorker(
         spec,
@@ -292,6 +321,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       ),
     );
     dataset.close();
+    shm?.close();
     await flushLogger(log);
   }
 }

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { resolveConfig, modelConfigOf, type TrainConfig } from '../coordinator/config.ts';
 import type { Coordinator } from '../coordinator/coordinator.ts';
 import { adamStep, ADAM_EPSILON } from '../coordinator/adam.ts';
+import { ShmRegion } from '../coordinator/shm.ts';
 import { startCoordinator } from './support/harness.ts';
 import { initialParams, parameterTable, type NamedArrays } from '../worker/architecture.ts';
 import { loadBackend } from '../worker/backend.ts';
@@ -11,17 +12,23 @@ import { Trainer } from '../worker/trainer.ts';
 const tiny = (over: Partial<TrainConfig> = {}) => resolveConfig({ preset: 'tiny', flags: { seed: 3, ...over } });
 
 const open: Coordinator[] = [];
+const closeAfter: ShmRegion[] = [];
 afterEach(async () => {
+  for (const r of closeAfter.splice(0)) r.close();
   for (const c of open.splice(0)) if (c.state !== 'finished' && c.state !== 'failed') c.requestStop('test over');
 });
 
-/** A coordinator with `workers` in-process workers on the wasm backend. */
-async function harness(config: TrainConfig, workers: number) {
-  const h = await startCoordinator(config, { minWorkers: workers });
+/** A coordinator with `workers` in-process workers on the wasm backend, over the socket or shared memory. */
+async function harness(config: TrainConfig, workers: number, transport: 'socket' | 'shm' = 'socket') {
+  // Two workers initialising the wasm backend at once in one process race (setBackend fails): load it first.
+  await loadBackend('wasm', { threads: 1 });
+  const shm = transport === 'shm' ? ShmRegion.create().region : undefined;
+  const h = await startCoordinator(config, { minWorkers: workers, shm });
   open.push(h.coordinator);
   const joined = Array.from({ length: workers }, () =>
-    runWorker({ url: `ws://${h.endpoint}`, token: h.token, backend: 'wasm', threads: 1, ganDistVersion: 'test' }),
+    runWorker({ url: `ws://${h.endpoint}`, token: h.token, backend: 'wasm', threads: 1, ganDistVersion: 'test', shmRegion: shm?.dir }),
   );
+  if (shm) closeAfter.push(shm);
   return {
     ...h,
     run: async () => {
@@ -57,10 +64,12 @@ describe('Coordinator', () => {
     expect(seen[0].get(1)!.z).not.toEqual(seen[0].get(2)!.z);
   });
 
-  it('gives 2 workers with half the batch each the Adam step of 1 worker computing both halves and averaging', async () => {
+  it.each(['socket', 'shm'] as const)('gives 2 workers with half the batch each the Adam step of 1 worker computing both halves and averaging (%s)', async (transport) => {
     const config = tiny({ iterations: 1 });
-    const h = await harness(config, 2);
+    const h = await harness(config, 2, transport);
     await h.run();
+    // Both workers really took the transport under test.
+    expect(h.events.filter((e) => e.event === 'shm-attached')).toHaveLength(transport === 'shm' ? 2 : 0);
     const { z, flip } = h.draws.get(1)!;
     const batchImages = h.images.get(1)!;
 

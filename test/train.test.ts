@@ -42,9 +42,13 @@ describe('gan-dist train', () => {
   it('resumed for N more iterations equals 2N in one go: weights and Adam state', async () => {
     const cwd = tmp();
     const common = { data: 'synthetic', listen: '127.0.0.1:0', workers: 2, backend: 'wasm', checkpointEvery: 0, keepCheckpoints: 2, cwd };
-    const straight = await train({ ...common, config: tiny({ iterations: 4 }), runDir: 'straight' });
-    const first = await train({ ...common, config: tiny({ iterations: 2 }), runDir: 'split' });
-    const resumed = await train({ ...common, config: tiny({ iterations: 4 }), overrides: { iterations: 4 }, resume: first.runDir });
+    // Over the socket in one go, through shared memory split in two: transports must not change a bit.
+    const straight = await train({ ...common, config: tiny({ iterations: 4 }), runDir: 'straight', transport: 'socket' });
+    const first = await train({ ...common, config: tiny({ iterations: 2 }), runDir: 'split', transport: 'shm' });
+    const resumed = await train({ ...common, config: tiny({ iterations: 4 }), overrides: { iterations: 4 }, resume: first.runDir, transport: 'shm' });
+    for (const [dir, local] of [[straight.runDir, 'socket'], [first.runDir, 'shm'], [resumed.runDir, 'shm']]) {
+      expect(logLines(dir).find((l) => l.event === 'transport')?.local, dir).toBe(local);
+    }
     expect([straight.iteration, first.iteration, resumed.iteration]).toEqual([4, 2, 4]);
     expect(resumed.runId).toBe(first.runId);
     const a = await loadLatestCheckpoint(straight.runDir);

@@ -16,6 +16,7 @@ import {
   type Message,
   type WireDtype,
 } from '../coordinator/protocol.ts';
+import { ShmWorkerFiles } from '../coordinator/shm.ts';
 import { parameterTable, sizeOf, type NamedArrays } from './architecture.ts';
 import { loadBackend, type BackendName } from './backend.ts';
 import { Trainer, type Shard, type ShardResult } from './trainer.ts';
@@ -41,6 +42,11 @@ export interface WorkerOptions {
    * gradients of the right names and sizes, so the coordinator's own costs can be measured.
    */
   simulateStepMs?: number;
+  /**
+   * The coordinator's shared-memory region (GAN_DIST_SHM_REGION, set by the launcher for local
+   * workers): weights and gradients then travel through /dev/shm, the socket carries control only.
+   */
+  shmRegion?: string;
   /** wss: the SHA-256 fingerprint (from the token file) the coordinator's certificate must have. */
   fingerprint?: string;
   /** wss: a CA certificate (PEM) that signed the coordinator's certificate (--ca). */
@@ -149,6 +155,16 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
   let ready = false;
   let outcome: WorkerOutcome | undefined;
   const send = (m: Message) => ws.send(encodeMessage(m));
+  let shm: ShmWorkerFiles | undefined;
+  // Gradient frames are encoded into one reused buffer: a fresh 38 MB one per shard costs its page
+  // faults, as much again as the copy. Safe to reuse: the shm path has written it to the file
+  // before the next shard comes, and ws copies what a client sends (masking) before send returns.
+  let gradFrame: Buffer = Buffer.alloc(0);
+  const encodeGradients = (m: Message, o: Parameters<typeof encodeMessage>[1] = {}) => {
+    const f = encodeMessage(m, { ...o, into: gradFrame });
+    if (f.byteLength > gradFrame.byteLength) gradFrame = f;
+    return f;
+  };
   /** What the welcome asked for the gradients sent over the socket (shared memory is always float32). */
   let wireDtype: WireDtype = 'float32';
 
@@ -156,6 +172,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
     const finish = (o: WorkerOutcome) => {
       if (!outcome) outcome = { ...o, joined: ready };
       trainer?.dispose();
+      shm?.close();
       if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close();
       resolve(outcome);
     };
@@ -204,6 +221,8 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
           const r = handshake.ready(paramTableHash(table));
           if (r.send) send(r.send);
           ready = true;
+          // Offered after `ready`: until the coordinator answers shmReady, everything uses the socket.
+          if (opts.shmRegion) send({ type: 'shmAttach', region: opts.shmRegion });
           log({ event: 'joined', workerId: step.welcome.workerId, runId: step.welcome.runId });
         }
         return;
@@ -219,6 +238,21 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
     const handle = async (msg: Message) => {
       const t = trainer!;
       switch (msg.type) {
+        case 'shmReady':
+          shm?.close();
+          shm = new ShmWorkerFiles(opts.shmRegion ?? '', msg.weightsFile, msg.gradientsFile);
+          log({ event: 'shm-attached', gradientsFile: msg.gradientsFile });
+          return;
+        case 'weightsRef': {
+          if (!shm) throw new GanDistError('GAN_DIST_E_PROTOCOL', 'weightsRef before shmReady');
+          // The frame the socket would have carried, validated as if it had.
+          const w = decodeMessage(shm.readWeights(msg.seq, msg.byteLength), limits);
+          if (w.type !== 'weights' || w.version !== msg.version) {
+            throw new GanDistError('GAN_DIST_E_PROTOCOL', `weightsRef announced weights version ${msg.version}, the region holds ${w.type === 'weights' ? `version ${w.version}` : `a '${w.type}' frame`}`);
+          }
+          t.setWeights(w.tensors);
+          return;
+        }
         case 'weights':
           t.setWeights(msg.tensors);
           return;
@@ -244,25 +278,27 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
           }
           const shapes: Record<string, number[]> = {};
           for (const [k, a] of Object.entries(tensors)) shapes[k] = [a.length];
-          // BatchNorm sums stay float32: the coordinator pools the batch variance as
-          // E[x^2] - E[x]^2, a difference that a 2^-8 relative error in each term could swamp
-          // (or make negative); they are a few KB against the 37.8 MB of gradients.
-          ws.send(
-            encodeMessage(
-              {
-                type: 'gradients',
-                ...base,
-                scoreG: r.scoreG,
-                scoreD: r.scoreD,
-                lossG: r.lossG,
-                lossD: r.lossD,
-                timings: { computeMs: r.computeMs },
-                tensors,
-                shapes,
-              },
-              { wireDtype, exact: (name) => name.startsWith('bn/') },
-            ),
-          );
+          const gradients: Message = {
+            type: 'gradients',
+            ...base,
+            scoreG: r.scoreG,
+            scoreD: r.scoreD,
+            lossG: r.lossG,
+            lossD: r.lossD,
+            timings: { computeMs: r.computeMs },
+            tensors,
+            shapes,
+          };
+          if (!shm) {
+            // BatchNorm sums stay float32: the coordinator pools the batch variance as
+            // E[x^2] - E[x]^2, a difference that a 2^-8 relative error in each term could swamp
+            // (or make negative); they are a few KB against the 37.8 MB of gradients.
+            ws.send(encodeGradients(gradients, { wireDtype, exact: (name) => name.startsWith('bn/') }));
+            return;
+          }
+          // The same frame, through this worker's file; the socket carries where to find it.
+          const ref = shm.writeGradients(encodeGradients(gradients));
+          send({ type: 'gradientsRef', ...base, ...ref });
           return;
         }
         case 'sampleRequest': {

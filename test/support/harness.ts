@@ -4,6 +4,7 @@ import { pino } from 'pino';
 import { newToken } from '../../coordinator/auth.ts';
 import type { TrainConfig } from '../../coordinator/config.ts';
 import { Coordinator, type IterationRecord } from '../../coordinator/coordinator.ts';
+import type { ShmRegion } from '../../coordinator/shm.ts';
 import { openDataset } from '../../data/index.ts';
 import type { WireDtype } from '../../coordinator/wire-dtype.ts';
 
@@ -19,7 +20,7 @@ export interface Harness {
 
 export async function startCoordinator(
   config: TrainConfig,
-  opts: { minWorkers: number; tls?: { cert: string; key: string }; balance?: 'off' | 'throughput'; wireDtype?: WireDtype },
+  opts: { minWorkers: number; tls?: { cert: string; key: string }; balance?: 'off' | 'throughput'; wireDtype?: WireDtype; shm?: ShmRegion },
 ): Promise<Harness> {
   const dataset = await openDataset({ data: 'synthetic', imageSize: config.imageSize, count: 64, seed: 1, cache: false });
   const batches = dataset.createBatchIterator({ batchSize: config.batchSize, seed: config.seed });
@@ -46,6 +47,7 @@ export async function startCoordinator(
     tls: opts.tls,
     balance: opts.balance,
     wireDtype: opts.wireDtype,
+    shm: opts.shm,
     minWorkers: opts.minWorkers,
     checkpointEvery: 0,
     saveSnapshot: async () => 'memory',
