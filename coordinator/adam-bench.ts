@@ -28,6 +28,11 @@ export interface AdamBenchRow {
   ms: number;
   /** The fastest iteration: the least disturbed by other processes on a shared machine. */
   bestMs: number;
+  /**
+   * Median CPU time of the whole process per iteration (all threads): what a busy machine
+   * inflates least. cpuMs / threads is the wall time the threads would take on idle cores.
+   */
+  cpuMs: number;
   /** Median ms from the last worker's gradient being handed over to Adam's end: what the iteration waits for once the last result is in. */
   tailMs: number;
   /** Bytes read and written by the computation per ms, as GB/s. */
@@ -86,7 +91,7 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
   const bytes = 4 * L * (N + 2 * N + 6);
   const say = opts.progress ?? (() => undefined);
 
-  type Timed = { ms: number; tailMs: number };
+  type Timed = { ms: number; tailMs: number; cpuMs: number };
   type Variant = { variant: string; threads: number; addOn: 'main' | 'threads'; iteration: (t: number) => Promise<Timed>; close: () => Promise<void>; times: Timed[] };
   const variants: Variant[] = [];
 
@@ -111,7 +116,7 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
         const g = acc.mean();
         for (const s of learn) adamStep(w[s.name], g[s.name], m[s.name], v[s.name], t, hyper);
         const t1 = performance.now();
-        return { ms: t1 - t0, tailMs: t1 - tLast };
+        return { ms: t1 - t0, tailMs: t1 - tLast, cpuMs: 0 };
       },
     });
   }
@@ -132,7 +137,7 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
           opt.add(grads[N - 1], rows[N - 1]);
           await opt.step(t, hyper);
           const t1 = performance.now();
-          return { ms: t1 - t0, tailMs: t1 - tLast };
+          return { ms: t1 - t0, tailMs: t1 - tLast, cpuMs: 0 };
         },
       });
     }
@@ -162,7 +167,12 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
       say(`round ${r + 1}/${opts.reps}`);
       copies.bufferCopy.push(timeCopy(() => src.copy(dst)));
       copies.typedArraySet.push(timeCopy(() => fb.set(fa)));
-      for (const v of variants) v.times.push(await v.iteration(r + 2));
+      for (const v of variants) {
+        const c0 = process.cpuUsage();
+        const timed = await v.iteration(r + 2);
+        const c = process.cpuUsage(c0);
+        v.times.push({ ...timed, cpuMs: (c.user + c.system) / 1000 });
+      }
     }
     memcpy = { bufferCopyGBps: (2 * half) / (median(copies.bufferCopy) * 1e6), typedArraySetGBps: (2 * half) / (median(copies.typedArraySet) * 1e6) };
   } finally {
@@ -182,7 +192,7 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
     rows: out.map((o) => {
       const ms = median(o.times.map((x) => x.ms));
       const gbps = bytes / (ms * 1e6);
-      return { variant: o.variant, threads: o.threads, addOn: o.addOn, ms, bestMs: Math.min(...o.times.map((x) => x.ms)), tailMs: median(o.times.map((x) => x.tailMs)), gbps, speedup: baseMs / ms, ofMemcpy: gbps / copyGBps };
+      return { variant: o.variant, threads: o.threads, addOn: o.addOn, ms, bestMs: Math.min(...o.times.map((x) => x.ms)), cpuMs: median(o.times.map((x) => x.cpuMs)), tailMs: median(o.times.map((x) => x.tailMs)), gbps, speedup: baseMs / ms, ofMemcpy: gbps / copyGBps };
     }),
     loadavg: loadavg(),
   };
@@ -194,13 +204,13 @@ export function formatAdamBench(r: AdamBenchReport): string {
     `memcpy of the same run (read + write bytes): Buffer.copy ${r.memcpy.bufferCopyGBps.toFixed(1)} GB/s, TypedArray.set ${r.memcpy.typedArraySetGBps.toFixed(1)} GB/s; ` +
       `an iteration reads and writes ${(r.bytesPerIteration / 1e6).toFixed(0)} MB`,
     '',
-    `${'variant'.padEnd(34)} ${'ms'.padStart(8)} ${'best'.padStart(7)} ${'after last'.padStart(11)} ${'GB/s'.padStart(7)} ${'x before'.padStart(9)} ${'of memcpy'.padStart(10)}`,
+    `${'variant'.padEnd(34)} ${'ms'.padStart(8)} ${'best'.padStart(7)} ${'cpu ms'.padStart(7)} ${'after last'.padStart(11)} ${'GB/s'.padStart(7)} ${'x before'.padStart(9)} ${'of memcpy'.padStart(10)}`,
   ];
   for (const row of r.rows) {
     lines.push(
-      `${row.variant.padEnd(34)} ${row.ms.toFixed(1).padStart(8)} ${row.bestMs.toFixed(1).padStart(7)} ${row.tailMs.toFixed(1).padStart(11)} ${row.gbps.toFixed(1).padStart(7)} ${row.speedup.toFixed(2).padStart(9)} ${(row.ofMemcpy * 100).toFixed(0).padStart(9)}%`,
+      `${row.variant.padEnd(34)} ${row.ms.toFixed(1).padStart(8)} ${row.bestMs.toFixed(1).padStart(7)} ${row.cpuMs.toFixed(1).padStart(7)} ${row.tailMs.toFixed(1).padStart(11)} ${row.gbps.toFixed(1).padStart(7)} ${row.speedup.toFixed(2).padStart(9)} ${(row.ofMemcpy * 100).toFixed(0).padStart(9)}%`,
     );
   }
-  lines.push('', `ms, GB/s and ratios from medians; "best": the fastest repetition. "after last": from the last worker's gradient to Adam's end, what an iteration waits for once every result is in. Load average ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}.`);
+  lines.push('', `ms, GB/s and ratios from medians; "best": the fastest repetition; "cpu ms": CPU time of all the process's threads. "after last": from the last worker's gradient to Adam's end, what an iteration waits for once every result is in. Load average ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}.`);
   return lines.join('\n');
 }
