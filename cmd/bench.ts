@@ -5,6 +5,8 @@ import { GanDistError } from '../coordinator/errors.ts';
 import { benchScaling, formatScaling } from '../coordinator/scaling-bench.ts';
 import { benchMemory } from '../coordinator/memory-bench.ts';
 import { benchAdam, formatAdamBench } from '../coordinator/adam-bench.ts';
+import { benchWire, formatWireBench } from '../coordinator/wire-bench.ts';
+import { WIRE_DTYPES, parseWireDtype } from '../coordinator/wire-dtype.ts';
 import { benchData, formatDataBench } from '../data/bench.ts';
 import { benchStep, formatStepBench } from '../worker/step-bench.ts';
 import { parseBackendName } from '../worker/backend.ts';
@@ -106,6 +108,37 @@ export function registerBenchCommands(program: Command): Command {
     .action(async (opts) => {
       const r = await benchAdam({ threads: opts.threads, workers: opts.workers, reps: opts.reps, progress: (line) => console.error(line) });
       console.log(opts.json ? JSON.stringify(r, null, 2) : formatAdamBench(r));
+    });
+
+  bench
+    .command('wire')
+    .description('--wire-dtype on loopback: bytes and iteration time per dtype against float32 (full model, simulated workers), and losses, scores and SWD after a tiny run with CPU workers')
+    .option('--dtypes <list>', 'wire dtypes, float32 first (the baseline)', (v) => v.split(',').map((d, i) => parseWireDtype(d.trim(), `--dtypes item ${i + 1}`)), [...WIRE_DTYPES])
+    .option('--workers <n>', 'simulated workers of the transfer part', (v) => intList('--workers')(v)[0], 2)
+    .option('--simulate-step-ms <ms>', 'fixed delay per shard (ms) of the transfer part', (v) => intList('--simulate-step-ms')(v)[0], 20)
+    .option('--rows-per-shard <n>', 'rows per simulated shard', (v) => intList('--rows-per-shard')(v)[0], 32)
+    .option('--iterations <n>', 'iterations per transfer run', (v) => intList('--iterations')(v)[0], 12)
+    .option('--quality-iterations <n>', 'iterations per tiny run of the quality part', (v) => intList('--quality-iterations')(v)[0], 150)
+    .option('--quality-workers <n>', 'CPU workers of the quality part', (v) => intList('--quality-workers')(v)[0], 2)
+    .option('--eval-count <n>', 'images per side of the SWD', (v) => intList('--eval-count')(v)[0], 128)
+    .option('--seed <n>', 'seed of every run', (v) => Number(v), 0)
+    .option('--no-quality', 'skip the quality part')
+    .option('--json', 'print JSON')
+    .action(async (opts) => {
+      if (!Number.isSafeInteger(opts.seed) || opts.seed < 0) throw new GanDistError('GAN_DIST_E_CONFIG', `--seed: "${opts.seed}" is not an integer >= 0`);
+      const r = await benchWire({
+        dtypes: opts.dtypes,
+        workers: opts.workers,
+        simulateStepMs: opts.simulateStepMs,
+        rowsPerShard: opts.rowsPerShard,
+        iterations: opts.iterations,
+        qualityIterations: opts.quality === false ? 0 : opts.qualityIterations,
+        qualityWorkers: opts.qualityWorkers,
+        evalCount: opts.evalCount,
+        seed: opts.seed,
+        progress: (line) => console.error(line),
+      });
+      console.log(opts.json ? JSON.stringify(r, null, 2) : formatWireBench(r));
     });
 
   bench

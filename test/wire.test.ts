@@ -28,6 +28,10 @@ import { Rng } from '../coordinator/rng.ts';
 import { parameterTable } from '../worker/architecture.ts';
 import { runWorker } from '../worker/client.ts';
 import { startCoordinator } from './support/harness.ts';
+import { train } from '../coordinator/train.ts';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
 const LIMITS: FrameLimits = frameLimitFor(100_000, 8, 8);
 
@@ -388,6 +392,25 @@ describe('wire dtypes between a coordinator and its workers', () => {
     await closed;
     const left = h.events.find((e) => e.event === 'worker-left');
     expect(String(left?.fields.reason)).toMatch(/tensor 'G\/proj\/w' is float16, so its scale must be a power of two from .* got nothing/);
+  });
+
+  it('keeps the run\'s wire dtype in config.json: a resume uses it unless --wire-dtype is given again', async () => {
+    const cwd = mkdtempSync(path.join(os.tmpdir(), 'gan-dist-wire-'));
+    const common = { data: 'synthetic', listen: '127.0.0.1:0', workers: 1, simulateStepMs: 1, backend: 'wasm', checkpointEvery: 0, keepCheckpoints: 1, cwd, transport: 'socket' as const };
+    const configEvent = (runDir: string) =>
+      readFileSync(path.join(runDir, 'train.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.event === 'config').at(-1);
+    const first = await train({ ...common, config: tiny({ iterations: 1 }), runDir: 'run', wireDtype: 'float16' });
+    expect(JSON.parse(readFileSync(path.join(first.runDir, 'config.json'), 'utf8')).wireDtype).toBe('float16');
+    const resumed = await train({ ...common, config: tiny({ iterations: 2 }), overrides: { iterations: 2 }, resume: first.runDir });
+    expect(resumed.iteration).toBe(2);
+    expect(configEvent(resumed.runDir).wireDtype).toBe('float16');
+    const changed = await train({ ...common, config: tiny({ iterations: 3 }), overrides: { iterations: 3 }, resume: first.runDir, wireDtype: 'bfloat16' });
+    expect(changed.iteration).toBe(3);
+    expect(JSON.parse(readFileSync(path.join(first.runDir, 'config.json'), 'utf8')).wireDtype).toBe('bfloat16');
+    // A config.json edited by hand to something unknown is named, not guessed at.
+    const cfgPath = path.join(first.runDir, 'config.json');
+    writeFileSync(cfgPath, JSON.stringify({ ...JSON.parse(readFileSync(cfgPath, 'utf8')), wireDtype: 'fp8' }));
+    await expect(train({ ...common, config: tiny({ iterations: 4 }), overrides: { iterations: 4 }, resume: first.runDir })).rejects.toThrow(/config.json: wireDtype: "fp8" is not a wire dtype/);
   });
 
   it('trains at bfloat16 with losses close to float32\'s, yet not bit-identical (the wire really is 16-bit)', async () => {
