@@ -1,9 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { adamStep, ADAM_EPSILON } from '../coordinator/adam.ts';
-import { Optimizer } from '../coordinator/optimizer.ts';
+import { resolveConfig } from '../coordinator/config.ts';
+import { DEFAULT_OPTIMIZER_THREADS, Optimizer } from '../coordinator/optimizer.ts';
 import { GradientAccumulator } from '../coordinator/reduce.ts';
 import { Rng } from '../coordinator/rng.ts';
 import type { NamedArrays, ParamSpec } from '../worker/architecture.ts';
+import { loadBackend } from '../worker/backend.ts';
+import { runWorker } from '../worker/client.ts';
+import { startCoordinator } from './support/harness.ts';
 
 // A small table with odd sizes, learnables and running statistics interleaved as in the real
 // one, so slices start and end inside tensors and the states sit between learnables.
@@ -157,5 +161,21 @@ describe('Optimizer', () => {
     const { ['D/c/b']: _gone, ...partial } = params;
     expect(() => new Optimizer(specs, { params: partial })).toThrow(/weights: missing tensor D\/c\/b/);
     expect(() => new Optimizer(specs, { params: { ...params, 'D/c/b': new Float32Array(2) } })).toThrow(/D\/c\/b has 2 values, expected 1/);
+  });
+
+  it("ends a coordinator's optimizer threads when its run ends", async () => {
+    await loadBackend('wasm', { threads: 1 });
+    const h = await startCoordinator(resolveConfig({ preset: 'tiny', flags: { seed: 3, iterations: 2 } }), { minWorkers: 1 });
+    const optimizer = (h.coordinator as unknown as { optimizer: Optimizer }).optimizer;
+    let during: readonly import('node:worker_threads').Worker[] = [];
+    h.coordinator.watchIterations(() => (during = optimizer.poolThreads));
+    const worker = runWorker({ url: `ws://${h.endpoint}`, token: h.token, backend: 'wasm', threads: 1, ganDistVersion: 'test' });
+    expect(await h.coordinator.run()).toBe('finished');
+    expect((await worker).exitCode).toBe(0);
+    // The tiny model (532 k learnables) is above the main-thread bound: the pool did the steps.
+    expect(optimizer.threads).toBe(DEFAULT_OPTIMIZER_THREADS);
+    expect(during).toHaveLength(DEFAULT_OPTIMIZER_THREADS > 1 ? DEFAULT_OPTIMIZER_THREADS : 0);
+    expect(during.map((w) => w.threadId)).toEqual(during.map(() => -1));
+    expect(h.events.find((e) => e.event === 'state' && e.fields.to === 'running')?.fields.adamThreads).toBe(DEFAULT_OPTIMIZER_THREADS);
   });
 });
