@@ -4,6 +4,7 @@
 // measured in the same run as the yardstick.
 
 import { loadavg } from 'node:os';
+import { Worker } from 'node:worker_threads';
 import { ADAM_EPSILON, adamStep } from './adam.ts';
 import { modelConfigOf, resolveConfig } from './config.ts';
 import { Optimizer } from './optimizer.ts';
@@ -52,7 +53,34 @@ export interface AdamBenchReport {
   bytesPerIteration: number;
   memcpy: { bufferCopyGBps: number; typedArraySetGBps: number };
   rows: AdamBenchRow[];
+  /** A pure compute loop on 1 thread, then split over 2: what parallelism the machine gives right now. */
+  probe: { oneThreadMs: number; twoThreadsMs: number; speedup: number };
   loadavg: number[];
+}
+
+/** The same arithmetic loop on one worker thread, then halved over two, best of 3. */
+async function probeParallelism(): Promise<AdamBenchReport['probe']> {
+  const code = `const { parentPort } = require('node:worker_threads');
+parentPort.on('message', (n) => { let x = 0; for (let i = 0; i < n; i++) x += Math.sqrt(i) / (i + 1.5); parentPort.postMessage(x); });`;
+  const threads = [new Worker(code, { eval: true }), new Worker(code, { eval: true })];
+  const run = (w: Worker, n: number) => new Promise((resolve) => { w.once('message', resolve); w.postMessage(n); });
+  try {
+    const n = 5e7;
+    await Promise.all(threads.map((w) => run(w, 1e6)));
+    let one = Infinity;
+    let two = Infinity;
+    for (let r = 0; r < 3; r++) {
+      let t0 = performance.now();
+      await run(threads[0], n);
+      one = Math.min(one, performance.now() - t0);
+      t0 = performance.now();
+      await Promise.all(threads.map((w) => run(w, n / 2)));
+      two = Math.min(two, performance.now() - t0);
+    }
+    return { oneThreadMs: one, twoThreadsMs: two, speedup: one / two };
+  } finally {
+    await Promise.all(threads.map((w) => w.terminate()));
+  }
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -180,6 +208,8 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
   }
   const copyGBps = Math.max(memcpy.bufferCopyGBps, memcpy.typedArraySetGBps);
   const out = variants;
+  say('parallelism probe ...');
+  const probe = await probeParallelism();
 
   const baseMs = median(out[0].times.map((x) => x.ms));
   return {
@@ -194,6 +224,7 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
       const gbps = bytes / (ms * 1e6);
       return { variant: o.variant, threads: o.threads, addOn: o.addOn, ms, bestMs: Math.min(...o.times.map((x) => x.ms)), cpuMs: median(o.times.map((x) => x.cpuMs)), tailMs: median(o.times.map((x) => x.tailMs)), gbps, speedup: baseMs / ms, ofMemcpy: gbps / copyGBps };
     }),
+    probe,
     loadavg: loadavg(),
   };
 }
@@ -203,6 +234,7 @@ export function formatAdamBench(r: AdamBenchReport): string {
     `reduction of ${r.workers} workers' gradients + Adam, full model: ${r.parameters.toLocaleString('en-US')} parameters (${r.learnables.toLocaleString('en-US')} learnable), median of ${r.reps}`,
     `memcpy of the same run (read + write bytes): Buffer.copy ${r.memcpy.bufferCopyGBps.toFixed(1)} GB/s, TypedArray.set ${r.memcpy.typedArraySetGBps.toFixed(1)} GB/s; ` +
       `an iteration reads and writes ${(r.bytesPerIteration / 1e6).toFixed(0)} MB`,
+    `the machine, now: a compute loop split over 2 threads ran x${r.probe.speedup.toFixed(2)} as fast as on 1 (the ceiling of a pool of 2)`,
     '',
     `${'variant'.padEnd(34)} ${'ms'.padStart(8)} ${'best'.padStart(7)} ${'cpu ms'.padStart(7)} ${'after last'.padStart(11)} ${'GB/s'.padStart(7)} ${'x before'.padStart(9)} ${'of memcpy'.padStart(10)}`,
   ];
