@@ -637,9 +637,10 @@ export class Coordinator {
   /**
    * SWD of G at this iteration, on the run's fixed evaluation latents against its fixed real
    * sample: one `eval` event. Only the images are made now (one worker, between iterations);
-   * the distance is computed in slices on this thread while training goes on (swdAsync), so an
-   * evaluation costs the run little more than a sample grid. One at a time: a due evaluation
-   * first waits for the previous one. Resolves once the images are in hand.
+   * the distance is computed in slices of tens of ms on this thread while training goes on
+   * (swdAsync). Where the workers leave the coordinator a core, that hides most of its seconds;
+   * where they fill every core, it still takes its CPU time from them. One at a time: a due
+   * evaluation first waits for the previous one. Resolves once the images are in hand.
    */
   async evaluate(): Promise<void> {
     const e = this.opts.evaluation;
