@@ -161,6 +161,7 @@ export class Dispatcher {
       this.syncWeights(slot);
       slot.busy = task;
       task.assignedAt = performance.now();
+      slot.peer.setComputing(true);
       slot.peer.send(task.frame);
     }
   }
@@ -178,6 +179,7 @@ export class Dispatcher {
       return;
     }
     slot.busy = undefined;
+    peer.setComputing(false);
     if (msg.type === 'gradientsNonFinite') {
       task.nonFiniteFrom.add(peer.id);
       if (task.nonFiniteFrom.size >= 2 || this.workers.size === 1) {

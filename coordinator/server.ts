@@ -25,6 +25,12 @@ export interface Peer {
   send(msg: Message | Buffer): void;
   /** Bytes queued on the socket and not yet handed to the OS. */
   bufferedBytes(): number;
+  /**
+   * The peer is computing a shard: a worker's step runs on its main thread (seconds for the
+   * full model on a CPU) and cannot answer pings meanwhile, so the heartbeat leaves it alone and
+   * the dispatcher's step deadline watches it instead.
+   */
+  setComputing(on: boolean): void;
   close(reason: string): void;
 }
 
@@ -38,7 +44,7 @@ export interface PeerServerOptions {
   welcome: (hello: HelloMessage, id: number) => WelcomeFields;
   /** Serve wss with this certificate; plain ws (loopback only) without. */
   tls?: { cert: string; key: string };
-  /** Ping every this many ms; a peer that misses two pongs is dropped. */
+  /** Ping every this many ms; a peer that misses two pongs is dropped, unless it is computing a shard. */
   heartbeatMs?: number;
 }
 
@@ -52,6 +58,8 @@ export class PeerServer extends EventEmitter {
   private readonly sockets = new Set<WebSocket>();
   private https?: HttpsServer;
   private heartbeat?: NodeJS.Timeout;
+  /** Sockets of peers computing a shard (Peer.setComputing). */
+  private readonly computing = new WeakSet<WebSocket>();
 
   constructor(private readonly opts: PeerServerOptions) {
     super();
@@ -92,6 +100,10 @@ export class PeerServer extends EventEmitter {
     });
     this.heartbeat = setInterval(() => {
       for (const ws of this.sockets) {
+        if (this.computing.has(ws)) {
+          alive.set(ws, true); // its answer to the last ping may be stuck behind the step
+          continue;
+        }
         if (alive.get(ws) === false) {
           ws.emit('error', new Error(`no heartbeat answer within ${2 * every} ms`));
           continue;
@@ -165,6 +177,7 @@ export class PeerServer extends EventEmitter {
             if (ws.readyState === ws.OPEN) ws.send(Buffer.isBuffer(m) ? m : encodeMessage(m));
           },
           bufferedBytes: () => ws.bufferedAmount,
+          setComputing: (on) => void (on ? this.computing.add(ws) : this.computing.delete(ws)),
           close: (reason) => {
             drop(reason);
           },
