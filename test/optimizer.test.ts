@@ -69,7 +69,7 @@ describe('Optimizer', () => {
   const params = randomArrays(rng, specs, 1);
   // Uneven shards, several steps from t = 1 (the largest bias correction). Totals that are not
   // powers of two, so 1 / total is inexact and the mean's rounding to float32 matters.
-  const sizes = [[5, 3, 7], [7, 2], [6, 3, 4, 4], [4, 4, 4, 4]];
+  const sizes = [[5, 3, 7], [7, 2], [9], [6, 3, 4, 4], [4, 4, 4, 4]];
   const steps = sizes.map((ns) => ({ shards: ns.map((n) => ({ grads: randomArrays(rng, learnables, 1), n })) }));
   const want = reference(params, steps);
 
