@@ -41,7 +41,10 @@ export function adamStep(
 /**
  * The mean gradient and the Adam step in one pass over [from, to): g = fround(sum / total) is
  * exactly what GradientAccumulator.mean stores and adamStep reads back, so the result is bitwise
- * that of mean() then adamStep, with one pass over the sums fewer. `inv` is 1 / total.
+ * that of mean() then adamStep, with one pass over the sums fewer. `inv` is 1 / total. On one
+ * thread, with the adds, `gan-dist bench adam` measured it 1.07x as fast as accumulator, mean
+ * pass and adamStep per tensor (median of 22 runs, 0.95-1.32x): Adam's three divisions and
+ * square root per element, not memory, bound it.
  */
 export function meanAdamStep(
   w: Float32Array,
