@@ -231,7 +231,7 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
 
 export function formatAdamBench(r: AdamBenchReport): string {
   const lines = [
-    `reduction of ${r.workers} workers' gradients + Adam, full model: ${r.parameters.toLocaleString('en-US')} parameters (${r.learnables.toLocaleString('en-US')} learnable), median of ${r.reps}`,
+    `reduction of ${r.workers} ${r.workers === 1 ? "worker's" : "workers'"} gradients + Adam, full model: ${r.parameters.toLocaleString('en-US')} parameters (${r.learnables.toLocaleString('en-US')} learnable), median of ${r.reps}`,
     `memcpy of the same run (read + write bytes): Buffer.copy ${r.memcpy.bufferCopyGBps.toFixed(1)} GB/s, TypedArray.set ${r.memcpy.typedArraySetGBps.toFixed(1)} GB/s; ` +
       `an iteration reads and writes ${(r.bytesPerIteration / 1e6).toFixed(0)} MB`,
     `the machine, now: a compute loop split over 2 threads ran x${r.probe.speedup.toFixed(2)} as fast as on 1 (the ceiling of a pool of 2)`,
