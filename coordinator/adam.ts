@@ -12,7 +12,10 @@ export interface AdamHyper {
 
 export const ADAM_EPSILON = 1e-8;
 
-/** One in-place Adam step on `w`, `m`, `v` from gradient `g`, for indices [from, to). */
+/**
+ * One in-place Adam step on `w`, `m`, `v` from gradient `g`, for indices [from, to): the fused
+ * step with a mean of one (fround(g * 1) is g, so the floats are those of a separate loop).
+ */
 export function adamStep(
   w: Float32Array,
   g: Float32Array,
@@ -23,19 +26,7 @@ export function adamStep(
   from = 0,
   to = w.length,
 ): void {
-  const { lr, beta1: b1, beta2: b2, epsilon } = h;
-  const c1 = 1 - b1 ** t;
-  const c2 = 1 - b2 ** t;
-  const a1 = 1 - b1;
-  const a2 = 1 - b2;
-  for (let i = from; i < to; i++) {
-    const gi = g[i];
-    const mi = b1 * m[i] + a1 * gi;
-    const vi = b2 * v[i] + a2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    w[i] -= (lr * (mi / c1)) / (Math.sqrt(vi / c2) + epsilon);
-  }
+  meanAdamStep(w, g, 1, m, v, t, h, from, to);
 }
 
 /**
