@@ -10,6 +10,7 @@ import { modelConfigOf, resolveConfig } from './config.ts';
 import { Optimizer } from './optimizer.ts';
 import { GradientAccumulator } from './reduce.ts';
 import { initialParams, parameterTable, sizeOf, type NamedArrays } from '../worker/architecture.ts';
+import { median } from './bench-util.ts';
 
 export interface AdamBenchOptions {
   /** Thread counts of the pooled runs (1 is the fused single-threaded run). */
@@ -83,7 +84,6 @@ parentPort.on('message', (n) => { let x = 0; for (let i = 0; i < n; i++) x += Ma
   }
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Gradient tensors as a worker's frame delivers them: views into one ordinary buffer each. */
 function fakeGradients(specs: { name: string; shape: number[] }[], seed: number): NamedArrays {

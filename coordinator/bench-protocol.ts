@@ -4,6 +4,7 @@
 
 import { pathToFileURL } from 'node:url';
 import { decodeMessage, encodeMessage, frameLimitFor, type WeightsMessage } from './protocol.ts';
+import { best } from './bench-util.ts';
 
 /** The default DCGAN's parameters and BatchNorm running statistics (latent 100, nf 64, 64x64). */
 export function dcganTable(): { name: string; shape: number[] }[] {
@@ -38,15 +39,6 @@ export function weightsMessage(table: { name: string; shape: number[] }[]): Weig
   return { type: 'weights', version: 1, iteration: 1, tensors, shapes };
 }
 
-function best(repeats: number, run: () => void): number {
-  let min = Infinity;
-  for (let r = 0; r < repeats; r++) {
-    const t0 = performance.now();
-    run();
-    min = Math.min(min, performance.now() - t0);
-  }
-  return min;
-}
 
 function main(): void {
   const repeats = Number(process.argv[2] ?? 10);

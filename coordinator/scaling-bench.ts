@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { modelConfigOf, resolveConfig, type TrainConfig } from './config.ts';
-import { train } from './train.ts';
+import { benchTrainRun, median, steady } from './bench-util.ts';
 import { GanDistError } from './errors.ts';
 import { parameterTable, sizeOf } from '../worker/architecture.ts';
 
@@ -81,36 +81,13 @@ export interface ScalingReport {
   simulated: { model: string; note: string; runs: SimulatedRun[] };
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? (s[Math.floor((s.length - 1) / 2)] + s[Math.ceil((s.length - 1) / 2)]) / 2 : NaN;
-};
-
-function iterationLines(runDir: string): Record<string, number>[] {
-  return readFileSync(path.join(runDir, 'train.log'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l))
-    .filter((l) => l.msg === 'iteration');
-}
-
 async function trainedLines(cwd: string, config: TrainConfig, workers: number, extra: { threads?: number; simulateStepMs?: number; transport: 'socket' | 'shm' }) {
-  const result = await train({
-    config,
-    data: 'synthetic',
-    listen: '127.0.0.1:0',
-    workers,
-    backend: 'wasm',
-    checkpointEvery: 0,
-    keepCheckpoints: 1,
-    runDir: path.join(cwd, `run-${workers}-${extra.simulateStepMs ?? 'real'}-${extra.transport}-${Date.now()}`),
+  const result = await benchTrainRun(cwd, config, workers, `${workers}-${extra.simulateStepMs ?? 'real'}-${extra.transport}`, {
     transport: extra.transport,
-    cwd,
     threadsPerWorker: extra.threads,
     simulateStepMs: extra.simulateStepMs,
-    skipFinalCheckpoint: true,
   });
-  const lines = iterationLines(result.runDir);
+  const lines = result.lines;
   // A run asked for shm that fell back (no room in /dev/shm) must not be reported as shm.
   const transport = readFileSync(path.join(result.runDir, 'train.log'), 'utf8').split('\n').find((l) => l.includes('"event":"transport"'));
   const local = transport ? (JSON.parse(transport) as { local: string; reason?: string }) : undefined;
@@ -132,9 +109,6 @@ export function memcpyMs(bytes: number, chunk: number): number {
   }
   return best;
 }
-
-/** Warm-up excluded: the first quarter of the iterations (at least 2) is not counted. */
-const steady = <T>(xs: T[]) => xs.slice(Math.max(2, Math.floor(xs.length / 4)));
 
 /** Moves the simulated run's bytes as plain ws messages to echo processes: the floor for any framing. */
 export async function bareTransferMs(workers: number, sendBytes: number, replyBytes: number, rounds: number): Promise<number> {

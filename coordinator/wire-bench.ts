@@ -4,13 +4,13 @@
 //  - quality: the tiny preset with real CPU workers for a fixed number of iterations, then the
 //    final losses and scores and the SWD of the final generator (master weights, float32).
 
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { modelConfigOf, resolveConfig, type TrainConfig } from './config.ts';
 import { GanDistError } from './errors.ts';
 import { encodeMessage, decodeMessage, frameLimitFor, type GradientsMessage, type ShardMessage, type WeightsMessage } from './protocol.ts';
-import { train } from './train.ts';
+import { benchTrainRun, best, median, steady } from './bench-util.ts';
 import type { WireDtype } from './wire-dtype.ts';
 import { initialParams, parameterTable, sizeOf } from '../worker/architecture.ts';
 
@@ -65,29 +65,7 @@ export interface WireBenchReport {
   quality?: { preset: string; workers: number; iterations: number; seed: number; evalCount: number; note: string; runs: QualityRun[] };
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? (s[Math.floor((s.length - 1) / 2)] + s[Math.ceil((s.length - 1) / 2)]) / 2 : NaN;
-};
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-
-function best(repeats: number, run: () => void): number {
-  let min = Infinity;
-  for (let r = 0; r < repeats; r++) {
-    const t0 = performance.now();
-    run();
-    min = Math.min(min, performance.now() - t0);
-  }
-  return min;
-}
-
-function iterationLines(runDir: string): Record<string, number>[] {
-  return readFileSync(path.join(runDir, 'train.log'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l))
-    .filter((l) => l.msg === 'iteration');
-}
 
 /** The frames one worker exchanges per iteration, at `dtype`, for a config's model. */
 function frames(config: TrainConfig, rows: number, dtype: WireDtype) {
@@ -126,29 +104,16 @@ function frames(config: TrainConfig, rows: number, dtype: WireDtype) {
   };
 }
 
-async function trainRun(cwd: string, config: TrainConfig, workers: number, wireDtype: WireDtype, extra: { simulateStepMs?: number; threads?: number; checkpoint?: boolean }) {
-  const result = await train({
-    config,
-    data: 'synthetic',
-    listen: '127.0.0.1:0',
-    workers,
-    backend: 'wasm',
-    checkpointEvery: 0,
-    keepCheckpoints: 1,
-    runDir: path.join(cwd, `run-${wireDtype}-${extra.simulateStepMs ?? 'real'}-${Date.now()}`),
-    cwd,
+function trainRun(cwd: string, config: TrainConfig, workers: number, wireDtype: WireDtype, extra: { simulateStepMs?: number; threads?: number; checkpoint?: boolean }) {
+  return benchTrainRun(cwd, config, workers, `${wireDtype}-${extra.simulateStepMs ?? 'real'}`, {
     threadsPerWorker: extra.threads,
     simulateStepMs: extra.simulateStepMs,
-    skipFinalCheckpoint: extra.checkpoint !== true,
+    checkpoint: extra.checkpoint,
     // Local workers would otherwise share memory, which is always float32: this measures the socket.
     transport: 'socket',
     wireDtype,
   });
-  return { runDir: result.runDir, lines: iterationLines(result.runDir) };
 }
-
-/** Warm-up excluded: the first quarter of the iterations (at least 2) is not counted. */
-const steady = <T>(xs: T[]) => xs.slice(Math.max(2, Math.floor(xs.length / 4)));
 
 export async function benchWire(opts: WireBenchOptions): Promise<WireBenchReport> {
   const say = opts.progress ?? (() => {});

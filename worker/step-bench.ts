@@ -7,6 +7,7 @@ import { Rng } from '../coordinator/rng.ts';
 import { initialParams, parameterTable } from './architecture.ts';
 import { loadBackend, type BackendName } from './backend.ts';
 import { Trainer, type Shard } from './trainer.ts';
+import { median } from '../coordinator/bench-util.ts';
 
 export interface StepBenchOptions {
   backends: BackendName[];
@@ -39,7 +40,6 @@ export interface StepBenchReport {
   rows: StepBenchRow[];
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 export async function benchStep(opts: StepBenchOptions): Promise<StepBenchReport> {
   const config = resolveConfig({ preset: opts.preset });
