@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { GanDistError } from '../coordinator/errors.ts';
 import { DCGAN_LEARNABLES, dcganTable, weightsMessage } from '../coordinator/bench-protocol.ts';
+import { expectProtocolError } from './support/expect-error.ts';
 import {
   MESSAGE_TYPES,
   PRE_AUTH_LIMITS,
@@ -86,18 +87,6 @@ function everyMessage(): Message[] {
   ];
 }
 
-/** Expects `run` to throw a protocol GanDistError whose message matches `reason`. */
-function expectProtocolError(run: () => unknown, reason: RegExp): void {
-  let thrown: unknown;
-  try {
-    run();
-  } catch (err) {
-    thrown = err;
-  }
-  expect(thrown, `expected a throw matching ${reason}`).toBeInstanceOf(GanDistError);
-  expect((thrown as GanDistError).code).toBe('GAN_DIST_E_PROTOCOL');
-  expect((thrown as GanDistError).message).toMatch(reason);
-}
 
 const DATA = 1024;
 

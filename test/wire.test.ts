@@ -32,6 +32,7 @@ import { train } from '../coordinator/train.ts';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { expectProtocolError } from './support/expect-error.ts';
 
 const LIMITS: FrameLimits = frameLimitFor(100_000, 8, 8);
 
@@ -88,17 +89,6 @@ function gradients(tensors: Record<string, Float32Array>): GradientsMessage {
   };
 }
 
-function expectProtocolError(run: () => unknown, reason: RegExp): void {
-  let thrown: unknown;
-  try {
-    run();
-  } catch (err) {
-    thrown = err;
-  }
-  expect(thrown, `expected a throw matching ${reason}`).toBeInstanceOf(GanDistError);
-  expect((thrown as GanDistError).code).toBe('GAN_DIST_E_PROTOCOL');
-  expect((thrown as GanDistError).message).toMatch(reason);
-}
 
 /** Rewrites a frame's JSON header to forge a bad one; the tensor bytes move along unchanged. */
 function editHeader(frame: Buffer, edit: (h: { tensors: Record<string, unknown>[] }) => void): Buffer {
