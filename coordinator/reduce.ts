@@ -41,8 +41,28 @@ export class GradientAccumulator {
  * what the add onto a zeroed sum gives (even for -0), without the pass that zeroes it.
  */
 export function addScaled(sum: Float32Array, g: Float32Array, n: number, first: boolean, from = 0, to = sum.length): void {
-  if (first) for (let i = from; i < to; i++) sum[i] = 0 + n * g[i];
-  else for (let i = from; i < to; i++) sum[i] += n * g[i];
+  // Four elements a turn: V8 does not unroll, and this loop runs on 9.45 M floats per worker per
+  // iteration (1.5x as fast as the plain loop on its own, median of 6; in a 4-worker run the adds
+  // are bound by memory and gain less. The same operations per element, so the same floats).
+  const end4 = to - ((to - from) & 3);
+  let i = from;
+  if (first) {
+    for (; i < end4; i += 4) {
+      sum[i] = 0 + n * g[i];
+      sum[i + 1] = 0 + n * g[i + 1];
+      sum[i + 2] = 0 + n * g[i + 2];
+      sum[i + 3] = 0 + n * g[i + 3];
+    }
+    for (; i < to; i++) sum[i] = 0 + n * g[i];
+  } else {
+    for (; i < end4; i += 4) {
+      sum[i] += n * g[i];
+      sum[i + 1] += n * g[i + 1];
+      sum[i + 2] += n * g[i + 2];
+      sum[i + 3] += n * g[i + 3];
+    }
+    for (; i < to; i++) sum[i] += n * g[i];
+  }
 }
 
 export interface BnSums {
