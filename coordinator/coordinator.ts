@@ -130,6 +130,13 @@ export class Coordinator {
   private version = 0;
   /** The weights frame of the current version, one per wire dtype asked for. */
   private readonly weightsFrames = new Map<WireDtype, { version: number; frame: Buffer }>();
+  /**
+   * Per wire dtype, two buffers the weights frames are encoded into, by version parity. Version v's
+   * buffer is rewritten for v + 2 only: every send of v went out during iteration v + 1 and was
+   * received whole before its worker's answer came back (or its socket was destroyed), so no
+   * send still reads it. A fresh 38 MB buffer per version cost its page faults and the GC's time.
+   */
+  private readonly weightsBuffers = new Map<WireDtype, (Buffer | undefined)[]>();
   /** What each worker was told in its welcome (--wire-dtype, for socket workers). */
   private readonly peerWireDtype = new Map<number, WireDtype>();
   /** The weightsRef control frame of the version last written to shared memory. */
@@ -271,7 +278,12 @@ export class Coordinator {
       for (const s of this.specs) shapes[s.name] = s.shape;
       const msg = { type: 'weights', version: this.version, iteration: this.iteration, tensors: this.params, shapes } as const;
       // BatchNorm running statistics stay float32: a few KB, and workers' sample grids use them.
-      cached = { version: this.version, frame: encodeMessage(msg, { wireDtype: dtype, exact: (name) => !this.learnableNames.has(name) }) };
+      const buffers = this.weightsBuffers.get(dtype) ?? [undefined, undefined];
+      this.weightsBuffers.set(dtype, buffers);
+      const into = buffers[this.version % 2];
+      const frame = encodeMessage(msg, { wireDtype: dtype, exact: (name) => !this.learnableNames.has(name), into });
+      if (frame.buffer !== into?.buffer) buffers[this.version % 2] = frame;
+      cached = { version: this.version, frame };
       this.weightsFrames.set(dtype, cached);
     }
     return cached;
