@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { modelConfigOf, resolveConfig, type TrainConfig } from './config.ts';
 import { benchTrainRun, median, steady } from './bench-util.ts';
@@ -75,9 +76,21 @@ export interface SimulatedRun {
   efficiency: number;
 }
 
+/**
+ * What the machine allows the real part right now, with no coordinator: N independent processes
+ * each stepping a shard of global / N rows at once, against one process stepping the whole batch.
+ */
+export interface ParallelCeiling {
+  workers: number;
+  rowsPerProcess: number;
+  imagesPerSec: number;
+  /** imagesPerSec / the one-process figure: the most N workers can reach over 1 here, now. */
+  speedupVsOne: number;
+}
+
 export interface ScalingReport {
   machine: { cores: number; cpu: string; node: string };
-  real: { preset: string; note: string; runs: RealRun[] };
+  real: { preset: string; note: string; runs: RealRun[]; ceiling: ParallelCeiling[] };
   simulated: { model: string; note: string; runs: SimulatedRun[] };
 }
 
@@ -156,6 +169,25 @@ function require_ws(): string {
   return path.join(path.dirname(new URL(import.meta.resolve('ws')).pathname), 'index.js');
 }
 
+/** img/s of `processes` concurrent `gan-dist bench step` processes (wasm, one thread), summed. */
+async function concurrentStepImagesPerSec(preset: string, rows: number, processes: number): Promise<number> {
+  const bin = fileURLToPath(new URL('../cmd/gan-dist.mjs', import.meta.url));
+  const args = [bin, 'bench', 'step', '--preset', preset, '--batch', String(rows), '--backend', 'wasm', '--threads', '1', '--steps', '8', '--json'];
+  const one = () =>
+    new Promise<number>((resolve, reject) => {
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'ignore'] });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.on('error', reject);
+      child.on('exit', (code) => {
+        if (code !== 0) return reject(new Error(`bench step exited with ${code}`));
+        resolve((JSON.parse(out) as { rows: { imagesPerSec: number }[] }).rows[0].imagesPerSec);
+      });
+    });
+  const rates = await Promise.all(Array.from({ length: processes }, one));
+  return rates.reduce((a, b) => a + b, 0);
+}
+
 export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport> {
   const say = opts.progress ?? (() => {});
   const cwd = mkdtempSync(path.join(os.tmpdir(), 'gan-dist-bench-'));
@@ -182,6 +214,14 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
       }
       for (const r of real.slice(first)) r.speedupVsFirst = r.imagesPerSec / real[first].imagesPerSec;
     }
+    const ceiling: ParallelCeiling[] = [];
+    for (const workers of opts.realWorkers) {
+      const rowsPerProcess = Math.floor(preset.batchSize / workers);
+      say(`ceiling: ${workers} independent step process(es) of ${rowsPerProcess} rows at once, no coordinator`);
+      const imagesPerSec = await concurrentStepImagesPerSec(opts.preset, rowsPerProcess, workers);
+      ceiling.push({ workers, rowsPerProcess, imagesPerSec, speedupVsOne: 0 });
+    }
+    for (const c of ceiling) c.speedupVsOne = c.imagesPerSec / ceiling[0].imagesPerSec;
 
     const simulated: SimulatedRun[] = [];
     const model = resolveConfig({});
@@ -236,7 +276,7 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
     }
     return {
       machine: { cores: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version },
-      real: { preset: opts.preset, note: 'same global batch split over the workers (strong scaling), one wasm thread each; warm-up excluded, median step', runs: real },
+      real: { preset: opts.preset, note: 'same global batch split over the workers (strong scaling), one wasm thread each; warm-up excluded, median step', runs: real, ceiling },
       simulated: {
         model: 'seed (64x64, 64 filters: 9.45 M parameters)',
         note:
@@ -253,6 +293,9 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
 
 export function formatScaling(r: ScalingReport): string {
   const lines = [`machine: ${r.machine.cores} cores, ${r.machine.cpu}, Node ${r.machine.node}`, `real (${r.real.preset}; ${r.real.note}):`];
+  for (const c of r.real.ceiling) {
+    lines.push(`  ceiling, ${c.workers} independent process(es) of ${c.rowsPerProcess} rows stepping at once (no coordinator): ${c.imagesPerSec.toFixed(1)} img/s, ${c.speedupVsOne.toFixed(2)}x`);
+  }
   for (const x of r.real.runs) {
     lines.push(`  ${x.transport}, ${x.workers} worker(s), global batch ${x.globalBatch}: ${x.imagesPerSec.toFixed(1)} img/s, step ${x.stepMsMedian.toFixed(0)} ms, ${x.speedupVsFirst.toFixed(2)}x`);
   }
