@@ -91,6 +91,20 @@ function gradients(tensors: Record<string, Float32Array>): GradientsMessage {
 
 
 /** Rewrites a frame's JSON header to forge a bad one; the tensor bytes move along unchanged. */
+/** A one-row shard of an 8x8 image and a 5-long latent: a message that must travel exactly. */
+function oneRowShard(): ShardMessage {
+  return {
+    type: 'shard',
+    iteration: 1,
+    weightsVersion: 0,
+    shardId: 0,
+    rowStart: 0,
+    rowCount: 1,
+    tensors: { images: new Uint8Array(8 * 8 * 3), z: new Float32Array(5), flip: new Uint8Array(1) },
+    shapes: { images: [1, 8, 8, 3], z: [1, 5], flip: [1] },
+  };
+}
+
 function editHeader(frame: Buffer, edit: (h: { tensors: Record<string, unknown>[] }) => void): Buffer {
   const len = frame.readUInt32LE(8);
   const header = JSON.parse(frame.subarray(12, 12 + len).toString('utf8'));
@@ -246,16 +260,7 @@ describe('wire dtypes in messages', () => {
   }
 
   it('sends shards, samples and handshakes exactly: a 16-bit wireDtype for them is a sender error', () => {
-    const shard: ShardMessage = {
-      type: 'shard',
-      iteration: 1,
-      weightsVersion: 0,
-      shardId: 0,
-      rowStart: 0,
-      rowCount: 1,
-      tensors: { images: new Uint8Array(8 * 8 * 3), z: new Float32Array(5), flip: new Uint8Array(1) },
-      shapes: { images: [1, 8, 8, 3], z: [1, 5], flip: [1] },
-    };
+    const shard = oneRowShard();
     expectProtocolError(() => encodeMessage(shard, { wireDtype: 'bfloat16' }), /shard message travels exactly/);
     expect(() => encodeMessage(shard, { wireDtype: 'float32' })).not.toThrow();
   });
@@ -291,16 +296,7 @@ describe('wire dtypes in messages', () => {
   });
 
   it('rejects 16-bit tensors in messages that travel exactly (a shard\'s z)', () => {
-    const shard = encodeMessage({
-      type: 'shard',
-      iteration: 1,
-      weightsVersion: 0,
-      shardId: 0,
-      rowStart: 0,
-      rowCount: 1,
-      tensors: { images: new Uint8Array(8 * 8 * 3), z: new Float32Array(5), flip: new Uint8Array(1) },
-      shapes: { images: [1, 8, 8, 3], z: [1, 5], flip: [1] },
-    });
+    const shard = encodeMessage(oneRowShard());
     const forged = editHeader(shard, (h) => {
       const z = h.tensors.find((t) => t.name === 'z')!;
       z.dtype = 'bfloat16';
