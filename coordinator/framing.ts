@@ -5,6 +5,7 @@
 
 import { endianness } from 'node:os';
 import { GanDistError } from './errors.ts';
+import { existingArena } from './simd.ts';
 import {
   decodeBfloat16,
   decodeFloat16,
@@ -123,6 +124,11 @@ export function dtypeOf(data: unknown): Dtype {
  * finds something does the bit test look for the index.
  */
 export function firstNonFinite(a: Float32Array): number {
+  // In the SIMD arena (gradients read from shared memory): the wasm check, then the index only
+  // when it found something.
+  const simd = existingArena()?.nonFinite(a);
+  if (simd === false) return -1;
+  if (simd === true) return firstNonFiniteBits(a);
   const n4 = a.length - (a.length % 4);
   let s0 = 0;
   let s1 = 0;
@@ -136,6 +142,11 @@ export function firstNonFinite(a: Float32Array): number {
   }
   for (let i = n4; i < a.length; i++) s0 += a[i] * 0;
   if (s0 + s1 + s2 + s3 === 0) return -1;
+  return firstNonFiniteBits(a);
+}
+
+/** The exponent-bits scan for the index, once a non-finite value is known to be there. */
+function firstNonFiniteBits(a: Float32Array): number {
   const u = new Int32Array(a.buffer, a.byteOffset, a.length);
   const n = u.length;
   for (let i = 0; i < n; i++) {

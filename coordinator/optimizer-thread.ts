@@ -2,13 +2,15 @@
 // the same kernels as the main thread, so a slice's floats come out bitwise as they would there.
 
 import { meanAdamStep } from './adam.ts';
-import type { OptimizerTask } from './optimizer.ts';
+import type { OptimizerTask, SharedF32 } from './optimizer.ts';
 import { addScaled } from './reduce.ts';
+
+const view = (a: SharedF32) => new Float32Array(a.buffer, a.byteOffset, a.length);
 
 export default function runOptimizerTask(task: OptimizerTask): void {
   if (task.kind === 'add') {
-    addScaled(new Float32Array(task.sum), new Float32Array(task.g), task.n, task.first, task.from, task.to);
+    addScaled(view(task.sum), view(task.g), task.n, task.first, task.from, task.to);
   } else {
-    meanAdamStep(new Float32Array(task.w), new Float32Array(task.sum), task.inv, new Float32Array(task.m), new Float32Array(task.v), task.t, task.hyper, task.from, task.to);
+    meanAdamStep(view(task.w), view(task.sum), task.inv, view(task.m), view(task.v), task.t, task.hyper, task.from, task.to);
   }
 }

@@ -15,21 +15,22 @@ import { FlatArrays, flatLayout } from './flat-arrays.ts';
 import { addScaled } from './reduce.ts';
 import type { NamedArrays, ParamSpec } from '../worker/architecture.ts';
 
-/** A task for a pool thread; declared once, here, for both sides. Buffers are the flat state. */
+/** A Float32Array in shared memory, as a task carries it to a thread (the arena's sit at an offset). */
+export interface SharedF32 {
+  buffer: SharedArrayBuffer;
+  byteOffset: number;
+  length: number;
+}
+
+export function sharedF32(a: Float32Array): SharedF32 {
+  if (!(a.buffer instanceof SharedArrayBuffer)) throw new Error('optimizer state handed to a thread must be in shared memory');
+  return { buffer: a.buffer, byteOffset: a.byteOffset, length: a.length };
+}
+
+/** A task for a pool thread; declared once, here, for both sides. Arrays are the flat state. */
 export type OptimizerTask =
-  | { kind: 'add'; sum: SharedArrayBuffer; g: SharedArrayBuffer; n: number; first: boolean; from: number; to: number }
-  | {
-      kind: 'adam';
-      w: SharedArrayBuffer;
-      sum: SharedArrayBuffer;
-      m: SharedArrayBuffer;
-      v: SharedArrayBuffer;
-      inv: number;
-      t: number;
-      hyper: AdamHyper;
-      from: number;
-      to: number;
-    };
+  | { kind: 'add'; sum: SharedF32; g: SharedF32; n: number; first: boolean; from: number; to: number }
+  | { kind: 'adam'; w: SharedF32; sum: SharedF32; m: SharedF32; v: SharedF32; inv: number; t: number; hyper: AdamHyper; from: number; to: number };
 
 /**
  * Two threads where there are two cores. On the 2-core machine, full model, 4 workers'
@@ -109,14 +110,16 @@ export class Optimizer {
     this.learnables = learnLayout.total;
     this.threads = this.learnables >= (opts.minParallel ?? MIN_PARALLEL_LEARNABLES) ? threads : 1;
     this.addOn = this.threads > 1 ? (opts.addOn ?? 'main') : 'main';
-    const shared = this.threads > 1;
+    const storage = this.threads > 1 ? 'shared' : 'local';
     // Learnables first: the same offsets in the weights as in the moments and the sums.
-    this.w = new FlatArrays(layout, shared, specs.map((s) => s.name)).load(init.params, 'weights');
-    this.m = new FlatArrays(learnLayout, shared);
-    this.v = new FlatArrays(learnLayout, shared);
+    this.w = new FlatArrays(layout, storage, specs.map((s) => s.name)).load(init.params, 'weights');
+    this.m = new FlatArrays(learnLayout, storage);
+    this.v = new FlatArrays(learnLayout, storage);
     if (init.adamM) this.m.load(init.adamM, 'Adam first moments');
     if (init.adamV) this.v.load(init.adamV, 'Adam second moments');
-    this.sums = new FlatArrays(learnLayout, shared);
+    // The sums in the SIMD arena: gradients read from shared memory land there too, and the wasm
+    // add then runs at memory speed (simd.ts). The arena is shared memory, so threads see it.
+    this.sums = new FlatArrays(learnLayout, 'arena');
     this.params = this.w.views;
     this.adamM = this.m.views;
     this.adamV = this.v.views;
@@ -160,8 +163,8 @@ export class Optimizer {
       const slot = (this.slots[this.added] ??= new Float32Array(new SharedArrayBuffer(this.learnables * 4)));
       layout.names.forEach((name, i) => slot.set(grads[name], layout.offsets[i]));
       const pool = this.startPool();
-      const sum = this.sums.flat.buffer as SharedArrayBuffer;
-      const g = slot.buffer as SharedArrayBuffer;
+      const sum = sharedF32(this.sums.flat);
+      const g = sharedF32(slot);
       this.chains = this.chains.map((c, j) => {
         const [from, to] = this.slices[j];
         return c.then(() => pool.run({ kind: 'add', sum, g, n, first, from, to }));
@@ -179,8 +182,7 @@ export class Optimizer {
       meanAdamStep(this.w.flat, this.sums.flat, inv, this.m.flat, this.v.flat, t, hyper, 0, this.learnables);
     } else {
       const pool = this.startPool();
-      const buf = (a: FlatArrays) => a.flat.buffer as SharedArrayBuffer;
-      const task = { kind: 'adam' as const, w: buf(this.w), sum: buf(this.sums), m: buf(this.m), v: buf(this.v), inv, t, hyper };
+      const task = { kind: 'adam' as const, w: sharedF32(this.w.flat), sum: sharedF32(this.sums.flat), m: sharedF32(this.m.flat), v: sharedF32(this.v.flat), inv, t, hyper };
       // Each slice's Adam starts as soon as that slice's adds are done.
       const done = this.slices.map(([from, to], j) => this.chains[j].then(() => pool.run({ ...task, from, to })));
       this.chains = done;
@@ -199,6 +201,7 @@ export class Optimizer {
       await Promise.allSettled(this.chains);
       await pool.destroy();
     }
+    this.sums.release();
   }
 
   /** The pool's threads (none before the first parallel step); a test sees them exit on close(). */

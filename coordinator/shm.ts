@@ -25,6 +25,7 @@ import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readdirSync,
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { GanDistError } from './errors.ts';
+import { simdArena, type ArenaBlock } from './simd.ts';
 
 export const SHM_ROOT = '/dev/shm';
 export const SHM_PREFIX = 'gan-dist-';
@@ -127,6 +128,42 @@ export function decideTransport(opts: {
   return { use: true, needBytes, freeBytes: free };
 }
 
+/** Where read frames land. Each buffer starts 8-byte aligned, so decoded tensors are views. */
+export interface ReceiveMemory {
+  alloc(bytes: number): Buffer;
+  /** `buf` is a buffer alloc returned; nothing uses it any more. */
+  free(buf: Buffer): void;
+}
+
+/** Plain memory: each buffer its own ArrayBuffer at offset 0, never Node's shared pool. */
+export const PLAIN_MEMORY: ReceiveMemory = {
+  alloc: (bytes) => Buffer.from(new ArrayBuffer(bytes)),
+  free: () => undefined,
+};
+
+/**
+ * The coordinator's SIMD arena (simd.ts): gradients read there are checked and added by the wasm
+ * kernels in place, without another copy. Plain memory when the arena cannot grow.
+ */
+export function arenaMemory(): ReceiveMemory {
+  const blocks = new WeakMap<Buffer, ArenaBlock>();
+  return {
+    alloc(bytes) {
+      const arena = simdArena();
+      const block = arena.alloc(bytes);
+      if (!block) return PLAIN_MEMORY.alloc(bytes);
+      const buf = arena.buffer(block, bytes);
+      blocks.set(buf, block);
+      return buf;
+    },
+    free(buf) {
+      const block = blocks.get(buf);
+      if (block) simdArena().free(block);
+      blocks.delete(buf);
+    },
+  };
+}
+
 /** One region file: positioned writes and reads of whole frames behind the seqlock header. */
 export class ShmFile {
   private readonly fd: number;
@@ -134,8 +171,14 @@ export class ShmFile {
   private readonly check = Buffer.alloc(SHM_HEADER_BYTES);
   /** Receive buffers, reused: allocating 38 MB afresh per read costs as much as the read. */
   private spare: Buffer[] = [];
+  /** Buffers handed out by read(), each mapped to the whole buffer it is the start of. */
+  private readonly lent = new Map<Buffer, Buffer>();
 
-  constructor(readonly file: string, mode: 'create' | 'open') {
+  constructor(
+    readonly file: string,
+    mode: 'create' | 'open',
+    private readonly memory: ReceiveMemory = PLAIN_MEMORY,
+  ) {
     this.fd = openSync(file, mode === 'create' ? 'w+' : 'r+', 0o600);
     if (mode === 'create') {
       this.header.writeUInt32LE(MAGIC, 0);
@@ -178,8 +221,7 @@ export class ShmFile {
     }
     let buf = this.spare.find((b) => b.byteLength >= length);
     if (buf) this.spare = this.spare.filter((b) => b !== buf);
-    // Its own ArrayBuffer at offset 0: aligned for every dtype, never Node's shared pool.
-    else buf = Buffer.from(new ArrayBuffer(length));
+    else buf = this.memory.alloc(length);
     const out = buf.subarray(0, length);
     for (let off = 0; off < length; ) {
       const got = readSync(this.fd, out, off, length - off, SHM_HEADER_BYTES + off);
@@ -191,12 +233,18 @@ export class ShmFile {
       this.spare.push(buf);
       throw shmError(`${path.basename(this.file)} was rewritten while it was read (frame ${seq} became ${again.seq}): a torn read, discarded`);
     }
+    this.lent.set(out, buf);
     return out;
   }
 
   /** Hands read buffers back for reuse; their tensors must no longer be in use. */
   release(bufs: Iterable<Buffer>): void {
-    for (const b of bufs) this.spare.push(Buffer.from(b.buffer as ArrayBuffer, 0, b.buffer.byteLength));
+    for (const b of bufs) {
+      const whole = this.lent.get(b);
+      if (!whole) continue;
+      this.lent.delete(b);
+      this.spare.push(whole);
+    }
   }
 
   close(): void {
@@ -205,6 +253,14 @@ export class ShmFile {
     } catch {
       // already closed
     }
+  }
+
+  /** Closes the file and frees its receive buffers, lent ones included: none may be in use. */
+  dispose(): void {
+    this.close();
+    this.release([...this.lent.keys()]);
+    for (const b of this.spare) this.memory.free(b);
+    this.spare = [];
   }
 }
 
@@ -215,6 +271,10 @@ export class ShmRegion {
   private readonly gradients = new Map<number, ShmFile>();
   /** Receive buffers handed out this round, per file, released together at the next round. */
   private readonly inUse = new Map<ShmFile, Buffer[]>();
+  /** Files of detached workers: their gradients may still be summed this round; freed at the next. */
+  private readonly retired = new Set<ShmFile>();
+  /** Where gradients are read to: the SIMD arena, so the wasm kernels check and add them in place. */
+  private readonly memory = arenaMemory();
   private weightsSeq = 0;
   private closed = false;
   private frame: Buffer = Buffer.alloc(0);
@@ -243,7 +303,7 @@ export class ShmRegion {
   /** Creates worker `workerId`'s gradients file, sized for `frameBytes`; returns its path. */
   attach(workerId: number, frameBytes: number): string {
     this.detach(workerId);
-    const f = new ShmFile(this.gradientsFile(workerId), 'create');
+    const f = new ShmFile(this.gradientsFile(workerId), 'create', this.memory);
     f.reserve(frameBytes);
     this.gradients.set(workerId, f);
     return f.file;
@@ -257,7 +317,7 @@ export class ShmRegion {
     const f = this.gradients.get(workerId);
     if (!f) return;
     f.close();
-    this.inUse.delete(f);
+    this.retired.add(f);
     this.gradients.delete(workerId);
     rmSync(f.file, { force: true });
   }
@@ -290,6 +350,8 @@ export class ShmRegion {
   newRound(): void {
     for (const [f, bufs] of this.inUse) f.release(bufs);
     this.inUse.clear();
+    for (const f of this.retired) f.dispose();
+    this.retired.clear();
   }
 
   /** Removes the region (idempotent). */
@@ -298,8 +360,10 @@ export class ShmRegion {
     this.closed = true;
     process.off('exit', this.onExit);
     this.weights.close();
-    for (const f of this.gradients.values()) f.close();
+    for (const f of [...this.gradients.values(), ...this.retired]) f.dispose();
     this.gradients.clear();
+    this.retired.clear();
+    this.inUse.clear();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

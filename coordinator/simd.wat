@@ -1,0 +1,57 @@
+;; The coordinator's two hot loops over gathered gradients, in 128-bit WebAssembly SIMD, on a
+;; shared memory that the coordinator allocates its gradient sums and receive buffers in
+;; (coordinator/simd.ts). `npm run build:wasm` compiles this file into coordinator/simd-wasm.ts;
+;; test/simd.test.ts fails when the two differ.
+;;
+;; Each kernel takes byte addresses and a count of whole vectors; simd.ts runs the few leftover
+;; elements in JavaScript. Unaligned addresses are allowed (v128.load takes any address).
+(module
+  (import "env" "memory" (memory 1 65536 shared))
+
+  ;; 1 when f32[p, p + 16 n16) holds a NaN or an infinity (all exponent bits set), else 0.
+  ;; Integer compares on the bits, 16 floats a turn into two accumulators.
+  (func (export "nonFinite") (param $p i32) (param $n16 i32) (result i32)
+    (local $end i32) (local $a v128) (local $b v128) (local $exp v128)
+    (local.set $exp (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000))
+    (local.set $end (i32.add (local.get $p) (i32.shl (local.get $n16) (i32.const 6))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
+        (local.set $a (v128.or (local.get $a) (v128.or
+          (i32x4.eq (v128.and (v128.load (local.get $p)) (local.get $exp)) (local.get $exp))
+          (i32x4.eq (v128.and (v128.load offset=16 (local.get $p)) (local.get $exp)) (local.get $exp)))))
+        (local.set $b (v128.or (local.get $b) (v128.or
+          (i32x4.eq (v128.and (v128.load offset=32 (local.get $p)) (local.get $exp)) (local.get $exp))
+          (i32x4.eq (v128.and (v128.load offset=48 (local.get $p)) (local.get $exp)) (local.get $exp)))))
+        (local.set $p (i32.add (local.get $p) (i32.const 64)))
+        (br $next)))
+    (v128.any_true (v128.or (local.get $a) (local.get $b))))
+
+  ;; sum[i] = f32(f64(sum[i]) + n * f64(g[i])) over 4 n4 floats, or with $first set
+  ;; sum[i] = f32(0 + n * f64(g[i])): per element the float64 operations, in order, of reduce.ts's
+  ;; JavaScript loop (promote, multiply, add, round once to float32), so the floats are bitwise
+  ;; the same. The select reads 0 in place of the sum for the first shard; 4 floats a turn (a
+  ;; helper function per half measured 1.8x slower: V8 does not inline wasm calls).
+  (func (export "addScaled") (param $sum i32) (param $g i32) (param $n f64) (param $n4 i32) (param $first i32)
+    (local $end i32) (local $nn v128) (local $x v128) (local $s v128)
+    (local.set $nn (f64x2.splat (local.get $n)))
+    (local.set $end (i32.add (local.get $g) (i32.shl (local.get $n4) (i32.const 4))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $g) (local.get $end)))
+        (local.set $x (v128.load (local.get $g)))
+        (local.set $s (select (result v128) (v128.const i32x4 0 0 0 0) (v128.load (local.get $sum)) (local.get $first)))
+        (v128.store (local.get $sum)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero
+              (f64x2.add (f64x2.promote_low_f32x4 (local.get $s))
+                (f64x2.mul (local.get $nn) (f64x2.promote_low_f32x4 (local.get $x)))))
+            (f32x4.demote_f64x2_zero
+              (f64x2.add
+                (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $s) (local.get $s)))
+                (f64x2.mul (local.get $nn)
+                  (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x))))))))
+        (local.set $g (i32.add (local.get $g) (i32.const 16)))
+        (local.set $sum (i32.add (local.get $sum) (i32.const 16)))
+        (br $next))))
+)

@@ -1,0 +1,132 @@
+// The coordinator's SIMD kernels (coordinator/simd.wat via simd.ts): the checked-in binary is
+// the source's, the add computes bitwise the floats of the JavaScript loop, the check finds every
+// NaN and infinity, and the arena's blocks and views stay sound as it grows and reuses memory.
+
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { compileSimdWat, wasmModuleSource, WASM_MODULE_FILE } from '../scripts/build-wasm.ts';
+import { firstNonFinite } from '../coordinator/framing.ts';
+import { addScaled } from '../coordinator/reduce.ts';
+import { simdArena } from '../coordinator/simd.ts';
+import { arenaMemory, ShmFile } from '../coordinator/shm.ts';
+
+/** The JavaScript loop the kernel must match, element by element (reduce.ts before the arena). */
+function addScaledJs(sum: Float32Array, g: Float32Array, n: number, first: boolean, from: number, to: number): void {
+  for (let i = from; i < to; i++) sum[i] = first ? 0 + n * g[i] : sum[i] + n * g[i];
+}
+
+/** Values that stress rounding: wide exponents, subnormals, signed zeros, the largest floats. */
+function awkward(length: number, seed: number): Float32Array {
+  const out = new Float32Array(length);
+  let s = seed >>> 0;
+  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const special = [0, -0, 1e-45, -1e-45, 1.1754942e-38, 3.4028235e38, -3.4028235e38, 1, -1];
+  for (let i = 0; i < length; i++) {
+    out[i] = rnd() < 0.05 ? special[Math.floor(rnd() * special.length)] : (rnd() - 0.5) * 10 ** (rnd() * 12 - 8);
+  }
+  return out;
+}
+
+function arenaCopy(a: Float32Array): Float32Array {
+  const arena = simdArena();
+  const block = arena.alloc(a.byteLength)!;
+  const out = arena.f32(block, a.length);
+  out.set(a);
+  return out;
+}
+
+const bits = (a: Float32Array) => Array.from(new Int32Array(a.buffer, a.byteOffset, a.length));
+
+describe('simd.wasm', () => {
+  it('is the compiled simd.wat (run `npm run build:wasm` after editing the source)', async () => {
+    const binary = await compileSimdWat();
+    expect(readFileSync(WASM_MODULE_FILE, 'utf8')).toBe(wasmModuleSource(binary));
+  });
+});
+
+describe('addScaled in the arena', () => {
+  it('gives bitwise the floats of the JavaScript loop, first or not, at any offset and length', () => {
+    const arena = simdArena();
+    for (const [length, from, to] of [[1037, 0, 1037], [1037, 3, 1030], [8, 1, 2], [5, 0, 5], [4096, 17, 4095]]) {
+      const g = awkward(length, length + from);
+      const start = awkward(length, 7 * length);
+      for (const [n, first] of [[1, true], [32, false], [127, false], [64, true]] as const) {
+        const want = start.slice();
+        addScaledJs(want, g, n, first, from, to);
+        const sum = arenaCopy(start);
+        const ga = arenaCopy(g);
+        expect(arena.address(sum)).toBeGreaterThan(0);
+        addScaled(sum, ga, n, first, from, to);
+        expect(bits(sum)).toEqual(bits(want));
+      }
+    }
+  });
+
+  it('falls back to the JavaScript loop when either array is outside the arena, with the same floats', () => {
+    const g = awkward(333, 1);
+    const start = awkward(333, 2);
+    const want = start.slice();
+    addScaledJs(want, g, 3, false, 0, 333);
+    const inArena = arenaCopy(start);
+    addScaled(inArena, g, 3, false);
+    expect(bits(inArena)).toEqual(bits(want));
+    expect(simdArena().address(g)).toBe(-1);
+  });
+});
+
+describe('firstNonFinite in the arena', () => {
+  it('finds a NaN or an infinity at every position, and nothing in finite extremes', () => {
+    for (const length of [1, 15, 16, 17, 40, 1000]) {
+      const clean = arenaCopy(awkward(length, length));
+      expect(firstNonFinite(clean)).toBe(-1);
+      for (const bad of [NaN, Infinity, -Infinity]) {
+        for (const at of new Set([0, length >> 1, length - 1, Math.min(length - 1, 16)])) {
+          const a = arenaCopy(clean);
+          a[at] = bad;
+          expect(firstNonFinite(a), `${bad} at ${at} of ${length}`).toBe(at);
+        }
+      }
+    }
+  });
+});
+
+describe('SimdArena', () => {
+  it('reuses freed blocks of a size, and grows without moving what it holds', () => {
+    const arena = simdArena();
+    const a = arena.alloc(1000)!;
+    const view = arena.f32(a, 250).fill(3.5);
+    arena.free(a);
+    expect(arena.alloc(1000)!.ptr).toBe(a.ptr);
+    const before = arena.size;
+    const big = arena.alloc(before + (1 << 20))!;
+    expect(arena.size).toBeGreaterThan(before);
+    expect(view[249]).toBe(3.5);
+    // Views made before and after the grow see the same memory.
+    arena.f32(a, 250)[0] = -2;
+    expect(view[0]).toBe(-2);
+    arena.free(big);
+  });
+
+  it('is where the coordinator reads shared-memory gradients, and gets the buffers back', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'gan-dist-simd-'));
+    try {
+      const file = path.join(dir, 'grads');
+      const writer = new ShmFile(file, 'create');
+      const reader = new ShmFile(file, 'open', arenaMemory());
+      const frame = Buffer.from(new Float32Array([1, 2, 3, 4, 5, 6, 7, 8]).buffer);
+      writer.write(frame, 1);
+      const got = reader.read(1, frame.byteLength);
+      expect(simdArena().address(got)).toBeGreaterThan(0);
+      expect(got.equals(frame)).toBe(true);
+      const ptr = simdArena().address(got);
+      reader.dispose();
+      writer.close();
+      // The freed block is the next of its size.
+      expect(simdArena().alloc(frame.byteLength)!.ptr).toBe(ptr);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
