@@ -11,6 +11,7 @@ import { logEvent, type RunLogger } from './logger.ts';
 import {
   decodeMessage,
   encodeMessage,
+  encodeMessageChunks,
   frameLimitFor,
   paramTableHash,
   type FrameLimits,
@@ -216,11 +217,11 @@ export class Coordinator {
     const shm = this.opts.shm;
     if (!shm?.attached(slot.peer.id)) return this.currentWeights(this.peerWireDtype.get(slot.peer.id) ?? 'float32');
     if (this.shmWeights?.version !== this.version) {
-      // Written once per version, whatever the number of local workers reading it.
-      // Encoded into the region's own reused buffer: no 38 MB allocation per version.
+      // Written once per version, whatever the number of local workers reading it, in one
+      // vectored write straight from the parameters: no copy into a frame buffer.
       const shapes: Record<string, number[]> = {};
       for (const s of this.specs) shapes[s.name] = s.shape;
-      const ref = shm.writeWeights(encodeMessage({ type: 'weights', version: this.version, iteration: this.iteration, tensors: this.params, shapes }, { into: shm.encodeBuffer }));
+      const ref = shm.writeWeights(encodeMessageChunks({ type: 'weights', version: this.version, iteration: this.iteration, tensors: this.params, shapes }));
       this.shmWeights = { version: this.version, frame: encodeMessage({ type: 'weightsRef', version: this.version, iteration: this.iteration, ...ref }) };
     }
     return this.shmWeights;

@@ -186,10 +186,6 @@ function checkName(name: unknown, seen: Set<string>): string {
   return name;
 }
 
-/**
- * One frame in one allocation: every tensor is copied exactly once, straight into place. The
- * padding is zeroed so no stale process memory leaves the machine.
- */
 /** Checks outgoing tensors (names, dtypes, shape against length) and returns their table rows. */
 export function tableFor(tensors: readonly OutgoingTensor[]): TensorEntry[] {
   const seen = new Set<string>();
@@ -225,18 +221,14 @@ function writeHalf(buf: Buffer, e: TensorEntry, data: Float32Array): void {
   if (out.buffer !== buf.buffer) buf.set(new Uint8Array(out.buffer), e.byteOffset);
 }
 
-/**
- * One frame in one allocation: every tensor is copied exactly once, straight into place. The
- * padding is zeroed so no stale process memory leaves the machine.
- */
-export function encodeFrame(
-  version: number,
-  type: string,
-  fields: Record<string, unknown>,
-  tensors: readonly OutgoingTensor[],
-  /** Encode into this buffer when it is large enough (a view of it is returned): no allocation. */
-  into?: Buffer,
-): Buffer {
+/** A frame laid out: its head (preamble and header), every tensor's place, and its length. */
+interface FrameLayout {
+  head: Buffer;
+  table: TensorEntry[];
+  total: number;
+}
+
+function layoutFrame(version: number, type: string, fields: Record<string, unknown>, tensors: readonly OutgoingTensor[]): FrameLayout {
   assertLittleEndianHost();
   const table = tableFor(tensors);
   // Scales go in the header, so they are known before it is written: one pass over each tensor.
@@ -272,16 +264,33 @@ export function encodeFrame(
   let total = PREAMBLE_BYTES + headerBytes;
   for (const e of table) total = Math.max(total, e.byteOffset + e.byteLength);
   if (headerBytes > 0xffffffff) fail(`header of ${headerBytes} bytes does not fit a u32 length`);
+  const head = Buffer.allocUnsafe(PREAMBLE_BYTES + headerBytes);
+  MAGIC.copy(head, 0);
+  head.writeUInt16LE(version, 4);
+  head.writeUInt16LE(0, 6);
+  head.writeUInt32LE(headerBytes, 8);
+  head.write(json, PREAMBLE_BYTES, headerBytes, 'utf8');
+  return { head, table, total };
+}
 
+/**
+ * One frame in one allocation: every tensor is copied exactly once, straight into place. The
+ * padding is zeroed so no stale process memory leaves the machine.
+ */
+export function encodeFrame(
+  version: number,
+  type: string,
+  fields: Record<string, unknown>,
+  tensors: readonly OutgoingTensor[],
+  /** Encode into this buffer when it is large enough (a view of it is returned): no allocation. */
+  into?: Buffer,
+): Buffer {
+  const { head, table, total } = layoutFrame(version, type, fields, tensors);
   // A fresh 38 MB buffer costs its page faults on every frame (as much again as the copy):
   // senders that encode the same size over and over hand one in.
   const buf = into !== undefined && into.byteLength >= total ? into.subarray(0, total) : Buffer.allocUnsafe(total);
-  MAGIC.copy(buf, 0);
-  buf.writeUInt16LE(version, 4);
-  buf.writeUInt16LE(0, 6);
-  buf.writeUInt32LE(headerBytes, 8);
-  buf.write(json, PREAMBLE_BYTES, headerBytes, 'utf8');
-  let pos = PREAMBLE_BYTES + headerBytes;
+  head.copy(buf, 0);
+  let pos = head.byteLength;
   for (let i = 0; i < table.length; i++) {
     const e = table[i];
     const data = tensors[i].data;
@@ -291,6 +300,35 @@ export function encodeFrame(
     pos = e.byteOffset + e.byteLength;
   }
   return buf;
+}
+
+/** A frame as consecutive pieces whose concatenation is the encoded frame. */
+export interface FrameChunks {
+  chunks: Uint8Array[];
+  byteLength: number;
+}
+
+const ZEROS = new Uint8Array(8);
+
+/**
+ * The frame encodeFrame would build, as pieces for a vectored write: the head, then each
+ * tensor's own memory (views, not copies) with zero padding between. For exact (unconverted)
+ * tensors only: a 16-bit wire dtype needs the converting copy.
+ */
+export function frameChunks(version: number, type: string, fields: Record<string, unknown>, tensors: readonly OutgoingTensor[]): FrameChunks {
+  if (tensors.some((t) => t.wire !== undefined)) fail('a frame sent in pieces carries its tensors exactly (float32); 16-bit tensors need encodeFrame');
+  const { head, table, total } = layoutFrame(version, type, fields, tensors);
+  const chunks: Uint8Array[] = [head];
+  let pos = head.byteLength;
+  for (let i = 0; i < table.length; i++) {
+    const e = table[i];
+    if (e.byteOffset > pos) chunks.push(ZEROS.subarray(0, e.byteOffset - pos));
+    const data = tensors[i].data;
+    if (data.byteLength > 0) chunks.push(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    pos = e.byteOffset + e.byteLength;
+  }
+  if (total > pos) chunks.push(ZEROS.subarray(0, total - pos));
+  return { chunks, byteLength: total };
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });

@@ -33,6 +33,8 @@ import {
   PREAMBLE_BYTES,
   describe,
   encodeFrame,
+  frameChunks,
+  type FrameChunks,
   firstNonFinite,
   isPlainObject,
   parseFrame,
@@ -46,7 +48,7 @@ import {
 } from './framing.ts';
 import { WIRE_DTYPES, isHalfDtype, type WireDtype } from './wire-dtype.ts';
 
-export { allFinite, firstNonFinite, type Dtype, type FrameLimits, type TypedArray } from './framing.ts';
+export { allFinite, firstNonFinite, type Dtype, type FrameChunks, type FrameLimits, type TypedArray } from './framing.ts';
 export type { WireDtype } from './wire-dtype.ts';
 
 /** 2: bfloat16 and float16 tensors, welcome.wireDtype. */
@@ -584,6 +586,20 @@ export function encodeMessage(msg: Message, opts: EncodeOptions = {}): Buffer {
     // A hello's frame carries the version it claims, so a peer of another version is named.
     const version = type === 'hello' ? (fields.protocolVersion as number) : PROTOCOL_VERSION;
     return encodeFrame(version, type, fields, outgoing, opts.into);
+  });
+}
+
+/**
+ * The frame encodeMessage would give, in pieces that point at the tensors' own memory (for a
+ * vectored write into a shared-memory file, skipping the copy into one buffer). Exact float32
+ * only; the same checks as encodeMessage.
+ */
+export function encodeMessageChunks(msg: Message, opts: Pick<EncodeOptions, 'checkValues'> = {}): FrameChunks {
+  const { type, spec, fields, outgoing } = split(msg);
+  return within(type, () => {
+    spec.tensors(rowsOf(outgoing), fields);
+    if (opts.checkValues === true) checkValues(spec, byName(outgoing));
+    return frameChunks(PROTOCOL_VERSION, type, fields, outgoing);
   });
 }
 

@@ -9,6 +9,7 @@ import {
   allFinite,
   decodeMessage,
   encodeMessage,
+  encodeMessageChunks,
   firstNonFinite,
   frameLimitFor,
   paramTableHash,
@@ -139,6 +140,15 @@ describe('encodeMessage / decodeMessage', () => {
     for (const msg of messages) {
       const back = decodeMessage(encodeMessage(msg), LIMITS);
       expect(back).toEqual(msg);
+    }
+  });
+
+  it('gives the same bytes in pieces (for a vectored write) as in one buffer, for every message type', () => {
+    for (const msg of everyMessage()) {
+      const { chunks, byteLength } = encodeMessageChunks(msg);
+      const whole = encodeMessage(msg);
+      expect(byteLength).toBe(whole.byteLength);
+      expect(Buffer.concat(chunks).equals(whole), msg.type).toBe(true);
     }
   });
 

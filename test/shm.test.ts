@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { resolveConfig } from '../coordinator/config.ts';
-import { decodeMessage, encodeMessage, frameLimitFor, type Message } from '../coordinator/protocol.ts';
+import { decodeMessage, encodeMessage, encodeMessageChunks, frameLimitFor, type Message } from '../coordinator/protocol.ts';
 import { decideTransport, removeStaleRegions, ShmFile, ShmRegion, ShmWorkerFiles, SHM_HEADER_BYTES } from '../coordinator/shm.ts';
 import { train } from '../coordinator/train.ts';
 
@@ -71,6 +71,27 @@ describe('shared-memory transport', () => {
       region.close();
     }
     expect(existsSync(region.dir)).toBe(false);
+  });
+
+  it('writes frames in pieces straight from the tensors, read back as the whole frames', () => {
+    const { region } = ShmRegion.create(shmRoot);
+    try {
+      const gradFile = region.attach(4, 64 * 1024);
+      const worker = new ShmWorkerFiles(region.dir, region.weights.file, gradFile);
+      const ref = region.writeWeights(encodeMessageChunks(weights(5)));
+      expect(decodeMessage(worker.readWeights(ref.seq, ref.byteLength), LIMITS)).toEqual(weights(5));
+      const g = worker.writeGradients(encodeMessageChunks(gradients(2)));
+      expect(decodeMessage(region.readGradients(4, g.seq, g.byteLength), LIMITS)).toEqual(gradients(2));
+      worker.close();
+      // More pieces than one writev takes (IOV_MAX 1024), of odd sizes.
+      const pieces = Array.from({ length: 2500 }, (_, i) => new Uint8Array(1 + (i % 7)).fill(i & 255));
+      const whole = Buffer.concat(pieces);
+      region.weights.write({ chunks: pieces, byteLength: whole.byteLength }, 9);
+      const back = new ShmFile(region.weights.file, 'open').read(9, whole.byteLength);
+      expect(back.equals(whole)).toBe(true);
+    } finally {
+      region.close();
+    }
   });
 
   it('keeps a round\'s gradient buffers until the next round, then reuses them', () => {

@@ -10,6 +10,7 @@ import {
   allFinite,
   decodeMessage,
   encodeMessage,
+  encodeMessageChunks,
   frameLimitFor,
   paramTableHash,
   type FrameLimits,
@@ -156,9 +157,9 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
   let outcome: WorkerOutcome | undefined;
   const send = (m: Message) => ws.send(encodeMessage(m));
   let shm: ShmWorkerFiles | undefined;
-  // Gradient frames are encoded into one reused buffer: a fresh 38 MB one per shard costs its page
-  // faults, as much again as the copy. Safe to reuse: the shm path has written it to the file
-  // before the next shard comes, and ws copies what a client sends (masking) before send returns.
+  // Gradient frames for the socket are encoded into one reused buffer: a fresh 38 MB one per shard
+  // costs its page faults, as much again as the copy. Safe to reuse: ws copies what a client
+  // sends (masking) before send returns.
   let gradFrame: Buffer = Buffer.alloc(0);
   const encodeGradients = (m: Message, o: Parameters<typeof encodeMessage>[1] = {}) => {
     const f = encodeMessage(m, { ...o, into: gradFrame });
@@ -297,7 +298,8 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
             return;
           }
           // The same frame, through this worker's file; the socket carries where to find it.
-          const ref = shm.writeGradients(encodeGradients(gradients));
+          // In one vectored write straight from the gradients' memory: no copy into a frame buffer.
+          const ref = shm.writeGradients(encodeMessageChunks(gradients));
           send({ type: 'gradientsRef', ...base, ...ref });
           return;
         }
