@@ -1,12 +1,14 @@
 // `gan-dist bench adam`: the coordinator's reduction of N workers' gradients plus Adam on the full
-// model, single-threaded (the accumulator and per-tensor adamStep it replaced, then the fused
-// kernels) against the optimizer's piscina pool, with the memory bandwidth of a plain copy
-// measured in the same run as the yardstick.
+// model: plain JavaScript outside the SIMD arena (the accumulator and per-tensor adamStep), the
+// optimizer on the main thread with gradients in the arena (as shared memory delivers them) and
+// outside it (as the socket does), and the optimizer's piscina pool, with the memory bandwidth of
+// a plain copy measured in the same run as the yardstick.
 
 import { loadavg } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { ADAM_EPSILON, adamStep } from './adam.ts';
 import { modelConfigOf, resolveConfig } from './config.ts';
+import { FlatArrays, flatLayout } from './flat-arrays.ts';
 import { Optimizer } from './optimizer.ts';
 import { GradientAccumulator } from './reduce.ts';
 import { initialParams, parameterTable, sizeOf, type NamedArrays } from '../worker/architecture.ts';
@@ -123,14 +125,17 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
   type Variant = { variant: string; threads: number; addOn: 'main' | 'threads'; iteration: (t: number) => Promise<Timed>; close: () => Promise<void>; times: Timed[] };
   const variants: Variant[] = [];
 
-  // The coordinator's arithmetic before the optimizer: zeroed accumulator, N adds, mean pass, adamStep per tensor.
+  // Gradients where the shm transport reads them: in the arena, where the wasm kernels take them.
+  const inArena = grads.map((g) => new FlatArrays(flatLayout(learn), 'arena').load(g, 'gradients'));
+
+  // Plain JavaScript on arrays outside the arena: zeroed accumulator, N adds, mean pass, adamStep per tensor.
   {
     const w: NamedArrays = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, v.slice()]));
     const m: NamedArrays = Object.fromEntries(learn.map((s) => [s.name, new Float32Array(sizeOf(s.shape))]));
     const v: NamedArrays = Object.fromEntries(learn.map((s) => [s.name, new Float32Array(sizeOf(s.shape))]));
     const acc = new GradientAccumulator(learn);
     variants.push({
-      variant: 'accumulator + adamStep (before)',
+      variant: 'plain JavaScript',
       threads: 1,
       addOn: 'main',
       times: [],
@@ -148,21 +153,28 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
       },
     });
   }
+  const runs: { threads: number; addOn: 'main' | 'threads'; arena: boolean }[] = [];
   for (const threads of opts.threads) {
-    for (const addOn of threads > 1 ? (['main', 'threads'] as const) : (['main'] as const)) {
+    if (threads === 1) runs.push({ threads, addOn: 'main', arena: false });
+    for (const addOn of threads > 1 ? (['main', 'threads'] as const) : (['main'] as const)) runs.push({ threads, addOn, arena: true });
+  }
+  for (const { threads, addOn, arena } of runs) {
+    {
       const opt = new Optimizer(specs, { params }, { threads, addOn });
+      const g = arena ? inArena.map((f) => f.views) : grads;
+      const where = arena ? 'shm gradients' : 'socket gradients';
       variants.push({
-        variant: threads === 1 ? 'fused, main thread' : `pool of ${threads}, ${addOn === 'main' ? 'main thread adds' : 'threads add'}`,
+        variant: threads === 1 ? `main thread, ${where}` : `pool of ${threads}, ${addOn === 'main' ? 'main adds' : 'threads add'}`,
         threads,
         addOn,
         times: [],
-        close: () => opt.close(),
+        close: () => opt.dispose(),
         iteration: async (t) => {
           const t0 = performance.now();
           opt.begin();
-          for (let k = 0; k < N - 1; k++) opt.add(grads[k], rows[k]);
+          for (let k = 0; k < N - 1; k++) opt.add(g[k], rows[k]);
           const tLast = performance.now();
-          opt.add(grads[N - 1], rows[N - 1]);
+          opt.add(g[N - 1], rows[N - 1]);
           await opt.step(t, hyper);
           const t1 = performance.now();
           return { ms: t1 - t0, tailMs: t1 - tLast, cpuMs: 0 };
@@ -205,6 +217,7 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
     memcpy = { bufferCopyGBps: (2 * half) / (median(copies.bufferCopy) * 1e6), typedArraySetGBps: (2 * half) / (median(copies.typedArraySet) * 1e6) };
   } finally {
     for (const v of variants) await v.close();
+    for (const f of inArena) f.release();
   }
   const copyGBps = Math.max(memcpy.bufferCopyGBps, memcpy.typedArraySetGBps);
   const out = variants;
@@ -236,7 +249,7 @@ export function formatAdamBench(r: AdamBenchReport): string {
       `an iteration reads and writes ${(r.bytesPerIteration / 1e6).toFixed(0)} MB`,
     `the machine, now: a compute loop split over 2 threads ran x${r.probe.speedup.toFixed(2)} as fast as on 1 (the ceiling of a pool of 2)`,
     '',
-    `${'variant'.padEnd(34)} ${'ms'.padStart(8)} ${'best'.padStart(7)} ${'cpu ms'.padStart(7)} ${'after last'.padStart(11)} ${'GB/s'.padStart(7)} ${'x before'.padStart(9)} ${'of memcpy'.padStart(10)}`,
+    `${'variant'.padEnd(34)} ${'ms'.padStart(8)} ${'best'.padStart(7)} ${'cpu ms'.padStart(7)} ${'after last'.padStart(11)} ${'GB/s'.padStart(7)} ${'x JS'.padStart(9)} ${'of memcpy'.padStart(10)}`,
   ];
   for (const row of r.rows) {
     lines.push(

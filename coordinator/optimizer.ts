@@ -13,18 +13,23 @@ import { meanAdamStep, type AdamHyper } from './adam.ts';
 import { GanDistError } from './errors.ts';
 import { FlatArrays, flatLayout } from './flat-arrays.ts';
 import { addScaled } from './reduce.ts';
+import { existingArena, simdArena } from './simd.ts';
 import type { NamedArrays, ParamSpec } from '../worker/architecture.ts';
 
-/** A Float32Array in shared memory, as a task carries it to a thread (the arena's sit at an offset). */
+/**
+ * A Float32Array in shared memory, as a task carries it to a thread: in the SIMD arena (which the
+ * threads adopt, so their kernels see it) or in a SharedArrayBuffer of its own.
+ */
 export interface SharedF32 {
   buffer: SharedArrayBuffer;
   byteOffset: number;
   length: number;
+  inArena: boolean;
 }
 
 export function sharedF32(a: Float32Array): SharedF32 {
   if (!(a.buffer instanceof SharedArrayBuffer)) throw new Error('optimizer state handed to a thread must be in shared memory');
-  return { buffer: a.buffer, byteOffset: a.byteOffset, length: a.length };
+  return { buffer: a.buffer, byteOffset: a.byteOffset, length: a.length, inArena: (existingArena()?.address(a) ?? -1) >= 0 };
 }
 
 /** A task for a pool thread; declared once, here, for both sides. Arrays are the flat state. */
@@ -97,7 +102,7 @@ export class Optimizer {
   private added = 0;
   private total = 0;
   /** 'threads' mode: one shared copy per shard of the iteration, reused across iterations. */
-  private readonly slots: Float32Array[] = [];
+  private readonly slots: FlatArrays[] = [];
   /** 'threads' mode: per slice, the adds queued on it, in shard order. */
   private chains: Promise<unknown>[];
 
@@ -110,15 +115,15 @@ export class Optimizer {
     this.learnables = learnLayout.total;
     this.threads = this.learnables >= (opts.minParallel ?? MIN_PARALLEL_LEARNABLES) ? threads : 1;
     this.addOn = this.threads > 1 ? (opts.addOn ?? 'main') : 'main';
-    const storage = this.threads > 1 ? 'shared' : 'local';
+    // All state in the SIMD arena, where the wasm kernels add and step it (simd.ts); the arena is
+    // shared memory, so the pool's threads work on it in place.
     // Learnables first: the same offsets in the weights as in the moments and the sums.
-    this.w = new FlatArrays(layout, storage, specs.map((s) => s.name)).load(init.params, 'weights');
-    this.m = new FlatArrays(learnLayout, storage);
-    this.v = new FlatArrays(learnLayout, storage);
+    this.w = new FlatArrays(layout, 'arena', specs.map((s) => s.name)).load(init.params, 'weights');
+    this.m = new FlatArrays(learnLayout, 'arena');
+    this.v = new FlatArrays(learnLayout, 'arena');
     if (init.adamM) this.m.load(init.adamM, 'Adam first moments');
     if (init.adamV) this.v.load(init.adamV, 'Adam second moments');
-    // The sums in the SIMD arena: gradients read from shared memory land there too, and the wasm
-    // add then runs at memory speed (simd.ts). The arena is shared memory, so threads see it.
+    // Gradients read from shared memory land in the arena too: the wasm add takes them in place.
     this.sums = new FlatArrays(learnLayout, 'arena');
     this.params = this.w.views;
     this.adamM = this.m.views;
@@ -160,7 +165,7 @@ export class Optimizer {
     if (this.addOn === 'main') {
       layout.names.forEach((name) => addScaled(this.sums.views[name], grads[name], n, first));
     } else {
-      const slot = (this.slots[this.added] ??= new Float32Array(new SharedArrayBuffer(this.learnables * 4)));
+      const slot = (this.slots[this.added] ??= new FlatArrays(this.sums.layout, 'arena')).flat;
       layout.names.forEach((name, i) => slot.set(grads[name], layout.offsets[i]));
       const pool = this.startPool();
       const sum = sharedF32(this.sums.flat);
@@ -192,7 +197,7 @@ export class Optimizer {
     this.total = 0;
   }
 
-  /** Ends the pool's threads; the state stays readable. */
+  /** Ends the pool's threads and frees the gradient sums; the weights and moments stay readable. */
   async close(): Promise<void> {
     this.closed = true;
     const pool = this.pool;
@@ -201,7 +206,16 @@ export class Optimizer {
       await Promise.allSettled(this.chains);
       await pool.destroy();
     }
-    this.sums.release();
+    for (const a of [this.sums, ...this.slots]) a.release();
+  }
+
+  /**
+   * close(), then hands the weights and moments back to the arena: for callers done with the
+   * state (benchmarks and tests that make many optimizers). Their views must not be used after.
+   */
+  async dispose(): Promise<void> {
+    await this.close();
+    for (const a of [this.w, this.m, this.v]) a.release();
   }
 
   /** The pool's threads (none before the first parallel step); a test sees them exit on close(). */
@@ -215,6 +229,8 @@ export class Optimizer {
     this.pool ??= new Piscina<OptimizerTask, void>({
       filename: new URL('./optimizer-thread.ts', import.meta.url).href,
       execArgv: ['--import', TSX_LOADER],
+      // The threads adopt this thread's arena, so their wasm kernels work on the same state.
+      workerData: { arena: simdArena().memory },
       minThreads: this.threads,
       maxThreads: this.threads,
       // One task per thread at a time: a queued slice waits for a free thread, not behind another.

@@ -28,9 +28,12 @@ export class GradientAccumulator {
     this.total += n;
   }
 
-  /** The weighted mean in place (sum / total): the full-batch gradient when there is no BatchNorm. */
+  /**
+   * The weighted mean in place: sum * (1 / total) as a float32 multiply, what adam.ts meanAdamStep
+   * computes for the mean (the full-batch gradient when there is no BatchNorm).
+   */
   mean(): NamedArrays {
-    const inv = 1 / this.total;
+    const inv = Math.fround(1 / this.total);
     for (const acc of Object.values(this.sums)) for (let i = 0; i < acc.length; i++) acc[i] *= inv;
     return this.sums;
   }

@@ -1,15 +1,20 @@
-// A shared WebAssembly memory (the arena) for the coordinator's gradient sums and shared-memory
-// receive buffers, and the SIMD kernels of simd.wat over it: the finiteness check of every
-// received gradient and the weighted add into the sums. On arrays in the arena they run at
-// memory speed; on any other array the callers (framing.ts firstNonFinite, reduce.ts addScaled)
-// keep their JavaScript loops, which compute the same floats.
+// A shared WebAssembly memory (the arena) for the coordinator's optimizer state (weights, Adam's
+// moments, gradient sums) and shared-memory receive buffers, and the SIMD kernels of simd.wat
+// over it: the finiteness check of every received gradient, the weighted add into the sums, and
+// Adam. On arrays in the arena they run at memory speed; on any other array the callers
+// (framing.ts firstNonFinite, reduce.ts addScaled, adam.ts meanAdamStep) run their JavaScript
+// loops, which compute the same floats.
 //
-// `gan-dist bench adam` and `gan-dist bench scaling` measure them in place. On this 2-core
-// machine, 9.45 M floats (the full model), medians of 7: the add 5-6 ms against 10-11 ms in
-// JavaScript, the check 3.3-3.6 ms against 8.4-10 ms. Adam was tried too (float64x2 in the same
-// order as adam.ts): no faster than JavaScript, its divisions and square root bound it, so it
-// stays in JavaScript.
+// Measured on 9.45 M floats (the full model) on this 2-core machine, medians of 5-7: the add
+// 5-6 ms against 10-11 ms in JavaScript, the check 3.3-3.6 ms against 8.4-10 ms, Adam 11-15 ms
+// against 83-119 ms. The add is float64 per lane, as the JavaScript loop it replaced, so its
+// floats did not change; a float64x2 Adam was no faster than JavaScript, so Adam is float32.
+// `gan-dist bench adam` and `gan-dist bench scaling` measure them in place.
+//
+// Optimizer threads (optimizer-thread.ts) adopt the main thread's arena: the memory is shared,
+// so their kernels work on the same state.
 
+import type { AdamConstants } from './adam.ts';
 import { SIMD_WASM_BASE64 } from './simd-wasm.ts';
 
 const PAGE_BYTES = 65536;
@@ -21,7 +26,10 @@ const ALIGN = 64;
 interface Kernels {
   nonFinite(p: number, n16: number): number;
   addScaled(sum: number, g: number, n: number, n4: number, first: number): void;
+  adam(w: number, s: number, m: number, v: number, n4: number, inv: number, b1: number, b2: number, a1: number, a2: number, c1: number, c2: number, lr: number, eps: number): void;
 }
+
+let compiled: WebAssembly.Module | undefined;
 
 /** A block of the arena: byte address and size. */
 export interface ArenaBlock {
@@ -39,12 +47,16 @@ export class SimdArena {
   /** Freed blocks by size: the coordinator frees and allocates the same few sizes over and over. */
   private readonly freed = new Map<number, number[]>();
 
-  constructor() {
-    this.memory = new WebAssembly.Memory({ initial: 1, maximum: MAX_PAGES, shared: true });
-    const module = new WebAssembly.Module(Buffer.from(SIMD_WASM_BASE64, 'base64'));
-    this.kernels = new WebAssembly.Instance(module, { env: { memory: this.memory } }).exports as unknown as Kernels;
+  /** A new arena, or with `adopt` another thread's (this thread then only reads and writes it, never allocates). */
+  constructor(adopt?: WebAssembly.Memory) {
+    this.memory = adopt ?? new WebAssembly.Memory({ initial: 1, maximum: MAX_PAGES, shared: true });
+    this.adopted = adopt !== undefined;
+    compiled ??= new WebAssembly.Module(Buffer.from(SIMD_WASM_BASE64, 'base64'));
+    this.kernels = new WebAssembly.Instance(compiled, { env: { memory: this.memory } }).exports as unknown as Kernels;
     this.buffers.add(this.memory.buffer);
   }
+
+  private readonly adopted: boolean;
 
   /** Bytes of memory the arena holds (committed pages, used or free). */
   get size(): number {
@@ -53,6 +65,7 @@ export class SimdArena {
 
   /** A block of `bytes`, or undefined when the arena cannot grow that far (callers fall back to plain memory). */
   alloc(bytes: number): ArenaBlock | undefined {
+    if (this.adopted) throw new Error('an adopted arena belongs to the thread that made it: allocate there');
     const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
     const reuse = this.freed.get(size)?.pop();
     if (reuse !== undefined) return { ptr: reuse, bytes: size };
@@ -90,6 +103,13 @@ export class SimdArena {
     return new Float32Array(this.memory.buffer, block.ptr, length);
   }
 
+  /** A Float32Array over the arena at a byte address (a thread's view of state a task names). */
+  f32At(byteOffset: number, length: number): Float32Array {
+    const buffer = this.memory.buffer;
+    this.buffers.add(buffer);
+    return new Float32Array(buffer, byteOffset, length);
+  }
+
   /** The byte address of a view into the arena, or -1 for any other memory. */
   address(a: ArrayBufferView): number {
     return this.buffers.has(a.buffer) ? a.byteOffset : -1;
@@ -117,6 +137,22 @@ export class SimdArena {
     this.kernels.addScaled(ps + 4 * from, pg + 4 * from, n, n4, first ? 1 : 0);
     return from + 4 * n4;
   }
+
+  /**
+   * adam.ts meanAdamStep's float32 operations over the whole vectors of [from, to) when all four
+   * arrays are in the arena; returns the first index it did not do, for the caller to finish.
+   */
+  adam(w: Float32Array, sum: Float32Array, m: Float32Array, v: Float32Array, k: AdamConstants, from: number, to: number): number {
+    const pw = this.address(w);
+    const ps = this.address(sum);
+    const pm = this.address(m);
+    const pv = this.address(v);
+    if (pw < 0 || ps < 0 || pm < 0 || pv < 0) return from;
+    const n4 = (to - from) >> 2;
+    const o = 4 * from;
+    this.kernels.adam(pw + o, ps + o, pm + o, pv + o, n4, k.inv, k.b1, k.b2, k.a1, k.a2, k.c1, k.c2, k.lr, k.eps);
+    return from + 4 * n4;
+  }
 }
 
 let arena: SimdArena | undefined;
@@ -124,6 +160,12 @@ let arena: SimdArena | undefined;
 /** This thread's arena, made on first use. */
 export function simdArena(): SimdArena {
   arena ??= new SimdArena();
+  return arena;
+}
+
+/** Makes `memory` (the main thread's arena, handed to a worker thread) this thread's arena. */
+export function adoptArena(memory: WebAssembly.Memory): SimdArena {
+  if (arena?.memory !== memory) arena = new SimdArena(memory);
   return arena;
 }
 

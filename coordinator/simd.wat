@@ -1,6 +1,6 @@
-;; The coordinator's two hot loops over gathered gradients, in 128-bit WebAssembly SIMD, on a
-;; shared memory that the coordinator allocates its gradient sums and receive buffers in
-;; (coordinator/simd.ts). `npm run build:wasm` compiles this file into coordinator/simd-wasm.ts;
+;; The coordinator's hot loops, in 128-bit WebAssembly SIMD, on a shared memory that holds its
+;; optimizer state and shared-memory receive buffers (coordinator/simd.ts): the finiteness check
+;; of received gradients, their weighted add into the sums, and Adam. `npm run build:wasm` compiles this file into coordinator/simd-wasm.ts;
 ;; test/simd.test.ts fails when the two differ.
 ;;
 ;; Each kernel takes byte addresses and a count of whole vectors; simd.ts runs the few leftover
@@ -53,5 +53,45 @@
                   (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x))))))))
         (local.set $g (i32.add (local.get $g) (i32.const 16)))
         (local.set $sum (i32.add (local.get $sum) (i32.const 16)))
+        (br $next))))
+
+  ;; The mean gradient and Adam over 4 n4 floats, every operation in float32 (as MATLAB's
+  ;; adamupdate on single-precision dlarrays), in the order of adam.ts's JavaScript loop:
+  ;;   g = s inv;  m = b1 m + a1 g;  v = b2 v + (a2 g) g;  w = w - (lr (m / c1)) / (sqrt(v / c2) + eps)
+  ;; where a1 = 1 - b1, a2 = 1 - b2, c1 = 1 - b1^t, c2 = 1 - b2^t.
+  (func (export "adam") (param $w i32) (param $s i32) (param $m i32) (param $v i32) (param $n4 i32)
+      (param $inv f32) (param $b1 f32) (param $b2 f32) (param $a1 f32) (param $a2 f32)
+      (param $c1 f32) (param $c2 f32) (param $lr f32) (param $eps f32)
+    (local $end i32) (local $g v128) (local $mi v128) (local $vi v128)
+    (local $Inv v128) (local $B1 v128) (local $B2 v128) (local $A1 v128) (local $A2 v128)
+    (local $C1 v128) (local $C2 v128) (local $Lr v128) (local $Eps v128)
+    (local.set $Inv (f32x4.splat (local.get $inv)))
+    (local.set $B1 (f32x4.splat (local.get $b1)))
+    (local.set $B2 (f32x4.splat (local.get $b2)))
+    (local.set $A1 (f32x4.splat (local.get $a1)))
+    (local.set $A2 (f32x4.splat (local.get $a2)))
+    (local.set $C1 (f32x4.splat (local.get $c1)))
+    (local.set $C2 (f32x4.splat (local.get $c2)))
+    (local.set $Lr (f32x4.splat (local.get $lr)))
+    (local.set $Eps (f32x4.splat (local.get $eps)))
+    (local.set $end (i32.add (local.get $w) (i32.shl (local.get $n4) (i32.const 4))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $w) (local.get $end)))
+        (local.set $g (f32x4.mul (v128.load (local.get $s)) (local.get $Inv)))
+        (local.set $mi (f32x4.add (f32x4.mul (local.get $B1) (v128.load (local.get $m)))
+                                  (f32x4.mul (local.get $A1) (local.get $g))))
+        (local.set $vi (f32x4.add (f32x4.mul (local.get $B2) (v128.load (local.get $v)))
+                                  (f32x4.mul (f32x4.mul (local.get $A2) (local.get $g)) (local.get $g))))
+        (v128.store (local.get $m) (local.get $mi))
+        (v128.store (local.get $v) (local.get $vi))
+        (v128.store (local.get $w)
+          (f32x4.sub (v128.load (local.get $w))
+            (f32x4.div (f32x4.mul (local.get $Lr) (f32x4.div (local.get $mi) (local.get $C1)))
+                       (f32x4.add (f32x4.sqrt (f32x4.div (local.get $vi) (local.get $C2))) (local.get $Eps)))))
+        (local.set $w (i32.add (local.get $w) (i32.const 16)))
+        (local.set $s (i32.add (local.get $s) (i32.const 16)))
+        (local.set $m (i32.add (local.get $m) (i32.const 16)))
+        (local.set $v (i32.add (local.get $v) (i32.const 16)))
         (br $next))))
 )

@@ -4,6 +4,7 @@ import { resolveConfig } from '../coordinator/config.ts';
 import { DEFAULT_OPTIMIZER_THREADS, Optimizer } from '../coordinator/optimizer.ts';
 import { GradientAccumulator } from '../coordinator/reduce.ts';
 import { Rng } from '../coordinator/rng.ts';
+import { simdArena } from '../coordinator/simd.ts';
 import type { NamedArrays, ParamSpec } from '../worker/architecture.ts';
 import { loadBackend } from '../worker/backend.ts';
 import { runWorker } from '../worker/client.ts';
@@ -102,14 +103,31 @@ describe('Optimizer', () => {
     });
   }
 
-  it('keeps NamedArrays in table order over one shared buffer when threaded', () => {
+  it('keeps NamedArrays in table order in the SIMD arena, threaded or not', async () => {
     const opt = new Optimizer(specs, { params }, { threads: 2, minParallel: 0 });
-    expect(Object.keys(opt.params)).toEqual(specs.map((s) => s.name));
-    expect(Object.keys(opt.adamM)).toEqual(learnables.map((s) => s.name));
-    for (const a of [...Object.values(opt.params), ...Object.values(opt.adamV)]) expect(a.buffer).toBeInstanceOf(SharedArrayBuffer);
     const single = new Optimizer(specs, { params });
-    expect(single.threads).toBe(1); // a small model stays on the main thread
-    expect(single.params['D/c/w'].buffer).toBeInstanceOf(ArrayBuffer);
+    try {
+      expect(Object.keys(opt.params)).toEqual(specs.map((s) => s.name));
+      expect(Object.keys(opt.adamM)).toEqual(learnables.map((s) => s.name));
+      expect(single.threads).toBe(1); // a small model stays on the main thread
+      for (const o of [opt, single]) {
+        for (const a of [...Object.values(o.params), ...Object.values(o.adamM), ...Object.values(o.adamV), ...Object.values(o.gradientSums)]) {
+          expect(simdArena().address(a)).toBeGreaterThan(0);
+        }
+      }
+    } finally {
+      await opt.dispose();
+      await single.dispose();
+    }
+  });
+
+  it('hands its memory back to the arena on dispose, for the next optimizer of the size', async () => {
+    const a = new Optimizer(specs, { params });
+    const where = simdArena().address(a.params['G/a/w']);
+    await a.dispose();
+    const b = new Optimizer(specs, { params });
+    expect(simdArena().address(b.params['G/a/w'])).toBe(where);
+    await b.dispose();
   });
 
   it('resumes from given moments exactly as an uninterrupted optimizer continues', async () => {

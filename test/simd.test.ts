@@ -8,6 +8,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { compileSimdWat, wasmModuleSource, WASM_MODULE_FILE } from '../scripts/build-wasm.ts';
 import { firstNonFinite } from '../coordinator/framing.ts';
+import { meanAdamStep } from '../coordinator/adam.ts';
 import { addScaled } from '../coordinator/reduce.ts';
 import { simdArena } from '../coordinator/simd.ts';
 import { arenaMemory, ShmFile } from '../coordinator/shm.ts';
@@ -73,6 +74,29 @@ describe('addScaled in the arena', () => {
     addScaled(inArena, g, 3, false);
     expect(bits(inArena)).toEqual(bits(want));
     expect(simdArena().address(g)).toBe(-1);
+  });
+});
+
+describe('meanAdamStep in the arena', () => {
+  it('gives bitwise the floats of the JavaScript float32 loop, at any offset and length', () => {
+    const hyper = { lr: 2e-4, beta1: 0.5, beta2: 0.999, epsilon: 1e-8 };
+    for (const [length, from, to] of [[1037, 0, 1037], [1037, 5, 1031], [7, 1, 6], [4096, 0, 4096]]) {
+      const w = awkward(length, 1).map((x) => x * 1e-3);
+      const sum = awkward(length, 2);
+      const m = awkward(length, 3).map((x) => x * 1e-4);
+      const v = awkward(length, 4).map((x) => Math.abs(x) * 1e-6);
+      const js = [w, sum, m, v].map((a) => a.slice());
+      const wasm = [w, sum, m, v].map(arenaCopy);
+      for (const t of [1, 2, 30]) {
+        meanAdamStep(js[0], js[1], 1 / 96, js[2], js[3], t, hyper, from, to);
+        meanAdamStep(wasm[0], wasm[1], 1 / 96, wasm[2], wasm[3], t, hyper, from, to);
+      }
+      expect(simdArena().address(wasm[0])).toBeGreaterThan(0);
+      for (const k of [0, 2, 3]) expect(bits(wasm[k])).toEqual(bits(js[k]));
+      // It stepped: the weights moved inside the range and nowhere else.
+      expect(wasm[0][from + 1]).not.toBe(w[from + 1]);
+      if (from > 0) expect(wasm[0][0]).toBe(w[0]);
+    }
   });
 });
 
