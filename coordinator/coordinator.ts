@@ -242,12 +242,15 @@ export class Coordinator {
     this.event('shm-attached', { worker: peer.id, gradientsFile });
   }
 
-  /** A shm worker's gradients: read from its file, then decoded and validated as a socket frame is. */
-  private onGradientsRef(peer: Peer, ref: GradientsRefMessage): void {
+  /**
+   * A shm worker's gradients: read from its file (on libuv's thread pool, while the main thread
+   * checks and adds the gradients before them), then decoded and validated as a socket frame is.
+   */
+  private async onGradientsRef(peer: Peer, ref: GradientsRefMessage): Promise<void> {
     let msg: Message;
     try {
       if (!this.opts.shm) throw new GanDistError('GAN_DIST_E_PROTOCOL', 'gradientsRef, but this run has no shared-memory region');
-      msg = decodeMessage(this.opts.shm.readGradients(peer.id, ref.seq, ref.byteLength), this.frameLimits!);
+      msg = decodeMessage(await this.opts.shm.readGradientsAsync(peer.id, ref.seq, ref.byteLength), this.frameLimits!);
     } catch (err) {
       peer.close((err as Error).message);
       return;
@@ -360,7 +363,7 @@ export class Coordinator {
           this.onShmAttach(peer, msg.region);
           return;
         case 'gradientsRef':
-          this.onGradientsRef(peer, msg);
+          void this.onGradientsRef(peer, msg);
           return;
         case 'heartbeat':
           return;
