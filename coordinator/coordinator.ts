@@ -523,7 +523,10 @@ export class Coordinator {
     const results = await this.dispatcher.run(t, tasks, ({ task, msg }) => {
       const r0 = performance.now();
       arrived[task.shardId] = msg;
-      for (; nextToAdd < tasks.length && arrived[nextToAdd]; nextToAdd++) this.optimizer.add(arrived[nextToAdd]!.tensors, arrived[nextToAdd]!.n);
+      // Every shard now ready in order, added in one fused pass (several when results bunch up).
+      const ready: { grads: Record<string, Float32Array>; n: number }[] = [];
+      for (; nextToAdd < tasks.length && arrived[nextToAdd]; nextToAdd++) ready.push({ grads: arrived[nextToAdd]!.tensors, n: arrived[nextToAdd]!.n });
+      this.optimizer.addMany(ready);
       reduceMs += performance.now() - r0;
     });
     const tGathered = performance.now();

@@ -116,6 +116,9 @@ export function dtypeOf(data: unknown): Dtype {
   return fail(`tensor data must be a Float32Array, Int32Array, Uint8Array or Uint16Array, got ${typeof name === 'string' ? name : describe(data)}`);
 }
 
+/** Arrays outside the arena shorter than this keep the JavaScript loop (a chunk copy would not pay). */
+const SIMD_CHECK_MIN = 4096;
+
 /**
  * Index of the first NaN or +-Infinity in a float32 array, or -1. First a pass that sums `x * 0`
  * into four independent accumulators (0 for a finite x, NaN otherwise; four chains keep the adds
@@ -124,11 +127,11 @@ export function dtypeOf(data: unknown): Dtype {
  * finds something does the bit test look for the index.
  */
 export function firstNonFinite(a: Float32Array): number {
-  // In the SIMD arena (gradients read from shared memory): the wasm check, then the index only
-  // when it found something.
-  const simd = existingArena()?.nonFinite(a);
-  if (simd === false) return -1;
-  if (simd === true) return firstNonFiniteBits(a);
+  // Where this thread has a SIMD arena (the coordinator; a worker on shared memory): the wasm
+  // check, on large arrays outside the arena a chunk at a time; then the index only when it found
+  // something.
+  const arena = existingArena();
+  if (arena && (a.length >= SIMD_CHECK_MIN || arena.address(a) >= 0)) return arena.nonFinite(a) ? firstNonFiniteBits(a) : -1;
   const n4 = a.length - (a.length % 4);
   let s0 = 0;
   let s1 = 0;

@@ -4,7 +4,7 @@
 import { workerData } from 'piscina';
 import { meanAdamStep } from './adam.ts';
 import type { OptimizerTask, SharedF32 } from './optimizer.ts';
-import { addScaled } from './reduce.ts';
+import { addScaledMany } from './reduce.ts';
 import { adoptArena } from './simd.ts';
 
 // The optimizer's arena, shared with the main thread: views made through it take the wasm kernels.
@@ -15,7 +15,18 @@ const view = (a: SharedF32) => (a.inArena && adopted ? adopted.f32At(a.byteOffse
 
 export default function runOptimizerTask(task: OptimizerTask): void {
   if (task.kind === 'add') {
-    addScaled(view(task.sum), view(task.g), task.n, task.first, task.from, task.to);
+    // Part by part where it overlaps this thread's slice [from, to) of the sums; every shard's
+    // parts are laid out alike (one per tensor, or one for a flat copy), so part i of each shard
+    // covers the same range and the shards' adds fuse.
+    const sum = view(task.sum);
+    const ns = task.shards.map((s) => s.n);
+    task.shards[0].parts.forEach(({ at, g }, i) => {
+      const lo = Math.max(task.from, at);
+      const hi = Math.min(task.to, at + g.length);
+      if (lo >= hi) return;
+      const gs = task.shards.map((s) => view(s.parts[i].g).subarray(lo - at, hi - at));
+      addScaledMany(sum.subarray(lo, hi), gs, ns, task.first);
+    });
   } else {
     meanAdamStep(view(task.w), view(task.sum), task.inv, view(task.m), view(task.v), task.t, task.hyper, task.from, task.to);
   }

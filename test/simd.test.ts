@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { compileSimdWat, wasmModuleSource, WASM_MODULE_FILE } from '../scripts/build-wasm.ts';
 import { firstNonFinite } from '../coordinator/framing.ts';
 import { meanAdamStep } from '../coordinator/adam.ts';
-import { addScaled } from '../coordinator/reduce.ts';
+import { addScaled, addScaledMany } from '../coordinator/reduce.ts';
 import { simdArena } from '../coordinator/simd.ts';
 import { arenaMemory, ShmFile } from '../coordinator/shm.ts';
 
@@ -65,6 +65,21 @@ describe('addScaled in the arena', () => {
     }
   });
 
+  it('fuses several shards into one pass with the floats of one call per shard, for 1 to 7 shards', () => {
+    for (const shards of [1, 2, 3, 4, 5, 7]) {
+      const length = 1031;
+      const gs = Array.from({ length: shards }, (_, k) => awkward(length, 100 + k));
+      const ns = gs.map((_, k) => [32, 31, 1, 127, 64, 5, 9][k]);
+      for (const first of [true, false]) {
+        const want = awkward(length, 9);
+        gs.forEach((g, k) => addScaledJs(want, g, ns[k], first && k === 0, 2, 1029));
+        const sum = arenaCopy(awkward(length, 9));
+        addScaledMany(sum, gs.map(arenaCopy), ns, first, 2, 1029);
+        expect(bits(sum), `${shards} shards, first ${first}`).toEqual(bits(want));
+      }
+    }
+  });
+
   it('falls back to the JavaScript loop when either array is outside the arena, with the same floats', () => {
     const g = awkward(333, 1);
     const start = awkward(333, 2);
@@ -112,6 +127,21 @@ describe('firstNonFinite in the arena', () => {
           expect(firstNonFinite(a), `${bad} at ${at} of ${length}`).toBe(at);
         }
       }
+    }
+  });
+});
+
+describe('firstNonFinite outside the arena, through the scratch block', () => {
+  it('finds a NaN or an infinity in any chunk of a large array, and nothing in a finite one', () => {
+    simdArena();
+    const length = 16384 * 3 + 5;
+    const clean = awkward(length, 77);
+    expect(simdArena().address(clean)).toBe(-1);
+    expect(firstNonFinite(clean)).toBe(-1);
+    for (const at of [0, 16383, 16384, 40000, length - 1]) {
+      const a = clean.slice();
+      a[at] = at % 2 ? NaN : -Infinity;
+      expect(firstNonFinite(a), `at ${at}`).toBe(at);
     }
   });
 });
