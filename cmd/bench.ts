@@ -39,6 +39,7 @@ export function registerBenchCommands(program: Command): Command {
     .option('--iterations <n>', 'iterations per real run', (v) => intList('--iterations')(v)[0], 24)
     .option('--real-workers <list>', 'worker counts of the real part', intList('--real-workers'), [1, 2])
     .option('--real-batch-size <n>', "global batch of the real part (default: the preset's)", (v) => intList('--real-batch-size')(v)[0])
+    .option('--real-rounds <n>', 'rounds of the real part, worker counts run in turn (speed-ups: the median round)', (v) => intList('--real-rounds')(v)[0], 3)
     .option('--workers <list>', 'worker counts of the simulated part', intList('--workers'), [1, 4])
     .option('--transport <list>', 'transports to compare: socket, shm (local workers through /dev/shm)', transportList, ['socket', 'shm'])
     .option('--simulate-step-ms <list>', 'fixed delay per shard (ms) of the simulated part', intList('--simulate-step-ms'), [200])
@@ -51,6 +52,7 @@ export function registerBenchCommands(program: Command): Command {
         iterations: opts.iterations,
         realWorkers: opts.realWorkers,
         realBatchSize: opts.realBatchSize,
+        realRounds: opts.realRounds,
         transports: opts.transport,
         simulatedWorkers: opts.workers,
         simulateStepMs: opts.simulateStepMs,

@@ -24,6 +24,12 @@ export interface ScalingOptions {
   iterations: number;
   /** Worker counts of the real part. */
   realWorkers: number[];
+  /**
+   * Rounds of the real part (default 3): each round runs every worker count (and the ceiling)
+   * once, in turn, so a load that comes and goes on a shared machine weighs on all alike; the
+   * speed-ups are medians of the rounds' own ratios.
+   */
+  realRounds?: number;
   /** Global batch of the real part (default: the preset's). */
   realBatchSize?: number;
   /** Transports each part runs over (default socket): `shm` serves local workers through /dev/shm. */
@@ -44,7 +50,10 @@ export interface RealRun {
   globalBatch: number;
   imagesPerSec: number;
   stepMsMedian: number;
+  /** Median over rounds of imagesPerSec / the first worker count's, from the same round. */
   speedupVsFirst: number;
+  /** That ratio in each round, in order. */
+  speedupByRound: number[];
 }
 
 export interface SimulatedRun {
@@ -84,8 +93,9 @@ export interface ParallelCeiling {
   workers: number;
   rowsPerProcess: number;
   imagesPerSec: number;
-  /** imagesPerSec / the one-process figure: the most N workers can reach over 1 here, now. */
+  /** imagesPerSec / the one-process figure (median over rounds): the most N workers can reach over 1 here, now. */
   speedupVsOne: number;
+  speedupByRound: number[];
 }
 
 export interface ScalingReport {
@@ -196,32 +206,47 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
     const real: RealRun[] = [];
     const batchFlag = opts.realBatchSize !== undefined ? { batchSize: opts.realBatchSize } : {};
     const preset = resolveConfig({ preset: opts.preset, flags: { iterations: opts.iterations, validationFrequency: 1e6, ...batchFlag } });
-    for (const transport of transports) {
-      const first = real.length;
+    // Round robin: every (transport, workers) run and the ceiling once per round.
+    const rounds = opts.realRounds ?? 3;
+    const stepMs = new Map<string, number[]>();
+    const ceilingRates = new Map<number, number[]>();
+    const push = <K>(m: Map<K, number[]>, k: K, v: number) => m.set(k, [...(m.get(k) ?? []), v]);
+    for (let round = 1; round <= rounds; round++) {
+      for (const transport of transports) {
+        for (const workers of opts.realWorkers) {
+          say(`real, round ${round}/${rounds}: ${workers} CPU worker(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${opts.iterations} iterations, ${transport}`);
+          const lines = steady(await trainedLines(cwd, preset, workers, { threads: 1, transport }));
+          push(stepMs, `${transport}/${workers}`, median(lines.map((l) => l.stepMs)));
+        }
+      }
       for (const workers of opts.realWorkers) {
-        say(`real: ${workers} CPU worker(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${opts.iterations} iterations, ${transport}`);
-        const lines = steady(await trainedLines(cwd, preset, workers, { threads: 1, transport }));
-        const stepMs = median(lines.map((l) => l.stepMs));
+        const rowsPerProcess = Math.floor(preset.batchSize / workers);
+        say(`ceiling, round ${round}/${rounds}: ${workers} independent step process(es) of ${rowsPerProcess} rows at once, no coordinator`);
+        push(ceilingRates, workers, await concurrentStepImagesPerSec(opts.preset, rowsPerProcess, workers));
+      }
+    }
+    const ratios = (xs: number[], base: number[]) => xs.map((x, i) => x / base[i]);
+    for (const transport of transports) {
+      const rate = (workers: number) => stepMs.get(`${transport}/${workers}`)!.map((ms) => (preset.batchSize * 1000) / ms);
+      const base = rate(opts.realWorkers[0]);
+      for (const workers of opts.realWorkers) {
+        const byRound = ratios(rate(workers), base);
         real.push({
           transport,
           workers,
           threadsPerWorker: 1,
           globalBatch: preset.batchSize,
-          imagesPerSec: (preset.batchSize * 1000) / stepMs,
-          stepMsMedian: stepMs,
-          speedupVsFirst: 0,
+          imagesPerSec: median(rate(workers)),
+          stepMsMedian: median(stepMs.get(`${transport}/${workers}`)!),
+          speedupVsFirst: median(byRound),
+          speedupByRound: byRound,
         });
       }
-      for (const r of real.slice(first)) r.speedupVsFirst = r.imagesPerSec / real[first].imagesPerSec;
     }
-    const ceiling: ParallelCeiling[] = [];
-    for (const workers of opts.realWorkers) {
-      const rowsPerProcess = Math.floor(preset.batchSize / workers);
-      say(`ceiling: ${workers} independent step process(es) of ${rowsPerProcess} rows at once, no coordinator`);
-      const imagesPerSec = await concurrentStepImagesPerSec(opts.preset, rowsPerProcess, workers);
-      ceiling.push({ workers, rowsPerProcess, imagesPerSec, speedupVsOne: 0 });
-    }
-    for (const c of ceiling) c.speedupVsOne = c.imagesPerSec / ceiling[0].imagesPerSec;
+    const ceiling: ParallelCeiling[] = opts.realWorkers.map((workers) => {
+      const byRound = ratios(ceilingRates.get(workers)!, ceilingRates.get(opts.realWorkers[0])!);
+      return { workers, rowsPerProcess: Math.floor(preset.batchSize / workers), imagesPerSec: median(ceilingRates.get(workers)!), speedupVsOne: median(byRound), speedupByRound: byRound };
+    });
 
     const simulated: SimulatedRun[] = [];
     const model = resolveConfig({});
@@ -276,7 +301,7 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
     }
     return {
       machine: { cores: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version },
-      real: { preset: opts.preset, note: 'same global batch split over the workers (strong scaling), one wasm thread each; warm-up excluded, median step', runs: real, ceiling },
+      real: { preset: opts.preset, note: `same global batch split over the workers (strong scaling), one wasm thread each; warm-up excluded, median step; ${rounds} rounds run in turn, speed-ups the median of each round's own ratio`, runs: real, ceiling },
       simulated: {
         model: 'seed (64x64, 64 filters: 9.45 M parameters)',
         note:
@@ -291,13 +316,15 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
   }
 }
 
+const byRound = (xs: number[]) => (xs.length > 1 ? ` (rounds: ${xs.map((x) => x.toFixed(2)).join(', ')})` : '');
+
 export function formatScaling(r: ScalingReport): string {
   const lines = [`machine: ${r.machine.cores} cores, ${r.machine.cpu}, Node ${r.machine.node}`, `real (${r.real.preset}; ${r.real.note}):`];
   for (const c of r.real.ceiling) {
-    lines.push(`  ceiling, ${c.workers} independent process(es) of ${c.rowsPerProcess} rows stepping at once (no coordinator): ${c.imagesPerSec.toFixed(1)} img/s, ${c.speedupVsOne.toFixed(2)}x`);
+    lines.push(`  ceiling, ${c.workers} independent process(es) of ${c.rowsPerProcess} rows stepping at once (no coordinator): ${c.imagesPerSec.toFixed(1)} img/s, ${c.speedupVsOne.toFixed(2)}x${byRound(c.speedupByRound)}`);
   }
   for (const x of r.real.runs) {
-    lines.push(`  ${x.transport}, ${x.workers} worker(s), global batch ${x.globalBatch}: ${x.imagesPerSec.toFixed(1)} img/s, step ${x.stepMsMedian.toFixed(0)} ms, ${x.speedupVsFirst.toFixed(2)}x`);
+    lines.push(`  ${x.transport}, ${x.workers} worker(s), global batch ${x.globalBatch}: ${x.imagesPerSec.toFixed(1)} img/s, step ${x.stepMsMedian.toFixed(0)} ms, ${x.speedupVsFirst.toFixed(2)}x${byRound(x.speedupByRound)}`);
   }
   lines.push(`simulated (${r.simulated.model}; ${r.simulated.note}):`);
   for (const x of r.simulated.runs) {
