@@ -16,6 +16,7 @@ import {
   paramTableHash,
   type FrameLimits,
   type GradientsMessage,
+  type GradientsNonFiniteMessage,
   type GradientsRefMessage,
   type Message,
   type SampleMessage,
@@ -244,23 +245,31 @@ export class Coordinator {
 
   /**
    * A shm worker's gradients: read from its file (on libuv's thread pool, while the main thread
-   * checks and adds the gradients before them), then decoded and validated as a socket frame is.
+   * checks and adds the gradients before them), then decoded and validated as a socket frame is,
+   * except that the finiteness check is the worker's own: a local worker leaves it to the
+   * coordinator (one check of the frame instead of two), and non-finite gradients count as the
+   * gradientsNonFinite report the worker would have sent.
    */
   private async onGradientsRef(peer: Peer, ref: GradientsRefMessage): Promise<void> {
     let msg: Message;
     try {
       if (!this.opts.shm) throw new GanDistError('GAN_DIST_E_PROTOCOL', 'gradientsRef, but this run has no shared-memory region');
-      msg = decodeMessage(await this.opts.shm.readGradientsAsync(peer.id, ref.seq, ref.byteLength), this.frameLimits!);
+      msg = decodeMessage(await this.opts.shm.readGradientsAsync(peer.id, ref.seq, ref.byteLength), this.frameLimits!, { reportNonFinite: true });
     } catch (err) {
       peer.close((err as Error).message);
       return;
     }
-    const same = msg.type === 'gradients' && msg.iteration === ref.iteration && msg.shardId === ref.shardId && msg.weightsVersion === ref.weightsVersion && msg.n === ref.n;
+    const same =
+      (msg.type === 'gradients' || msg.type === 'gradientsNonFinite') &&
+      msg.iteration === ref.iteration &&
+      msg.shardId === ref.shardId &&
+      msg.weightsVersion === ref.weightsVersion &&
+      msg.n === ref.n;
     if (!same) {
       peer.close(`gradientsRef for shard ${ref.shardId} of iteration ${ref.iteration} points at a frame that does not match it`);
       return;
     }
-    this.dispatcher.onGradients(peer, msg as GradientsMessage);
+    this.dispatcher.onGradients(peer, msg as GradientsMessage | GradientsNonFiniteMessage);
   }
 
   /**

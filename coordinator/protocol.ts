@@ -618,7 +618,16 @@ export function validateMessage(msg: Message): void {
  * GanDistError('GAN_DIST_E_PROTOCOL') naming what is wrong. Tensors are views into `input` when
  * it is aligned for their dtype, else copies; keep `input` unmodified while they are in use.
  */
-export function decodeMessage(input: Buffer | ArrayBuffer | Uint8Array, limits: FrameLimits): Message {
+export interface DecodeOptions {
+  /**
+   * A `gradients` frame whose tensors hold a NaN or an infinity decodes as the
+   * `gradientsNonFinite` message its sender would have sent, instead of failing. For frames the
+   * coordinator checks on its workers' behalf (shared memory: one check instead of two).
+   */
+  reportNonFinite?: boolean;
+}
+
+export function decodeMessage(input: Buffer | ArrayBuffer | Uint8Array, limits: FrameLimits, opts: DecodeOptions = {}): Message {
   const frame = parseFrame(input, limits);
   const { type, fields, table } = frame;
   const crossVersion = frame.version !== PROTOCOL_VERSION;
@@ -646,6 +655,13 @@ export function decodeMessage(input: Buffer | ArrayBuffer | Uint8Array, limits: 
       tensors[e.name] = tensorData(frame.bytes, e);
       shapes[e.name] = e.shape;
       if (isHalfDtype(e.dtype)) decoded.add(e.name);
+    }
+    if (opts.reportNonFinite && type === 'gradients') {
+      const bad = Object.entries(tensors).filter(([name, t]) => t instanceof Float32Array && !decoded.has(name) && firstNonFinite(t) >= 0);
+      if (bad.length > 0) {
+        const { iteration, shardId, weightsVersion, n } = fields as { iteration: number; shardId: number; weightsVersion: number; n: number };
+        return { type: 'gradientsNonFinite', iteration, shardId, weightsVersion, n, tensorNames: bad.map(([name]) => name).slice(0, 4096) };
+      }
     }
     checkValues(spec, tensors, decoded);
     return { type, ...fields, tensors, shapes } as unknown as Message;

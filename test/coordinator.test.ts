@@ -110,3 +110,39 @@ describe('Coordinator', () => {
     expect(h.records[0].scoreG).toBeCloseTo((a.scoreG + b.scoreG) / 2, 5);
   });
 });
+
+describe('non-finite gradients from shared memory', () => {
+  // Simulated workers (no model): each shard answered at once with zero gradients, or with a NaN
+  // in them. On shared memory the worker leaves the check to the coordinator, which must take a
+  // NaN as the worker's report of it, never as a broken frame that costs the worker its place.
+  async function simulated(workers: { nonFinite: boolean }[], iterations: number) {
+    const shm = ShmRegion.create().region;
+    closeAfter.push(shm);
+    const h = await startCoordinator(tiny({ iterations }), { minWorkers: workers.length, shm });
+    open.push(h.coordinator);
+    const outcomes = workers.map((w) =>
+      runWorker({ url: `ws://${h.endpoint}`, token: h.token, backend: 'wasm', ganDistVersion: 'test', shmRegion: shm.dir, simulateStepMs: 1, simulateNonFinite: w.nonFinite }),
+    );
+    return { h, outcomes };
+  }
+
+  it('gives a NaN shard to the other worker, which keeps the run going; the NaN worker stays', async () => {
+    const { h, outcomes } = await simulated([{ nonFinite: true }, { nonFinite: false }], 3);
+    await h.coordinator.run();
+    expect(h.records).toHaveLength(3);
+    expect(h.events.filter((e) => e.event === 'shm-attached')).toHaveLength(2);
+    expect(h.events.filter((e) => e.event === 'shard-nonfinite').length).toBeGreaterThanOrEqual(1);
+    // Both stayed to the end (they leave as the run closes, with exit code 0, never for a bad frame).
+    expect(h.events.filter((e) => e.event === 'worker-left' && e.fields.reason !== 'connection closed')).toEqual([]);
+    for (const o of await Promise.all(outcomes)) expect(o.exitCode, o.reason).toBe(0);
+    // Only the finite worker's zero gradients were summed: Adam moved nothing.
+    expect(Array.from(h.coordinator.adamM['G/proj/w'].subarray(0, 4))).toEqual([0, 0, 0, 0]);
+  });
+
+  it('fails the run as diverged when the only worker returns non-finite gradients', async () => {
+    const { h, outcomes } = await simulated([{ nonFinite: true }], 2);
+    await expect(h.coordinator.run()).rejects.toMatchObject({ code: 'GAN_DIST_E_DIVERGED' });
+    expect(h.events.filter((e) => e.event === 'worker-left' && e.fields.reason !== 'connection closed')).toEqual([]);
+    await Promise.all(outcomes);
+  });
+});

@@ -152,6 +152,28 @@ describe('encodeMessage / decodeMessage', () => {
     }
   });
 
+  it('decodes a gradients frame holding NaN as the gradientsNonFinite report when asked, and only then', () => {
+    const g = byType('gradients');
+    const name = Object.keys(g.tensors)[0];
+    const bad = { ...g, tensors: { ...g.tensors, [name]: Float32Array.from(g.tensors[name], (x, i) => (i === 1 ? NaN : x)) } };
+    const frame = encodeMessage(bad);
+    expect(() => decodeMessage(frame, LIMITS)).toThrow(/non-finite/);
+    expect(decodeMessage(frame, LIMITS, { reportNonFinite: true })).toEqual({
+      type: 'gradientsNonFinite',
+      iteration: g.iteration,
+      shardId: g.shardId,
+      weightsVersion: g.weightsVersion,
+      n: g.n,
+      tensorNames: [name],
+    });
+    // A finite frame decodes as itself; other types still fail on a NaN.
+    expect(decodeMessage(encodeMessage(g), LIMITS, { reportNonFinite: true })).toEqual(g);
+    const w = byType('weights');
+    const wName = Object.keys(w.tensors)[0];
+    const badWeights = { ...w, tensors: { ...w.tensors, [wName]: w.tensors[wName].map(() => Infinity) } };
+    expect(() => decodeMessage(encodeMessage(badWeights), LIMITS, { reportNonFinite: true })).toThrow(/non-finite/);
+  });
+
   it('fits every handshake message in the pre-authentication limit', () => {
     for (const type of ['hello', 'challenge', 'proof', 'welcome', 'ready', 'reject'] as const) {
       const msg = byType(type);

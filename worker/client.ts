@@ -43,6 +43,8 @@ export interface WorkerOptions {
    * gradients of the right names and sizes, so the coordinator's own costs can be measured.
    */
   simulateStepMs?: number;
+  /** Tests only, with simulateStepMs: every shard's gradients hold a NaN (the divergence paths). */
+  simulateNonFinite?: boolean;
   /**
    * The coordinator's shared-memory region (GAN_DIST_SHM_REGION, set by the launcher for local
    * workers): weights and gradients then travel through /dev/shm, the socket carries control only.
@@ -67,12 +69,13 @@ interface Compute {
 }
 
 /** Zero gradients after a fixed delay: the network and the coordinator stay real, compute does not. */
-function simulatedCompute(cfg: ModelConfig, delayMs: number): Compute {
+function simulatedCompute(cfg: ModelConfig, delayMs: number, nonFinite = false): Compute {
   const table = parameterTable(cfg);
   const learnables = table.filter((s) => s.role === 'learnable');
   const bn = table.filter((s) => s.name.endsWith('/mean'));
   const grads: NamedArrays = {};
   for (const s of learnables) grads[s.name] = new Float32Array(sizeOf(s.shape));
+  if (nonFinite) grads[learnables[0].name][0] = NaN;
   return {
     cfg,
     setWeights: () => {},
@@ -215,7 +218,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
         if (step.welcome) {
           const cfg = step.welcome.modelConfig as unknown as ModelConfig & { batchSize: number };
           const table = parameterTable(cfg);
-          trainer = loaded ? new Trainer(loaded.tf, cfg, step.welcome.seed) : simulatedCompute(cfg, simulate!);
+          trainer = loaded ? new Trainer(loaded.tf, cfg, step.welcome.seed) : simulatedCompute(cfg, simulate!, opts.simulateNonFinite);
           wireDtype = step.welcome.wireDtype ?? 'float32';
           const total = table.reduce((n, s) => n + sizeOf(s.shape), 0);
           limits = frameLimitFor(total, cfg.batchSize ?? 128, cfg.imageSize, { latent: cfg.latent });
@@ -271,7 +274,10 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
             tensors[`bn/${key}/sum`] = b.sum;
             tensors[`bn/${key}/sumSq`] = b.sumSq;
           }
-          const bad = Object.entries(tensors).filter(([, a]) => !allFinite(a)).map(([k]) => k);
+          // On shared memory the coordinator checks the frame itself and takes non-finite
+          // gradients as this report (one check of 37.8 MB instead of two); over a socket the
+          // worker checks, as a non-finite gradient frame costs its sender the connection.
+          const bad = shm ? [] : Object.entries(tensors).filter(([, a]) => !allFinite(a)).map(([k]) => k);
           const base = { iteration: msg.iteration, shardId: msg.shardId, weightsVersion: msg.weightsVersion, n: r.n };
           if (bad.length > 0 || ![r.lossD, r.lossG, r.scoreD, r.scoreG].every(Number.isFinite)) {
             send({ type: 'gradientsNonFinite', ...base, tensorNames: bad.slice(0, 4096) });
