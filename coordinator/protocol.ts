@@ -625,6 +625,12 @@ export interface DecodeOptions {
    * coordinator checks on its workers' behalf (shared memory: one check instead of two).
    */
   reportNonFinite?: boolean;
+  /**
+   * Skip the finiteness check of tensor values (structure, shapes and field values are still
+   * checked): for the coordinator's own weights read from its shared memory by a local worker,
+   * whose non-finite weights would show as non-finite gradients anyway.
+   */
+  skipFiniteCheck?: boolean;
 }
 
 export function decodeMessage(input: Buffer | ArrayBuffer | Uint8Array, limits: FrameLimits, opts: DecodeOptions = {}): Message {
@@ -663,7 +669,7 @@ export function decodeMessage(input: Buffer | ArrayBuffer | Uint8Array, limits: 
         return { type: 'gradientsNonFinite', iteration, shardId, weightsVersion, n, tensorNames: bad.map(([name]) => name).slice(0, 4096) };
       }
     }
-    checkValues(spec, tensors, decoded);
+    checkValues(opts.skipFiniteCheck ? { ...spec, finite: [] } : spec, tensors, decoded);
     return { type, ...fields, tensors, shapes } as unknown as Message;
   });
 }

@@ -468,9 +468,7 @@ export class ShmWorkerFiles {
     for (const f of [weightsFile, gradientsFile]) {
       if (path.dirname(f) !== path.resolve(region)) throw shmError(`the coordinator named ${f}, which lies outside the region ${region}`);
     }
-    // Weights land in this process's SIMD arena, where the receiver's finiteness check runs as
-    // the wasm kernel (3.5 against ~10 ms per 37.8 MB frame).
-    this.weights = new ShmFile(weightsFile, 'open', arenaMemory());
+    this.weights = new ShmFile(weightsFile, 'open');
     this.gradients = new ShmFile(gradientsFile, 'open');
   }
 

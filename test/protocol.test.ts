@@ -172,6 +172,8 @@ describe('encodeMessage / decodeMessage', () => {
     const wName = Object.keys(w.tensors)[0];
     const badWeights = { ...w, tensors: { ...w.tensors, [wName]: w.tensors[wName].map(() => Infinity) } };
     expect(() => decodeMessage(encodeMessage(badWeights), LIMITS, { reportNonFinite: true })).toThrow(/non-finite/);
+    // Skipping the value check (a local worker's read of the coordinator's own weights) skips only that.
+    expect(decodeMessage(encodeMessage(badWeights), LIMITS, { skipFiniteCheck: true })).toEqual(badWeights);
   });
 
   it('fits every handshake message in the pre-authentication limit', () => {

@@ -249,8 +249,9 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
           return;
         case 'weightsRef': {
           if (!shm) throw new GanDistError('GAN_DIST_E_PROTOCOL', 'weightsRef before shmReady');
-          // The frame the socket would have carried, validated as if it had.
-          const w = decodeMessage(shm.readWeights(msg.seq, msg.byteLength), limits);
+          // The frame the socket would have carried, validated as if it had, but for the values:
+          // the coordinator's own weights, and non-finite ones would show in the gradients.
+          const w = decodeMessage(shm.readWeights(msg.seq, msg.byteLength), limits, { skipFiniteCheck: true });
           if (w.type !== 'weights' || w.version !== msg.version) {
             throw new GanDistError('GAN_DIST_E_PROTOCOL', `weightsRef announced weights version ${msg.version}, the region holds ${w.type === 'weights' ? `version ${w.version}` : `a '${w.type}' frame`}`);
           }
