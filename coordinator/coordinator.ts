@@ -464,6 +464,14 @@ export class Coordinator {
     }
   }
 
+  /**
+   * After run(): hands the weights and Adam state back to the SIMD arena, for a process that runs
+   * more than one coordinator (benchmarks, tests). Nothing may read params or moments afterwards.
+   */
+  async dispose(): Promise<void> {
+    await this.optimizer.dispose();
+  }
+
   private async checkpoint(): Promise<void> {
     const t0 = performance.now();
     const where = await this.opts.saveSnapshot(this.snapshot());

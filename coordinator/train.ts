@@ -322,6 +322,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     );
     dataset.close();
     shm?.close();
+    // Its final checkpoint is written: the optimizer's memory goes back to this process's arena.
+    await coordinator.dispose();
     await flushLogger(log);
   }
 }
