@@ -165,6 +165,11 @@ export function arenaMemory(): ReceiveMemory {
   };
 }
 
+/** Receive buffers are sized in steps of this, so frames a few bytes longer still fit. */
+const RECEIVE_SLACK = 64 * 1024;
+/** Receive buffers kept per file for reuse. */
+const MAX_SPARE = 2;
+
 /** At most this many pieces per writev call (Linux's IOV_MAX is 1024). */
 const MAX_IOV = 1024;
 
@@ -187,7 +192,10 @@ function writeAllChunks(fd: number, chunks: readonly Uint8Array[], position: num
 /** One region file: positioned writes and reads of whole frames behind the seqlock header. */
 export class ShmFile {
   private readonly fd: number;
+  // Header buffers of this file's own: every use is synchronous, so reads in flight never share
+  // one, and no small pooled Buffer is made per read.
   private readonly header = Buffer.alloc(SHM_HEADER_BYTES);
+  private readonly check = Buffer.alloc(SHM_HEADER_BYTES);
   /** Receive buffers, reused: allocating 38 MB afresh per read costs as much as the read. */
   private spare: Buffer[] = [];
   /** Buffers handed out by read(), each mapped to the whole buffer it is the start of. */
@@ -277,13 +285,15 @@ export class ShmFile {
   }
 
   private startRead(seq: number, length: number): { buf: Buffer; out: Buffer } {
-    const h = this.readHeader(Buffer.allocUnsafe(24));
+    const h = this.readHeader(this.header);
     if (h.seq !== seq || h.length !== length) {
       throw shmError(`${path.basename(this.file)} holds frame ${h.seq} of ${h.length} bytes, the control message announced ${seq} of ${length}${h.seq === 0 ? ' (a write was interrupted or is in progress)' : ''}`);
     }
     let buf = this.spare.find((b) => b.byteLength >= length);
     if (buf) this.spare = this.spare.filter((b) => b !== buf);
-    else buf = this.memory.alloc(length);
+    // Room to spare: a frame's header varies by a few bytes (its numbers' digits), and a buffer
+    // sized to the byte would not take the next, slightly longer frame.
+    else buf = this.memory.alloc(Math.ceil((length + RECEIVE_SLACK) / RECEIVE_SLACK) * RECEIVE_SLACK);
     return { buf, out: buf.subarray(0, length) };
   }
 
@@ -293,7 +303,7 @@ export class ShmFile {
   }
 
   private endRead(seq: number, length: number, buf: Buffer, out: Buffer): Buffer {
-    const again = this.readHeader(Buffer.allocUnsafe(24));
+    const again = this.readHeader(this.check);
     if (again.seq !== seq || again.length !== length) {
       this.spare.push(buf);
       throw shmError(`${path.basename(this.file)} was rewritten while it was read (frame ${seq} became ${again.seq}): a torn read, discarded`);
@@ -309,6 +319,11 @@ export class ShmFile {
       if (!whole) continue;
       this.lent.delete(b);
       this.spare.push(whole);
+    }
+    // The largest few are kept; more would only hold memory a grown frame made obsolete.
+    if (this.spare.length > MAX_SPARE) {
+      this.spare.sort((a, b) => b.byteLength - a.byteLength);
+      for (const extra of this.spare.splice(MAX_SPARE)) this.memory.free(extra);
     }
   }
 
