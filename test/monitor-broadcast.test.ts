@@ -26,6 +26,15 @@ const line = (fields: Record<string, unknown>) => JSON.stringify({ level: 'info'
 const iter = (n: number) => line({ iteration: n, scoreG: 0.5, scoreD: 0.5, msg: 'iteration' });
 
 describe('log broadcasting to monitors', () => {
+  it('keeps each backlog line in memory of its own, not a view of a shared 8 KB pool slab', () => {
+    const b = new LogBroadcaster();
+    for (let n = 1; n <= 20; n++) b.write(iter(n));
+    const frames: Buffer[] = [];
+    b.add({ id: 1, role: 'monitor', address: 'x', bufferedBytes: () => 0, close: () => undefined, send: (m) => frames.push(m as Buffer) });
+    expect(frames).toHaveLength(20);
+    for (const f of frames) expect(f.buffer.byteLength).toBe(f.byteLength);
+  });
+
   it('sends a late monitor the run so far, then every new line', () => {
     const b = new LogBroadcaster();
     b.write(line({ event: 'config', config: { iterations: 3 }, msg: 'event' }));
