@@ -44,18 +44,18 @@ export type OptimizerTask =
   | { kind: 'adam'; w: SharedF32; sum: SharedF32; m: SharedF32; v: SharedF32; inv: number; t: number; hyper: AdamHyper; from: number; to: number };
 
 /**
- * Two threads where there are two cores. On the 2-core machine, full model, 4 workers'
- * gradients: `gan-dist bench adam` measured a pool of 2 1.34x as fast as the single thread
- * (median of 9 runs, 1.09-1.65x) while the machine gave 2 threads 2x a compute loop, and 1.10x
- * while it gave them 1x (13 runs); `gan-dist bench scaling` (S = 20 ms, 4 workers, shm) logged
- * reduce + Adam at 143-161 ms per iteration with the pool against 189-216 ms on the main
- * thread. More threads than cores only queue behind each other.
+ * Two threads where there are two cores. On the 2-core machine, full model, 4 workers' gradients
+ * from shared memory, with the SIMD kernels: `gan-dist bench adam` measured 23-24 ms for a pool
+ * of 2 against 33 ms on the main thread (1.34-1.41x, two runs); in `gan-dist bench scaling`
+ * (S = 200 ms, 4 shm workers) the pool did a little better than the main thread, within the
+ * run-to-run noise (308-335 against 329-342 ms an iteration). More threads than cores only
+ * queue behind each other.
  */
 export const DEFAULT_OPTIMIZER_THREADS = Math.min(2, availableParallelism());
 
 /**
- * Below this many learnables the main thread does it all. Measured (2 adds + step, medians of
- * 35, load 8): main thread against a pool of 2, 0.24 against 0.74 ms at 2^14 learnables, 1.5
+ * Below this many learnables the main thread does it all. Measured with the JavaScript kernels
+ * before the SIMD ones (2 adds + step, medians of 35, load 8): main thread against a pool of 2, 0.24 against 0.74 ms at 2^14 learnables, 1.5
  * against 2.0 at 2^16, 6.1 against 6.3 at 2^18 (a tie), 35 against 22 at 2^20.
  */
 export const MIN_PARALLEL_LEARNABLES = 1 << 18;
@@ -67,12 +67,11 @@ export interface OptimizerOptions {
    * Who adds each arriving gradient that is not in the SIMD arena (one that came over a socket):
    * 'main' (default) adds it on the main thread as it arrives, while the others are still in
    * flight; 'threads' copies it into the arena and the threads add their slices of it. Gradients
-   * read from shared memory are in the arena already: the threads add them in place, either way. `gan-dist bench adam` measures both: with 2 free cores 'threads' was
+   * read from shared memory are in the arena already: the threads add them in place, either way.
+   * Measured with the JavaScript kernels, before the SIMD ones: with 2 free cores 'threads' was
    * faster when all gradients are in at once (1.54x against 1.34x the single thread) but left
    * more to do after the last one arrives (130 against 93 ms), and it was slower on a busy
-   * machine and in `gan-dist bench scaling` (169 against 143-161 ms of reduce + Adam); it also
-   * holds a shared copy per shard. An add fused into Adam's pass for the last shard only (a
-   * copy, then one pass) measured no better than 'main' (tail 94 against 93 ms) and was dropped.
+   * machine and in `gan-dist bench scaling`; it also holds a copy per shard.
    */
   addOn?: 'main' | 'threads';
   /** Models with fewer learnables than this stay on the main thread (default MIN_PARALLEL_LEARNABLES). */
