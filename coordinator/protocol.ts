@@ -662,14 +662,17 @@ export function decodeMessage(input: Buffer | ArrayBuffer | Uint8Array, limits: 
       shapes[e.name] = e.shape;
       if (isHalfDtype(e.dtype)) decoded.add(e.name);
     }
+    let finiteChecked = opts.skipFiniteCheck === true;
     if (opts.reportNonFinite && type === 'gradients') {
       const bad = Object.entries(tensors).filter(([name, t]) => t instanceof Float32Array && !decoded.has(name) && firstNonFinite(t) >= 0);
       if (bad.length > 0) {
         const { iteration, shardId, weightsVersion, n } = fields as { iteration: number; shardId: number; weightsVersion: number; n: number };
         return { type: 'gradientsNonFinite', iteration, shardId, weightsVersion, n, tensorNames: bad.map(([name]) => name).slice(0, 4096) };
       }
+      // Every float tensor was just scanned: checkValues need not scan them again.
+      finiteChecked = true;
     }
-    checkValues(opts.skipFiniteCheck ? { ...spec, finite: [] } : spec, tensors, decoded);
+    checkValues(finiteChecked ? { ...spec, finite: [] } : spec, tensors, decoded);
     return { type, ...fields, tensors, shapes } as unknown as Message;
   });
 }
