@@ -47,7 +47,7 @@ export class GradientAccumulator {
 export function addScaled(sum: Float32Array, g: Float32Array, n: number, first: boolean, from = 0, to = sum.length): void {
   // Both in the SIMD arena (the coordinator's sums and shared-memory gradients): the wasm kernel,
   // the same operations per element, does all but the last few.
-  from = existingArena()?.addScaled(sum, g, n, first, from, to) ?? from;
+  from = existingArena()?.addScaledMany(sum, [g], [n], first, from, to) ?? from;
   // Four elements a turn: V8 does not unroll, and this loop runs on 9.45 M floats per worker per
   // iteration (1.5x as fast as the plain loop on its own, median of 6; in a 4-worker run the adds
   // are bound by memory and gain less. The same operations per element, so the same floats).

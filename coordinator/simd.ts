@@ -148,19 +148,6 @@ export class SimdArena {
   }
 
   /**
-   * sum[i] (+)= n * g[i] over the whole vectors of [from, to) when both arrays are in the arena;
-   * returns the first index it did not do (`from` when it did none), for the caller to finish.
-   */
-  addScaled(sum: Float32Array, g: Float32Array, n: number, first: boolean, from: number, to: number): number {
-    const ps = this.address(sum);
-    const pg = this.address(g);
-    if (ps < 0 || pg < 0) return from;
-    const n4 = (to - from) >> 2;
-    this.kernels.addScaled(ps + 4 * from, pg + 4 * from, n, n4, first ? 1 : 0);
-    return from + 4 * n4;
-  }
-
-  /**
    * addScaled of several shards in order, fused four or two at a time into one pass over the
    * sums (the same operations and roundings as one call per shard, with less memory traffic).
    * Returns the first index it did not do, for the caller to finish shard by shard.
