@@ -1,4 +1,4 @@
-// The part of the WebAssembly JavaScript API that simd.ts uses. Node has it globally, but
+// The part of the WebAssembly JavaScript API that coordinator/simd.ts and worker/gemm.ts use. Node has it globally, but
 // @types/node 20 leaves it to lib.dom, which this project does not load.
 
 declare namespace WebAssembly {
@@ -14,4 +14,5 @@ declare namespace WebAssembly {
     constructor(module: Module, imports?: Record<string, Record<string, unknown>>);
     readonly exports: Record<string, unknown>;
   }
+  function validate(bytes: Uint8Array): boolean;
 }

@@ -1,14 +1,17 @@
-// The wasm gradient kernels against tfjs's 'cpu' backend: forward, dx and dW of every conv and
+// The wasm convolution kernels against tfjs's 'cpu' backend: forward, dx and dW of every conv and
 // transposed conv of G and D (nf 64 and 16, image 64 and 32), the odd configurations around them,
-// every decomposition forced, BatchMatMul and Tile; and that they leave nothing behind.
+// every decomposition forced (both GEMM builds, XNNPACK's compositions), BatchMatMul and Tile; and
+// that they leave nothing behind.
 
 import type { Tensor, Tensor4D } from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type TF } from '../worker/backend.ts';
+import { forceGemmBuild } from '../worker/gemm.ts';
 import {
   forceConvGradWays,
   registerWasmGradientKernels,
   unregisterWasmGradientKernels,
+  type ConvWay,
   type FilterGradWay,
   type InputGradWay,
 } from '../worker/wasm-kernels.ts';
@@ -171,10 +174,13 @@ const odd: Case[] = [
   { name: 'a transposed conv to an odd size', x: [2, 8, 8, 8], k: 5, out: 3, stride: 2, pad: 'same', transpose: true, size: [15, 16] },
   { name: 'a transposed conv, stride 2 valid', x: [2, 5, 6, 4], k: 4, out: 3, stride: 2, pad: 'valid', transpose: true, size: [12, 14] },
   { name: 'a transposed conv, stride 1 same', x: [2, 6, 5, 8], k: 5, out: 6, stride: 1, pad: 'same', transpose: true, size: [6, 5] },
+  // 256 output pixels an image: im2col blocks of two images (BLOCK_PIXELS 512), the last of one.
+  { name: 'im2col blocks of two images and a last of one', x: [5, 32, 32, 6], k: 5, out: 10, stride: 2, pad: 'same' },
+  { name: 'a transposed conv in blocks of two images and one', x: [5, 16, 16, 10], k: 5, out: 6, stride: 2, pad: 'same', transpose: true, size: [32, 32] },
 ];
 
 describe('wasm gradient kernels', () => {
-  const names = ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'BatchMatMul', 'Tile'];
+  const names = ['Conv2D', 'Conv2DBackpropFilter', 'Conv2DBackpropInput', 'BatchMatMul', 'Tile'];
 
   it('are registered once however often registration is called', () => {
     const before = names.map((k) => tf.getKernel(k, 'wasm')?.kernelFunc);
@@ -200,14 +206,19 @@ describe('wasm gradient kernels', () => {
   it('match cpu with each decomposition forced', async () => {
     const model = modelCases(16, 32, 2).slice(4, 6); // G's s1 'valid' and first s2 'same' tconv
     const cases = [...odd.map((c) => ({ c, wide: false })), ...model.map((c) => ({ c, wide: true }))];
-    const ways: [InputGradWay, FilterGradWay][] = [['phases', 'im2col'], ['rowPhases', 'dilated'], ['col2im', 'im2col']];
+    const ways: [InputGradWay, FilterGradWay, ConvWay][] = [['phases', 'im2col', 'xnnpack'], ['rowPhases', 'dilated', 'gemm'], ['col2im', 'im2col', 'xnnpack']];
     try {
-      for (const [dx, dW] of ways) {
-        forceConvGradWays({ dx, dW });
-        for (const { c, wide } of cases) expectClose(await parity(c, wide), `${dx}/${dW}: ${c.name}`);
+      for (const [dx, dW, conv] of ways) {
+        forceConvGradWays({ dx, dW, conv });
+        for (const { c, wide } of cases) expectClose(await parity(c, wide), `${dx}/${dW}/${conv}: ${c.name}`);
       }
+      // The GEMM without fused multiply-adds, as engines without relaxed SIMD run it.
+      forceConvGradWays({ dx: 'gemm', dW: 'gemm', conv: 'gemm' });
+      forceGemmBuild('plain');
+      for (const { c, wide } of cases) expectClose(await parity(c, wide), `plain GEMM: ${c.name}`);
     } finally {
-      forceConvGradWays({ dx: 'auto', dW: 'auto' });
+      forceConvGradWays({ dx: 'auto', dW: 'auto', conv: 'auto' });
+      forceGemmBuild('auto');
     }
   });
 
@@ -272,7 +283,8 @@ describe('wasm gradient kernels', () => {
   it('leave no tensor behind, and no wasm buffer once their filters are disposed', async () => {
     await tf.setBackend('wasm');
     const engine = tf.engine();
-    // Phase filters kept for disposed filters go at the next Conv2DBackpropInput; a col2im one keeps none.
+    // What is kept for a disposed filter goes when a conv kernel next runs: settle's own stays, once at
+    // the start and once at the end.
     const settle = () => read(() => [tf.conv2dTranspose(tf.ones([1, 2, 2, 4]) as Tensor4D, tf.ones([3, 3, 2, 4]) as Tensor4D, [1, 4, 4, 2], 2, 'same')]);
     settle();
     const start = { tensors: tf.memory().numTensors, buffers: engine.backend.numDataIds() };
@@ -289,15 +301,15 @@ describe('wasm gradient kernels', () => {
       });
     const withInputs = tf.memory().numTensors;
     try {
-      for (const dx of ['auto', 'phases', 'rowPhases', 'col2im'] as const) {
-        for (const dW of ['auto', 'im2col', 'dilated'] as const) {
-          forceConvGradWays({ dx, dW });
+      for (const dx of ['auto', 'gemm', 'phases', 'rowPhases', 'col2im'] as const) {
+        for (const dW of ['auto', 'gemm', 'im2col', 'dilated'] as const) {
+          forceConvGradWays({ dx, dW, conv: dx === 'phases' ? 'xnnpack' : 'auto' });
           step();
           expect(tf.memory().numTensors, `${dx}/${dW}`).toBe(withInputs);
         }
       }
     } finally {
-      forceConvGradWays({ dx: 'auto', dW: 'auto' });
+      forceConvGradWays({ dx: 'auto', dW: 'auto', conv: 'auto' });
       tf.dispose([x, w, wt, a]);
     }
     settle();

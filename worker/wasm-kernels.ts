@@ -1,8 +1,13 @@
-// Convolution gradient kernels for tfjs's wasm backend, composed from its own XNNPACK Conv2D and
-// BatchMatMul: Conv2DBackpropFilter (which it lacks) and Conv2DBackpropInput (its own is a naive
-// loop, 8-15x slower), plus BatchMatMul and Tile where the stock kernels fall off a fast path.
-// worker/bench-kernels.ts measures every choice made here.
+// Convolution kernels for tfjs's wasm backend: Conv2D, Conv2DBackpropFilter (which it lacks) and
+// Conv2DBackpropInput (its own is a naive loop, 8-15x slower), plus BatchMatMul and Tile where the
+// stock kernels fall off a fast path. worker/bench-kernels.ts measures every choice made here.
 //
+// Where the backend's heap is reachable (always, with tfjs-backend-wasm 4.x), all three convolutions
+// are one GEMM of our own (worker/gemm.ts) around im2col or col2im, about twice XNNPACK's rate:
+// - y = im2col(x) W;  dW = im2col(x)^T dy;  dx = col2im(dy W^T).
+// - im2col blocks hold at most IM2COL_LIMIT elements; larger batches run in blocks of images.
+// - Packed filters are kept while their source lives (D's weights serve two forwards and a dx).
+// The compositions of XNNPACK's kernels below remain for the other cases, and as the baseline:
 // - dW: a stride-1 conv dilated by the stride, with x as [Cin, H, W, B] the image and dy as
 //   [OH, OW, B, Cout] the filter; or, where B*OH*OW is small (and its im2col fits in
 //   IM2COL_LIMIT), im2col(x)^T [KH*KW*Cin, B*OH*OW] x dy, one matmul into [KH, KW, Cin, Cout].
@@ -17,6 +22,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import { backend_util, getKernel, registerKernel, unregisterKernel } from '@tensorflow/tfjs';
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { GEMM_TILE_FLOATS, gemmKernels, heapAddress, type GemmKernels } from './gemm.ts';
 
 const BACKEND = 'wasm';
 
@@ -113,15 +119,131 @@ function assertShape(what: string, got: number[], want: number[]): void {
   }
 }
 
-/** Ways to compute each gradient; 'auto' picks per shape. Forcing one is for benchmarks and tests. */
-export type FilterGradWay = 'auto' | 'im2col' | 'dilated';
-export type InputGradWay = 'auto' | 'phases' | 'rowPhases' | 'col2im';
+/** Ways to compute each kernel; 'auto' picks per shape. Forcing one is for benchmarks and tests. */
+export type FilterGradWay = 'auto' | 'gemm' | 'im2col' | 'dilated';
+export type InputGradWay = 'auto' | 'gemm' | 'phases' | 'rowPhases' | 'col2im';
+export type ConvWay = 'auto' | 'gemm' | 'xnnpack';
 
-const forced: { dW: FilterGradWay; dx: InputGradWay } = { dW: 'auto', dx: 'auto' };
+const forced: { dW: FilterGradWay; dx: InputGradWay; conv: ConvWay } = { dW: 'auto', dx: 'auto', conv: 'auto' };
 
 export function forceConvGradWays(ways: Partial<typeof forced>): void {
   Object.assign(forced, ways);
 }
+
+// ---------------------------------------------------------------------------------------------
+// GEMM: im2col, one packed-B GEMM, col2im (worker/gemm.ts)
+
+/**
+ * Output pixels per im2col block: as many as the GEMM's k-block (scripts/gemm-wat.ts KC), so a
+ * block is written and read back while it is still in cache, and dW's blocks are the GEMM's own
+ * k-blocks. Whole images, one at least; IM2COL_LIMIT elements at most.
+ */
+const BLOCK_PIXELS = 512;
+
+const imagesPerBlock = (info: backend_util.Conv2DInfo, k: number) => {
+  const pixels = info.outHeight * info.outWidth;
+  return Math.min(info.batchSize, Math.max(1, Math.min(Math.floor(BLOCK_PIXELS / pixels), Math.floor(IM2COL_LIMIT / (pixels * k)))));
+};
+
+/** The window arguments im2col and col2im share: kh, kw, sh, sw, top, left, oh, ow. */
+const windowArgs = (info: backend_util.Conv2DInfo) => [info.filterHeight, info.filterWidth, info.strideHeight,
+  info.strideWidth, info.padInfo.top, info.padInfo.left, info.outHeight, info.outWidth] as const;
+
+/**
+ * Room for gemm's packed B of k x n, and where in it the panels start: on a 64-byte line, as
+ * XNNPACK's allocator places its own. tfjs's malloc aligns to 8 bytes, and B's vector loads
+ * straddling cache lines cost the GEMM 40 % (25 against 44 GFLOP/s).
+ */
+const packedSize = (k: number, n: number) => [Math.ceil(n / 8) * 8 * k + 16];
+const panels = (s: Scratch, t: TensorInfo) => (heapAddress(s.backend, t) + 63) & ~63;
+
+/** Packs a k x n operand for gemm's B, read with row stride rs and column stride cs (bytes). */
+function packed(s: Scratch, g: GemmKernels, src: TensorInfo, rs: number, cs: number, k: number, n: number): TensorInfo {
+  const out = s.alloc(packedSize(k, n), false);
+  g.packB(heapAddress(s.backend, src), rs, cs, k, n, panels(s, out));
+  return out;
+}
+
+/** y [B, OH, OW, Cout] = im2col(x) W. */
+function convGemm(s: Scratch, g: GemmKernels, x: TensorInfo, filter: TensorInfo, info: backend_util.Conv2DInfo): TensorInfo {
+  const { batchSize: b, inHeight: h, inWidth: w, inChannels: cin, outHeight: oh, outWidth: ow, outChannels: cout } = info;
+  const k = info.filterHeight * info.filterWidth * cin;
+  const [bp] = keptFilters(s, filter, `gemm W ${filter.shape}`, (make) => [packed(make, g, filter, cout * 4, 4, k, cout)]);
+  const per = imagesPerBlock(info, k);
+  const y = s.alloc([b, oh, ow, cout], false);
+  const cols = s.alloc([per * oh * ow * k], false);
+  const tmp = s.alloc([GEMM_TILE_FLOATS], false);
+  const at = (t: TensorInfo) => heapAddress(s.backend, t);
+  for (let n0 = 0; n0 < b; n0 += per) {
+    const nb = Math.min(per, b - n0);
+    g.im2col(at(x) + n0 * h * w * cin * 4, nb, h, w, cin, ...windowArgs(info), at(cols));
+    g.gemm(at(cols), k * 4, 0, panels(s, bp), at(y) + n0 * oh * ow * cout * 4, cout * 4, nb * oh * ow, cout, k, 0, at(tmp));
+  }
+  return y;
+}
+
+/** dW [KH*KW*Cin, Cout] = im2col(x)^T dy, summed over blocks of images. */
+function filterGradGemm(s: Scratch, g: GemmKernels, x: TensorInfo, dy: TensorInfo, info: backend_util.Conv2DInfo): TensorInfo {
+  const { batchSize: b, inHeight: h, inWidth: w, inChannels: cin, outHeight: oh, outWidth: ow, outChannels: cout } = info;
+  const k = info.filterHeight * info.filterWidth * cin;
+  const per = imagesPerBlock(info, k);
+  const dw = s.alloc([k, cout], false);
+  const cols = s.alloc([per * oh * ow * k], false);
+  const bp = s.alloc(packedSize(per * oh * ow, cout), false);
+  const tmp = s.alloc([GEMM_TILE_FLOATS], false);
+  const at = (t: TensorInfo) => heapAddress(s.backend, t);
+  for (let n0 = 0; n0 < b; n0 += per) {
+    const rows = Math.min(per, b - n0) * oh * ow;
+    g.im2col(at(x) + n0 * h * w * cin * 4, rows / (oh * ow), h, w, cin, ...windowArgs(info), at(cols));
+    g.packB(at(dy) + n0 * oh * ow * cout * 4, cout * 4, 4, rows, cout, panels(s, bp));
+    // The block's im2col [rows, k] is A^T stored transposed: the GEMM reads it so, with no copy.
+    g.gemm(at(cols), k * 4, 1, panels(s, bp), at(dw), cout * 4, k, cout, rows, n0 > 0 ? 1 : 0, at(tmp));
+  }
+  return dw;
+}
+
+/** dx [B, H, W, Cx] = col2im(dy W^T). */
+function inputGradGemm(s: Scratch, g: GemmKernels, dy: TensorInfo, filter: TensorInfo, info: backend_util.Conv2DInfo): TensorInfo {
+  const { batchSize: b, inHeight: h, inWidth: w, inChannels: cx, outHeight: oh, outWidth: ow, outChannels: cdy } = info;
+  const k = info.filterHeight * info.filterWidth * cx;
+  // W^T [Cdy, KH*KW*Cx]: element (c, j) of W^T is W's (j, c).
+  const [bp] = keptFilters(s, filter, `gemm W^T ${filter.shape}`, (make) => [packed(make, g, filter, 4, cdy * 4, cdy, k)]);
+  const per = imagesPerBlock(info, k);
+  const dx = s.alloc([b, h, w, cx]);
+  const cols = s.alloc([per * oh * ow * k], false);
+  const tmp = s.alloc([GEMM_TILE_FLOATS], false);
+  const at = (t: TensorInfo) => heapAddress(s.backend, t);
+  for (let n0 = 0; n0 < b; n0 += per) {
+    const nb = Math.min(per, b - n0);
+    g.gemm(at(dy) + n0 * oh * ow * cdy * 4, cdy * 4, 0, panels(s, bp), at(cols), k * 4, nb * oh * ow, k, cdy, 0, at(tmp));
+    g.col2im(at(cols), nb, h, w, cx, ...windowArgs(info), at(dx) + n0 * h * w * cx * 4);
+  }
+  return dx;
+}
+
+/** The GEMM kernels, unless a way other than 'gemm' is forced or the heap is out of reach. */
+function gemmFor(s: Scratch, way: 'auto' | string): GemmKernels | undefined {
+  return way === 'auto' || way === 'gemm' ? gemmKernels(s.backend) : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conv2D
+
+const conv2D: KernelFunc = (args) => {
+  const { inputs, backend, attrs = {} } = args;
+  const dilations = attrs.dilations as number | [number, number] | undefined;
+  const dilated = dilations !== undefined && [dilations].flat().some((d) => d !== 1);
+  const x = input(inputs, 'x');
+  if (dilated || x.dtype !== 'float32') return stockKernel('Conv2D').kernelFunc(args);
+  return withScratch(backend as BackendWasm, (s) => {
+    purgeKept(s.backend);
+    const g = gemmFor(s, forced.conv);
+    if (g === undefined) return s.keep(s.track(stockKernel('Conv2D').kernelFunc(args) as TensorInfo));
+    const filter = input(inputs, 'filter');
+    const info = convInfo(x.shape, filter.shape, attrs);
+    return s.keep(fromNHWC(s, convGemm(s, g, toNHWC(s, x, attrs.dataFormat), filter, info), attrs.dataFormat));
+  });
+};
 
 // ---------------------------------------------------------------------------------------------
 // dW
@@ -182,8 +304,10 @@ const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs = {} }) => wi
   const x = toNHWC(s, input(inputs, 'x'), attrs.dataFormat);
   const dy = toNHWC(s, input(inputs, 'dy'), attrs.dataFormat);
   assertShape('Conv2DBackpropFilter dy', dy.shape, [info.batchSize, info.outHeight, info.outWidth, info.outChannels]);
-  const way = forced.dW !== 'auto' ? forced.dW : filterGradWay(info);
-  const dw = way === 'im2col' ? filterGradIm2col(s, x, dy, info) : filterGradDilated(s, x, dy, info);
+  const g = gemmFor(s, forced.dW);
+  const way = forced.dW !== 'auto' ? forced.dW : g !== undefined ? 'gemm' : filterGradWay(info);
+  const dw = g !== undefined && way === 'gemm' ? filterGradGemm(s, g, x, dy, info)
+    : way === 'im2col' ? filterGradIm2col(s, x, dy, info) : filterGradDilated(s, x, dy, info);
   return s.keep(s.reshape(dw, [info.filterHeight, info.filterWidth, info.inChannels, info.outChannels]));
 });
 
@@ -257,13 +381,13 @@ function phaseFilters(s: Scratch, filter: TensorInfo, info: backend_util.Conv2DI
 }
 
 /**
- * Phase filters kept while their source filter lives (and with them XNNPACK's packed operators,
- * cached by filter id). There is no disposal hook: entries whose source is gone are freed when a
- * kernel next runs.
+ * Filters derived from a weight tensor (phase filters, packed GEMM operands), kept while their
+ * source lives: D's weights serve two forwards and a dx each step. There is no disposal hook:
+ * entries whose source is gone are freed when a kernel next runs.
  */
-const kept = new WeakMap<BackendWasm, Map<object, { key: string; filters: TensorInfo[] }>>();
+const kept = new WeakMap<BackendWasm, Map<object, Map<string, TensorInfo[]>>>();
 
-function keptFor(b: BackendWasm): Map<object, { key: string; filters: TensorInfo[] }> {
+function keptFor(b: BackendWasm): Map<object, Map<string, TensorInfo[]>> {
   let entries = kept.get(b);
   if (!entries) kept.set(b, (entries = new Map()));
   return entries;
@@ -271,29 +395,32 @@ function keptFor(b: BackendWasm): Map<object, { key: string; filters: TensorInfo
 
 function freeKept(b: BackendWasm, id: object): void {
   const entries = keptFor(b);
-  for (const t of entries.get(id)?.filters ?? []) b.disposeData(t.dataId);
+  for (const filters of entries.get(id)?.values() ?? []) for (const t of filters) b.disposeData(t.dataId);
   entries.delete(id);
 }
 
-/** Frees the phase filters of every source filter disposed since the last call. */
+/** Frees what was kept for every source filter disposed since the last call. */
 function purgeKept(b: BackendWasm): void {
   for (const id of keptFor(b).keys()) if (!b.dataIdMap.has(id)) freeKept(b, id);
 }
 
-function keptPhaseFilters(s: Scratch, filter: TensorInfo, info: backend_util.Conv2DInfo, convs: PhaseConv[], key: string): TensorInfo[] {
-  const hit = keptFor(s.backend).get(filter.dataId);
-  if (hit?.key === key) return hit.filters;
-  freeKept(s.backend, filter.dataId);
-  const filters = withScratch(s.backend, (make) => phaseFilters(make, filter, info, convs).map((f) => make.keep(f)));
-  keptFor(s.backend).set(filter.dataId, { key, filters });
+/** What `make` derives from `filter` under `key`, made once while the filter lives. */
+function keptFilters(s: Scratch, filter: TensorInfo, key: string, make: (s: Scratch) => TensorInfo[]): TensorInfo[] {
+  const entries = keptFor(s.backend);
+  let byKey = entries.get(filter.dataId);
+  const hit = byKey?.get(key);
+  if (hit !== undefined) return hit;
+  const filters = withScratch(s.backend, (m) => make(m).map((f) => m.keep(f)));
+  if (byKey === undefined) entries.set(filter.dataId, (byKey = new Map()));
+  byKey.set(key, filters);
   return filters;
 }
 
 function inputGradPhases(s: Scratch, dy: TensorInfo, filter: TensorInfo, info: backend_util.Conv2DInfo, byRow: boolean): TensorInfo {
   const { batchSize: b, inHeight: h, inWidth: w, inChannels: cx, strideHeight: sh, strideWidth: sw } = info;
   const convs = phaseConvs(info, byRow);
-  const key = `${filter.shape} ${byRow} ${sh} ${sw} ${info.padInfo.top} ${info.padInfo.left}`;
-  const filters = keptPhaseFilters(s, filter, info, convs, key);
+  const key = `phases ${filter.shape} ${byRow} ${sh} ${sw} ${info.padInfo.top} ${info.padInfo.left}`;
+  const filters = keptFilters(s, filter, key, (make) => phaseFilters(make, filter, info, convs));
   const mh = Math.ceil(h / sh);
   const mw = Math.ceil(w / sw);
   const outs = convs.map((g, i) => {
@@ -382,8 +509,10 @@ const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs = {} }) => wit
   const info = convInfo(attrs.inputShape as number[], filter.shape, attrs);
   const dy = toNHWC(s, input(inputs, 'dy'), attrs.dataFormat);
   assertShape('Conv2DBackpropInput dy', dy.shape, [info.batchSize, info.outHeight, info.outWidth, info.outChannels]);
-  const way = forced.dx === 'auto' || hasEmptyPhase(info) ? inputGradWay(info) : forced.dx;
-  const dx = way === 'col2im' ? inputGradCol2im(s, dy, filter, info) : inputGradPhases(s, dy, filter, info, way === 'rowPhases');
+  const g = gemmFor(s, forced.dx);
+  const way = g !== undefined ? 'gemm' : forced.dx === 'auto' || hasEmptyPhase(info) ? inputGradWay(info) : forced.dx;
+  const dx = g !== undefined ? inputGradGemm(s, g, dy, filter, info)
+    : way === 'col2im' ? inputGradCol2im(s, dy, filter, info) : inputGradPhases(s, dy, filter, info, way === 'rowPhases');
   return s.keep(fromNHWC(s, dx, attrs.dataFormat));
 });
 
@@ -472,6 +601,7 @@ const tile: KernelFunc = ({ inputs, backend, attrs = {} }) => {
 // registration
 
 const OURS: Record<string, KernelFunc> = {
+  Conv2D: conv2D,
   Conv2DBackpropFilter: conv2DBackpropFilter,
   Conv2DBackpropInput: conv2DBackpropInput,
   BatchMatMul: batchMatMul,
