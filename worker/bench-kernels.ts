@@ -20,6 +20,7 @@ import {
   forceConvGradWays,
   registerWasmGradientKernels,
   unregisterWasmGradientKernels,
+  type ConvWay,
   type FilterGradWay,
   type InputGradWay,
 } from './wasm-kernels.ts';
@@ -163,27 +164,31 @@ export function benchLayers(tf: TF, o: BenchOptions): string {
   );
 }
 
-/** Every dx and dW decomposition on every layer, so the choices in wasm-kernels.ts can be checked. */
+/** Every way to compute each kernel on every layer, so the choices in wasm-kernels.ts can be checked. */
 export function benchWays(tf: TF, o: BenchOptions): string {
   registerWasmGradientKernels();
-  const dxWays: InputGradWay[] = ['auto', 'phases', 'rowPhases', 'col2im'];
-  const dwWays: FilterGradWay[] = ['auto', 'im2col', 'dilated'];
+  const convWays: ConvWay[] = ['gemm', 'xnnpack'];
+  const dxWays: InputGradWay[] = ['gemm', 'phases', 'rowPhases', 'col2im'];
+  const dwWays: FilterGradWay[] = ['gemm', 'im2col', 'dilated'];
   const rows: string[][] = [];
   const fresh = modelLayers(tf, o.filters, o.image, o.batch, true);
   const kept = modelLayers(tf, o.filters, o.image, o.batch, false);
   fresh.forEach((l, i) => {
+    // A transposed conv's dx is a Conv2D: its 'fwd' here.
+    const convOf = l.name.startsWith('D') ? l.fwd : l.dx;
+    const conv = convWays.map((conv) => time(tf, () => (forceConvGradWays({ conv }), convOf()), o.reps));
     const dx = dxWays.map((dx) => time(tf, () => (forceConvGradWays({ dx }), l.backpropInput()), o.reps));
     const phasesKept = time(tf, () => (forceConvGradWays({ dx: 'phases' }), kept[i].backpropInput()), o.reps);
     const dw = dwWays.map((dW) => time(tf, () => (forceConvGradWays({ dW }), l.dw()), o.reps));
-    rows.push([l.name, ...dx.map(fmt), fmt(phasesKept), ...dw.map(fmt)]);
+    rows.push([l.name, ...conv.map(fmt), ...dx.map(fmt), fmt(phasesKept), ...dw.map(fmt)]);
     l.dispose();
     kept[i].dispose();
   });
-  forceConvGradWays({ dx: 'auto', dW: 'auto' });
+  forceConvGradWays({ dx: 'auto', dW: 'auto', conv: 'auto' });
   return table(
-    `Conv2DBackpropInput (D's dx, G's forward) and Conv2DBackpropFilter by decomposition, ms, batch ${o.batch}, nf ${o.filters}; ` +
-      'new weights each call, except "phases, kept": the same weights again (D\'s dx runs three times a step)',
-    ['layer', ...dxWays.map((w) => `dx ${w}`), 'dx phases, kept', ...dwWays.map((w) => `dW ${w}`)],
+    `Conv2D (D's forward, G's dx), Conv2DBackpropInput (D's dx, G's forward) and Conv2DBackpropFilter by way, ms, batch ${o.batch}, ` +
+      `nf ${o.filters}; new weights each call, except "phases, kept": the same weights again (D's dx runs three times a step)`,
+    ['layer', ...convWays.map((w) => `conv ${w}`), ...dxWays.map((w) => `dx ${w}`), 'dx phases, kept', ...dwWays.map((w) => `dW ${w}`)],
     rows,
   );
 }
@@ -227,14 +232,29 @@ export async function profileStep(tf: TF, o: BenchOptions): Promise<string> {
     z: rng.fillNormal(new Float32Array(o.batch * cfg.latent)),
     flip: rng.bernoulli(o.batch, 0.35),
   });
+  const timed = (iteration: number) => {
+    const t0 = performance.now();
+    trainer.step(shard(iteration));
+    return performance.now() - t0;
+  };
   trainer.step(shard(1)); // warm-up
   const steps: number[] = [];
-  for (let i = 0; i < o.reps; i++) {
-    const t0 = performance.now();
-    trainer.step(shard(2 + i));
-    steps.push(performance.now() - t0);
-  }
+  for (let i = 0; i < o.reps; i++) steps.push(timed(2 + i));
   steps.sort((a, b) => a - b);
+  // The same step on XNNPACK's compositions, in pairs with ours, so the machine's drift (this VM's
+  // one-core rate moves by half from minute to minute) falls on both alike.
+  const pairs: { ours: number; xnnpack: number }[] = [];
+  const xnnpack = { conv: 'xnnpack', dx: 'phases', dW: 'dilated' } as const;
+  forceConvGradWays(xnnpack);
+  trainer.step(shard(50)); // warm-up: XNNPACK builds its operators
+  for (let i = 0; i < o.reps; i++) {
+    forceConvGradWays(xnnpack);
+    const x = timed(60 + 2 * i);
+    forceConvGradWays({ conv: 'auto', dx: 'auto', dW: 'auto' });
+    pairs.push({ xnnpack: x, ours: timed(61 + 2 * i) });
+  }
+  const ratios = pairs.map((p) => p.xnnpack / p.ours).sort((a, b) => a - b);
+  const mid = <T,>(a: T[]) => a[Math.floor(a.length / 2)];
   const byKernel = new Map<string, { ms: number; calls: number }>();
   const p0 = performance.now();
   const profile = await tf.profile(() => {
@@ -258,7 +278,10 @@ export async function profileStep(tf: TF, o: BenchOptions): Promise<string> {
   return table(
     `Trainer.step, batch ${o.batch}, nf ${o.filters}, image ${o.image}: median ${median.toFixed(0)} ms ` +
       `(min ${steps[0].toFixed(0)}) over ${o.reps} steps. One profiled step: ${profiledMs.toFixed(0)} ms, ` +
-      `${total.toFixed(0)} ms in kernels and ${(profiledMs - total).toFixed(0)} ms outside them (tidy, JS, GC)`,
+      `${total.toFixed(0)} ms in kernels and ${(profiledMs - total).toFixed(0)} ms outside them (tidy, JS, GC).\n` +
+      `Against XNNPACK's compositions (Conv2D stock, dx by phases, dW dilated), ${o.reps} interleaved pairs: ` +
+      `${mid(pairs.map((p) => p.xnnpack).sort((a, b) => a - b)).toFixed(0)} vs ${mid(pairs.map((p) => p.ours).sort((a, b) => a - b)).toFixed(0)} ms, ` +
+      `median ratio ${mid(ratios).toFixed(2)}x (${ratios[0].toFixed(2)}-${ratios.at(-1)!.toFixed(2)})`,
     ['kernel', 'calls', 'ms', 'share'],
     rows,
   );
