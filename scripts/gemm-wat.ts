@@ -1,5 +1,6 @@
-// Generates worker/gemm.wat: the float32 GEMM and the im2col/col2im/packing loops behind the
-// wasm backend's convolutions (worker/gemm.ts). The micro-kernels are unrolled by row count, which
+// Generates the float32 GEMM and the im2col/col2im/packing loops behind the wasm backend's
+// convolutions (worker/gemm.ts), and the per-channel loops of backprop.ts's BatchNorm, bias and
+// leaky-ReLU gradients. The micro-kernels are unrolled by row count, which
 // is why this is generated rather than written by hand. `npm run build:wasm` writes the text and
 // compiles it twice: with relaxed-SIMD fused multiply-adds and with plain f32x4 mul + add.
 //
@@ -258,6 +259,80 @@ const DRIVER = String.raw`
     (local.set $dst (i32.add (local.get $dst) (i32.const 4)))
     (local.set $src (i32.add (local.get $src) (i32.const 4)))
     (br $sloop))))
+
+;; ---- per-channel loops over NHWC activations: rows = N*H*W, c channels, fused where tfjs would
+;; ---- transpose to reduce over N, H, W or make a mask and a select.
+
+;; out[ch] = sum over rows of x[row, ch], rows in order (as tfjs's Sum, after its transpose).
+(func (export "channelSum") (param $x i32) (param $rows i32) (param $c i32) (param $out i32)
+  (memory.fill (local.get $out) (i32.const 0) (i32.shl (local.get $c) (i32.const 2)))
+  (block $done (loop $next (br_if $done (i32.eqz (local.get $rows)))
+    (call $addTo (local.get $out) (local.get $x) (local.get $c))
+    (local.set $x (i32.add (local.get $x) (i32.shl (local.get $c) (i32.const 2))))
+    (local.set $rows (i32.sub (local.get $rows) (i32.const 1)))
+    (br $next))))
+
+;; BatchNorm's parameter gradients in one pass: sumG[ch] = sum g, sumGX[ch] = sum g * xhat, with
+;; xhat = (x - mean[ch]) * rstd[ch].
+(func (export "bnParamGrads") (param $g i32) (param $x i32) (param $mean i32) (param $rstd i32) (param $rows i32) (param $c i32)
+    (param $sumG i32) (param $sumGX i32)
+  (local $ch i32) (local $gv v128) (local $xhat v128) (local $o i32) (local $end i32)
+  (memory.fill (local.get $sumG) (i32.const 0) (i32.shl (local.get $c) (i32.const 2)))
+  (memory.fill (local.get $sumGX) (i32.const 0) (i32.shl (local.get $c) (i32.const 2)))
+  (local.set $end (i32.shl (local.get $c) (i32.const 2)))
+  (block $done (loop $next (br_if $done (i32.eqz (local.get $rows)))
+    (local.set $o (i32.const 0))
+    (block $cdone (loop $cloop (br_if $cdone (i32.ge_u (local.get $o) (local.get $end)))
+      (local.set $gv (v128.load (i32.add (local.get $g) (local.get $o))))
+      (local.set $xhat (f32x4.mul (f32x4.sub (v128.load (i32.add (local.get $x) (local.get $o))) (v128.load (i32.add (local.get $mean) (local.get $o))))
+        (v128.load (i32.add (local.get $rstd) (local.get $o)))))
+      (v128.store (i32.add (local.get $sumG) (local.get $o)) (f32x4.add (v128.load (i32.add (local.get $sumG) (local.get $o))) (local.get $gv)))
+      (v128.store (i32.add (local.get $sumGX) (local.get $o))
+        (f32x4.add (v128.load (i32.add (local.get $sumGX) (local.get $o))) (f32x4.mul (local.get $gv) (local.get $xhat))))
+      (local.set $o (i32.add (local.get $o) (i32.const 16)))
+      (br $cloop)))
+    (local.set $g (i32.add (local.get $g) (local.get $end)))
+    (local.set $x (i32.add (local.get $x) (local.get $end)))
+    (local.set $rows (i32.sub (local.get $rows) (i32.const 1)))
+    (br $next))))
+
+;; BatchNorm's input gradient: dx = (g - k1[ch] - (x - mean[ch]) * rstd[ch] * k2[ch]) * k3[ch], with
+;; k1 = mean of g, k2 = mean of g * xhat, k3 = scale * rstd (c a multiple of 4).
+(func (export "bnInputGrad") (param $g i32) (param $x i32) (param $mean i32) (param $rstd i32) (param $k1 i32) (param $k2 i32)
+    (param $k3 i32) (param $rows i32) (param $c i32) (param $dx i32)
+  (local $o i32) (local $end i32) (local $xhat v128)
+  (local.set $end (i32.shl (local.get $c) (i32.const 2)))
+  (block $done (loop $next (br_if $done (i32.eqz (local.get $rows)))
+    (local.set $o (i32.const 0))
+    (block $cdone (loop $cloop (br_if $cdone (i32.ge_u (local.get $o) (local.get $end)))
+      (local.set $xhat (f32x4.mul (f32x4.sub (v128.load (i32.add (local.get $x) (local.get $o))) (v128.load (i32.add (local.get $mean) (local.get $o))))
+        (v128.load (i32.add (local.get $rstd) (local.get $o)))))
+      (v128.store (i32.add (local.get $dx) (local.get $o))
+        (f32x4.mul
+          (f32x4.sub (f32x4.sub (v128.load (i32.add (local.get $g) (local.get $o))) (v128.load (i32.add (local.get $k1) (local.get $o))))
+            (f32x4.mul (local.get $xhat) (v128.load (i32.add (local.get $k2) (local.get $o)))))
+          (v128.load (i32.add (local.get $k3) (local.get $o)))))
+      (local.set $o (i32.add (local.get $o) (i32.const 16)))
+      (br $cloop)))
+    (local.set $g (i32.add (local.get $g) (local.get $end)))
+    (local.set $x (i32.add (local.get $x) (local.get $end)))
+    (local.set $dx (i32.add (local.get $dx) (local.get $end)))
+    (local.set $rows (i32.sub (local.get $rows) (i32.const 1)))
+    (br $next))))
+
+;; Leaky ReLU's input gradient: out = x > 0 ? g : g * alpha, n floats (a multiple of 4).
+(func (export "leakyReluGrad") (param $g i32) (param $x i32) (param $alpha f32) (param $n i32) (param $out i32)
+  (local $end i32) (local $gv v128) (local $a v128)
+  (local.set $a (f32x4.splat (local.get $alpha)))
+  (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+  (block $done (loop $next (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+    (local.set $gv (v128.load (local.get $g)))
+    (v128.store (local.get $out) (v128.bitselect (local.get $gv) (f32x4.mul (local.get $gv) (local.get $a))
+      (f32x4.gt (v128.load (local.get $x)) (f32x4.splat (f32.const 0)))))
+    (local.set $g (i32.add (local.get $g) (i32.const 16)))
+    (local.set $x (i32.add (local.get $x) (i32.const 16)))
+    (local.set $out (i32.add (local.get $out) (i32.const 16)))
+    (br $next))))
 `;
 
 /** The module's text: imports the tfjs wasm heap as its memory. */

@@ -8,6 +8,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type TF } from '../worker/backend.ts';
 import { forceGemmBuild } from '../worker/gemm.ts';
 import {
+  BN_INPUT_GRAD,
+  BN_PARAM_GRADS,
+  CHANNEL_SUM,
+  LEAKY_RELU_GRAD,
   forceConvGradWays,
   registerWasmGradientKernels,
   unregisterWasmGradientKernels,
@@ -315,6 +319,35 @@ describe('wasm gradient kernels', () => {
     settle();
     expect(tf.memory().numTensors).toBe(start.tensors);
     expect(engine.backend.numDataIds()).toBe(start.buffers);
+  });
+
+  it("match tfjs's ops for backprop's per-channel kernels", async () => {
+    await tf.setBackend('wasm');
+    for (const shape of [[2, 3, 5, 8], [1, 4, 4, 3], [3, 1, 1, 512]] as [number, number, number, number][]) {
+      const c = shape[3];
+      const [x, g, mean, rstd, k1, k2, k3] = [shape, shape, [c], [c], [c], [c], [c]].map((s, i) => tf.tensor(random(prod(s), 20 + i), s));
+      const run = (name: string, inputs: Record<string, Tensor>, attrs = {}) => tf.engine().runKernel(name, inputs as never, attrs as never) as Tensor | Tensor[];
+      const xhat = tf.mul(tf.sub(x, mean), rstd);
+      const want = {
+        sum: tf.sum(x, [0, 1, 2]),
+        sumG: tf.sum(g, [0, 1, 2]),
+        sumGX: tf.sum(tf.mul(g, xhat), [0, 1, 2]),
+        dx: tf.mul(tf.sub(tf.sub(g, k1), tf.mul(xhat, k2)), k3),
+        leaky: tf.where(tf.greater(x, 0), g, tf.mul(g, 0.2)),
+      };
+      const got: Record<string, Tensor> = { sum: run(CHANNEL_SUM, { x }) as Tensor };
+      if (c % 4 === 0) {
+        [got.sumG, got.sumGX] = run(BN_PARAM_GRADS, { g, x, mean, rstd }) as Tensor[];
+        got.dx = run(BN_INPUT_GRAD, { g, x, mean, rstd, k1, k2, k3 }) as Tensor;
+        got.leaky = run(LEAKY_RELU_GRAD, { g, x }, { alpha: 0.2 }) as Tensor;
+      }
+      for (const [k, t] of Object.entries(got)) {
+        const key = k as keyof typeof want;
+        expect(t.shape, `${shape} ${k}`).toEqual(want[key].shape);
+        expect(relErr(t.dataSync() as Float32Array, want[key].dataSync() as Float32Array), `${shape} ${k}`).toBeLessThanOrEqual(TOL);
+      }
+      tf.dispose([x, g, mean, rstd, k1, k2, k3, xhat, ...Object.values(want), ...Object.values(got)]);
+    }
   });
 
   it('give the stock kernels back when unregistered', () => {

@@ -12,6 +12,7 @@ import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import type { TF } from './backend.ts';
 import { BN_EPSILON, type Net } from './architecture.ts';
 import type { LayerTrace, ParamTensors } from './model.ts';
+import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, fusedBackpropKernels, LEAKY_RELU_GRAD } from './wasm-kernels.ts';
 
 export interface BackwardWants {
   /** Gradients of the learnables of the traced layers, by parameter name. */
@@ -36,7 +37,36 @@ function filterGrad(tf: TF, x: Tensor, dy: Tensor, filterShape: number[], stride
   ) as Tensor4D;
 }
 
-const sumNHW = (tf: TF, t: Tensor) => tf.sum(t, [0, 1, 2]);
+/** The per-channel kernels of wasm-kernels.ts, where they run; null where tfjs ops compose the same. */
+type Fused = { run: (name: string, inputs: Record<string, Tensor>, attrs?: Record<string, unknown>) => Tensor | Tensor[] } | null;
+
+function fusedKernels(tf: TF): Fused {
+  if (!fusedBackpropKernels(tf.getBackend(), tf.backend())) return null;
+  return { run: (name, inputs, attrs = {}) => tf.engine().runKernel(name, inputs as never, attrs as never) as Tensor | Tensor[] };
+}
+
+/** The sum over N, H and W: one pass on wasm, where tf.sum would transpose the activation first. */
+const sumNHW = (tf: TF, fused: Fused, t: Tensor) => (fused ? (fused.run(CHANNEL_SUM, { x: t }) as Tensor) : tf.sum(t, [0, 1, 2]));
+
+/** BatchNorm's backward (see 'bn' below): dOffset, dScale and, when wanted, dx. */
+function batchNormGrads(tf: TF, fused: Fused, g: Tensor, x: Tensor, mean: Tensor, variance: Tensor, scale: Tensor, needDx: boolean) {
+  const rstd = tf.rsqrt(tf.add(variance, BN_EPSILON));
+  const count = x.shape[0] * x.shape[1]! * x.shape[2]!;
+  const channels = x.shape.at(-1)!;
+  if (fused && channels % 4 === 0) {
+    const [dOffset, dScale] = fused.run(BN_PARAM_GRADS, { g, x, mean, rstd }) as Tensor[];
+    const dx = needDx
+      ? (fused.run(BN_INPUT_GRAD, { g, x, mean, rstd, k1: tf.div(dOffset, count), k2: tf.div(dScale, count), k3: tf.mul(scale, rstd) }) as Tensor)
+      : undefined;
+    return { dOffset, dScale, dx };
+  }
+  const xhat = tf.mul(tf.sub(x, mean), rstd);
+  const dOffset = sumNHW(tf, fused, g);
+  const dScale = sumNHW(tf, fused, tf.mul(g, xhat));
+  // dx = scale * rstd * (dy - mean(dy) - xhat * mean(dy * xhat)), means over N, H, W.
+  const dx = needDx ? tf.mul(tf.sub(tf.sub(g, tf.div(dOffset, count)), tf.mul(xhat, tf.div(dScale, count))), tf.mul(scale, rstd)) : undefined;
+  return { dOffset, dScale, dx };
+}
 
 /**
  * Backpropagates `dy` (the gradient of a scalar w.r.t. the traced pass's output) through `trace`.
@@ -44,6 +74,7 @@ const sumNHW = (tf: TF, t: Tensor) => tf.sum(t, [0, 1, 2]);
  */
 export function backward(tf: TF, net: Net, p: ParamTensors, trace: LayerTrace[], dy: Tensor, want: BackwardWants): Backward {
   const grads = new Map<string, Tensor>();
+  const fused = fusedKernels(tf);
   const firstLearnable = trace.findIndex((t) => HAS_PARAMS.has(t.layer.kind));
   const lowest = want.input ? 0 : want.params ? Math.max(0, firstLearnable) : trace.length;
   let g = dy;
@@ -67,7 +98,7 @@ export function backward(tf: TF, net: Net, p: ParamTensors, trace: LayerTrace[],
         const w = p[`${key}/w`] as Tensor4D;
         if (want.params) {
           grads.set(`${key}/w`, filterGrad(tf, x, g, w.shape, l.stride, l.pad));
-          grads.set(`${key}/b`, sumNHW(tf, g));
+          grads.set(`${key}/b`, sumNHW(tf, fused, g));
         }
         if (needDx) g = tf.conv2dTranspose(g as Tensor4D, w, x.shape as [number, number, number, number], l.stride, l.pad);
         break;
@@ -77,7 +108,7 @@ export function backward(tf: TF, net: Net, p: ParamTensors, trace: LayerTrace[],
         const w = p[`${key}/w`] as Tensor4D;
         if (want.params) {
           grads.set(`${key}/w`, filterGrad(tf, g, x, w.shape, l.stride, l.pad));
-          grads.set(`${key}/b`, sumNHW(tf, g));
+          grads.set(`${key}/b`, sumNHW(tf, fused, g));
         }
         if (needDx) g = tf.conv2d(g as Tensor4D, w, l.stride, l.pad);
         break;
@@ -85,27 +116,21 @@ export function backward(tf: TF, net: Net, p: ParamTensors, trace: LayerTrace[],
       case 'bn': {
         const { mean, variance } = trace[i];
         if (!mean || !variance) throw new Error(`backward: ${key} was not run in training mode`);
-        const rstd = tf.rsqrt(tf.add(variance, BN_EPSILON));
-        const xhat = tf.mul(tf.sub(x, mean), rstd);
-        const dOffset = sumNHW(tf, g) as Tensor1D;
-        const dScale = sumNHW(tf, tf.mul(g, xhat)) as Tensor1D;
+        const { dOffset, dScale, dx } = batchNormGrads(tf, fused, g, x, mean, variance, p[`${key}/scale`], needDx);
         if (want.params) {
-          grads.set(`${key}/offset`, dOffset);
-          grads.set(`${key}/scale`, dScale);
+          grads.set(`${key}/offset`, dOffset as Tensor1D);
+          grads.set(`${key}/scale`, dScale as Tensor1D);
         }
-        if (needDx) {
-          // dx = scale * rstd * (dy - mean(dy) - xhat * mean(dy * xhat)), means over N, H, W.
-          const count = x.shape[0] * x.shape[1]! * x.shape[2]!;
-          const centred = tf.sub(tf.sub(g, tf.div(dOffset, count)), tf.mul(xhat, tf.div(dScale, count)));
-          g = tf.mul(centred, tf.mul(p[`${key}/scale`], rstd));
-        }
+        if (dx) g = dx;
         break;
       }
       case 'relu':
         g = tf.mul(g, tf.step(y));
         break;
       case 'leakyrelu':
-        g = tf.where(tf.greater(x, 0), g, tf.mul(g, l.alpha));
+        g = fused && x.shape.at(-1)! % 4 === 0
+          ? (fused.run(LEAKY_RELU_GRAD, { g, x }, { alpha: l.alpha }) as Tensor)
+          : tf.where(tf.greater(x, 0), g, tf.mul(g, l.alpha));
         break;
       case 'tanh':
         g = tf.mul(g, tf.sub(1, tf.square(y)));

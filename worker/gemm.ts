@@ -29,6 +29,14 @@ export interface GemmKernels {
   /** The adjoint of im2col: adds the rows' in-image segments into dx [b, h, w, c]. */
   col2im(cols: number, b: number, h: number, w: number, c: number, kh: number, kw: number, sh: number, sw: number,
     pt: number, pl: number, oh: number, ow: number, dx: number): void;
+  /** out[ch] = the sum of x [rows, c] over rows. */
+  channelSum(x: number, rows: number, c: number, out: number): void;
+  /** BatchNorm's sums of g and g * xhat per channel, xhat = (x - mean) * rstd (c a multiple of 4). */
+  bnParamGrads(g: number, x: number, mean: number, rstd: number, rows: number, c: number, sumG: number, sumGX: number): void;
+  /** dx = (g - k1 - xhat * k2) * k3 per channel, xhat = (x - mean) * rstd (c a multiple of 4). */
+  bnInputGrad(g: number, x: number, mean: number, rstd: number, k1: number, k2: number, k3: number, rows: number, c: number, dx: number): void;
+  /** out = x > 0 ? g : g * alpha over n floats (a multiple of 4). */
+  leakyReluGrad(g: number, x: number, alpha: number, n: number, out: number): void;
 }
 
 const BINARIES: Record<GemmBuild, string> = { fma: GEMM_FMA_WASM_BASE64, plain: GEMM_PLAIN_WASM_BASE64 };

@@ -598,9 +598,81 @@ const tile: KernelFunc = ({ inputs, backend, attrs = {} }) => {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Backprop's per-channel kernels (worker/backprop.ts): one pass each where tfjs's ops transpose an
+// activation to sum it over N, H and W, or build a mask to select by. Registered under names of
+// our own; backprop.ts composes tfjs ops instead on other backends (fusedBackpropKernels).
+
+export const CHANNEL_SUM = 'GanDistChannelSum';
+export const BN_PARAM_GRADS = 'GanDistBatchNormParamGrads';
+export const BN_INPUT_GRAD = 'GanDistBatchNormInputGrad';
+export const LEAKY_RELU_GRAD = 'GanDistLeakyReluGrad';
+
+function heapKernels(backend: BackendWasm): GemmKernels {
+  const g = gemmKernels(backend);
+  if (g === undefined) throw new Error('the wasm heap is out of reach: backprop must compose tfjs ops (fusedBackpropKernels)');
+  return g;
+}
+
+const rowsOf = (t: TensorInfo) => t.shape.slice(0, -1).reduce((a, d) => a * d, 1);
+
+/** x [..., C] -> [C]: the sum over every other axis. */
+const channelSum: KernelFunc = ({ inputs, backend }) => {
+  const b = backend as BackendWasm;
+  const x = input(inputs, 'x');
+  const c = x.shape.at(-1)!;
+  const out = b.makeOutput([c], 'float32');
+  heapKernels(b).channelSum(heapAddress(b, x), rowsOf(x), c, heapAddress(b, out));
+  return out;
+};
+
+/** g, x [..., C], mean, rstd [C] -> [sum g, sum g * xhat], each [C]. */
+const bnParamGrads: KernelFunc = ({ inputs, backend }) => {
+  const b = backend as BackendWasm;
+  const [g, x, mean, rstd] = ['g', 'x', 'mean', 'rstd'].map((n) => input(inputs, n));
+  const c = x.shape.at(-1)!;
+  const sumG = b.makeOutput([c], 'float32');
+  const sumGX = b.makeOutput([c], 'float32');
+  const at = (t: TensorInfo) => heapAddress(b, t);
+  heapKernels(b).bnParamGrads(at(g), at(x), at(mean), at(rstd), rowsOf(x), c, at(sumG), at(sumGX));
+  return [sumG, sumGX];
+};
+
+/** g, x [..., C], mean, rstd, k1, k2, k3 [C] -> dx = (g - k1 - xhat * k2) * k3. */
+const bnInputGrad: KernelFunc = ({ inputs, backend }) => {
+  const b = backend as BackendWasm;
+  const [g, x, mean, rstd, k1, k2, k3] = ['g', 'x', 'mean', 'rstd', 'k1', 'k2', 'k3'].map((n) => input(inputs, n));
+  const dx = b.makeOutput(x.shape, 'float32');
+  const at = (t: TensorInfo) => heapAddress(b, t);
+  heapKernels(b).bnInputGrad(at(g), at(x), at(mean), at(rstd), at(k1), at(k2), at(k3), rowsOf(x), x.shape.at(-1)!, at(dx));
+  return dx;
+};
+
+/** g, x -> x > 0 ? g : g * alpha. */
+const leakyReluGrad: KernelFunc = ({ inputs, backend, attrs = {} }) => {
+  const b = backend as BackendWasm;
+  const [g, x] = ['g', 'x'].map((n) => input(inputs, n));
+  const out = b.makeOutput(x.shape, 'float32');
+  heapKernels(b).leakyReluGrad(heapAddress(b, g), heapAddress(b, x), attrs.alpha as number, rowsOf(x) * x.shape.at(-1)!, heapAddress(b, out));
+  return out;
+};
+
+/**
+ * Whether backprop may call the kernels above on this backend: the wasm backend with them
+ * registered and its heap in reach. The BatchNorm and leaky-ReLU ones also need a multiple of 4
+ * channels.
+ */
+export function fusedBackpropKernels(backendName: string, backend: unknown): boolean {
+  return backendName === BACKEND && stock !== null && gemmKernels(backend as BackendWasm) !== undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
 // registration
 
 const OURS: Record<string, KernelFunc> = {
+  [CHANNEL_SUM]: channelSum,
+  [BN_PARAM_GRADS]: bnParamGrads,
+  [BN_INPUT_GRAD]: bnInputGrad,
+  [LEAKY_RELU_GRAD]: leakyReluGrad,
   Conv2D: conv2D,
   Conv2DBackpropFilter: conv2DBackpropFilter,
   Conv2DBackpropInput: conv2DBackpropInput,
