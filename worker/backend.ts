@@ -15,7 +15,7 @@ export interface BackendInfo {
   /** The npm package that provides it, and its version. */
   package: string;
   version: string;
-  /** A person-readable device: "CPU (wasm, SIMD, 1 thread)", "GPU 0 (CUDA)". */
+  /** A person-readable device: "CPU (wasm, SIMD, relaxed FMA, 1 thread)", "GPU 0 (CUDA)". */
   device: string;
   threads: number;
   simd?: boolean;
@@ -104,6 +104,9 @@ async function loadWasm(requested: BackendName, threads: number | undefined): Pr
   await tf.ready();
   const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT') as boolean;
   const used = wasm.getThreadsCount();
+  // The convolutions' GEMM (gemm.ts): with fused multiply-adds where the engine has relaxed SIMD.
+  const { gemmBuild, gemmKernels } = await import('./gemm.ts');
+  const fma = gemmKernels(tf.backend() as never) !== undefined && gemmBuild() === 'fma';
   return {
     tf,
     info: {
@@ -111,7 +114,7 @@ async function loadWasm(requested: BackendName, threads: number | undefined): Pr
       name: 'wasm',
       package: '@tensorflow/tfjs-backend-wasm',
       version: installedVersion('@tensorflow/tfjs-backend-wasm') ?? 'unknown',
-      device: `CPU (wasm${simd ? ', SIMD' : ''}, ${used} thread${used === 1 ? '' : 's'})`,
+      device: `CPU (wasm${simd ? ', SIMD' : ''}${fma ? ', relaxed FMA' : ''}, ${used} thread${used === 1 ? '' : 's'})`,
       threads: used,
       simd,
     },
