@@ -7,11 +7,8 @@ import type { Tensor, Tensor4D } from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type TF } from '../worker/backend.ts';
 import { forceGemmBuild } from '../worker/gemm.ts';
+import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, LEAKY_RELU_GRAD } from '../worker/fused-kernels.ts';
 import {
-  BN_INPUT_GRAD,
-  BN_PARAM_GRADS,
-  CHANNEL_SUM,
-  LEAKY_RELU_GRAD,
   forceConvGradWays,
   registerWasmGradientKernels,
   unregisterWasmGradientKernels,

@@ -23,6 +23,7 @@ import { backend_util, getKernel, registerKernel, unregisterKernel } from '@tens
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { GEMM_TILE_FLOATS, gemmKernels, heapAddress, type GemmKernels } from './gemm.ts';
+import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, LEAKY_RELU_GRAD } from './fused-kernels.ts';
 
 const BACKEND = 'wasm';
 
@@ -600,12 +601,7 @@ const tile: KernelFunc = ({ inputs, backend, attrs = {} }) => {
 // ---------------------------------------------------------------------------------------------
 // Backprop's per-channel kernels (worker/backprop.ts): one pass each where tfjs's ops transpose an
 // activation to sum it over N, H and W, or build a mask to select by. Registered under names of
-// our own; backprop.ts composes tfjs ops instead on other backends (fusedBackpropKernels).
-
-export const CHANNEL_SUM = 'GanDistChannelSum';
-export const BN_PARAM_GRADS = 'GanDistBatchNormParamGrads';
-export const BN_INPUT_GRAD = 'GanDistBatchNormInputGrad';
-export const LEAKY_RELU_GRAD = 'GanDistLeakyReluGrad';
+// our own (fused-kernels.ts); backprop.ts composes tfjs ops instead on other backends.
 
 function heapKernels(backend: BackendWasm): GemmKernels {
   const g = gemmKernels(backend);
@@ -655,15 +651,6 @@ const leakyReluGrad: KernelFunc = ({ inputs, backend, attrs = {} }) => {
   heapKernels(b).leakyReluGrad(heapAddress(b, g), heapAddress(b, x), attrs.alpha as number, rowsOf(x) * x.shape.at(-1)!, heapAddress(b, out));
   return out;
 };
-
-/**
- * Whether backprop may call the kernels above on this backend: the wasm backend with them
- * registered and its heap in reach. The BatchNorm and leaky-ReLU ones also need a multiple of 4
- * channels.
- */
-export function fusedBackpropKernels(backendName: string, backend: unknown): boolean {
-  return backendName === BACKEND && stock !== null && gemmKernels(backend as BackendWasm) !== undefined;
-}
 
 // ---------------------------------------------------------------------------------------------
 // registration
