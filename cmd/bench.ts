@@ -35,7 +35,7 @@ export function registerBenchCommands(program: Command): Command {
   bench
     .command('scaling')
     .description('1 vs 2 local CPU workers (real), and the coordinator\'s overhead with simulated compute (full model)')
-    .option('--preset <name>', 'preset of the real part', 'tiny')
+    .option('--preset <name>', "model of the real part: tiny, quick, or seed (the seed's model, global batch 16)", 'quick')
     .option('--iterations <n>', 'iterations per real run', (v) => intList('--iterations')(v)[0], 24)
     .option('--real-workers <list>', 'worker counts of the real part', intList('--real-workers'), [1, 2])
     .option('--real-batch-size <n>', "global batch of the real part (default: the preset's)", (v) => intList('--real-batch-size')(v)[0])
@@ -47,6 +47,9 @@ export function registerBenchCommands(program: Command): Command {
     .option('--simulated-iterations <n>', 'iterations per simulated run', (v) => intList('--simulated-iterations')(v)[0], 12)
     .option('--json', 'print JSON')
     .action(async (opts) => {
+      if (!['tiny', 'quick', 'seed'].includes(opts.preset)) {
+        throw new GanDistError('GAN_DIST_E_CONFIG', `--preset: unknown model "${opts.preset}"`, 'use one of: tiny, quick, seed');
+      }
       const report = await benchScaling({
         preset: opts.preset,
         iterations: opts.iterations,

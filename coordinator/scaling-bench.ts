@@ -18,8 +18,8 @@ import { GanDistError } from './errors.ts';
 import { parameterTable, sizeOf } from '../worker/architecture.ts';
 
 export interface ScalingOptions {
-  /** Preset of the real part. */
-  preset: 'tiny' | 'quick';
+  /** Preset of the real part; 'seed' is the seed's full model (at a global batch of 16 unless told). */
+  preset: 'tiny' | 'quick' | 'seed';
   /** Iterations per real run (the first few are warm-up and not counted). */
   iterations: number;
   /** Worker counts of the real part. */
@@ -179,10 +179,14 @@ function require_ws(): string {
   return path.join(path.dirname(new URL(import.meta.resolve('ws')).pathname), 'index.js');
 }
 
+/** The real part's global batch on the seed's model: its own 128 would take minutes a run on CPUs. */
+const SEED_REAL_BATCH = 16;
+
 /** img/s of `processes` concurrent `gan-dist bench step` processes (wasm, one thread), summed. */
 async function concurrentStepImagesPerSec(preset: string, rows: number, processes: number): Promise<number> {
   const bin = fileURLToPath(new URL('../cmd/gan-dist.mjs', import.meta.url));
-  const args = [bin, 'bench', 'step', '--preset', preset, '--batch', String(rows), '--backend', 'wasm', '--threads', '1', '--steps', '8', '--json'];
+  const model = preset === 'seed' ? [] : ['--preset', preset];
+  const args = [bin, 'bench', 'step', ...model, '--batch', String(rows), '--backend', 'wasm', '--threads', '1', '--steps', '8', '--json'];
   const one = () =>
     new Promise<number>((resolve, reject) => {
       const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -204,8 +208,10 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
   try {
     const transports = opts.transports ?? ['socket'];
     const real: RealRun[] = [];
-    const batchFlag = opts.realBatchSize !== undefined ? { batchSize: opts.realBatchSize } : {};
-    const preset = resolveConfig({ preset: opts.preset, flags: { iterations: opts.iterations, validationFrequency: 1e6, ...batchFlag } });
+    const seed = opts.preset === 'seed';
+    const batch = opts.realBatchSize ?? (seed ? SEED_REAL_BATCH : undefined);
+    const batchFlag = batch !== undefined ? { batchSize: batch } : {};
+    const preset = resolveConfig({ preset: seed ? undefined : opts.preset, flags: { iterations: opts.iterations, validationFrequency: 1e6, ...batchFlag } });
     // Round robin: every (transport, workers) run and the ceiling once per round.
     const rounds = opts.realRounds ?? 3;
     const stepMs = new Map<string, number[]>();
