@@ -74,6 +74,52 @@ function dispatch(): string {
   ].join('\n');
 }
 
+/**
+ * im2col and col2im walk the same windows: for each image, output pixel and kernel tap, one
+ * segment of c floats of the image (x for im2col, dx for col2im) at $at, or none where the tap
+ * falls in the padding, against one segment of the rows (`rows`: $dst or $cols) in order.
+ */
+function windowWalk(name: string, rows: string, doc: string, inside: string, outside: string): string {
+  const image = name === 'im2col' ? '$x' : '$dx';
+  const [first, last] = name === 'im2col' ? [`(param ${image} i32)`, `(param ${rows} i32)`] : [`(param ${rows} i32)`, `(param ${image} i32)`];
+  return String.raw`${doc}
+(func (export "${name}") ${first} (param $b i32) (param $h i32) (param $w i32) (param $c i32)
+    (param $kh i32) (param $kw i32) (param $sh i32) (param $sw i32) (param $pt i32) (param $pl i32)
+    (param $oh i32) (param $ow i32) ${last}
+  (local $n i32) (local $y i32) (local $z i32) (local $i i32) (local $j i32) (local $row i32) (local $col i32)
+  (local $seg i32) (local $img i32) (local $at i32)
+  (local.set $seg (i32.shl (local.get $c) (i32.const 2)))
+  (block $ndone (loop $nloop (br_if $ndone (i32.ge_u (local.get $n) (local.get $b)))
+    (local.set $img (i32.add (local.get ${image}) (i32.mul (local.get $n) (i32.mul (i32.mul (local.get $h) (local.get $w)) (local.get $seg)))))
+    (local.set $y (i32.const 0))
+    (block $ydone (loop $yloop (br_if $ydone (i32.ge_u (local.get $y) (local.get $oh)))
+      (local.set $z (i32.const 0))
+      (block $zdone (loop $zloop (br_if $zdone (i32.ge_u (local.get $z) (local.get $ow)))
+        (local.set $i (i32.const 0))
+        (block $idone (loop $iloop (br_if $idone (i32.ge_u (local.get $i) (local.get $kh)))
+          (local.set $row (i32.sub (i32.add (i32.mul (local.get $y) (local.get $sh)) (local.get $i)) (local.get $pt)))
+          (local.set $j (i32.const 0))
+          (block $jdone (loop $jloop (br_if $jdone (i32.ge_u (local.get $j) (local.get $kw)))
+            (local.set $col (i32.sub (i32.add (i32.mul (local.get $z) (local.get $sw)) (local.get $j)) (local.get $pl)))
+            ;; row and col are unsigned: a negative one is past h or w too
+            (if (i32.and (i32.lt_u (local.get $row) (local.get $h)) (i32.lt_u (local.get $col) (local.get $w)))
+              (then
+                (local.set $at (i32.add (local.get $img) (i32.mul (i32.add (i32.mul (local.get $row) (local.get $w)) (local.get $col)) (local.get $seg))))
+                ${inside})${outside ? `
+              (else ${outside})` : ''})
+            (local.set ${rows} (i32.add (local.get ${rows}) (local.get $seg)))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $jloop)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $iloop)))
+        (local.set $z (i32.add (local.get $z) (i32.const 1)))
+        (br $zloop)))
+      (local.set $y (i32.add (local.get $y) (i32.const 1)))
+      (br $yloop)))
+    (local.set $n (i32.add (local.get $n) (i32.const 1)))
+    (br $nloop))))`;
+}
+
 // The loops around the micro-kernels, by hand. $tmp is MR*8 floats of scratch for the last panel
 // when n is not a multiple of 8.
 const DRIVER = String.raw`
@@ -171,78 +217,12 @@ const DRIVER = String.raw`
     (local.set $p (i32.add (local.get $p) (i32.const 1)))
     (br $ploop))))
 
-;; im2col of an NHWC image x [b, h, w, c] for a kh x kw kernel at strides sh, sw, padding pt, pl:
-;; dst [b*oh*ow, kh*kw*c], zeros where the window leaves the image.
-(func (export "im2col") (param $x i32) (param $b i32) (param $h i32) (param $w i32) (param $c i32)
-    (param $kh i32) (param $kw i32) (param $sh i32) (param $sw i32) (param $pt i32) (param $pl i32)
-    (param $oh i32) (param $ow i32) (param $dst i32)
-  (local $n i32) (local $y i32) (local $z i32) (local $i i32) (local $j i32) (local $row i32) (local $col i32)
-  (local $seg i32) (local $img i32)
-  (local.set $seg (i32.shl (local.get $c) (i32.const 2)))
-  (block $ndone (loop $nloop (br_if $ndone (i32.ge_u (local.get $n) (local.get $b)))
-    (local.set $img (i32.add (local.get $x) (i32.mul (local.get $n) (i32.mul (i32.mul (local.get $h) (local.get $w)) (local.get $seg)))))
-    (local.set $y (i32.const 0))
-    (block $ydone (loop $yloop (br_if $ydone (i32.ge_u (local.get $y) (local.get $oh)))
-      (local.set $z (i32.const 0))
-      (block $zdone (loop $zloop (br_if $zdone (i32.ge_u (local.get $z) (local.get $ow)))
-        (local.set $i (i32.const 0))
-        (block $idone (loop $iloop (br_if $idone (i32.ge_u (local.get $i) (local.get $kh)))
-          (local.set $row (i32.sub (i32.add (i32.mul (local.get $y) (local.get $sh)) (local.get $i)) (local.get $pt)))
-          (local.set $j (i32.const 0))
-          (block $jdone (loop $jloop (br_if $jdone (i32.ge_u (local.get $j) (local.get $kw)))
-            (local.set $col (i32.sub (i32.add (i32.mul (local.get $z) (local.get $sw)) (local.get $j)) (local.get $pl)))
-            ;; row and col are unsigned: a negative one is past h or w too
-            (if (i32.and (i32.lt_u (local.get $row) (local.get $h)) (i32.lt_u (local.get $col) (local.get $w)))
-              (then (memory.copy (local.get $dst)
-                (i32.add (local.get $img) (i32.mul (i32.add (i32.mul (local.get $row) (local.get $w)) (local.get $col)) (local.get $seg)))
-                (local.get $seg)))
-              (else (memory.fill (local.get $dst) (i32.const 0) (local.get $seg))))
-            (local.set $dst (i32.add (local.get $dst) (local.get $seg)))
-            (local.set $j (i32.add (local.get $j) (i32.const 1)))
-            (br $jloop)))
-          (local.set $i (i32.add (local.get $i) (i32.const 1)))
-          (br $iloop)))
-        (local.set $z (i32.add (local.get $z) (i32.const 1)))
-        (br $zloop)))
-      (local.set $y (i32.add (local.get $y) (i32.const 1)))
-      (br $yloop)))
-    (local.set $n (i32.add (local.get $n) (i32.const 1)))
-    (br $nloop))))
+${windowWalk('im2col', '$dst', `;; im2col of an NHWC image x [b, h, w, c] for a kh x kw kernel at strides sh, sw, padding pt, pl:
+;; dst [b*oh*ow, kh*kw*c], zeros where the window leaves the image.`,
+  '(memory.copy (local.get $dst) (local.get $at) (local.get $seg))', '(memory.fill (local.get $dst) (i32.const 0) (local.get $seg))')}
 
-;; The adjoint of im2col: dx [b, h, w, c] += every in-image segment of cols [b*oh*ow, kh*kw*c].
-(func (export "col2im") (param $cols i32) (param $b i32) (param $h i32) (param $w i32) (param $c i32)
-    (param $kh i32) (param $kw i32) (param $sh i32) (param $sw i32) (param $pt i32) (param $pl i32)
-    (param $oh i32) (param $ow i32) (param $dx i32)
-  (local $n i32) (local $y i32) (local $z i32) (local $i i32) (local $j i32) (local $row i32) (local $col i32)
-  (local $seg i32) (local $img i32)
-  (local.set $seg (i32.shl (local.get $c) (i32.const 2)))
-  (block $ndone (loop $nloop (br_if $ndone (i32.ge_u (local.get $n) (local.get $b)))
-    (local.set $img (i32.add (local.get $dx) (i32.mul (local.get $n) (i32.mul (i32.mul (local.get $h) (local.get $w)) (local.get $seg)))))
-    (local.set $y (i32.const 0))
-    (block $ydone (loop $yloop (br_if $ydone (i32.ge_u (local.get $y) (local.get $oh)))
-      (local.set $z (i32.const 0))
-      (block $zdone (loop $zloop (br_if $zdone (i32.ge_u (local.get $z) (local.get $ow)))
-        (local.set $i (i32.const 0))
-        (block $idone (loop $iloop (br_if $idone (i32.ge_u (local.get $i) (local.get $kh)))
-          (local.set $row (i32.sub (i32.add (i32.mul (local.get $y) (local.get $sh)) (local.get $i)) (local.get $pt)))
-          (local.set $j (i32.const 0))
-          (block $jdone (loop $jloop (br_if $jdone (i32.ge_u (local.get $j) (local.get $kw)))
-            (local.set $col (i32.sub (i32.add (i32.mul (local.get $z) (local.get $sw)) (local.get $j)) (local.get $pl)))
-            (if (i32.and (i32.lt_u (local.get $row) (local.get $h)) (i32.lt_u (local.get $col) (local.get $w)))
-              (then (call $addTo
-                (i32.add (local.get $img) (i32.mul (i32.add (i32.mul (local.get $row) (local.get $w)) (local.get $col)) (local.get $seg)))
-                (local.get $cols) (local.get $c))))
-            (local.set $cols (i32.add (local.get $cols) (local.get $seg)))
-            (local.set $j (i32.add (local.get $j) (i32.const 1)))
-            (br $jloop)))
-          (local.set $i (i32.add (local.get $i) (i32.const 1)))
-          (br $iloop)))
-        (local.set $z (i32.add (local.get $z) (i32.const 1)))
-        (br $zloop)))
-      (local.set $y (i32.add (local.get $y) (i32.const 1)))
-      (br $yloop)))
-    (local.set $n (i32.add (local.get $n) (i32.const 1)))
-    (br $nloop))))
+${windowWalk('col2im', '$cols', ';; The adjoint of im2col: dx [b, h, w, c] += every in-image segment of cols [b*oh*ow, kh*kw*c].',
+  '(call $addTo (local.get $at) (local.get $cols) (local.get $c))', '')}
 
 ;; dst[0..len) += src[0..len), four floats at a time, then one.
 (func $addTo (param $dst i32) (param $src i32) (param $len i32)

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { compileGemm, gemmModuleSource, GEMM_MODULE_FILE } from '../scripts/build-wasm.ts';
 import { KC, L2_FLOATS, MR } from '../scripts/gemm-wat.ts';
 import { bestGemmBuild, GEMM_TILE_FLOATS, gemmOn, type GemmBuild } from '../worker/gemm.ts';
+import { random, relErr } from './support/numbers.ts';
 
 /** A bump allocator on a fresh memory, 64-byte aligned unless told `misalign` bytes off. */
 function heap(pages = 256) {
@@ -22,27 +23,6 @@ function heap(pages = 256) {
     },
     f32: (at: number, n: number) => new Float32Array(memory.buffer, at, n),
   };
-}
-
-function random(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2 ** 31 - 1;
-  }
-  return a;
-}
-
-/** max |a - b| / max |b|. */
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let err = 0;
-  let ref = 0;
-  for (let i = 0; i < b.length; i++) {
-    err = Math.max(err, Math.abs(a[i] - b[i]));
-    ref = Math.max(ref, Math.abs(b[i]));
-  }
-  return err / (ref || 1);
 }
 
 const builds: GemmBuild[] = bestGemmBuild() === 'fma' ? ['fma', 'plain'] : ['plain'];

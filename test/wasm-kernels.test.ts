@@ -7,6 +7,7 @@ import type { Tensor, Tensor4D } from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type TF } from '../worker/backend.ts';
 import { forceGemmBuild } from '../worker/gemm.ts';
+import { random, relErr as relErrOf } from './support/numbers.ts';
 import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, LEAKY_RELU_GRAD } from '../worker/fused-kernels.ts';
 import {
   forceConvGradWays,
@@ -37,17 +38,6 @@ let tf: TF;
 beforeAll(async () => {
   ({ tf } = await loadBackend('wasm', { threads: 1 }));
 });
-
-/** The same numbers on both backends (a small LCG in [-1, 1)). */
-function random(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2 ** 31 - 1;
-  }
-  return a;
-}
 
 const prod = (s: number[]) => s.reduce((a, b) => a * b, 1);
 const filterShape = (c: Case): Tensor4D['shape'] => (c.transpose ? [c.k, c.k, c.out, c.x[3]] : [c.k, c.k, c.x[3], c.out]);
@@ -120,16 +110,10 @@ function expectClose(e: Record<string, number>, what: string): void {
   for (const [k, v] of Object.entries(e)) expect(v, `${what}: ${k}`).toBeLessThanOrEqual(TOL);
 }
 
-/** max |a - b| / max |b|. */
+/** max |a - b| / max |b|, of arrays of one length. */
 function relErr(a: Float32Array, b: Float32Array): number {
   expect(a.length).toBe(b.length);
-  let err = 0;
-  let ref = 0;
-  for (let i = 0; i < a.length; i++) {
-    err = Math.max(err, Math.abs(a[i] - b[i]));
-    ref = Math.max(ref, Math.abs(b[i]));
-  }
-  return err / (ref || 1);
+  return relErrOf(a, b);
 }
 
 /** Relative errors of wasm against cpu; `wide` takes cpu's dW from im2col rather than its own kernel. */
