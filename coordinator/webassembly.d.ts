@@ -1,5 +1,5 @@
-// The part of the WebAssembly JavaScript API that coordinator/simd.ts and worker/gemm.ts use. Node has it globally, but
-// @types/node 20 leaves it to lib.dom, which this project does not load.
+// The part of the WebAssembly JavaScript API that coordinator/simd.ts and worker/gemm.ts use.
+// Node has it globally, but @types/node 20 leaves it to lib.dom, which this project does not load.
 
 declare namespace WebAssembly {
   class Memory {

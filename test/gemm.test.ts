@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { compileGemm, gemmModuleSource, GEMM_MODULE_FILE } from '../scripts/build-wasm.ts';
 import { KC, L2_FLOATS, MR } from '../scripts/gemm-wat.ts';
-import { bestGemmBuild, GEMM_TILE_FLOATS, gemmOn, type GemmBuild } from '../worker/gemm.ts';
+import { bestGemmBuild, GEMM_TILE_FLOATS, gemmKernels, gemmOn, type GemmBuild } from '../worker/gemm.ts';
 import { random, relErr } from './support/numbers.ts';
 
 /** A bump allocator on a fresh memory, 64-byte aligned unless told `misalign` bytes off. */
@@ -31,6 +31,14 @@ describe('gemm.wasm', () => {
   it('is what scripts/gemm-wat.ts generates (run `npm run build:wasm` after editing it)', async () => {
     const [fma, plain] = [await compileGemm(true), await compileGemm(false)];
     expect(readFileSync(GEMM_MODULE_FILE, 'utf8')).toBe(gemmModuleSource(fma, plain));
+  });
+
+  it('declines a heap it cannot import (a shared one, as tfjs\'s threaded build has) rather than throw', () => {
+    const shared = new WebAssembly.Memory({ initial: 1, maximum: 16, shared: true });
+    expect(() => gemmOn(shared)).toThrow();
+    expect(gemmKernels({ wasm: { asm: { memory: shared } } } as never)).toBeUndefined();
+    expect(gemmKernels({ wasm: {} } as never)).toBeUndefined();
+    expect(gemmKernels({ wasm: { asm: { memory: heap(1).memory } } } as never)).toBeDefined();
   });
 
   it('has the tile size worker/gemm.ts allots', () => {

@@ -91,10 +91,22 @@ export function gemmOn(memory: WebAssembly.Memory, build: GemmBuild = gemmBuild(
   return kernels;
 }
 
-/** The GEMM kernels on this backend's heap, or undefined where the heap is not reachable. */
+const unusable = new WeakSet<WebAssembly.Memory>();
+
+/**
+ * The GEMM kernels on this backend's heap, or undefined where they cannot run there: the heap out
+ * of reach, or one the module cannot import (a shared heap, as tfjs's threaded build would have;
+ * under Node tfjs runs the unthreaded one). wasm-kernels.ts then composes XNNPACK's kernels.
+ */
 export function gemmKernels(backend: BackendWasm): GemmKernels | undefined {
   const memory = heapMemory(backend);
-  return memory === undefined ? undefined : gemmOn(memory);
+  if (memory === undefined || unusable.has(memory)) return undefined;
+  try {
+    return gemmOn(memory);
+  } catch {
+    unusable.add(memory);
+    return undefined;
+  }
 }
 
 /** A tensor's byte address in the backend's heap. */
