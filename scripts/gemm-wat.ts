@@ -244,7 +244,7 @@ ${windowWalk('col2im', '$cols', ';; The adjoint of im2col: dx [b, h, w, c] += ev
 ;; ---- transpose to reduce over N, H, W or make a mask and a select.
 
 ;; out[ch] = sum over rows of x[row, ch], rows in order (as tfjs's Sum, after its transpose).
-(func (export "channelSum") (param $x i32) (param $rows i32) (param $c i32) (param $out i32)
+(func $channelSum (export "channelSum") (param $x i32) (param $rows i32) (param $c i32) (param $out i32)
   (memory.fill (local.get $out) (i32.const 0) (i32.shl (local.get $c) (i32.const 2)))
   (block $done (loop $next (br_if $done (i32.eqz (local.get $rows)))
     (call $addTo (local.get $out) (local.get $x) (local.get $c))
@@ -298,6 +298,51 @@ ${windowWalk('col2im', '$cols', ';; The adjoint of im2col: dx [b, h, w, c] += ev
     (local.set $x (i32.add (local.get $x) (local.get $end)))
     (local.set $dx (i32.add (local.get $dx) (local.get $end)))
     (local.set $rows (i32.sub (local.get $rows) (i32.const 1)))
+    (br $next))))
+
+;; Batch statistics per channel, as tf.moments over N, H, W: mean = sum x / rows, then
+;; variance = sum (x - mean)^2 / rows (c a multiple of 4).
+(func (export "channelMoments") (param $x i32) (param $rows i32) (param $c i32) (param $mean i32) (param $variance i32)
+  (local $o i32) (local $end i32) (local $r i32) (local $p i32) (local $n v128) (local $d v128)
+  (call $channelSum (local.get $x) (local.get $rows) (local.get $c) (local.get $mean))
+  (memory.fill (local.get $variance) (i32.const 0) (i32.shl (local.get $c) (i32.const 2)))
+  (local.set $end (i32.shl (local.get $c) (i32.const 2)))
+  (local.set $n (f32x4.splat (f32.convert_i32_u (local.get $rows))))
+  (local.set $o (i32.const 0))
+  (block $mdone (loop $mloop (br_if $mdone (i32.ge_u (local.get $o) (local.get $end)))
+    (v128.store (i32.add (local.get $mean) (local.get $o)) (f32x4.div (v128.load (i32.add (local.get $mean) (local.get $o))) (local.get $n)))
+    (local.set $o (i32.add (local.get $o) (i32.const 16)))
+    (br $mloop)))
+  (local.set $p (local.get $x))
+  (local.set $r (local.get $rows))
+  (block $done (loop $next (br_if $done (i32.eqz (local.get $r)))
+    (local.set $o (i32.const 0))
+    (block $cdone (loop $cloop (br_if $cdone (i32.ge_u (local.get $o) (local.get $end)))
+      (local.set $d (f32x4.sub (v128.load (i32.add (local.get $p) (local.get $o))) (v128.load (i32.add (local.get $mean) (local.get $o)))))
+      (v128.store (i32.add (local.get $variance) (local.get $o))
+        (f32x4.add (v128.load (i32.add (local.get $variance) (local.get $o))) (f32x4.mul (local.get $d) (local.get $d))))
+      (local.set $o (i32.add (local.get $o) (i32.const 16)))
+      (br $cloop)))
+    (local.set $p (i32.add (local.get $p) (local.get $end)))
+    (local.set $r (i32.sub (local.get $r) (i32.const 1)))
+    (br $next)))
+  (local.set $o (i32.const 0))
+  (block $vdone (loop $vloop (br_if $vdone (i32.ge_u (local.get $o) (local.get $end)))
+    (v128.store (i32.add (local.get $variance) (local.get $o)) (f32x4.div (v128.load (i32.add (local.get $variance) (local.get $o))) (local.get $n)))
+    (local.set $o (i32.add (local.get $o) (i32.const 16)))
+    (br $vloop))))
+
+;; Leaky ReLU: out = x > 0 ? x : x * alpha, n floats (a multiple of 4).
+(func (export "leakyRelu") (param $x i32) (param $alpha f32) (param $n i32) (param $out i32)
+  (local $end i32) (local $v v128) (local $a v128)
+  (local.set $a (f32x4.splat (local.get $alpha)))
+  (local.set $end (i32.add (local.get $out) (i32.shl (local.get $n) (i32.const 2))))
+  (block $done (loop $next (br_if $done (i32.ge_u (local.get $out) (local.get $end)))
+    (local.set $v (v128.load (local.get $x)))
+    (v128.store (local.get $out) (v128.bitselect (local.get $v) (f32x4.mul (local.get $v) (local.get $a))
+      (f32x4.gt (local.get $v) (f32x4.splat (f32.const 0)))))
+    (local.set $x (i32.add (local.get $x) (i32.const 16)))
+    (local.set $out (i32.add (local.get $out) (i32.const 16)))
     (br $next))))
 
 ;; Leaky ReLU's input gradient: out = x > 0 ? g : g * alpha, n floats (a multiple of 4).

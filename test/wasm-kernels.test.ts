@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type TF } from '../worker/backend.ts';
 import { forceGemmBuild } from '../worker/gemm.ts';
 import { random, relErr as relErrOf } from './support/numbers.ts';
-import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, LEAKY_RELU_GRAD } from '../worker/fused-kernels.ts';
+import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, LEAKY_RELU, LEAKY_RELU_GRAD, MOMENTS } from '../worker/fused-kernels.ts';
 import {
   forceConvGradWays,
   registerWasmGradientKernels,
@@ -302,25 +302,31 @@ describe('wasm gradient kernels', () => {
     expect(engine.backend.numDataIds()).toBe(start.buffers);
   });
 
-  it("match tfjs's ops for backprop's per-channel kernels", async () => {
+  it("match tfjs's ops for the per-channel kernels of traced passes", async () => {
     await tf.setBackend('wasm');
     for (const shape of [[2, 3, 5, 8], [1, 4, 4, 3], [3, 1, 1, 512]] as [number, number, number, number][]) {
       const c = shape[3];
       const [x, g, mean, rstd, k1, k2, k3] = [shape, shape, [c], [c], [c], [c], [c]].map((s, i) => tf.tensor(random(prod(s), 20 + i), s));
       const run = (name: string, inputs: Record<string, Tensor>, attrs = {}) => tf.engine().runKernel(name, inputs as never, attrs as never) as Tensor | Tensor[];
       const xhat = tf.mul(tf.sub(x, mean), rstd);
+      const stats = tf.moments(x, [0, 1, 2]);
       const want = {
         sum: tf.sum(x, [0, 1, 2]),
         sumG: tf.sum(g, [0, 1, 2]),
         sumGX: tf.sum(tf.mul(g, xhat), [0, 1, 2]),
         dx: tf.mul(tf.sub(tf.sub(g, k1), tf.mul(xhat, k2)), k3),
         leaky: tf.where(tf.greater(x, 0), g, tf.mul(g, 0.2)),
+        leakyForward: tf.leakyRelu(x, 0.2),
+        mean: stats.mean,
+        variance: stats.variance,
       };
       const got: Record<string, Tensor> = { sum: run(CHANNEL_SUM, { x }) as Tensor };
       if (c % 4 === 0) {
         [got.sumG, got.sumGX] = run(BN_PARAM_GRADS, { g, x, mean, rstd }) as Tensor[];
         got.dx = run(BN_INPUT_GRAD, { g, x, mean, rstd, k1, k2, k3 }) as Tensor;
         got.leaky = run(LEAKY_RELU_GRAD, { g, x }, { alpha: 0.2 }) as Tensor;
+        got.leakyForward = run(LEAKY_RELU, { x }, { alpha: 0.2 }) as Tensor;
+        [got.mean, got.variance] = run(MOMENTS, { x }) as Tensor[];
       }
       for (const [k, t] of Object.entries(got)) {
         const key = k as keyof typeof want;

@@ -12,7 +12,7 @@ import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import type { TF } from './backend.ts';
 import { BN_EPSILON, type Net } from './architecture.ts';
 import type { LayerTrace, ParamTensors } from './model.ts';
-import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, fusedBackpropKernels, LEAKY_RELU_GRAD } from './fused-kernels.ts';
+import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, fusedKernelsRun, LEAKY_RELU_GRAD } from './fused-kernels.ts';
 
 export interface BackwardWants {
   /** Gradients of the learnables of the traced layers, by parameter name. */
@@ -41,7 +41,7 @@ function filterGrad(tf: TF, x: Tensor, dy: Tensor, filterShape: number[], stride
 type Fused = { run: (name: string, inputs: Record<string, Tensor>, attrs?: Record<string, unknown>) => Tensor | Tensor[] } | null;
 
 function fusedKernels(tf: TF): Fused {
-  if (!fusedBackpropKernels(tf)) return null;
+  if (!fusedKernelsRun(tf)) return null;
   return { run: (name, inputs, attrs = {}) => tf.engine().runKernel(name, inputs as never, attrs as never) as Tensor | Tensor[] };
 }
 

@@ -35,6 +35,10 @@ export interface GemmKernels {
   bnParamGrads(g: number, x: number, mean: number, rstd: number, rows: number, c: number, sumG: number, sumGX: number): void;
   /** dx = (g - k1 - xhat * k2) * k3 per channel, xhat = (x - mean) * rstd (c a multiple of 4). */
   bnInputGrad(g: number, x: number, mean: number, rstd: number, k1: number, k2: number, k3: number, rows: number, c: number, dx: number): void;
+  /** Per channel of x [rows, c]: mean, and the biased variance around it (c a multiple of 4). */
+  channelMoments(x: number, rows: number, c: number, mean: number, variance: number): void;
+  /** out = x > 0 ? x : x * alpha over n floats (a multiple of 4). */
+  leakyRelu(x: number, alpha: number, n: number, out: number): void;
   /** out = x > 0 ? g : g * alpha over n floats (a multiple of 4). */
   leakyReluGrad(g: number, x: number, alpha: number, n: number, out: number): void;
 }

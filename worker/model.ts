@@ -4,6 +4,7 @@
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import type { TF } from './backend.ts';
 import { BN_EPSILON, type Layer, type Net } from './architecture.ts';
+import { fusedKernelsRun, LEAKY_RELU, MOMENTS } from './fused-kernels.ts';
 
 export type ParamTensors = Record<string, Tensor>;
 
@@ -37,6 +38,9 @@ export interface LayerTrace {
   mask?: Tensor;
 }
 
+/** Whether a traced pass runs fused-kernels.ts's kernels on x (a tape would need their gradients). */
+const fusedHere = (tf: TF, opts: ForwardOptions, x: Tensor) => opts.trace !== undefined && x.shape.at(-1)! % 4 === 0 && fusedKernelsRun(tf);
+
 function batchNorm(
   tf: TF,
   x: Tensor4D,
@@ -53,7 +57,10 @@ function batchNorm(
     return tf.batchNorm4d(x, p[`${key}/mean`] as Tensor1D, p[`${key}/var`] as Tensor1D, offset, scale, BN_EPSILON);
   }
   // Biased batch variance normalises, as MATLAB's and every framework's BatchNorm in training.
-  const { mean, variance } = tf.moments(x, [0, 1, 2]);
+  // A traced pass (no tape) takes them in one kernel on wasm.
+  const { mean, variance } = fusedHere(tf, opts, x)
+    ? (([m, v]) => ({ mean: m, variance: v }))(tf.engine().runKernel(MOMENTS, { x } as never, {} as never) as Tensor[])
+    : tf.moments(x, [0, 1, 2]);
   if (seen) Object.assign(seen, { mean, variance });
   if (opts.stats) {
     opts.stats.set(key, {
@@ -98,7 +105,7 @@ export function forward(tf: TF, net: Net, layers: Layer[], p: ParamTensors, inpu
         x = tf.relu(x);
         break;
       case 'leakyrelu':
-        x = tf.leakyRelu(x, l.alpha);
+        x = fusedHere(tf, opts, x) ? (tf.engine().runKernel(LEAKY_RELU, { x } as never, { alpha: l.alpha } as never) as Tensor) : tf.leakyRelu(x, l.alpha);
         break;
       case 'tanh':
         x = tf.tanh(x);

@@ -23,7 +23,7 @@ import { backend_util, getKernel, registerKernel, unregisterKernel } from '@tens
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { GEMM_TILE_FLOATS, gemmKernels, heapAddress, type GemmKernels } from './gemm.ts';
-import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, LEAKY_RELU_GRAD } from './fused-kernels.ts';
+import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, LEAKY_RELU, LEAKY_RELU_GRAD, MOMENTS } from './fused-kernels.ts';
 
 const BACKEND = 'wasm';
 
@@ -599,8 +599,9 @@ const tile: KernelFunc = ({ inputs, backend, attrs = {} }) => {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Backprop's per-channel kernels (worker/backprop.ts): one pass each where tfjs's ops transpose an
-// activation to sum it over N, H and W, or build a mask to select by. Registered under names of
+// The per-channel kernels of traced passes (backprop.ts, and model.ts when it records a trace):
+// one pass each where tfjs's ops transpose an activation to sum it over N, H and W, or build a
+// mask to select by. Registered under names of
 // our own (fused-kernels.ts); backprop.ts composes tfjs ops instead on other backends.
 
 function heapKernels(backend: BackendWasm): GemmKernels {
@@ -643,6 +644,26 @@ const bnInputGrad: KernelFunc = ({ inputs, backend }) => {
   return dx;
 };
 
+/** x [..., C] -> [mean, variance] over every other axis, each [C], as tf.moments. */
+const moments: KernelFunc = ({ inputs, backend }) => {
+  const b = backend as BackendWasm;
+  const x = input(inputs, 'x');
+  const c = x.shape.at(-1)!;
+  const mean = b.makeOutput([c], 'float32');
+  const variance = b.makeOutput([c], 'float32');
+  heapKernels(b).channelMoments(heapAddress(b, x), rowsOf(x), c, heapAddress(b, mean), heapAddress(b, variance));
+  return [mean, variance];
+};
+
+/** x -> x > 0 ? x : x * alpha. */
+const leakyRelu: KernelFunc = ({ inputs, backend, attrs = {} }) => {
+  const b = backend as BackendWasm;
+  const x = input(inputs, 'x');
+  const out = b.makeOutput(x.shape, 'float32');
+  heapKernels(b).leakyRelu(heapAddress(b, x), attrs.alpha as number, rowsOf(x) * x.shape.at(-1)!, heapAddress(b, out));
+  return out;
+};
+
 /** g, x -> x > 0 ? g : g * alpha. */
 const leakyReluGrad: KernelFunc = ({ inputs, backend, attrs = {} }) => {
   const b = backend as BackendWasm;
@@ -660,6 +681,8 @@ const OURS: Record<string, KernelFunc> = {
   [BN_PARAM_GRADS]: bnParamGrads,
   [BN_INPUT_GRAD]: bnInputGrad,
   [LEAKY_RELU_GRAD]: leakyReluGrad,
+  [MOMENTS]: moments,
+  [LEAKY_RELU]: leakyRelu,
   Conv2D: conv2D,
   Conv2DBackpropFilter: conv2DBackpropFilter,
   Conv2DBackpropInput: conv2DBackpropInput,
