@@ -37,9 +37,7 @@ export interface GemmKernels {
   bnInputGrad(g: number, x: number, mean: number, rstd: number, k1: number, k2: number, k3: number, rows: number, c: number, dx: number): void;
   /** Per channel of x [rows, c]: mean, and the biased variance around it (c a multiple of 4). */
   channelMoments(x: number, rows: number, c: number, mean: number, variance: number): void;
-  /** out = x > 0 ? x : x * alpha over n floats (a multiple of 4). */
-  leakyRelu(x: number, alpha: number, n: number, out: number): void;
-  /** out = x > 0 ? g : g * alpha over n floats (a multiple of 4). */
+  /** out = x > 0 ? g : g * alpha over n floats (a multiple of 4); with g = x, leaky ReLU. */
   leakyReluGrad(g: number, x: number, alpha: number, n: number, out: number): void;
 }
 

@@ -660,7 +660,7 @@ const leakyRelu: KernelFunc = ({ inputs, backend, attrs = {} }) => {
   const b = backend as BackendWasm;
   const x = input(inputs, 'x');
   const out = b.makeOutput(x.shape, 'float32');
-  heapKernels(b).leakyRelu(heapAddress(b, x), attrs.alpha as number, rowsOf(x) * x.shape.at(-1)!, heapAddress(b, out));
+  heapKernels(b).leakyReluGrad(heapAddress(b, x), heapAddress(b, x), attrs.alpha as number, rowsOf(x) * x.shape.at(-1)!, heapAddress(b, out));
   return out;
 };
 
