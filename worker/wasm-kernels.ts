@@ -230,12 +230,21 @@ function gemmFor(s: Scratch, way: 'auto' | string): GemmKernels | undefined {
 // ---------------------------------------------------------------------------------------------
 // Conv2D
 
+/**
+ * Below this many input channels XNNPACK's own Conv2D is the faster (bench-kernels, ms: the RGB
+ * layers D conv1 and G's last tconv's dx, 1.2 and 1.1 against 1.8 and 1.6 on the tiny preset,
+ * 10.0 against 10.2 on the seed's model): rows of A too short for the GEMM's tiles to pay.
+ */
+const GEMM_MIN_CHANNELS = 8;
+
 const conv2D: KernelFunc = (args) => {
   const { inputs, backend, attrs = {} } = args;
   const dilations = attrs.dilations as number | [number, number] | undefined;
   const dilated = dilations !== undefined && [dilations].flat().some((d) => d !== 1);
   const x = input(inputs, 'x');
-  if (dilated || x.dtype !== 'float32') return stockKernel('Conv2D').kernelFunc(args);
+  const channels = x.shape[attrs.dataFormat === 'NCHW' ? 1 : 3];
+  const few = forced.conv === 'auto' && channels < GEMM_MIN_CHANNELS;
+  if (dilated || few || x.dtype !== 'float32') return stockKernel('Conv2D').kernelFunc(args);
   return withScratch(backend as BackendWasm, (s) => {
     purgeKept(s.backend);
     const g = gemmFor(s, forced.conv);
