@@ -12,7 +12,7 @@ import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import type { TF } from './backend.ts';
 import { BN_EPSILON, type Net } from './architecture.ts';
 import type { LayerTrace, ParamTensors } from './model.ts';
-import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, fusedKernelsRun, LEAKY_RELU_GRAD } from './fused-kernels.ts';
+import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, fusedKernelsRun, LEAKY_RELU_GRAD, runFused } from './fused-kernels.ts';
 
 export interface BackwardWants {
   /** Gradients of the learnables of the traced layers, by parameter name. */
@@ -37,26 +37,18 @@ function filterGrad(tf: TF, x: Tensor, dy: Tensor, filterShape: number[], stride
   ) as Tensor4D;
 }
 
-/** The per-channel kernels of wasm-kernels.ts, where they run; null where tfjs ops compose the same. */
-type Fused = { run: (name: string, inputs: Record<string, Tensor>, attrs?: Record<string, unknown>) => Tensor | Tensor[] } | null;
-
-function fusedKernels(tf: TF): Fused {
-  if (!fusedKernelsRun(tf)) return null;
-  return { run: (name, inputs, attrs = {}) => tf.engine().runKernel(name, inputs as never, attrs as never) as Tensor | Tensor[] };
-}
-
-/** The sum over N, H and W: one pass on wasm, where tf.sum would transpose the activation first. */
-const sumNHW = (tf: TF, fused: Fused, t: Tensor) => (fused ? (fused.run(CHANNEL_SUM, { x: t }) as Tensor) : tf.sum(t, [0, 1, 2]));
+/** The sum over N, H and W: one pass where fused-kernels.ts's kernels run, tf.sum transposing the activation first. */
+const sumNHW = (tf: TF, fused: boolean, t: Tensor) => (fused ? runFused<Tensor>(tf, CHANNEL_SUM, { x: t }) : tf.sum(t, [0, 1, 2]));
 
 /** BatchNorm's backward (see 'bn' below): dOffset, dScale and, when wanted, dx. */
-function batchNormGrads(tf: TF, fused: Fused, g: Tensor, x: Tensor, mean: Tensor, variance: Tensor, scale: Tensor, needDx: boolean) {
+function batchNormGrads(tf: TF, fused: boolean, g: Tensor, x: Tensor, mean: Tensor, variance: Tensor, scale: Tensor, needDx: boolean) {
   const rstd = tf.rsqrt(tf.add(variance, BN_EPSILON));
   const count = x.shape[0] * x.shape[1]! * x.shape[2]!;
   const channels = x.shape.at(-1)!;
   if (fused && channels % 4 === 0) {
-    const [dOffset, dScale] = fused.run(BN_PARAM_GRADS, { g, x, mean, rstd }) as Tensor[];
+    const [dOffset, dScale] = runFused<Tensor[]>(tf, BN_PARAM_GRADS, { g, x, mean, rstd });
     const dx = needDx
-      ? (fused.run(BN_INPUT_GRAD, { g, x, mean, rstd, k1: tf.div(dOffset, count), k2: tf.div(dScale, count), k3: tf.mul(scale, rstd) }) as Tensor)
+      ? runFused<Tensor>(tf, BN_INPUT_GRAD, { g, x, mean, rstd, k1: tf.div(dOffset, count), k2: tf.div(dScale, count), k3: tf.mul(scale, rstd) })
       : undefined;
     return { dOffset, dScale, dx };
   }
@@ -74,7 +66,7 @@ function batchNormGrads(tf: TF, fused: Fused, g: Tensor, x: Tensor, mean: Tensor
  */
 export function backward(tf: TF, net: Net, p: ParamTensors, trace: LayerTrace[], dy: Tensor, want: BackwardWants): Backward {
   const grads = new Map<string, Tensor>();
-  const fused = fusedKernels(tf);
+  const fused = fusedKernelsRun(tf);
   const firstLearnable = trace.findIndex((t) => HAS_PARAMS.has(t.layer.kind));
   const lowest = want.input ? 0 : want.params ? Math.max(0, firstLearnable) : trace.length;
   let g = dy;
@@ -129,7 +121,7 @@ export function backward(tf: TF, net: Net, p: ParamTensors, trace: LayerTrace[],
         break;
       case 'leakyrelu':
         g = fused && x.shape.at(-1)! % 4 === 0
-          ? (fused.run(LEAKY_RELU_GRAD, { g, x }, { alpha: l.alpha }) as Tensor)
+          ? runFused<Tensor>(tf, LEAKY_RELU_GRAD, { g, x }, { alpha: l.alpha })
           : tf.where(tf.greater(x, 0), g, tf.mul(g, l.alpha));
         break;
       case 'tanh':

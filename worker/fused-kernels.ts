@@ -17,6 +17,7 @@ interface Engine {
   getBackend(): string;
   backend(): unknown;
   getKernel(name: string, backend: string): unknown;
+  engine(): { runKernel(name: string, inputs: never, attrs: never): unknown };
 }
 
 /**
@@ -25,4 +26,9 @@ interface Engine {
  */
 export function fusedKernelsRun(tf: Engine): boolean {
   return tf.getBackend() === 'wasm' && tf.getKernel(CHANNEL_SUM, 'wasm') !== undefined && gemmKernels(tf.backend() as never) !== undefined;
+}
+
+/** Runs one of the kernels above; T is what it returns (a tensor, or a list of them). */
+export function runFused<T>(tf: Engine, name: string, inputs: Record<string, unknown>, attrs: Record<string, unknown> = {}): T {
+  return tf.engine().runKernel(name, inputs as never, attrs as never) as T;
 }

@@ -4,7 +4,7 @@
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import type { TF } from './backend.ts';
 import { BN_EPSILON, type Layer, type Net } from './architecture.ts';
-import { fusedKernelsRun, LEAKY_RELU, MOMENTS } from './fused-kernels.ts';
+import { fusedKernelsRun, LEAKY_RELU, MOMENTS, runFused } from './fused-kernels.ts';
 
 export type ParamTensors = Record<string, Tensor>;
 
@@ -58,9 +58,10 @@ function batchNorm(
   }
   // Biased batch variance normalises, as MATLAB's and every framework's BatchNorm in training.
   // A traced pass (no tape) takes them in one kernel on wasm.
-  const { mean, variance } = fusedHere(tf, opts, x)
-    ? (([m, v]) => ({ mean: m, variance: v }))(tf.engine().runKernel(MOMENTS, { x } as never, {} as never) as Tensor[])
-    : tf.moments(x, [0, 1, 2]);
+  let mean: Tensor;
+  let variance: Tensor;
+  if (fusedHere(tf, opts, x)) [mean, variance] = runFused<Tensor[]>(tf, MOMENTS, { x });
+  else ({ mean, variance } = tf.moments(x, [0, 1, 2]));
   if (seen) Object.assign(seen, { mean, variance });
   if (opts.stats) {
     opts.stats.set(key, {
@@ -105,7 +106,7 @@ export function forward(tf: TF, net: Net, layers: Layer[], p: ParamTensors, inpu
         x = tf.relu(x);
         break;
       case 'leakyrelu':
-        x = fusedHere(tf, opts, x) ? (tf.engine().runKernel(LEAKY_RELU, { x } as never, { alpha: l.alpha } as never) as Tensor) : tf.leakyRelu(x, l.alpha);
+        x = fusedHere(tf, opts, x) ? runFused<Tensor>(tf, LEAKY_RELU, { x }, { alpha: l.alpha }) : tf.leakyRelu(x, l.alpha);
         break;
       case 'tanh':
         x = tf.tanh(x);

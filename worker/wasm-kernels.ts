@@ -610,12 +610,12 @@ const tile: KernelFunc = ({ inputs, backend, attrs = {} }) => {
 // ---------------------------------------------------------------------------------------------
 // The per-channel kernels of traced passes (backprop.ts, and model.ts when it records a trace):
 // one pass each where tfjs's ops transpose an activation to sum it over N, H and W, or build a
-// mask to select by. Registered under names of
-// our own (fused-kernels.ts); backprop.ts composes tfjs ops instead on other backends.
+// mask to select by. Registered under names of our own (fused-kernels.ts); other backends, and
+// passes under a tape, compose tfjs ops instead.
 
 function heapKernels(backend: BackendWasm): GemmKernels {
   const g = gemmKernels(backend);
-  if (g === undefined) throw new Error('the wasm heap is out of reach: backprop must compose tfjs ops (fusedBackpropKernels)');
+  if (g === undefined) throw new Error('the wasm heap is out of reach: callers must compose tfjs ops (fusedKernelsRun)');
   return g;
 }
 
@@ -664,15 +664,6 @@ const moments: KernelFunc = ({ inputs, backend }) => {
   return [mean, variance];
 };
 
-/** x -> x > 0 ? x : x * alpha. */
-const leakyRelu: KernelFunc = ({ inputs, backend, attrs = {} }) => {
-  const b = backend as BackendWasm;
-  const x = input(inputs, 'x');
-  const out = b.makeOutput(x.shape, 'float32');
-  heapKernels(b).leakyReluGrad(heapAddress(b, x), heapAddress(b, x), attrs.alpha as number, rowsOf(x) * x.shape.at(-1)!, heapAddress(b, out));
-  return out;
-};
-
 /** g, x -> x > 0 ? g : g * alpha. */
 const leakyReluGrad: KernelFunc = ({ inputs, backend, attrs = {} }) => {
   const b = backend as BackendWasm;
@@ -681,6 +672,9 @@ const leakyReluGrad: KernelFunc = ({ inputs, backend, attrs = {} }) => {
   heapKernels(b).leakyReluGrad(heapAddress(b, g), heapAddress(b, x), attrs.alpha as number, rowsOf(x) * x.shape.at(-1)!, heapAddress(b, out));
   return out;
 };
+
+/** x -> x > 0 ? x : x * alpha: the gradient kernel with g = x. */
+const leakyRelu: KernelFunc = (args) => leakyReluGrad({ ...args, inputs: { g: input(args.inputs, 'x'), x: input(args.inputs, 'x') } });
 
 // ---------------------------------------------------------------------------------------------
 // registration
