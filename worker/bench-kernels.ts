@@ -12,6 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { Tensor } from '@tensorflow/tfjs';
+import { median } from '../coordinator/bench-util.ts';
 import { Rng } from '../coordinator/rng.ts';
 import { activationShapes, initialParams, layersOf, parameterTable, type Layer } from './architecture.ts';
 import { loadBackend, type TF } from './backend.ts';
@@ -254,7 +255,6 @@ export async function profileStep(tf: TF, o: BenchOptions): Promise<string> {
     pairs.push({ xnnpack: x, ours: timed(61 + 2 * i) });
   }
   const ratios = pairs.map((p) => p.xnnpack / p.ours).sort((a, b) => a - b);
-  const mid = <T,>(a: T[]) => a[Math.floor(a.length / 2)];
   const byKernel = new Map<string, { ms: number; calls: number }>();
   const p0 = performance.now();
   const profile = await tf.profile(() => {
@@ -274,14 +274,14 @@ export async function profileStep(tf: TF, o: BenchOptions): Promise<string> {
     .sort((a, b) => b[1].ms - a[1].ms)
     .map(([name, e]) => [name, String(e.calls), e.ms.toFixed(1), `${((100 * e.ms) / total).toFixed(1)}%`]);
   rows.push(['all kernels', '', total.toFixed(1), '100%']);
-  const median = steps[Math.floor(steps.length / 2)];
+  const stepMedian = median(steps);
   return table(
-    `Trainer.step, batch ${o.batch}, nf ${o.filters}, image ${o.image}: median ${median.toFixed(0)} ms ` +
+    `Trainer.step, batch ${o.batch}, nf ${o.filters}, image ${o.image}: median ${stepMedian.toFixed(0)} ms ` +
       `(min ${steps[0].toFixed(0)}) over ${o.reps} steps. One profiled step: ${profiledMs.toFixed(0)} ms, ` +
       `${total.toFixed(0)} ms in kernels and ${(profiledMs - total).toFixed(0)} ms outside them (tidy, JS, GC).\n` +
       `Against XNNPACK's compositions (Conv2D stock, dx by phases, dW dilated), ${o.reps} interleaved pairs: ` +
-      `${mid(pairs.map((p) => p.xnnpack).sort((a, b) => a - b)).toFixed(0)} vs ${mid(pairs.map((p) => p.ours).sort((a, b) => a - b)).toFixed(0)} ms, ` +
-      `median ratio ${mid(ratios).toFixed(2)}x (${ratios[0].toFixed(2)}-${ratios.at(-1)!.toFixed(2)})`,
+      `${median(pairs.map((p) => p.xnnpack)).toFixed(0)} vs ${median(pairs.map((p) => p.ours)).toFixed(0)} ms, ` +
+      `median ratio ${median(ratios).toFixed(2)}x (${ratios[0].toFixed(2)}-${ratios.at(-1)!.toFixed(2)})`,
     ['kernel', 'calls', 'ms', 'share'],
     rows,
   );

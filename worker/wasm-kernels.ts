@@ -315,8 +315,9 @@ const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs = {} }) => wi
   const dy = toNHWC(s, input(inputs, 'dy'), attrs.dataFormat);
   assertShape('Conv2DBackpropFilter dy', dy.shape, [info.batchSize, info.outHeight, info.outWidth, info.outChannels]);
   const g = gemmFor(s, forced.dW);
-  const way = forced.dW !== 'auto' ? forced.dW : g !== undefined ? 'gemm' : filterGradWay(info);
-  const dw = g !== undefined && way === 'gemm' ? filterGradGemm(s, g, x, dy, info)
+  // g is there when 'gemm' is forced or 'auto' chose it; otherwise an XNNPACK composition.
+  const way = forced.dW === 'auto' ? filterGradWay(info) : forced.dW;
+  const dw = g !== undefined ? filterGradGemm(s, g, x, dy, info)
     : way === 'im2col' ? filterGradIm2col(s, x, dy, info) : filterGradDilated(s, x, dy, info);
   return s.keep(s.reshape(dw, [info.filterHeight, info.filterWidth, info.inChannels, info.outChannels]));
 });
@@ -520,7 +521,7 @@ const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs = {} }) => wit
   const dy = toNHWC(s, input(inputs, 'dy'), attrs.dataFormat);
   assertShape('Conv2DBackpropInput dy', dy.shape, [info.batchSize, info.outHeight, info.outWidth, info.outChannels]);
   const g = gemmFor(s, forced.dx);
-  const way = g !== undefined ? 'gemm' : forced.dx === 'auto' || hasEmptyPhase(info) ? inputGradWay(info) : forced.dx;
+  const way = forced.dx === 'auto' || hasEmptyPhase(info) ? inputGradWay(info) : forced.dx;
   const dx = g !== undefined ? inputGradGemm(s, g, dy, filter, info)
     : way === 'col2im' ? inputGradCol2im(s, dy, filter, info) : inputGradPhases(s, dy, filter, info, way === 'rowPhases');
   return s.keep(fromNHWC(s, dx, attrs.dataFormat));
