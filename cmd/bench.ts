@@ -2,7 +2,7 @@
 
 import type { Command } from 'commander';
 import { GanDistError } from '../coordinator/errors.ts';
-import { benchScaling, formatScaling } from '../coordinator/scaling-bench.ts';
+import { MIN_INTERLEAVED_ITERATIONS, SEED_REAL_BATCH, benchScaling, formatScaling } from '../coordinator/scaling-bench.ts';
 import { benchMemory } from '../coordinator/memory-bench.ts';
 import { benchAdam, formatAdamBench } from '../coordinator/adam-bench.ts';
 import { benchWire, formatWireBench } from '../coordinator/wire-bench.ts';
@@ -35,10 +35,11 @@ export function registerBenchCommands(program: Command): Command {
   bench
     .command('scaling')
     .description('1 vs 2 local CPU workers (real), and the coordinator\'s overhead with simulated compute (full model)')
-    .option('--preset <name>', "model of the real part: tiny, quick, or seed (the seed's model, global batch 16)", 'quick')
-    .option('--iterations <n>', 'iterations per real run', (v) => intList('--iterations')(v)[0], 24)
+    .option('--preset <name>', `model of the real part: seed (the seed's model, global batch ${SEED_REAL_BATCH}), quick or tiny`, 'seed')
+    .option('--iterations <n>', 'iterations per real run and per worker count of the interleaved run (default: 8 on seed, 24 on the presets)', (v) => intList('--iterations')(v)[0])
     .option('--real-workers <list>', 'worker counts of the real part', intList('--real-workers'), [1, 2])
     .option('--real-batch-size <n>', "global batch of the real part (default: the preset's)", (v) => intList('--real-batch-size')(v)[0])
+    .option('--real-mode <mode>', 'real part: interleaved (one run whose iterations cycle through the worker counts), separate runs per count, or both', 'interleaved')
     .option('--real-rounds <n>', 'rounds of the real part, worker counts run in turn (speed-ups: the median round)', (v) => intList('--real-rounds')(v)[0], 3)
     .option('--workers <list>', 'worker counts of the simulated part', intList('--workers'), [1, 4])
     .option('--transport <list>', 'transports to compare: socket, shm (local workers through /dev/shm)', transportList, ['socket', 'shm'])
@@ -50,12 +51,23 @@ export function registerBenchCommands(program: Command): Command {
       if (!['tiny', 'quick', 'seed'].includes(opts.preset)) {
         throw new GanDistError('GAN_DIST_E_CONFIG', `--preset: unknown model "${opts.preset}"`, 'use one of: tiny, quick, seed');
       }
+      if (!['separate', 'interleaved', 'both'].includes(opts.realMode)) {
+        throw new GanDistError('GAN_DIST_E_CONFIG', `--real-mode: unknown mode "${opts.realMode}"`, 'use one of: interleaved, separate, both');
+      }
+      if (opts.realMode !== 'separate' && opts.iterations !== undefined && opts.iterations < MIN_INTERLEAVED_ITERATIONS) {
+        throw new GanDistError(
+          'GAN_DIST_E_CONFIG',
+          `--iterations ${opts.iterations}: the interleaved real part counts the cycles after two warm-up ones`,
+          `use --iterations ${MIN_INTERLEAVED_ITERATIONS} or more`,
+        );
+      }
       const report = await benchScaling({
         preset: opts.preset,
         iterations: opts.iterations,
         realWorkers: opts.realWorkers,
         realBatchSize: opts.realBatchSize,
         realRounds: opts.realRounds,
+        realMode: opts.realMode,
         transports: opts.transport,
         simulatedWorkers: opts.workers,
         simulateStepMs: opts.simulateStepMs,

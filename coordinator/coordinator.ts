@@ -115,6 +115,11 @@ export interface CoordinatorOptions {
    * back (default float32, exact). Master weights and Adam stay float32 here whatever it is.
    */
   wireDtype?: WireDtype;
+  /**
+   * Benchmarks only: the number of shards of iteration t, overriding min-workers and the live
+   * count (bench scaling alternates 1 and 2 shards so both see the same minutes of a noisy host).
+   */
+  shardsAt?: (iteration: number) => number;
 }
 
 export class Coordinator {
@@ -504,7 +509,7 @@ export class Coordinator {
       await this.dispatcher.waitForWorkers(1);
     }
     const px = cfg.imageSize * cfg.imageSize * 3;
-    const tasks: ShardTask[] = splitRows(B, this.shardWeights()).map((s, shardId) => ({
+    const tasks: ShardTask[] = splitRows(B, this.shardWeights(t)).map((s, shardId) => ({
       shardId,
       ...s,
       done: false,
@@ -624,9 +629,9 @@ export class Coordinator {
    * One weight per shard. At least min-workers shards, so that a lost worker's shard is
    * recomputed whole by another and the split, hence the arithmetic, stays as it was.
    */
-  private shardWeights(): number[] {
+  private shardWeights(iteration: number): number[] {
     const live = [...this.dispatcher.workers.values()];
-    const count = Math.max(this.opts.minWorkers, live.length);
+    const count = this.opts.shardsAt?.(iteration) ?? Math.max(this.opts.minWorkers, live.length);
     if (this.opts.balance !== 'throughput') return Array(count).fill(1);
     const known = live.map((w) => w.rowsPerMs).filter((x): x is number => x !== undefined);
     const mean = known.length ? known.reduce((a, b) => a + b, 0) / known.length : 1;

@@ -1,5 +1,6 @@
 // `gan-dist bench scaling`: does adding workers pay? Two parts, each measured in one run:
-//  - real: images/s of 1 vs 2 local CPU workers at the same global batch on a preset;
+//  - real: images/s of 1 vs 2 local CPU workers at the same global batch on a preset, in separate
+//    runs and in one run whose iterations alternate 1 and 2 shards (paired in time);
 //  - simulated: the seed's full model with N workers whose compute is a fixed delay, so what is
 //    left of an iteration beyond the delay is the coordinator's own cost (framing, transfer,
 //    reduction, Adam), set against a bare transfer of the same bytes over the same socket kind
@@ -20,8 +21,11 @@ import { parameterTable, sizeOf } from '../worker/architecture.ts';
 export interface ScalingOptions {
   /** Preset of the real part; 'seed' is the seed's full model (at a global batch of 16 unless told). */
   preset: 'tiny' | 'quick' | 'seed';
-  /** Iterations per real run (the first few are warm-up and not counted). */
-  iterations: number;
+  /**
+   * Iterations per real run, and per worker count of the interleaved run (the first few are
+   * warm-up and not counted); default defaultRealIterations(preset).
+   */
+  iterations?: number;
   /** Worker counts of the real part. */
   realWorkers: number[];
   /**
@@ -30,6 +34,13 @@ export interface ScalingOptions {
    * speed-ups are medians of the rounds' own ratios.
    */
   realRounds?: number;
+  /**
+   * How the real part compares worker counts (default both): separate runs per count, in rounds;
+   * and/or one run of max(realWorkers) workers whose iterations cycle through the counts (each
+   * iteration split into that many shards), so consecutive iterations form pairs that saw the same
+   * minute of a host whose speed drifts.
+   */
+  realMode?: 'separate' | 'interleaved' | 'both';
   /** Global batch of the real part (default: the preset's). */
   realBatchSize?: number;
   /** Transports each part runs over (default socket): `shm` serves local workers through /dev/shm. */
@@ -85,6 +96,21 @@ export interface SimulatedRun {
   efficiency: number;
 }
 
+/** One worker count of the interleaved real run: its iterations, set against the first count's in the same cycle. */
+export interface InterleavedRun {
+  transport: 'socket' | 'shm';
+  workers: number;
+  threadsPerWorker: number;
+  globalBatch: number;
+  /** Iterations of this count that were counted (warm-up cycles excluded). */
+  iterations: number;
+  imagesPerSec: number;
+  stepMsMedian: number;
+  /** Median over cycles of this count's imagesPerSec / the first count's in the same cycle. */
+  speedupVsFirst: number;
+  speedupByCycle: number[];
+}
+
 /**
  * What the machine allows the real part right now, with no coordinator: N independent processes
  * each stepping a shard of global / N rows at once, against one process stepping the whole batch.
@@ -100,15 +126,21 @@ export interface ParallelCeiling {
 
 export interface ScalingReport {
   machine: { cores: number; cpu: string; node: string };
-  real: { preset: string; note: string; runs: RealRun[]; ceiling: ParallelCeiling[] };
+  real: { preset: string; note: string; runs: RealRun[]; interleaved: InterleavedRun[]; ceiling: ParallelCeiling[] };
   simulated: { model: string; note: string; runs: SimulatedRun[] };
 }
 
-async function trainedLines(cwd: string, config: TrainConfig, workers: number, extra: { threads?: number; simulateStepMs?: number; transport: 'socket' | 'shm' }) {
-  const result = await benchTrainRun(cwd, config, workers, `${workers}-${extra.simulateStepMs ?? 'real'}-${extra.transport}`, {
+async function trainedLines(
+  cwd: string,
+  config: TrainConfig,
+  workers: number,
+  extra: { threads?: number; simulateStepMs?: number; transport: 'socket' | 'shm'; shardsAt?: (iteration: number) => number },
+) {
+  const result = await benchTrainRun(cwd, config, workers, `${workers}-${extra.simulateStepMs ?? 'real'}-${extra.transport}${extra.shardsAt ? '-interleaved' : ''}`, {
     transport: extra.transport,
     threadsPerWorker: extra.threads,
     simulateStepMs: extra.simulateStepMs,
+    shardsAt: extra.shardsAt,
   });
   const lines = result.lines;
   // A run asked for shm that fell back (no room in /dev/shm) must not be reported as shm.
@@ -179,14 +211,25 @@ function require_ws(): string {
   return path.join(path.dirname(new URL(import.meta.resolve('ws')).pathname), 'index.js');
 }
 
-/** The real part's global batch on the seed's model: its own 128 would take minutes a run on CPUs. */
-const SEED_REAL_BATCH = 16;
+/**
+ * The real part's global batch on the seed's model: half its own 128, so that one CPU worker's
+ * iteration takes seconds, not 17 of them; each of 2 workers still steps 32 rows.
+ */
+export const SEED_REAL_BATCH = 64;
+
+/** Iterations per worker count of the real part, unless told: fewer on the seed's model, whose steps take seconds. */
+export const defaultRealIterations = (preset: ScalingOptions['preset']): number => (preset === 'seed' ? 8 : 24);
+
+/** The least --iterations the interleaved real part can use: two warm-up cycles and one counted. */
+export const MIN_INTERLEAVED_ITERATIONS = 3;
 
 /** img/s of `processes` concurrent `gan-dist bench step` processes (wasm, one thread), summed. */
 async function concurrentStepImagesPerSec(preset: string, rows: number, processes: number): Promise<number> {
   const bin = fileURLToPath(new URL('../cmd/gan-dist.mjs', import.meta.url));
   const model = preset === 'seed' ? [] : ['--preset', preset];
-  const args = [bin, 'bench', 'step', ...model, '--batch', String(rows), '--backend', 'wasm', '--threads', '1', '--steps', '8', '--json'];
+  // The seed's steps take seconds: fewer of them say as much.
+  const steps = preset === 'seed' ? 4 : 8;
+  const args = [bin, 'bench', 'step', ...model, '--batch', String(rows), '--backend', 'wasm', '--threads', '1', '--steps', String(steps), '--json'];
   const one = () =>
     new Promise<number>((resolve, reject) => {
       const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -202,6 +245,44 @@ async function concurrentStepImagesPerSec(preset: string, rows: number, processe
   return rates.reduce((a, b) => a + b, 0);
 }
 
+/**
+ * The interleaved run's figures from its iteration lines: iteration t used counts[(t - 1) % k]
+ * workers, so cycle c is iterations ck+1 .. ck+k. Every worker's first shard is warm-up: the first
+ * two cycles (or a quarter of them) are not counted, nor a last, incomplete one.
+ */
+export function interleavedRuns(
+  lines: Record<string, number>[],
+  counts: number[],
+  globalBatch: number,
+  transport: 'socket' | 'shm',
+): InterleavedRun[] {
+  const k = counts.length;
+  const cycleOf = (iteration: number) => Math.floor((iteration - 1) / k);
+  const cycles = Math.floor(Math.max(0, ...lines.map((l) => l.iteration)) / k);
+  const skip = Math.max(2, Math.floor(cycles / 4));
+  const stepMs: number[][] = counts.map(() => new Array(Math.max(0, cycles - skip)).fill(NaN));
+  for (const l of lines) {
+    const c = cycleOf(l.iteration);
+    if (c >= skip && c < cycles) stepMs[(l.iteration - 1) % k][c - skip] = l.stepMs;
+  }
+  const whole = stepMs[0].map((_, c) => stepMs.every((ms) => Number.isFinite(ms[c])));
+  const kept = stepMs.map((ms) => ms.filter((_, c) => whole[c]));
+  return counts.map((workers, i) => {
+    const byCycle = kept[i].map((ms, c) => kept[0][c] / ms);
+    return {
+      transport,
+      workers,
+      threadsPerWorker: 1,
+      globalBatch,
+      iterations: kept[i].length,
+      imagesPerSec: median(kept[i].map((ms) => (globalBatch * 1000) / ms)),
+      stepMsMedian: median(kept[i]),
+      speedupVsFirst: median(byCycle),
+      speedupByCycle: byCycle,
+    };
+  });
+}
+
 export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport> {
   const say = opts.progress ?? (() => {});
   const cwd = mkdtempSync(path.join(os.tmpdir(), 'gan-dist-bench-'));
@@ -211,16 +292,18 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
     const seed = opts.preset === 'seed';
     const batch = opts.realBatchSize ?? (seed ? SEED_REAL_BATCH : undefined);
     const batchFlag = batch !== undefined ? { batchSize: batch } : {};
-    const preset = resolveConfig({ preset: seed ? undefined : opts.preset, flags: { iterations: opts.iterations, validationFrequency: 1e6, ...batchFlag } });
+    const iterations = opts.iterations ?? defaultRealIterations(opts.preset);
+    const preset = resolveConfig({ preset: seed ? undefined : opts.preset, flags: { iterations, validationFrequency: 1e6, ...batchFlag } });
     // Round robin: every (transport, workers) run and the ceiling once per round.
     const rounds = opts.realRounds ?? 3;
     const stepMs = new Map<string, number[]>();
     const ceilingRates = new Map<number, number[]>();
     const push = <K>(m: Map<K, number[]>, k: K, v: number) => m.set(k, [...(m.get(k) ?? []), v]);
+    const mode = opts.realMode ?? 'interleaved';
     for (let round = 1; round <= rounds; round++) {
-      for (const transport of transports) {
+      for (const transport of mode === 'interleaved' ? [] : transports) {
         for (const workers of opts.realWorkers) {
-          say(`real, round ${round}/${rounds}: ${workers} CPU worker(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${opts.iterations} iterations, ${transport}`);
+          say(`real, round ${round}/${rounds}: ${workers} CPU worker(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${iterations} iterations, ${transport}`);
           const lines = steady(await trainedLines(cwd, preset, workers, { threads: 1, transport }));
           push(stepMs, `${transport}/${workers}`, median(lines.map((l) => l.stepMs)));
         }
@@ -232,7 +315,7 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
       }
     }
     const ratios = (xs: number[], base: number[]) => xs.map((x, i) => x / base[i]);
-    for (const transport of transports) {
+    for (const transport of mode === 'interleaved' ? [] : transports) {
       const rate = (workers: number) => stepMs.get(`${transport}/${workers}`)!.map((ms) => (preset.batchSize * 1000) / ms);
       const base = rate(opts.realWorkers[0]);
       for (const workers of opts.realWorkers) {
@@ -248,6 +331,18 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
           speedupByRound: byRound,
         });
       }
+    }
+    const interleaved: InterleavedRun[] = [];
+    for (const transport of mode === 'separate' ? [] : transports) {
+      const counts = opts.realWorkers;
+      const most = Math.max(...counts);
+      say(`real, interleaved: ${most} CPU workers, iterations cycling through ${counts.join(', ')} shard(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${iterations * counts.length} iterations, ${transport}`);
+      const lines = await trainedLines(cwd, { ...preset, iterations: iterations * counts.length }, most, {
+        threads: 1,
+        transport,
+        shardsAt: (iteration) => counts[(iteration - 1) % counts.length],
+      });
+      interleaved.push(...interleavedRuns(lines, counts, preset.batchSize, transport));
     }
     const ceiling: ParallelCeiling[] = opts.realWorkers.map((workers) => {
       const byRound = ratios(ceilingRates.get(workers)!, ceilingRates.get(opts.realWorkers[0])!);
@@ -307,7 +402,16 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
     }
     return {
       machine: { cores: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version },
-      real: { preset: opts.preset, note: `same global batch split over the workers (strong scaling), one wasm thread each; warm-up excluded, median step; ${rounds} rounds run in turn, speed-ups the median of each round's own ratio`, runs: real, ceiling },
+      real: {
+        preset: opts.preset,
+        note:
+          `same global batch split over the workers (strong scaling), one wasm thread each; warm-up excluded, median step. ` +
+          `runs: separate runs in ${rounds} rounds run in turn, speed-ups the median of each round's own ratio. ` +
+          'interleaved: one run whose consecutive iterations use each worker count in turn, speed-ups the median of each cycle\'s own ratio',
+        runs: real,
+        interleaved,
+        ceiling,
+      },
       simulated: {
         model: 'seed (64x64, 64 filters: 9.45 M parameters)',
         note:
@@ -322,7 +426,8 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
   }
 }
 
-const byRound = (xs: number[]) => (xs.length > 1 ? ` (rounds: ${xs.map((x) => x.toFixed(2)).join(', ')})` : '');
+const each = (what: string, xs: number[]) => (xs.length > 1 ? ` (${what}: ${xs.map((x) => x.toFixed(2)).join(', ')})` : '');
+const byRound = (xs: number[]) => each('rounds', xs);
 
 export function formatScaling(r: ScalingReport): string {
   const lines = [`machine: ${r.machine.cores} cores, ${r.machine.cpu}, Node ${r.machine.node}`, `real (${r.real.preset}; ${r.real.note}):`];
@@ -331,6 +436,12 @@ export function formatScaling(r: ScalingReport): string {
   }
   for (const x of r.real.runs) {
     lines.push(`  ${x.transport}, ${x.workers} worker(s), global batch ${x.globalBatch}: ${x.imagesPerSec.toFixed(1)} img/s, step ${x.stepMsMedian.toFixed(0)} ms, ${x.speedupVsFirst.toFixed(2)}x${byRound(x.speedupByRound)}`);
+  }
+  for (const x of r.real.interleaved) {
+    lines.push(
+      `  interleaved, ${x.transport}, ${x.workers} worker(s), global batch ${x.globalBatch}, ${x.iterations} iterations: ${x.imagesPerSec.toFixed(1)} img/s, ` +
+        `step ${x.stepMsMedian.toFixed(0)} ms, ${x.speedupVsFirst.toFixed(2)}x${each('cycles', x.speedupByCycle)}`,
+    );
   }
   lines.push(`simulated (${r.simulated.model}; ${r.simulated.note}):`);
   for (const x of r.simulated.runs) {

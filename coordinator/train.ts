@@ -58,6 +58,8 @@ export interface TrainOptions {
   onCoordinator?: (c: Coordinator, runDir: string) => void;
   /** Benchmarks: local workers compute nothing and answer each shard after this delay. */
   simulateStepMs?: number;
+  /** Benchmarks: the number of shards of each iteration (Coordinator's shardsAt). */
+  shardsAt?: (iteration: number) => number;
   /** wasm threads per local CPU worker (default: cores / workers). */
   threadsPerWorker?: number;
   /** Benchmarks: no checkpoint at the end of the run. */
@@ -226,6 +228,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     port,
     tls: identity,
     balance: opts.balance,
+    shardsAt: opts.shardsAt,
     adamThreads: opts.adamThreads,
     minWorkers: opts.minWorkers ?? Math.max(1, opts.gpus?.length || opts.workers),
     resume,

@@ -19,11 +19,11 @@ afterEach(async () => {
 });
 
 /** A coordinator with `workers` in-process workers on the wasm backend, over the socket or shared memory. */
-async function harness(config: TrainConfig, workers: number, transport: 'socket' | 'shm' = 'socket') {
+async function harness(config: TrainConfig, workers: number, transport: 'socket' | 'shm' = 'socket', shardsAt?: (iteration: number) => number) {
   // Two workers initialising the wasm backend at once in one process race (setBackend fails): load it first.
   await loadBackend('wasm', { threads: 1 });
   const shm = transport === 'shm' ? ShmRegion.create().region : undefined;
-  const h = await startCoordinator(config, { minWorkers: workers, shm });
+  const h = await startCoordinator(config, { minWorkers: workers, shm, shardsAt });
   open.push(h.coordinator);
   const joined = Array.from({ length: workers }, () =>
     runWorker({ url: `ws://${h.endpoint}`, token: h.token, backend: 'wasm', threads: 1, ganDistVersion: 'test', shmRegion: shm?.dir }),
@@ -62,6 +62,13 @@ describe('Coordinator', () => {
       expect(seen[2].get(t)).toEqual(seen[0].get(t));
     }
     expect(seen[0].get(1)!.z).not.toEqual(seen[0].get(2)!.z);
+  });
+
+  it('splits iteration t into shardsAt(t) shards when a benchmark asks (bench scaling interleaved)', async () => {
+    const h = await harness(tiny({ iterations: 4 }), 2, 'shm', (t) => (t % 2 === 1 ? 1 : 2));
+    await h.run();
+    expect(h.records.map((r) => r.workers)).toEqual([1, 2, 1, 2]);
+    expect(h.records.map((r) => r.shards.map((s) => s.rows))).toEqual([[16], [8, 8], [16], [8, 8]]);
   });
 
   it.each(['socket', 'shm'] as const)('gives 2 workers with half the batch each the Adam step of 1 worker computing both halves and averaging (%s)', async (transport) => {

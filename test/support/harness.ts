@@ -20,7 +20,7 @@ export interface Harness {
 
 export async function startCoordinator(
   config: TrainConfig,
-  opts: { minWorkers: number; tls?: { cert: string; key: string }; balance?: 'off' | 'throughput'; wireDtype?: WireDtype; shm?: ShmRegion },
+  opts: { minWorkers: number; tls?: { cert: string; key: string }; balance?: 'off' | 'throughput'; wireDtype?: WireDtype; shm?: ShmRegion; shardsAt?: (iteration: number) => number },
 ): Promise<Harness> {
   const dataset = await openDataset({ data: 'synthetic', imageSize: config.imageSize, count: 64, seed: 1, cache: false });
   const batches = dataset.createBatchIterator({ batchSize: config.batchSize, seed: config.seed });
@@ -48,6 +48,7 @@ export async function startCoordinator(
     balance: opts.balance,
     wireDtype: opts.wireDtype,
     shm: opts.shm,
+    shardsAt: opts.shardsAt,
     minWorkers: opts.minWorkers,
     checkpointEvery: 0,
     saveSnapshot: async () => 'memory',
