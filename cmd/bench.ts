@@ -36,7 +36,7 @@ export function registerBenchCommands(program: Command): Command {
     .command('scaling')
     .description('1 vs 2 local CPU workers (real), and the coordinator\'s overhead with simulated compute (full model)')
     .option('--preset <name>', `model of the real part: seed (the seed's model, global batch ${SEED_REAL_BATCH}), quick or tiny`, 'seed')
-    .option('--iterations <n>', 'iterations per real run and per worker count of the interleaved run (default: 8 on seed, 24 on the presets)', (v) => intList('--iterations')(v)[0])
+    .option('--iterations <n>', 'iterations per real run and per worker count of the interleaved run (default: 10 on seed, 24 on the presets)', (v) => intList('--iterations')(v)[0])
     .option('--real-workers <list>', 'worker counts of the real part', intList('--real-workers'), [1, 2])
     .option('--real-batch-size <n>', "global batch of the real part (default: the preset's)", (v) => intList('--real-batch-size')(v)[0])
     .option('--real-mode <mode>', 'real part: interleaved (one run whose iterations cycle through the worker counts), separate runs per count, or both', 'interleaved')

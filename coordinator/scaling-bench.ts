@@ -218,7 +218,7 @@ function require_ws(): string {
 export const SEED_REAL_BATCH = 64;
 
 /** Iterations per worker count of the real part, unless told: fewer on the seed's model, whose steps take seconds. */
-export const defaultRealIterations = (preset: ScalingOptions['preset']): number => (preset === 'seed' ? 8 : 24);
+export const defaultRealIterations = (preset: ScalingOptions['preset']): number => (preset === 'seed' ? 10 : 24);
 
 /** The least --iterations the interleaved real part can use: two warm-up cycles and one counted. */
 export const MIN_INTERLEAVED_ITERATIONS = 3;
