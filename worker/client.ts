@@ -218,7 +218,8 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
         if (step.welcome) {
           const cfg = step.welcome.modelConfig as unknown as ModelConfig & { batchSize: number };
           const table = parameterTable(cfg);
-          trainer = loaded ? new Trainer(loaded.tf, cfg, step.welcome.seed) : simulatedCompute(cfg, simulate!, opts.simulateNonFinite);
+          // Each shard's gradients are sent before the next shard is stepped: they can live in reused arrays.
+          trainer = loaded ? new Trainer(loaded.tf, cfg, step.welcome.seed, { reuseGradientBuffers: true }) : simulatedCompute(cfg, simulate!, opts.simulateNonFinite);
           wireDtype = step.welcome.wireDtype ?? 'float32';
           const total = table.reduce((n, s) => n + sizeOf(s.shape), 0);
           limits = frameLimitFor(total, cfg.batchSize ?? 128, cfg.imageSize, { latent: cfg.latent });

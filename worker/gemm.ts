@@ -111,6 +111,16 @@ export function gemmKernels(backend: BackendWasm): GemmKernels | undefined {
   }
 }
 
+/**
+ * A float32 tensor's values where they lie in the backend's heap, when it is reachable: a view
+ * for reading at once (the heap may grow and move on the backend's next allocation).
+ */
+export function heapFloats(backend: BackendWasm, t: TensorInfo & { size: number }): Float32Array | undefined {
+  const memory = heapMemory(backend);
+  if (memory === undefined || t.dtype !== 'float32') return undefined;
+  return new Float32Array(memory.buffer, heapAddress(backend, t), t.size);
+}
+
 /** A tensor's byte address in the backend's heap. */
 export function heapAddress(backend: BackendWasm, t: TensorInfo): number {
   const data = backend.dataIdMap.get(t.dataId) as { memoryOffset?: number } | undefined;
