@@ -4,6 +4,7 @@ import type { Coordinator } from '../coordinator/coordinator.ts';
 import { adamStep, ADAM_EPSILON } from '../coordinator/adam.ts';
 import { ShmRegion } from '../coordinator/shm.ts';
 import { startCoordinator } from './support/harness.ts';
+import { relErr } from './support/numbers.ts';
 import { initialParams, parameterTable, type NamedArrays } from '../worker/architecture.ts';
 import { loadBackend } from '../worker/backend.ts';
 import { runWorker } from '../worker/client.ts';
@@ -37,16 +38,6 @@ async function harness(config: TrainConfig, workers: number, transport: 'socket'
     },
   };
 }
-
-const maxRelDiff = (a: Float32Array, b: Float32Array) => {
-  let m = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    m = Math.max(m, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return m / (scale || 1);
-};
 
 describe('Coordinator', () => {
   it('draws the same Z and flip bits for an iteration with 1, 2 and 3 workers', async () => {
@@ -105,12 +96,12 @@ describe('Coordinator', () => {
       const w = w0[s.name].slice();
       adamStep(w, g, new Float32Array(w.length), new Float32Array(w.length), 1, { lr: 2e-4, beta1: 0.5, beta2: 0.999, epsilon: ADAM_EPSILON });
       expected[s.name] = w;
-      expect(maxRelDiff(h.coordinator.params[s.name], w), s.name).toBeLessThan(1e-5);
+      expect(relErr(h.coordinator.params[s.name], w), s.name).toBeLessThan(1e-5);
       // Adam's first moment after one step is (1 - beta1) g: the averaged gradient itself.
-      expect(maxRelDiff(h.coordinator.adamM[s.name], g.map((x) => 0.5 * x)), s.name).toBeLessThan(1e-5);
+      expect(relErr(h.coordinator.adamM[s.name], g.map((x) => 0.5 * x)), s.name).toBeLessThan(1e-5);
     }
     // The weights moved: the comparison above is not between two untouched copies.
-    expect(maxRelDiff(h.coordinator.params['G/tconv1/w'], w0['G/tconv1/w'])).toBeGreaterThan(1e-4);
+    expect(relErr(h.coordinator.params['G/tconv1/w'], w0['G/tconv1/w'])).toBeGreaterThan(1e-4);
     // BatchNorm running statistics were updated from the pooled batch statistics.
     expect(h.coordinator.params['G/bn1/mean'].some((x) => x !== 0)).toBe(true);
     expect(h.records[0].lossD).toBeCloseTo((a.lossD + b.lossD) / 2, 5);
