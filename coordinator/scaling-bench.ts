@@ -19,7 +19,7 @@ import { GanDistError } from './errors.ts';
 import { parameterTable, sizeOf } from '../worker/architecture.ts';
 
 export interface ScalingOptions {
-  /** Preset of the real part; 'seed' is the seed's full model (at a global batch of 16 unless told). */
+  /** Preset of the real part; 'seed' is the seed's full model (at a global batch of SEED_REAL_BATCH unless told). */
   preset: 'tiny' | 'quick' | 'seed';
   /**
    * Iterations per real run, and per worker count of the interleaved run (the first few are
@@ -35,7 +35,7 @@ export interface ScalingOptions {
    */
   realRounds?: number;
   /**
-   * How the real part compares worker counts (default both): separate runs per count, in rounds;
+   * How the real part compares worker counts (default interleaved): separate runs per count, in rounds;
    * and/or one run of max(realWorkers) workers whose iterations cycle through the counts (each
    * iteration split into that many shards), so consecutive iterations form pairs that saw the same
    * minute of a host whose speed drifts.
