@@ -300,8 +300,11 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
     const ceilingRates = new Map<number, number[]>();
     const push = <K>(m: Map<K, number[]>, k: K, v: number) => m.set(k, [...(m.get(k) ?? []), v]);
     const mode = opts.realMode ?? 'interleaved';
+    // The transports each kind of real run goes over: none where the mode leaves that kind out.
+    const separateOver = mode === 'interleaved' ? [] : transports;
+    const interleavedOver = mode === 'separate' ? [] : transports;
     for (let round = 1; round <= rounds; round++) {
-      for (const transport of mode === 'interleaved' ? [] : transports) {
+      for (const transport of separateOver) {
         for (const workers of opts.realWorkers) {
           say(`real, round ${round}/${rounds}: ${workers} CPU worker(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${iterations} iterations, ${transport}`);
           const lines = steady(await trainedLines(cwd, preset, workers, { threads: 1, transport }));
@@ -315,7 +318,7 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
       }
     }
     const ratios = (xs: number[], base: number[]) => xs.map((x, i) => x / base[i]);
-    for (const transport of mode === 'interleaved' ? [] : transports) {
+    for (const transport of separateOver) {
       const rate = (workers: number) => stepMs.get(`${transport}/${workers}`)!.map((ms) => (preset.batchSize * 1000) / ms);
       const base = rate(opts.realWorkers[0]);
       for (const workers of opts.realWorkers) {
@@ -333,7 +336,7 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
       }
     }
     const interleaved: InterleavedRun[] = [];
-    for (const transport of mode === 'separate' ? [] : transports) {
+    for (const transport of interleavedOver) {
       const counts = opts.realWorkers;
       const most = Math.max(...counts);
       say(`real, interleaved: ${most} CPU workers, iterations cycling through ${counts.join(', ')} shard(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${iterations * counts.length} iterations, ${transport}`);
