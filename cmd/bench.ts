@@ -1,16 +1,16 @@
 // `gan-dist bench scaling|step`: benchmarks that print ratios against a baseline measured in the same run.
 
 import type { Command } from 'commander';
-import { GanDistError } from '../coordinator/errors.ts';
-import { MIN_INTERLEAVED_ITERATIONS, SEED_REAL_BATCH, benchScaling, formatScaling } from '../coordinator/scaling-bench.ts';
-import { benchMemory } from '../coordinator/memory-bench.ts';
-import { benchAdam, formatAdamBench } from '../coordinator/adam-bench.ts';
-import { benchWire, formatWireBench } from '../coordinator/wire-bench.ts';
-import { WIRE_DTYPES, parseWireDtype } from '../coordinator/wire-dtype.ts';
-import { benchData, formatDataBench } from '../data/bench.ts';
-import { benchStep, formatStepBench } from '../worker/step-bench.ts';
+import { GanDistError } from '../protocol/errors.ts';
+import { MIN_INTERLEAVED_ITERATIONS, SEED_REAL_BATCH, benchScaling, formatScaling } from '../bench/scaling.ts';
+import { benchMemory } from '../bench/memory.ts';
+import { benchAdam, formatAdamBench } from '../bench/adam.ts';
+import { benchWire, formatWireBench } from '../bench/wire.ts';
+import { WIRE_DTYPES, parseWireDtype } from '../protocol/wire/wire-dtype.ts';
+import { benchData, formatDataBench } from '../bench/data.ts';
+import { benchStep, formatStepBench } from '../bench/step.ts';
 import { parseBackendName } from '../worker/backend.ts';
-import { presets, type PresetName } from '../coordinator/config.ts';
+import { presets, type PresetName } from '../protocol/config.ts';
 
 export function intList(flag: string) {
   return (raw: string) => {

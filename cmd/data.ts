@@ -5,7 +5,7 @@ import { Argument, type Command, Option } from 'commander';
 import { checkData, formatCheckReport } from '../data/check.ts';
 import { fetchFlowers } from '../data/fetch.ts';
 import { formatBytes, stderrLog } from '../data/progress.ts';
-import { writeSyntheticPngs } from '../data/synthetic.ts';
+import { writeSyntheticPngs } from '../data/synthetic/synthetic.ts';
 import { integerArg } from './options.ts';
 
 

@@ -1,8 +1,8 @@
-// `gan-dist logs`: thin command over coordinator/monitor/logs.ts.
+// `gan-dist logs`: thin command over monitor/logs.ts.
 
 import { InvalidArgumentError, type Command } from 'commander';
-import { wantsColor } from '../coordinator/monitor/ansi.ts';
-import { showLogs } from '../coordinator/monitor/logs.ts';
+import { wantsColor } from '../monitor/ansi.ts';
+import { showLogs } from '../monitor/logs.ts';
 
 function iteration(value: string): number {
   const n = Number(value);

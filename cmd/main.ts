@@ -3,8 +3,8 @@
 
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
-import { GanDistError, exitCodes } from '../coordinator/errors.ts';
-import { modelConfigOf } from '../coordinator/config.ts';
+import { GanDistError, exitCodes } from '../protocol/errors.ts';
+import { modelConfigOf } from '../protocol/config.ts';
 import { doctor, formatDoctor } from '../worker/doctor.ts';
 import { formatSummary, summarize } from '../worker/summary.ts';
 import { registerDataCommands } from './data.ts';

@@ -8,7 +8,7 @@ import {
   presets,
   resolveConfig,
   type TrainConfig,
-} from '../coordinator/config.ts';
+} from '../protocol/config.ts';
 
 const descriptions: Record<keyof TrainConfig, string> = {
   epochs: 'number of epochs (MATLAB numEpochs)',

@@ -3,18 +3,18 @@
 import { Option, type Command } from 'commander';
 import os from 'node:os';
 import { createRequire } from 'node:module';
-import { configKeys, flagName, type TrainConfig } from '../coordinator/config.ts';
-import { GanDistError } from '../coordinator/errors.ts';
-import { resolveToken } from '../coordinator/auth.ts';
+import { configKeys, flagName, type TrainConfig } from '../protocol/config.ts';
+import { GanDistError } from '../protocol/errors.ts';
+import { resolveToken } from '../protocol/wire/auth.ts';
 import { train } from '../coordinator/train.ts';
-import { WIRE_DTYPES } from '../coordinator/wire-dtype.ts';
-import { SHM_ENV, TRANSPORTS } from '../coordinator/shm.ts';
+import { WIRE_DTYPES } from '../protocol/wire/wire-dtype.ts';
+import { SHM_ENV, TRANSPORTS } from '../protocol/wire/shm.ts';
 import { stderrLog } from '../data/progress.ts';
 import { backendNames, parseBackendName } from '../worker/backend.ts';
 import { runWorkerWithReconnect } from '../worker/client.ts';
 import { readFileSync } from 'node:fs';
 import { addConfigOptions, configFromOptions } from './options.ts';
-import { trainTuiHooks } from '../coordinator/monitor/train-tui.ts';
+import { trainTuiHooks } from '../monitor/train-tui.ts';
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 

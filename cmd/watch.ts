@@ -1,10 +1,10 @@
-// `gan-dist watch`: thin command over coordinator/monitor/watch.ts.
+// `gan-dist watch`: thin command over monitor/watch.ts.
 
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { resolveToken } from '../coordinator/auth.ts';
-import { watchRemote, watchRun } from '../coordinator/monitor/watch.ts';
+import { resolveToken } from '../protocol/wire/auth.ts';
+import { watchRemote, watchRun } from '../monitor/watch.ts';
 import { integerArg } from './options.ts';
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };

@@ -3,9 +3,9 @@
 // explicit state machine: starting -> waiting -> running -> stopping -> finished | failed.
 
 import { randomUUID } from 'node:crypto';
-import { ADAM_EPSILON } from './adam.ts';
-import { modelConfigOf, type TrainConfig } from './config.ts';
-import { GanDistError } from './errors.ts';
+import { ADAM_EPSILON } from './optimizer/adam.ts';
+import { modelConfigOf, type TrainConfig } from '../protocol/config.ts';
+import { GanDistError } from '../protocol/errors.ts';
 import { Dispatcher, type ShardTask, type WorkerSlot } from './dispatcher.ts';
 import { logEvent, type RunLogger } from './logger.ts';
 import {
@@ -21,15 +21,15 @@ import {
   type Message,
   type SampleMessage,
   type WireDtype,
-} from './protocol.ts';
-import { Optimizer } from './optimizer.ts';
-import { poolBatchStats, splitRows, updateRunningStats, type BnSums } from './reduce.ts';
-import { Rng, type RngState } from './rng.ts';
+} from '../protocol/wire/protocol.ts';
+import { Optimizer } from './optimizer/optimizer.ts';
+import { poolBatchStats, splitRows, updateRunningStats, type BnSums } from './optimizer/reduce.ts';
+import { Rng, type RngState } from '../protocol/rng.ts';
 import { PeerServer, type Peer } from './server.ts';
-import type { ShmRegion } from './shm.ts';
-import { evalEventFields, type RunEvaluation } from './swd.ts';
-import { attachMonitors, type LogBroadcaster } from './monitor/broadcast.ts';
-import { activationShapes, initialParams, layersOf, parameterTable, sizeOf, type NamedArrays, type ParamSpec } from '../worker/architecture.ts';
+import type { ShmRegion } from '../protocol/wire/shm.ts';
+import { evalEventFields, type RunEvaluation } from '../metrics/swd.ts';
+import { attachMonitors, type LogBroadcaster } from './broadcast.ts';
+import { activationShapes, initialParams, layersOf, parameterTable, sizeOf, type NamedArrays, type ParamSpec } from '../protocol/model/architecture.ts';
 import type { BatchIterator, IteratorState } from '../data/batches.ts';
 
 export type RunState = 'starting' | 'waiting' | 'running' | 'stopping' | 'finished' | 'failed';

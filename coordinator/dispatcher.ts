@@ -2,9 +2,9 @@
 // leaves mid-iteration gives its shard back to the queue, so another computes the same rows
 // within the same iteration; a late answer to a closed iteration is stale and dropped.
 
-import { GanDistError } from './errors.ts';
+import { GanDistError } from '../protocol/errors.ts';
 import type { Peer } from './server.ts';
-import type { GradientsMessage, GradientsNonFiniteMessage } from './protocol.ts';
+import type { GradientsMessage, GradientsNonFiniteMessage } from '../protocol/wire/protocol.ts';
 
 export interface WorkerSlot {
   peer: Peer;

@@ -6,8 +6,8 @@ import { EventEmitter } from 'node:events';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { HANDSHAKE_TIMEOUT_MS, createServerHandshake, type WelcomeFields } from './auth.ts';
-import { GanDistError } from './errors.ts';
+import { HANDSHAKE_TIMEOUT_MS, createServerHandshake, type WelcomeFields } from '../protocol/wire/auth.ts';
+import { GanDistError } from '../protocol/errors.ts';
 import {
   PRE_AUTH_LIMITS,
   decodeMessage,
@@ -15,7 +15,7 @@ import {
   type FrameLimits,
   type HelloMessage,
   type Message,
-} from './protocol.ts';
+} from '../protocol/wire/protocol.ts';
 
 export interface Peer {
   id: number;

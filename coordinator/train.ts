@@ -3,26 +3,26 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { newToken, resolveToken, writeTokenFile, readTokenFile } from './auth.ts';
-import { loadTlsIdentity, runTlsIdentity } from './tls.ts';
-import { LogBroadcaster } from './monitor/broadcast.ts';
-import { loadLatestCheckpoint, saveCheckpoint } from './checkpoint.ts';
-import type { TrainConfig } from './config.ts';
+import { newToken, resolveToken, writeTokenFile, readTokenFile } from '../protocol/wire/auth.ts';
+import { loadTlsIdentity, runTlsIdentity } from '../protocol/wire/tls.ts';
+import { LogBroadcaster } from './broadcast.ts';
+import { loadLatestCheckpoint, saveCheckpoint } from '../protocol/run/checkpoint.ts';
+import type { TrainConfig } from '../protocol/config.ts';
 import { Coordinator, type IterationRecord, type RunSnapshot } from './coordinator.ts';
-import { GanDistError } from './errors.ts';
+import { GanDistError } from '../protocol/errors.ts';
 import { launchWorker, planWorkers, type LaunchedWorker } from './launcher.ts';
 import { createRunLogger, flushLogger, logEvent } from './logger.ts';
-import { createRunDir, openRunDirForResume, writeEndpoint, writeRunConfig, type RunDir } from './run-dir.ts';
-import { sampleFileName, writeSampleGrid } from './samples.ts';
-import { decideTransport, removeStaleRegions, ShmRegion, type TransportChoice } from './shm.ts';
-import { evalEventFields, prepareRunEvaluation, type RunEvaluation } from './swd.ts';
+import { createRunDir, openRunDirForResume, writeEndpoint, writeRunConfig, type RunDir } from '../protocol/run/run-dir.ts';
+import { sampleFileName, writeSampleGrid } from '../protocol/run/samples.ts';
+import { decideTransport, removeStaleRegions, ShmRegion, type TransportChoice } from '../protocol/wire/shm.ts';
+import { evalEventFields, prepareRunEvaluation, type RunEvaluation } from '../metrics/swd.ts';
 import { openDataset } from '../data/index.ts';
 import type { IteratorState } from '../data/batches.ts';
 import type { DataEvent } from '../data/events.ts';
 import { GPU_PACKAGE, installedVersion, parseBackendName } from '../worker/backend.ts';
-import { parameterTable, sizeOf } from '../worker/architecture.ts';
-import { modelConfigOf } from './config.ts';
-import { parseWireDtype, type WireDtype } from './wire-dtype.ts';
+import { parameterTable, sizeOf } from '../protocol/model/architecture.ts';
+import { modelConfigOf } from '../protocol/config.ts';
+import { parseWireDtype, type WireDtype } from '../protocol/wire/wire-dtype.ts';
 
 export interface TrainOptions {
   config: TrainConfig;

@@ -1,8 +1,8 @@
 // Mini-batches for training: a seeded shuffle per epoch, a random left-right flip per image drawn
 // with the batch, the partial last batch dropped, and a state that restores the stream exactly.
 
-import { GanDistError } from '../coordinator/errors.ts';
-import { Random, type RandomState } from './random.ts';
+import { GanDistError } from '../protocol/errors.ts';
+import { Random, type RandomState } from '../protocol/random.ts';
 import type { ImageStore } from './store.ts';
 
 export interface BatchIteratorOptions {

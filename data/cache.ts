@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
-import { GanDistError } from '../coordinator/errors.ts';
+import { GanDistError } from '../protocol/errors.ts';
 import type { DataLog } from './events.ts';
 import { formatBytes } from './progress.ts';
 import type { SkippedFile } from './skips.ts';

@@ -1,8 +1,8 @@
 // `gan-dist data check DIR`: what a folder holds for training — images per class, every skipped
 // file with its reason, and how fast it decodes — without writing the cache.
 
-import { decodeListed, DEFAULT_THREADS } from './decoder.ts';
-import { DEFAULT_MAX_INPUT_PIXELS, type ResizeMode } from './decode.ts';
+import { decodeListed, DEFAULT_THREADS } from './decode/decoder.ts';
+import { DEFAULT_MAX_INPUT_PIXELS, type ResizeMode } from './decode/decode.ts';
 import { silentLog, type DataLog } from './events.ts';
 import { listImages } from './listing.ts';
 import { resolveDataFolder } from './locations.ts';

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
-import { GanDistError } from '../coordinator/errors.ts';
+import { GanDistError } from '../protocol/errors.ts';
 import { silentLog, type DataLog } from './events.ts';
 import { datasetsDir, FLOWERS_FOLDER } from './locations.ts';
 import { ProgressTracker } from './progress.ts';

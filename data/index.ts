@@ -11,7 +11,7 @@
 //                               // the first `count` files in listing order
 //     seed: 0,                  // draws the synthetic set (folders ignore it)
 //     threads,                  // decode threads: 0 = main thread with sharp's own threads (default,
-//                               // the faster here, see data/bench.ts), N = a piscina pool of N
+//                               // the faster here, see bench/data.ts), N = a piscina pool of N
 //     cacheDir,                 // cache root: option > $GAN_DIST_CACHE > $XDG_CACHE_HOME/gan-dist > ~/.cache/gan-dist
 //     cache: true,              // false: decode every time, write nothing
 //     memoryBudgetBytes,        // images beyond this are streamed from the cache file (1 GiB default)
@@ -43,17 +43,17 @@
 //
 // Errors are GanDistError with code GAN_DIST_E_DATA (GAN_DIST_E_NETWORK for downloads).
 
-import { GanDistError } from '../coordinator/errors.ts';
+import { GanDistError } from '../protocol/errors.ts';
 import { cacheEntry, loadOrBuild, pathTag, type BuildPlan } from './cache.ts';
 import { Dataset } from './dataset.ts';
-import { DEFAULT_MAX_INPUT_PIXELS, type ResizeMode } from './decode.ts';
-import { decodeListed, DEFAULT_THREADS, validateThreads } from './decoder.ts';
+import { DEFAULT_MAX_INPUT_PIXELS, type ResizeMode } from './decode/decode.ts';
+import { decodeListed, DEFAULT_THREADS, validateThreads } from './decode/decoder.ts';
 import type { DataLog } from './events.ts';
 import { listImages } from './listing.ts';
 import { decodedCacheDir, resolveDataFolder } from './locations.ts';
 import { ProgressTracker, stderrLog } from './progress.ts';
 import { describeSkips, summariseSkips } from './skips.ts';
-import { DEFAULT_SYNTHETIC_COUNT, drawSyntheticSet, SYNTHETIC_VERSION } from './synthetic.ts';
+import { DEFAULT_SYNTHETIC_COUNT, drawSyntheticSet, SYNTHETIC_VERSION } from './synthetic/synthetic.ts';
 
 export interface OpenDatasetOptions {
   data: string;
@@ -180,7 +180,7 @@ export { Dataset } from './dataset.ts';
 export type { Batch, BatchIterator, BatchIteratorOptions, IteratorState } from './batches.ts';
 export type { DataEvent, DataLog } from './events.ts';
 export type { SkippedFile, SkippedSummary, SkipKind } from './skips.ts';
-export type { ResizeMode } from './decode.ts';
+export type { ResizeMode } from './decode/decode.ts';
 export { stderrLog } from './progress.ts';
 export { silentLog } from './events.ts';
 export { cacheRoot, flowersDir } from './locations.ts';

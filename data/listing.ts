@@ -3,8 +3,8 @@
 
 import { open, readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { GanDistError } from '../coordinator/errors.ts';
-import { isImageExtension, SNIFF_BYTES, sniffFormat, unsupportedFormatOf } from './formats.ts';
+import { GanDistError } from '../protocol/errors.ts';
+import { isImageExtension, SNIFF_BYTES, sniffFormat, unsupportedFormatOf } from './decode/formats.ts';
 import type { Skip, SkippedFile } from './skips.ts';
 
 export interface ListedFile {

@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
-import { GanDistError } from '../coordinator/errors.ts';
+import { GanDistError } from '../protocol/errors.ts';
 
 /**
  * The cache root: the `cacheDir` option, else $GAN_DIST_CACHE, else $XDG_CACHE_HOME/gan-dist,

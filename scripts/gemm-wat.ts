@@ -1,5 +1,5 @@
 // Generates the float32 GEMM and the im2col/col2im/packing loops behind the wasm backend's
-// convolutions (worker/gemm.ts), and the per-channel loops of traced passes (fused-kernels.ts):
+// convolutions (worker/kernels/gemm.ts), and the per-channel loops of traced passes (fused-kernels.ts):
 // batch statistics, leaky ReLU, bias sums and BatchNorm's gradients. The micro-kernels are
 // unrolled by row count, which is why this is generated rather than written by hand. `npm run build:wasm` writes the text and
 // compiles it twice: with relaxed-SIMD fused multiply-adds and with plain f32x4 mul + add.

@@ -7,8 +7,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { niceCeil } from '../coordinator/monitor/chart.ts';
-import { parseLogLine } from '../coordinator/monitor/log-reader.ts';
+import { niceCeil } from '../monitor/chart.ts';
+import { parseLogLine } from '../monitor/log-reader.ts';
 
 export interface SwdCurve {
   iterations: number[];

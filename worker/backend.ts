@@ -1,7 +1,7 @@
 // The one place that chooses and loads a tfjs backend. Everything else receives `tf` from here.
 
 import { createRequire } from 'node:module';
-import { GanDistError } from '../coordinator/errors.ts';
+import { GanDistError } from '../protocol/errors.ts';
 
 export type TF = typeof import('@tensorflow/tfjs');
 
@@ -96,7 +96,7 @@ async function loadWasm(requested: BackendName, threads: number | undefined): Pr
   const tf = (await import('@tensorflow/tfjs')) as TF;
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   if (threads !== undefined) wasm.setThreadsCount(threads);
-  const { registerWasmGradientKernels } = await import('./wasm-kernels.ts');
+  const { registerWasmGradientKernels } = await import('./kernels/wasm-kernels.ts');
   registerWasmGradientKernels();
   if (!(await tf.setBackend('wasm'))) {
     throw new GanDistError('GAN_DIST_E_BACKEND', 'the wasm backend failed to initialise', 'try --backend cpu');
@@ -105,7 +105,7 @@ async function loadWasm(requested: BackendName, threads: number | undefined): Pr
   const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT') as boolean;
   const used = wasm.getThreadsCount();
   // The convolutions' GEMM (gemm.ts): with fused multiply-adds where the engine has relaxed SIMD.
-  const { gemmBuild, gemmKernels } = await import('./gemm.ts');
+  const { gemmBuild, gemmKernels } = await import('./kernels/gemm.ts');
   const fma = gemmKernels(tf.backend() as never) !== undefined && gemmBuild() === 'fma';
   return {
     tf,

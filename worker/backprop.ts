@@ -6,13 +6,13 @@
 // each backward pass asks only for what it needs: input gradients alone (lossG through D), or
 // parameter gradients alone (lossD into D), which also skips dx of a network's first layer.
 // Every formula is tfjs's own gradient of the same op (checked against tfjs's tapes in
-// test/trainer.test.ts and by finite differences).
+// test/worker/trainer.test.ts and by finite differences).
 
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import type { TF } from './backend.ts';
-import { BN_EPSILON, type Net } from './architecture.ts';
+import { BN_EPSILON, type Net } from '../protocol/model/architecture.ts';
 import type { LayerTrace, ParamTensors } from './model.ts';
-import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, fusedKernelsRun, LEAKY_RELU_GRAD, runFused } from './fused-kernels.ts';
+import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, fusedKernelsRun, LEAKY_RELU_GRAD, runFused } from './kernels/fused-kernels.ts';
 
 export interface BackwardWants {
   /** Gradients of the learnables of the traced layers, by parameter name. */

@@ -2,9 +2,9 @@
 // then turns every shard it is sent into gradients. It holds nothing the coordinator cannot resend.
 
 import WebSocket from 'ws';
-import { createClientHandshake } from '../coordinator/auth.ts';
-import type { ModelConfig } from '../coordinator/config.ts';
-import { GanDistError } from '../coordinator/errors.ts';
+import { createClientHandshake } from '../protocol/wire/auth.ts';
+import type { ModelConfig } from '../protocol/config.ts';
+import { GanDistError } from '../protocol/errors.ts';
 import {
   PRE_AUTH_LIMITS,
   allFinite,
@@ -16,9 +16,9 @@ import {
   type FrameLimits,
   type Message,
   type WireDtype,
-} from '../coordinator/protocol.ts';
-import { ShmWorkerFiles } from '../coordinator/shm.ts';
-import { parameterTable, sizeOf, type NamedArrays } from './architecture.ts';
+} from '../protocol/wire/protocol.ts';
+import { ShmWorkerFiles } from '../protocol/wire/shm.ts';
+import { parameterTable, sizeOf, type NamedArrays } from '../protocol/model/architecture.ts';
 import { loadBackend, type BackendName } from './backend.ts';
 import { Trainer, type Shard, type ShardResult } from './trainer.ts';
 

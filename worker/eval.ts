@@ -1,11 +1,11 @@
 // `gan-dist eval`: how close a checkpoint's generator comes to the real images, as ProGAN's
-// sliced Wasserstein distance (coordinator/swd.ts), with the real-vs-real value as its floor.
+// sliced Wasserstein distance (metrics/swd.ts), with the real-vs-real value as its floor.
 
 import { readFileSync } from 'node:fs';
-import { modelConfigOf, type ModelConfig } from '../coordinator/config.ts';
-import { assertSameTable, loadCheckpoint, loadLatestCheckpoint } from '../coordinator/checkpoint.ts';
-import { GanDistError } from '../coordinator/errors.ts';
-import { resolveRunDir } from '../coordinator/run-dir.ts';
+import { modelConfigOf, type ModelConfig } from '../protocol/config.ts';
+import { assertSameTable, loadCheckpoint, loadLatestCheckpoint } from '../protocol/run/checkpoint.ts';
+import { GanDistError } from '../protocol/errors.ts';
+import { resolveRunDir } from '../protocol/run/run-dir.ts';
 import {
   DEFAULT_EVAL_COUNT,
   DEFAULT_EVAL_SEED,
@@ -15,9 +15,9 @@ import {
   type SwdEvaluator,
   type SwdOptions,
   type SwdResult,
-} from '../coordinator/swd.ts';
+} from '../metrics/swd.ts';
 import { openDataset, silentLog, type DataLog, type ResizeMode } from '../data/index.ts';
-import { parameterTable, type NamedArrays } from './architecture.ts';
+import { parameterTable, type NamedArrays } from '../protocol/model/architecture.ts';
 import { loadBackend, type BackendInfo, type BackendName, type TF } from './backend.ts';
 import { generateImages } from './export.ts';
 

@@ -5,13 +5,13 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { io, LayersModel, Sequential } from '@tensorflow/tfjs';
-import { modelConfigOf, type ModelConfig } from '../coordinator/config.ts';
-import { assertSameTable, loadCheckpoint, loadLatestCheckpoint, type LoadedCheckpoint } from '../coordinator/checkpoint.ts';
-import { GanDistError } from '../coordinator/errors.ts';
-import { Rng } from '../coordinator/rng.ts';
-import { resolveRunDir } from '../coordinator/run-dir.ts';
-import { writeSampleGrid } from '../coordinator/samples.ts';
-import { BN_DECAY, BN_EPSILON, generatorLayers, parameterTable, type NamedArrays } from './architecture.ts';
+import { modelConfigOf, type ModelConfig } from '../protocol/config.ts';
+import { assertSameTable, loadCheckpoint, loadLatestCheckpoint, type LoadedCheckpoint } from '../protocol/run/checkpoint.ts';
+import { GanDistError } from '../protocol/errors.ts';
+import { Rng } from '../protocol/rng.ts';
+import { resolveRunDir } from '../protocol/run/run-dir.ts';
+import { writeSampleGrid } from '../protocol/run/samples.ts';
+import { BN_DECAY, BN_EPSILON, generatorLayers, parameterTable, type NamedArrays } from '../protocol/model/architecture.ts';
 import { loadBackend, type BackendInfo, type BackendName, type TF } from './backend.ts';
 import { Trainer } from './trainer.ts';
 

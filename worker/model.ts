@@ -3,8 +3,8 @@
 
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import type { TF } from './backend.ts';
-import { BN_EPSILON, type Layer, type Net } from './architecture.ts';
-import { fusedKernelsRun, LEAKY_RELU, MOMENTS, runFused } from './fused-kernels.ts';
+import { BN_EPSILON, type Layer, type Net } from '../protocol/model/architecture.ts';
+import { fusedKernelsRun, LEAKY_RELU, MOMENTS, runFused } from './kernels/fused-kernels.ts';
 
 export type ParamTensors = Record<string, Tensor>;
 

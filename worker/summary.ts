@@ -1,7 +1,7 @@
 // The layer table of G and D, as MATLAB's analyzeNetwork shows it: name, type, activations, learnables.
 
-import type { ModelConfig } from '../coordinator/config.ts';
-import { activationShapes, layersOf, paramSpecs, sizeOf, type Layer, type Net } from './architecture.ts';
+import type { ModelConfig } from '../protocol/config.ts';
+import { activationShapes, layersOf, paramSpecs, sizeOf, type Layer, type Net } from '../protocol/model/architecture.ts';
 
 export interface LayerRow {
   name: string;

@@ -3,13 +3,13 @@
 
 import type { Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import type { ModelConfig } from '../coordinator/config.ts';
-import { dropoutMask } from '../coordinator/rng.ts';
+import type { ModelConfig } from '../protocol/config.ts';
+import { dropoutMask } from '../protocol/rng.ts';
 import type { TF } from './backend.ts';
-import { DROPOUT_RATE, layersOf, paramSpecs, type Layer, type NamedArrays, type ParamSpec } from './architecture.ts';
+import { DROPOUT_RATE, layersOf, paramSpecs, type Layer, type NamedArrays, type ParamSpec } from '../protocol/model/architecture.ts';
 import { lossD, lossG, scores } from './loss.ts';
 import { backward } from './backprop.ts';
-import { heapFloats } from './gemm.ts';
+import { heapFloats } from './kernels/gemm.ts';
 import { forward, imagesToInput, type BatchStats, type LayerTrace, type ParamTensors } from './model.ts';
 
 /** One shard of a mini-batch: `n` contiguous rows starting at global row `rowStart`. */

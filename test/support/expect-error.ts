@@ -1,7 +1,7 @@
 // Assertions on the project's errors.
 
 import { expect } from 'vitest';
-import { GanDistError } from '../../coordinator/errors.ts';
+import { GanDistError } from '../../protocol/errors.ts';
 
 /** Expects `run` to throw a protocol GanDistError whose message matches `reason`. */
 export function expectProtocolError(run: () => unknown, reason: RegExp): void {

@@ -1,7 +1,7 @@
 // Small deterministic inputs shared by the model tests.
 
-import type { ModelConfig } from '../../coordinator/config.ts';
-import { Rng } from '../../coordinator/rng.ts';
+import type { ModelConfig } from '../../protocol/config.ts';
+import { Rng } from '../../protocol/rng.ts';
 import type { Shard } from '../../worker/trainer.ts';
 
 /** A shard of `n` rows with random images, latents and flip bits, reproducible from `seed`. */

@@ -1,12 +1,12 @@
 // An in-process coordinator on 127.0.0.1:0 over the synthetic set, for tests of the run loop.
 
 import { pino } from 'pino';
-import { newToken } from '../../coordinator/auth.ts';
-import type { TrainConfig } from '../../coordinator/config.ts';
+import { newToken } from '../../protocol/wire/auth.ts';
+import type { TrainConfig } from '../../protocol/config.ts';
 import { Coordinator, type IterationRecord } from '../../coordinator/coordinator.ts';
-import type { ShmRegion } from '../../coordinator/shm.ts';
+import type { ShmRegion } from '../../protocol/wire/shm.ts';
 import { openDataset } from '../../data/index.ts';
-import type { WireDtype } from '../../coordinator/wire-dtype.ts';
+import type { WireDtype } from '../../protocol/wire/wire-dtype.ts';
 
 export interface Harness {
   coordinator: Coordinator;

@@ -3,12 +3,12 @@
 
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { LogBroadcaster, attachMonitors } from '../../coordinator/monitor/broadcast.ts';
-import { parseLogLine } from '../../coordinator/monitor/log-reader.ts';
-import { PRE_AUTH_LIMITS } from '../../coordinator/protocol.ts';
+import { LogBroadcaster, attachMonitors } from '../../coordinator/broadcast.ts';
+import { parseLogLine } from '../../monitor/log-reader.ts';
+import { PRE_AUTH_LIMITS } from '../../protocol/wire/protocol.ts';
 import { PeerServer } from '../../coordinator/server.ts';
-import type { TlsIdentity } from '../../coordinator/tls.ts';
-import { applyLine, createRunView, type RunView } from '../../coordinator/monitor/view-model.ts';
+import type { TlsIdentity } from '../../protocol/wire/tls.ts';
+import { applyLine, createRunView, type RunView } from '../../monitor/view-model.ts';
 
 export const fixtureRun = resolve(import.meta.dirname, '..', 'fixtures', 'monitor-run');
 export const fixtureSample = join(fixtureRun, 'samples', 'iter-000030.png');

@@ -3,8 +3,8 @@
 // This is how Trainer.step worked before it ran D's generated-image pass only once.
 
 import type { Tensor, Tensor1D } from '@tensorflow/tfjs';
-import type { ModelConfig } from '../../coordinator/config.ts';
-import { layersOf, paramSpecs, type NamedArrays, type ParamSpec } from '../../worker/architecture.ts';
+import type { ModelConfig } from '../../protocol/config.ts';
+import { layersOf, paramSpecs, type NamedArrays, type ParamSpec } from '../../protocol/model/architecture.ts';
 import type { TF } from '../../worker/backend.ts';
 import { lossD, lossG } from '../../worker/loss.ts';
 import { forward, imagesToInput, type ParamTensors } from '../../worker/model.ts';

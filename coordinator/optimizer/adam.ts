@@ -1,0 +1,98 @@
+// Adam on flat Float32Arrays, exactly as MATLAB's adamupdate:
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+//   w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+// t is the shared iteration count of G and D, starting at 1.
+
+import { existingArena } from '../../protocol/arena/simd.ts';
+
+export interface AdamHyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  epsilon: number;
+}
+
+export const ADAM_EPSILON = 1e-8;
+
+/**
+ * One in-place Adam step on `w`, `m`, `v` from gradient `g`, for indices [from, to): the fused
+ * step with a mean of one (fround(g * 1) is g, so the floats are those of a separate loop).
+ */
+export function adamStep(
+  w: Float32Array,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  t: number,
+  h: AdamHyper,
+  from = 0,
+  to = w.length,
+): void {
+  meanAdamStep(w, g, 1, m, v, t, h, from, to);
+}
+
+/**
+ * The mean gradient and the Adam step in one pass over [from, to), every operation in float32
+ * (as MATLAB's adamupdate computes on the example's single-precision dlarrays):
+ * g = sum * inv, the mean of the shards' gradients; then Adam on w, m, v from g.
+ *
+ * Arrays in the SIMD arena (the coordinator's optimizer state) go through simd.wat's kernel,
+ * which does these float32 operations four lanes at a time in this order; this loop does the
+ * rest, each operation rounded to float32 by Math.fround (a float64 result rounded to float32
+ * is the float32 result for + - * / and sqrt, as float64 has more than twice float32's precision).
+ * So the floats are the same on any path. Measured on 9.45 M parameters on this 2-core machine: 11-15 ms in wasm
+ * against 83-119 ms for the earlier float64 JavaScript loop, whose three divisions and square
+ * root per element bound it.
+ */
+export function meanAdamStep(
+  w: Float32Array,
+  sum: Float32Array,
+  inv: number,
+  m: Float32Array,
+  v: Float32Array,
+  t: number,
+  h: AdamHyper,
+  from = 0,
+  to = w.length,
+): void {
+  const f = Math.fround;
+  const k = adamConstants(inv, t, h);
+  from = existingArena()?.adam(w, sum, m, v, k, from, to) ?? from;
+  const { inv: inv32, b1, b2, a1, a2, c1, c2, lr, eps } = k;
+  for (let i = from; i < to; i++) {
+    const gi = f(sum[i] * inv32);
+    const mi = f(f(b1 * m[i]) + f(a1 * gi));
+    const vi = f(f(b2 * v[i]) + f(f(a2 * gi) * gi));
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = f(w[i] - f(f(lr * f(mi / c1)) / f(f(Math.sqrt(f(vi / c2))) + eps)));
+  }
+}
+
+/** Adam's per-step constants, rounded to float32 as the kernels take them. */
+export interface AdamConstants {
+  inv: number;
+  b1: number;
+  b2: number;
+  a1: number;
+  a2: number;
+  c1: number;
+  c2: number;
+  lr: number;
+  eps: number;
+}
+
+export function adamConstants(inv: number, t: number, h: AdamHyper): AdamConstants {
+  const f = Math.fround;
+  return {
+    inv: f(inv),
+    b1: f(h.beta1),
+    b2: f(h.beta2),
+    a1: f(1 - h.beta1),
+    a2: f(1 - h.beta2),
+    c1: f(1 - h.beta1 ** t),
+    c2: f(1 - h.beta2 ** t),
+    lr: f(h.lr),
+    eps: f(h.epsilon),
+  };
+}

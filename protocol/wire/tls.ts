@@ -1,0 +1,54 @@
+// TLS for connections beyond loopback: the user's certificate, or a self-signed one made for the
+// run (kept in the run directory, so a resume keeps its identity) whose SHA-256 fingerprint goes
+// into the token file for workers to pin.
+
+import { X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { GanDistError } from '../errors.ts';
+
+export interface TlsIdentity {
+  cert: string;
+  key: string;
+  /** SHA-256 of the certificate's DER bytes, 64 lowercase hex digits. */
+  fingerprint: string;
+  /** 'run' for a self-signed certificate made for the run, else the user's certificate file. */
+  source: string;
+}
+
+export function fingerprintOf(certPem: string): string {
+  return new X509Certificate(certPem).fingerprint256.replaceAll(':', '').toLowerCase();
+}
+
+/** The user's --tls-cert / --tls-key. */
+export function loadTlsIdentity(certFile: string, keyFile: string): TlsIdentity {
+  let cert: string;
+  let key: string;
+  try {
+    cert = readFileSync(certFile, 'utf8');
+    key = readFileSync(keyFile, 'utf8');
+    return { cert, key, fingerprint: fingerprintOf(cert), source: certFile };
+  } catch (err) {
+    throw new GanDistError(
+      'GAN_DIST_E_CONFIG',
+      `--tls-cert ${certFile} / --tls-key ${keyFile}: cannot use them (${(err as Error).message})`,
+      'give a PEM certificate and its PEM private key',
+    );
+  }
+}
+
+/** The run's own self-signed certificate: made once, then reused from the run directory. */
+export async function runTlsIdentity(runDir: string): Promise<TlsIdentity> {
+  const certFile = path.join(runDir, 'tls-cert.pem');
+  const keyFile = path.join(runDir, 'tls-key.pem');
+  if (existsSync(certFile) && existsSync(keyFile)) {
+    const cert = readFileSync(certFile, 'utf8');
+    return { cert, key: readFileSync(keyFile, 'utf8'), fingerprint: fingerprintOf(cert), source: 'run' };
+  }
+  const { generate } = await import('selfsigned');
+  const pems = await generate([{ name: 'commonName', value: 'gan-dist coordinator' }], { notAfterDate: new Date(Date.now() + 3650 * 864e5), keyType: 'ec', curve: 'P-256' });
+  await writeFile(keyFile, pems.private, { mode: 0o600 });
+  await writeFile(certFile, pems.cert);
+  return { cert: pems.cert, key: pems.private, fingerprint: fingerprintOf(pems.cert), source: 'run' };
+}

@@ -1,0 +1,104 @@
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Command, CommanderError } from 'commander';
+import * as tar from 'tar';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { registerDataCommands } from '../../cmd/data.ts';
+
+let work: string;
+
+/** Runs `gan-dist data ...` in-process and returns what it printed on stdout. */
+async function run(...args: string[]): Promise<string> {
+  const program = new Command('gan-dist').exitOverride();
+  registerDataCommands(program);
+  program.commands.forEach(function quiet(c: Command): void {
+    c.exitOverride().configureOutput({ writeErr: () => {} });
+    c.commands.forEach(quiet);
+  });
+  const out: string[] = [];
+  const stdout = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => out.push(String(chunk)) > 0);
+  const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+  try {
+    await program.parseAsync(['node', 'gan-dist', ...args]);
+  } finally {
+    stdout.mockRestore();
+    stderr.mockRestore();
+  }
+  return out.join('');
+}
+
+beforeAll(async () => {
+  work = await mkdtemp(path.join(tmpdir(), 'gan-dist-cmd-'));
+});
+
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+describe('gan-dist data synth', () => {
+  it('writes the asked number of PNG files and reports them as JSON', async () => {
+    const out = path.join(work, 'synth');
+    const printed = JSON.parse(await run('data', 'synth', '--out', out, '--count', '4', '--size', '16', '--seed', '3', '--json'));
+    expect(printed).toMatchObject({ dir: out, count: 4, size: 16, seed: 3 });
+    expect(await readdir(out)).toHaveLength(4);
+  });
+
+  it('rejects a count that is not a positive integer, naming the option', async () => {
+    const err = await run('data', 'synth', '--out', path.join(work, 'x'), '--count', 'many').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CommanderError);
+    expect((err as CommanderError).message).toMatch(/--count <n>.*must be an integer >= 1/);
+  });
+});
+
+describe('gan-dist data check', () => {
+  it('prints counts, skipped files with reasons and decode throughput', async () => {
+    const dir = path.join(work, 'check');
+    await run('data', 'synth', '--out', path.join(dir, 'roses'), '--count', '3', '--size', '16');
+    await writeFile(path.join(dir, 'roses', 'broken.jpg'), 'not a jpeg');
+    const human = await run('data', 'check', dir);
+    expect(human).toMatch(new RegExp(`^${dir}: 3 images in 1 classes \\(roses 3\\)\nskipped 1:\n  roses/broken.jpg: not an image`));
+    expect(human).toMatch(/decode: \d+ images\/s to 64x64/);
+    const report = JSON.parse(await run('data', 'check', dir, '--json', '--image-size', '32'));
+    expect(report).toMatchObject({ images: 3, classes: { roses: 3 }, decode: { imageSize: 32 } });
+    expect(report.skipped.files).toEqual([{ rel: 'roses/broken.jpg', kind: 'not-image', reason: expect.any(String) }]);
+    expect(report.decode.imagesPerSecond).toBeGreaterThan(0);
+  });
+});
+
+describe('gan-dist data fetch', () => {
+  let server: Server;
+  let url: string;
+
+  beforeAll(async () => {
+    const src = path.join(work, 'archive-src');
+    await mkdir(path.join(src, 'flower_photos', 'tulips'), { recursive: true });
+    await writeFile(path.join(src, 'flower_photos', 'tulips', 'a.jpg'), 'bytes');
+    await tar.c({ gzip: true, cwd: src, file: path.join(src, 'f.tgz') }, ['flower_photos']);
+    const body = await readFile(path.join(src, 'f.tgz'));
+    server = createServer((_req, res) => res.end(body));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/f.tgz`;
+  });
+
+  afterAll(async () => {
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  it('fetches into --dir from --url, then says there is nothing to do', async () => {
+    const dir = path.join(work, 'fetched');
+    expect(await run('data', 'fetch', 'flowers', '--dir', dir, '--url', url)).toMatch(/^flower_photos is at .*flower_photos \(\d+(\.\d)? (B|KB) downloaded\); train with --data .*flower_photos\n$/);
+    expect(JSON.parse(await run('data', 'fetch', 'flowers', '--dir', dir, '--url', url, '--json'))).toEqual({
+      dir: path.join(dir, 'flower_photos'),
+      fetched: false,
+      bytes: 0,
+    });
+  });
+
+  it('knows only the flowers dataset', async () => {
+    const err = await run('data', 'fetch', 'cats').catch((e: unknown) => e);
+    expect((err as CommanderError).message).toMatch(/Allowed choices are flowers/);
+  });
+});

@@ -1,0 +1,285 @@
+import { chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createClientHandshake,
+  createServerHandshake,
+  formatTokenFile,
+  hmacProof,
+  newNonce,
+  newToken,
+  normalizeFingerprint,
+  parseTokenFile,
+  proofsEqual,
+  readTokenFile,
+  resolveToken,
+  writeTokenFile,
+  type ClientHandshake,
+  type HandshakeStep,
+  type ServerHandshake,
+} from '../../protocol/wire/auth.ts';
+import { GanDistError } from '../../protocol/errors.ts';
+import {
+  PRE_AUTH_LIMITS,
+  PROTOCOL_VERSION,
+  decodeMessage,
+  encodeMessage,
+  paramTableHash,
+  type ChallengeMessage,
+  type HelloMessage,
+  type Message,
+  type ProofMessage,
+  type Role,
+} from '../../protocol/wire/protocol.ts';
+
+const TOKEN = newToken();
+const TABLE_HASH = paramTableHash([{ name: 'G/proj/w', shape: [100, 8192] }]);
+const WELCOME = { runId: 'run-1', workerId: 2, modelConfig: { latent: 100, filters: 64, imageSize: 64 }, seed: 7 };
+
+/** Every message crosses a real encode/decode under the pre-authentication limits. */
+function wire(msg: Message): Message {
+  return decodeMessage(encodeMessage(msg), PRE_AUTH_LIMITS);
+}
+
+function server(token = TOKEN, extra: { roles?: readonly Role[]; nonce?: string } = {}): ServerHandshake {
+  return createServerHandshake({ token, welcome: WELCOME, paramTableHash: TABLE_HASH, ...extra });
+}
+
+function client(token = TOKEN, role: Role = 'worker', nonce?: string): ClientHandshake {
+  return createClientHandshake({ token, role, ganDistVersion: '0.1.0', backend: 'wasm', device: 'cpu', nonce });
+}
+
+function sent<D>(step: HandshakeStep<D>): Message {
+  expect(step.error).toBeUndefined();
+  expect(step.send).toBeDefined();
+  return wire(step.send!);
+}
+
+function expectRejected<D>(step: HandshakeStep<D>, code: string, reason: RegExp): void {
+  expect(step.done).toBeUndefined();
+  expect(step.error).toBeInstanceOf(GanDistError);
+  expect(step.error!.code).toBe(code);
+  expect(step.error!.message).toMatch(reason);
+  const reject = wire(step.send!);
+  expect(reject).toEqual({ type: 'reject', code, reason: step.error!.message });
+}
+
+describe('hmacProof', () => {
+  const nw = newNonce();
+  const nc = newNonce();
+
+  it('is deterministic HMAC-SHA256 hex over the role and both nonces', () => {
+    const p = hmacProof(TOKEN, 'worker', nw, nc);
+    expect(p).toMatch(/^[0-9a-f]{64}$/);
+    expect(hmacProof(TOKEN, 'worker', nw, nc)).toBe(p);
+    expect(hmacProof(TOKEN, 'coordinator', nw, nc)).not.toBe(p);
+    expect(hmacProof(TOKEN, 'worker', nc, nw)).not.toBe(p);
+    expect(hmacProof(newToken(), 'worker', nw, nc)).not.toBe(p);
+  });
+
+  it('compares proofs in constant time and treats malformed ones as unequal', () => {
+    const p = hmacProof(TOKEN, 'worker', nw, nc);
+    expect(proofsEqual(p, p)).toBe(true);
+    expect(proofsEqual(p, hmacProof(TOKEN, 'coordinator', nw, nc))).toBe(false);
+    expect(proofsEqual(p, p.slice(2))).toBe(false);
+    expect(proofsEqual(p, p.toUpperCase())).toBe(false);
+    expect(proofsEqual(p, '')).toBe(false);
+  });
+
+  it('draws fresh 32-byte hex tokens and nonces', () => {
+    const values = new Set([newToken(), newToken(), newNonce(), newNonce()]);
+    expect(values.size).toBe(4);
+    for (const v of values) expect(v).toMatch(/^[0-9a-f]{64}$/);
+  });
+});
+
+describe('token files', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'gan-dist-auth-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const FP = 'AB:'.repeat(31) + 'AB';
+
+  it('writes mode 0600 and reads back the token and the normalised fingerprint', async () => {
+    const path = join(dir, 'token');
+    await writeTokenFile(path, { token: TOKEN, fingerprint: FP });
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    expect(await readTokenFile(path)).toEqual({ token: TOKEN, fingerprint: 'ab'.repeat(32), source: path });
+    await writeTokenFile(path, { token: TOKEN });
+    expect(await readTokenFile(path)).toEqual({ token: TOKEN, source: path });
+  });
+
+  it('accepts a file holding only the secret, ignoring surrounding whitespace', async () => {
+    const path = join(dir, 'bare');
+    await writeFile(path, `\n  ${TOKEN}  \r\n\n`, { mode: 0o600 });
+    expect(await readTokenFile(path)).toEqual({ token: TOKEN, source: path });
+  });
+
+  it('parses key=value lines with comments and spaces around the equals sign', () => {
+    expect(parseTokenFile(`# a comment\n token = ${TOKEN} \nfingerprint=sha256:${'CD'.repeat(32)}\n`, 'f')).toEqual({
+      token: TOKEN,
+      fingerprint: 'cd'.repeat(32),
+    });
+    expect(parseTokenFile(formatTokenFile({ token: TOKEN, fingerprint: FP }), 'f')).toEqual({ token: TOKEN, fingerprint: 'ab'.repeat(32) });
+  });
+
+  it('refuses a token file that group or others can read, saying how to fix it', async () => {
+    const path = join(dir, 'loose');
+    await writeFile(path, TOKEN);
+    await chmod(path, 0o644);
+    const err = await readTokenFile(path).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(GanDistError);
+    expect((err as GanDistError).code).toBe('GAN_DIST_E_AUTH');
+    expect((err as GanDistError).message).toMatch(/accessible to group or others \(mode 0644\)/);
+    expect((err as GanDistError).hint).toBe(`chmod 600 ${path}`);
+  });
+
+  it('names a missing file, an empty file, an unknown key and a malformed fingerprint', async () => {
+    await expect(readTokenFile(join(dir, 'nope'))).rejects.toThrow(/cannot read token file .*nope \(ENOENT\)/);
+    const empty = join(dir, 'empty');
+    await writeFile(empty, '\n# nothing\n', { mode: 0o600 });
+    await expect(readTokenFile(empty)).rejects.toThrow(/holds no token/);
+    expect(() => parseTokenFile(`token=${TOKEN}\nsecret=1`, 'f')).toThrow(/f: unrecognised line "secret=1"/);
+    expect(() => parseTokenFile(`token=${TOKEN}\ntoken=${TOKEN}`, 'f')).toThrow(/'token' is given twice/);
+    expect(() => parseTokenFile(`token=${TOKEN}\nfingerprint=abc`, 'f')).toThrow(/f: fingerprint is not a SHA-256 fingerprint/);
+    expect(() => parseTokenFile('short', 'f')).toThrow(/token from f must be 16-1024 printable characters/);
+    expect(() => normalizeFingerprint('zz')).toThrow(GanDistError);
+  });
+
+  it('takes the token file over GAN_DIST_TOKEN, and GAN_DIST_TOKEN when no file is given', async () => {
+    const path = join(dir, 'pref');
+    await writeTokenFile(path, { token: TOKEN });
+    const other = newToken();
+    expect(await resolveToken({ tokenFile: path, env: { GAN_DIST_TOKEN: other } })).toMatchObject({ token: TOKEN, source: path });
+    expect(await resolveToken({ env: { GAN_DIST_TOKEN: `  ${other}\n` } })).toEqual({ token: other, source: 'GAN_DIST_TOKEN' });
+    await expect(resolveToken({ env: {} })).rejects.toThrow(/no token given/);
+  });
+
+  it('leaves no temporary file behind when the rename fails', async () => {
+    const sub = await mkdtemp(join(dir, 'rename-'));
+    await mkdir(join(sub, 'token'));
+    await expect(writeTokenFile(join(sub, 'token'), { token: TOKEN })).rejects.toThrow();
+    expect(await readdir(sub)).toEqual(['token']);
+  });
+});
+
+describe('handshake', () => {
+  /** Runs a worker (or monitor) and a coordinator against each other over encoded frames. */
+  function run(c: ClientHandshake, s: ServerHandshake, hash = TABLE_HASH) {
+    const hello = sent(c.start());
+    const challenge = sent(s.onMessage(hello));
+    const proof = sent(c.onMessage(challenge));
+    const toWelcome = s.onMessage(proof);
+    const welcome = sent(toWelcome);
+    const atWelcome = c.onMessage(welcome);
+    return { hello, challenge, proof, toWelcome, welcome, atWelcome, hash };
+  }
+
+  it('lets a worker with the right token in, both sides proving themselves', () => {
+    const c = client();
+    const s = server();
+    const { atWelcome, welcome } = run(c, s);
+    expect(welcome).toEqual({ type: 'welcome', ...WELCOME });
+    expect(atWelcome.welcome).toEqual(welcome);
+    expect(atWelcome.done).toBeUndefined();
+    expect(c.state).toBe('building');
+    const ready = c.ready(TABLE_HASH);
+    expect(ready.done).toEqual({ welcome });
+    const last = s.onMessage(wire(ready.send!));
+    expect(last.error).toBeUndefined();
+    expect(last.done).toMatchObject({ role: 'worker', welcome });
+    expect([c.state, s.state]).toEqual(['done', 'done']);
+  });
+
+  it('lets a monitor in at welcome, without a parameter table', () => {
+    const c = client(TOKEN, 'monitor');
+    const s = server();
+    const { atWelcome, toWelcome } = run(c, s);
+    expect(toWelcome.done?.role).toBe('monitor');
+    expect(atWelcome.done?.welcome.runId).toBe('run-1');
+    expect([c.state, s.state]).toEqual(['done', 'done']);
+  });
+
+  it('turns a worker with the wrong token away at the worker, which sees the coordinator cannot prove the token', () => {
+    const c = client(newToken());
+    const s = server();
+    const challenge = sent(s.onMessage(sent(c.start())));
+    const step = c.onMessage(challenge);
+    expectRejected(step, 'GAN_DIST_E_AUTH', /the coordinator's proof does not match this token/);
+    // The coordinator hears why and closes too.
+    const heard = s.onMessage(wire(step.send!));
+    expect(heard.error?.message).toMatch(/the peer gave up the handshake: the coordinator's proof does not match/);
+  });
+
+  it('turns a worker with the wrong token away at the coordinator, even if it skips checking the challenge', () => {
+    const s = server();
+    const hello: HelloMessage = { type: 'hello', protocolVersion: PROTOCOL_VERSION, ganDistVersion: '0.1.0', backend: 'wasm', device: 'cpu', nonce: newNonce(), role: 'worker' };
+    const challenge = sent(s.onMessage(hello)) as ChallengeMessage;
+    const forged: ProofMessage = { type: 'proof', proof: hmacProof(newToken(), 'worker', hello.nonce, challenge.nonce) };
+    expectRejected(s.onMessage(forged), 'GAN_DIST_E_AUTH', /the worker's proof does not match this run's token: give it the run's token file/);
+    expect(s.state).toBe('failed');
+  });
+
+  it('rejects a proof replayed from an earlier handshake', () => {
+    const nonce = newNonce();
+    const first = run(client(TOKEN, 'worker', nonce), server());
+    // An eavesdropper replays the same hello and proof; the coordinator drew a new nonce.
+    const s = server();
+    sent(s.onMessage(first.hello));
+    expectRejected(s.onMessage(first.proof), 'GAN_DIST_E_AUTH', /proof does not match/);
+  });
+
+  it("rejects the coordinator's own proof reflected back as the worker's", () => {
+    const s = server();
+    const hello: HelloMessage = { type: 'hello', protocolVersion: PROTOCOL_VERSION, ganDistVersion: '0.1.0', backend: 'wasm', device: 'cpu', nonce: newNonce(), role: 'worker' };
+    const challenge = sent(s.onMessage(hello)) as ChallengeMessage;
+    expectRejected(s.onMessage({ type: 'proof', proof: challenge.proof }), 'GAN_DIST_E_AUTH', /proof does not match/);
+  });
+
+  it('names both protocol versions when a worker of another version says hello', () => {
+    const s = server();
+    const hello = wire({ type: 'hello', protocolVersion: PROTOCOL_VERSION + 1, ganDistVersion: '0.9.0', backend: 'wasm', device: 'cpu', nonce: newNonce(), role: 'worker' });
+    expectRejected(
+      s.onMessage(hello),
+      'GAN_DIST_E_PROTOCOL',
+      new RegExp(`speaks protocol version ${PROTOCOL_VERSION + 1} \\(gan-dist 0\\.9\\.0\\); this coordinator speaks version ${PROTOCOL_VERSION}`),
+    );
+  });
+
+  it('names both parameter table hashes when the worker built a different model', () => {
+    const c = client();
+    const s = server();
+    run(c, s);
+    const other = paramTableHash([{ name: 'G/proj/w', shape: [100, 4096] }]);
+    expectRejected(s.onMessage(wire(c.ready(other).send!)), 'GAN_DIST_E_PROTOCOL', new RegExp(`built parameter table ${other}, the coordinator has ${TABLE_HASH}`));
+  });
+
+  it('rejects a message out of order and anything after the handshake failed', () => {
+    const s = server();
+    expectRejected(s.onMessage({ type: 'heartbeat', t: 1 }), 'GAN_DIST_E_PROTOCOL', /expected 'hello' during the handshake, got 'heartbeat'/);
+    expect(s.onMessage({ type: 'heartbeat', t: 2 }).error?.message).toMatch(/already failed/);
+    const c = client();
+    c.start();
+    expectRejected(c.onMessage({ type: 'welcome', ...WELCOME }), 'GAN_DIST_E_PROTOCOL', /expected 'challenge' during the handshake, got 'welcome'/);
+  });
+
+  it('refuses a role the coordinator does not accept', () => {
+    const s = server(TOKEN, { roles: ['worker'] });
+    const hello = sent(client(TOKEN, 'monitor').start());
+    expectRejected(s.onMessage(hello), 'GAN_DIST_E_AUTH', /does not accept a monitor/);
+  });
+
+  it("reports the coordinator's reject reason and code to the worker", () => {
+    const c = client();
+    c.start();
+    const step = c.onMessage(wire({ type: 'reject', reason: 'this run is full', code: 'GAN_DIST_E_WORKER' }));
+    expect(step.error?.code).toBe('GAN_DIST_E_WORKER');
+    expect(step.error?.message).toBe('the coordinator turned this worker away: this run is full');
+    expect(c.state).toBe('failed');
+  });
+});
