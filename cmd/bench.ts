@@ -9,7 +9,7 @@ import { benchWire, formatWireBench } from '../bench/wire.ts';
 import { WIRE_DTYPES, parseWireDtype } from '../protocol/wire/wire-dtype.ts';
 import { benchData, formatDataBench } from '../bench/data.ts';
 import { benchStep, formatStepBench } from '../bench/step.ts';
-import { parseBackendName } from '../worker/backend.ts';
+import { parseBackendName } from '../protocol/backends.ts';
 import { presets, type PresetName } from '../protocol/config.ts';
 
 export function intList(flag: string) {

@@ -3,7 +3,7 @@
 
 import { type Command, Option } from 'commander';
 import { stderrLog } from '../data/index.ts';
-import { backendNames, type BackendName } from '../worker/backend.ts';
+import { backendNames, type BackendName } from '../protocol/backends.ts';
 import { DEFAULT_EVAL_COUNT, DEFAULT_EVAL_SEED } from '../metrics/swd.ts';
 import { evaluateCheckpoint, formatEval } from '../worker/eval.ts';
 import { integerArg } from './options.ts';

@@ -2,7 +2,7 @@
 // exported as a tfjs LayersModel. Thin: the work is worker/export.ts's generateFromCheckpoint.
 
 import { type Command, Option } from 'commander';
-import { backendNames, type BackendName } from '../worker/backend.ts';
+import { backendNames, type BackendName } from '../protocol/backends.ts';
 import { generateFromCheckpoint } from '../worker/export.ts';
 import { integerArg } from './options.ts';
 

@@ -10,7 +10,7 @@ import { train } from '../coordinator/train.ts';
 import { WIRE_DTYPES } from '../protocol/wire/wire-dtype.ts';
 import { SHM_ENV, TRANSPORTS } from '../protocol/wire/shm.ts';
 import { stderrLog } from '../data/progress.ts';
-import { backendNames, parseBackendName } from '../worker/backend.ts';
+import { backendNames, parseBackendName } from '../protocol/backends.ts';
 import { runWorkerWithReconnect } from '../worker/client.ts';
 import { readFileSync } from 'node:fs';
 import { addConfigOptions, configFromOptions } from './options.ts';

@@ -4,7 +4,7 @@
 // doubles whenever they reach the bound), so its chart shows the whole run. A monitor may send `stop`.
 
 import { encodeMessage, type Message } from '../protocol/wire/protocol.ts';
-import { MONITOR_LIMITS } from '../monitor/remote.ts';
+import { MONITOR_LIMITS } from '../protocol/wire/protocol.ts';
 
 /** What the broadcaster needs of a connected peer (coordinator/server.ts's Peer fits). */
 export interface MonitorPeer {

@@ -19,7 +19,7 @@ import { evalEventFields, prepareRunEvaluation, type RunEvaluation } from '../me
 import { openDataset } from '../data/index.ts';
 import type { IteratorState } from '../data/batches.ts';
 import type { DataEvent } from '../data/events.ts';
-import { GPU_PACKAGE, installedVersion, parseBackendName } from '../worker/backend.ts';
+import { GPU_PACKAGE, installedVersion, parseBackendName } from '../protocol/backends.ts';
 import { parameterTable, sizeOf } from '../protocol/model/architecture.ts';
 import { modelConfigOf } from '../protocol/config.ts';
 import { parseWireDtype, type WireDtype } from '../protocol/wire/wire-dtype.ts';

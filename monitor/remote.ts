@@ -7,10 +7,8 @@ import type { TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
 import { createClientHandshake, normalizeFingerprint } from '../protocol/wire/auth.ts';
 import { GanDistError } from '../protocol/errors.ts';
-import { PRE_AUTH_LIMITS, decodeMessage, encodeMessage, type FrameLimits, type Message, type WelcomeMessage } from '../protocol/wire/protocol.ts';
+import { MONITOR_LIMITS, PRE_AUTH_LIMITS, decodeMessage, encodeMessage, type FrameLimits, type Message, type WelcomeMessage } from '../protocol/wire/protocol.ts';
 
-/** Log lines are small; 256 KB holds the largest a coordinator writes many times over. */
-export const MONITOR_LIMITS: Readonly<FrameLimits> = Object.freeze({ maxFrameBytes: 256 * 1024, maxHeaderBytes: 256 * 1024 - 12, maxTensors: 0 });
 
 export interface MonitorOptions {
   url: string;

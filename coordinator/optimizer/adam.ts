@@ -3,6 +3,7 @@
 //   w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 // t is the shared iteration count of G and D, starting at 1.
 
+import type { AdamConstants } from '../../protocol/arena/simd.ts';
 import { existingArena } from '../../protocol/arena/simd.ts';
 
 export interface AdamHyper {
@@ -69,18 +70,8 @@ export function meanAdamStep(
   }
 }
 
-/** Adam's per-step constants, rounded to float32 as the kernels take them. */
-export interface AdamConstants {
-  inv: number;
-  b1: number;
-  b2: number;
-  a1: number;
-  a2: number;
-  c1: number;
-  c2: number;
-  lr: number;
-  eps: number;
-}
+
+export type { AdamConstants };
 
 export function adamConstants(inv: number, t: number, h: AdamHyper): AdamConstants {
   const f = Math.fround;

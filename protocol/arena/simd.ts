@@ -14,8 +14,20 @@
 // Optimizer threads (optimizer-thread.ts) adopt the main thread's arena: the memory is shared,
 // so their kernels work on the same state.
 
-import type { AdamConstants } from '../../coordinator/optimizer/adam.ts';
 import { SIMD_WASM_BASE64 } from './simd-wasm.ts';
+
+/** Adam's per-step constants, rounded to float32 as the kernels take them. */
+export interface AdamConstants {
+  inv: number;
+  b1: number;
+  b2: number;
+  a1: number;
+  a2: number;
+  c1: number;
+  c2: number;
+  lr: number;
+  eps: number;
+}
 
 const PAGE_BYTES = 65536;
 /** 4 GiB, all a 32-bit memory can address; pages are committed only as the arena grows. */

@@ -200,6 +200,9 @@ export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
 // --- limits ----------------------------------------------------------------------------------
 
 /** Before authentication a peer is a stranger: every handshake message fits in 4 KB. */
+/** A monitor's frames after authentication: log lines are small; are small; 256 KB holds the largest a coordinator writes many times over. */
+export const MONITOR_LIMITS: Readonly<FrameLimits> = Object.freeze({ maxFrameBytes: 256 * 1024, maxHeaderBytes: 256 * 1024 - 12, maxTensors: 0 });
+
 export const PRE_AUTH_LIMITS: Readonly<FrameLimits> = Object.freeze({
   maxFrameBytes: 4096,
   maxHeaderBytes: 4096 - PREAMBLE_BYTES,

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { LogBroadcaster, attachMonitors, type MonitorPeer } from '../../coordinator/broadcast.ts';
-import { MONITOR_LIMITS } from '../../monitor/remote.ts';
+import { MONITOR_LIMITS } from '../../protocol/wire/protocol.ts';
 import { decodeMessage, type Message } from '../../protocol/wire/protocol.ts';
 
 function peer(id: number, role = 'monitor') {
