@@ -2,6 +2,7 @@
 // prints one JSON object on stdout. Progress and warnings go to stderr.
 
 import { Argument, type Command, Option } from 'commander';
+import { GanDistError } from '../protocol/errors.ts';
 import { checkData, formatCheckReport } from '../data/check.ts';
 import { fetchFlowers } from '../data/fetch.ts';
 import { formatBytes, stderrLog } from '../data/progress.ts';
@@ -46,6 +47,13 @@ export function registerDataCommands(program: Command): void {
     .action(async (dir: string, opts: { imageSize: number; resize: 'stretch' | 'cover'; threads?: number; json?: boolean }) => {
       const report = await checkData(dir, { imageSize: opts.imageSize, resize: opts.resize, threads: opts.threads, log: stderrLog() });
       print(opts.json === true, report, formatCheckReport(report));
+      if (report.images === 0) {
+        throw new GanDistError(
+          'GAN_DIST_E_DATA',
+          `no decodable image in ${report.root}: ${report.skipped.files.length} image files skipped, ${report.skipped.ignored} other files ignored`,
+          'point it at a folder of JPEG, PNG, WebP, GIF or TIFF images (subfolders are searched), or fetch the flowers with `gan-dist data fetch`',
+        );
+      }
     });
 
   data

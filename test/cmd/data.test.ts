@@ -66,6 +66,16 @@ describe('gan-dist data check', () => {
     expect(report.skipped.files).toEqual([{ rel: 'roses/broken.jpg', kind: 'not-image', reason: expect.any(String) }]);
     expect(report.decode.imagesPerSecond).toBeGreaterThan(0);
   });
+
+  it('fails with GAN_DIST_E_DATA and the fix on a folder with no decodable image, after printing its report', async () => {
+    const dir = path.join(work, 'no-images');
+    await mkdir(dir, { recursive: true });
+    await writeFile(path.join(dir, 'LICENSE.txt'), 'text');
+    await writeFile(path.join(dir, 'broken.png'), 'not a png');
+    const failure = run('data', 'check', dir, '--json');
+    await expect(failure).rejects.toMatchObject({ code: 'GAN_DIST_E_DATA', message: expect.stringMatching(/no decodable image in .*no-images: 1 image files skipped, 1 other files ignored/) });
+    await expect(failure).rejects.toHaveProperty('hint', expect.stringMatching(/gan-dist data fetch/));
+  });
 });
 
 describe('gan-dist data fetch', () => {
