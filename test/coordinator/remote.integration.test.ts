@@ -241,7 +241,8 @@ describe('remote workers: elastic', () => {
     expect(churn).toBeGreaterThan(5);
     const its = h.records.map((r) => r.iteration);
     expect(its).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
-    expect(h.events.some((e) => e.event === 'shard-reassigned') || churn > 0).toBe(true);
+    // The churn reached the coordinator as departures mid-run (a worker aborted inside its handshake is a rejected peer instead).
+    expect(h.events.filter((e) => e.event === 'worker-left').length).toBeGreaterThan(0);
     for (const w of live) w.abort.abort();
   }, 120_000);
 });
