@@ -5,7 +5,8 @@
 import { resolveConfig, modelConfigOf, type PresetName } from '../protocol/config.ts';
 import { Rng } from '../protocol/rng.ts';
 import { initialParams, parameterTable } from '../protocol/model/architecture.ts';
-import { loadBackend, type BackendName } from '../worker/backend.ts';
+import type { BackendName } from '../protocol/backends.ts';
+import { loadBackend } from '../worker/backend.ts';
 import { Trainer, type Shard } from '../worker/trainer.ts';
 import { median } from './util.ts';
 

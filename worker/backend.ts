@@ -1,18 +1,7 @@
 // The one place that chooses and loads a tfjs backend. Everything else receives `tf` from here.
 
 import { GanDistError } from '../protocol/errors.ts';
-import {
-  GPU_PACKAGE,
-  NODE_PACKAGE,
-  backendNames,
-  installedVersion,
-  parseBackendName,
-  resolveBackendName,
-  type BackendInfo,
-  type BackendName,
-} from '../protocol/backends.ts';
-
-export { GPU_PACKAGE, NODE_PACKAGE, backendNames, installedVersion, parseBackendName, resolveBackendName, type BackendInfo, type BackendName };
+import { GPU_PACKAGE, NODE_PACKAGE, installedVersion, resolveBackendName, type BackendInfo, type BackendName } from '../protocol/backends.ts';
 
 export type TF = typeof import('@tensorflow/tfjs');
 

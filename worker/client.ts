@@ -19,7 +19,8 @@ import {
 } from '../protocol/wire/protocol.ts';
 import { ShmWorkerFiles } from '../protocol/wire/shm.ts';
 import { parameterTable, sizeOf, type NamedArrays } from '../protocol/model/architecture.ts';
-import { loadBackend, type BackendName } from './backend.ts';
+import type { BackendName } from '../protocol/backends.ts';
+import { loadBackend } from './backend.ts';
 import { Trainer, type Shard, type ShardResult } from './trainer.ts';
 
 /** Exit codes of `gan-dist worker`, documented in the README for cluster launchers. */

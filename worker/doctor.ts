@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { GPU_PACKAGE, NODE_PACKAGE, installedVersion } from './backend.ts';
+import { GPU_PACKAGE, NODE_PACKAGE, installedVersion } from '../protocol/backends.ts';
 
 const run = promisify(execFile);
 

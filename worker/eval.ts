@@ -18,7 +18,8 @@ import {
 } from '../metrics/swd.ts';
 import { openDataset, silentLog, type DataLog, type ResizeMode } from '../data/index.ts';
 import { parameterTable, type NamedArrays } from '../protocol/model/architecture.ts';
-import { loadBackend, type BackendInfo, type BackendName, type TF } from './backend.ts';
+import type { BackendInfo, BackendName } from '../protocol/backends.ts';
+import { loadBackend, type TF } from './backend.ts';
 import { generateImages } from './export.ts';
 
 /** SWD of G (given by its parameters) against an evaluator's real set, on evalLatents(count, latent, seed). */

@@ -12,7 +12,8 @@ import { Rng } from '../protocol/rng.ts';
 import { resolveRunDir } from '../protocol/run/run-dir.ts';
 import { writeSampleGrid } from '../protocol/run/samples.ts';
 import { BN_DECAY, BN_EPSILON, generatorLayers, parameterTable, type NamedArrays } from '../protocol/model/architecture.ts';
-import { loadBackend, type BackendInfo, type BackendName, type TF } from './backend.ts';
+import type { BackendInfo, BackendName } from '../protocol/backends.ts';
+import { loadBackend, type TF } from './backend.ts';
 import { Trainer } from './trainer.ts';
 
 export const MODEL_JSON = 'model.json';

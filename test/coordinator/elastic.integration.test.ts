@@ -3,14 +3,12 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { resolveConfig, type TrainConfig } from '../../protocol/config.ts';
 import { Rng } from '../../protocol/rng.ts';
 import { startCoordinator } from '../support/harness.ts';
 
-import { repoRoot, cliPath } from '../support/paths.ts';
-const cli = cliPath;
+import { cliPath as cli } from '../support/paths.ts';
 const children = new Set<ChildProcess>();
 afterEach(() => {
   for (const c of children) c.kill('SIGKILL');

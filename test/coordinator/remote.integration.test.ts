@@ -11,7 +11,6 @@ import { runWorker, WorkerExit } from '../../worker/client.ts';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { startCoordinator, type Harness } from '../support/harness.ts';
 
@@ -29,8 +28,7 @@ async function coordinator(config: TrainConfig, opts: Parameters<typeof startCoo
   return h;
 }
 
-import { repoRoot, cliPath } from '../support/paths.ts';
-const cli = cliPath;
+import { cliPath as cli } from '../support/paths.ts';
 const FZ_CONNECTIONS_MIN = Number(process.env.FZ_PRE ?? 8000) / 8;
 
 /** `gan-dist worker` as a child process; resolves to its exit code. */

@@ -2,7 +2,6 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { loadLatestCheckpoint } from '../../protocol/run/checkpoint.ts';
 import { resolveConfig, type TrainConfig } from '../../protocol/config.ts';
@@ -13,9 +12,7 @@ import { loadBackend } from '../../worker/backend.ts';
 import { loadExportedGenerator } from '../../worker/export.ts';
 import { evaluateCheckpoint } from '../../worker/eval.ts';
 
-import { repoRoot, cliPath } from '../support/paths.ts';
-const root = repoRoot;
-const cli = path.join(root, 'cmd/gan-dist.mjs');
+import { cliPath as cli, repoRoot as root } from '../support/paths.ts';
 const flowers = path.resolve(root, '../shared/data/flowers');
 const hasFlowers = existsSync(flowers);
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'gan-dist-train-'));

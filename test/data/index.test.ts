@@ -2,7 +2,6 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +9,7 @@ import type { DataEvent } from '../../data/events.ts';
 import { openDataset, silentLog, type OpenDatasetOptions } from '../../data/index.ts';
 import { drawSyntheticFlower } from '../../data/synthetic/synthetic.ts';
 
-import { repoRoot, cliPath } from '../support/paths.ts';
+import { repoRoot } from '../support/paths.ts';
 
 const flowers = path.resolve(repoRoot, '../shared/data/flowers');
 const haveFlowers = existsSync(flowers);

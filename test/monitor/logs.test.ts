@@ -7,8 +7,7 @@ import { GanDistError } from '../../protocol/errors.ts';
 import { stripAnsi } from '../../monitor/ansi.ts';
 import { logPathOf, showLogs } from '../../monitor/logs.ts';
 
-import { repoRoot, cliPath } from '../support/paths.ts';
-const repo = repoRoot;
+import { repoRoot as repo } from '../support/paths.ts';
 const fixture = join(repo, 'test', 'fixtures', 'monitor-run');
 
 let dir: string;

@@ -2,15 +2,13 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../protocol/config.ts';
 import { decodeMessage, encodeMessage, encodeMessageChunks, frameLimitFor, type Message } from '../../protocol/wire/protocol.ts';
 import { decideTransport, removeStaleRegions, ShmFile, ShmRegion, ShmWorkerFiles, SHM_HEADER_BYTES } from '../../protocol/wire/shm.ts';
 import { train } from '../../coordinator/train.ts';
 
-import { repoRoot, cliPath } from '../support/paths.ts';
-const root = repoRoot;
+import { repoRoot as root } from '../support/paths.ts';
 // Test regions live in a folder of their own, so no test touches another run's region.
 const shmRoot = mkdtempSync(path.join(existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'gan-dist-test-'));
 afterAll(() => rmSync(shmRoot, { recursive: true, force: true }));

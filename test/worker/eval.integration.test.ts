@@ -1,7 +1,6 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import sharp from 'sharp';
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -20,8 +19,7 @@ import { tinyModel } from '../support/fixtures.ts';
 
 // Plain-JS cpu by default: forward passes only; TEST_BACKEND=wasm checks the embedded one.
 const backend = (process.env.TEST_BACKEND ?? 'cpu') as 'wasm' | 'cpu';
-import { repoRoot, cliPath } from '../support/paths.ts';
-const root = repoRoot;
+import { repoRoot as root } from '../support/paths.ts';
 const flowers = path.resolve(root, '../shared/data/flowers');
 const hasFlowers = existsSync(flowers);
 

@@ -7,7 +7,6 @@
 import { existsSync, mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { listCheckpoints, loadCheckpoint, loadLatestCheckpoint } from '../../protocol/run/checkpoint.ts';
 import { modelConfigOf, resolveConfig } from '../../protocol/config.ts';
@@ -20,8 +19,7 @@ import { loadBackend } from '../../worker/backend.ts';
 import { scoreGenerator } from '../../worker/eval.ts';
 import { generateImages } from '../../worker/export.ts';
 
-import { repoRoot, cliPath } from '../support/paths.ts';
-const root = repoRoot;
+import { repoRoot as root } from '../support/paths.ts';
 const flowers = path.resolve(root, '../shared/data/flowers');
 const hasFlowers = existsSync(flowers);
 const data = hasFlowers ? flowers : 'synthetic';
