@@ -149,7 +149,7 @@ function finishCut(out: string, styled: boolean, ellipsis: boolean): string {
 }
 
 /** `s` made exactly `width` columns: cut, or padded with spaces on the right (or left). */
-export function fit(s: string, width: number, align: 'left' | 'right' = 'left'): string {
+export function fitWidth(s: string, width: number, align: 'left' | 'right' = 'left'): string {
   const cut = truncate(s, width, true);
   const pad = ' '.repeat(Math.max(0, width - visibleWidth(cut)));
   return align === 'left' ? cut + pad : pad + cut;

@@ -11,7 +11,7 @@
 //   ── events ──────────────────────────────────────────────────────────────────────
 //   q quit
 
-import { BOLD, DIM, INVERSE, fit, paint, palette, sanitize, style, truncate, visibleWidth, type ColorMode, type Rgb } from './ansi.ts';
+import { BOLD, DIM, INVERSE, fitWidth, paint, palette, sanitize, style, truncate, visibleWidth, type ColorMode, type Rgb } from './ansi.ts';
 import { niceCeil, renderChart, renderLegend, type ChartRule, type ChartSeries } from './chart.ts';
 import { fitImage, renderImage, type RgbImage } from './image-block.ts';
 import { formatDuration, progressOf, type RunView } from './view-model.ts';
@@ -54,8 +54,8 @@ const stateColor: Record<string, Rgb> = {
 /** `left` and `right` on one line of `width` columns; the left side gives way. */
 function spread(left: string, right: string, width: number): string {
   const room = width - visibleWidth(right) - 1;
-  if (room < 8) return fit(left, width);
-  return fit(left, room) + ' ' + right;
+  if (room < 8) return fitWidth(left, width);
+  return fitWidth(left, room) + ' ' + right;
 }
 
 /** A path shortened from the left ('…/run/train.log'), where its end says the most. */
@@ -82,7 +82,7 @@ function wrap(text: string, width: number): string[] {
 
 function rule(title: string, width: number, mode: ColorMode): string {
   const head = `── ${title} `;
-  return style(fit(head + '─'.repeat(Math.max(0, width - visibleWidth(head))), width), DIM, mode);
+  return style(fitWidth(head + '─'.repeat(Math.max(0, width - visibleWidth(head))), width), DIM, mode);
 }
 
 function header(view: RunView, opts: RenderOptions): string {
@@ -103,10 +103,10 @@ function progressLine(view: RunView, opts: RenderOptions): string {
   const text = `${epoch}  ${iter}  elapsed ${formatDuration(p.elapsedMs)}  ETA ${formatDuration(p.etaMs)}  `;
   const pct = p.fraction === undefined ? '   ?%' : `${Math.floor(p.fraction * 100)}%`.padStart(5);
   const barW = opts.width - visibleWidth(text) - pct.length - 3;
-  if (barW < 5) return fit(`${text}${pct.trim()}`, opts.width);
+  if (barW < 5) return fitWidth(`${text}${pct.trim()}`, opts.width);
   const filled = Math.round((p.fraction ?? 0) * barW);
   const bar = paint('█'.repeat(filled), palette.accent, opts.mode) + style('░'.repeat(barW - filled), DIM, opts.mode);
-  return fit(`${text}[${bar}] ${pct}`, opts.width);
+  return fitWidth(`${text}[${bar}] ${pct}`, opts.width);
 }
 
 function workersTable(view: RunView, width: number, rows: number, mode: ColorMode): string[] {
@@ -120,9 +120,9 @@ function workersTable(view: RunView, width: number, rows: number, mode: ColorMod
   const rateW = 7;
   const deviceW = Math.max(6, width - idW - addrW - backendW - stateW - rateW - 5);
   const row = (id: string, addr: string, device: string, backend: string, state: string, rate: string) =>
-    `${fit(id, idW, 'right')} ${fit(addr, addrW)} ${fit(device, deviceW)} ${fit(backend, backendW)} ${fit(state, stateW)} ${fit(rate, rateW, 'right')}`;
-  const lines = [style(fit(row('id', 'address', 'device', 'backend', 'state', 'img/s'), width), DIM, mode)];
-  if (all.length === 0) lines.push(fit(style('  no worker has joined yet', DIM, mode), width));
+    `${fitWidth(id, idW, 'right')} ${fitWidth(addr, addrW)} ${fitWidth(device, deviceW)} ${fitWidth(backend, backendW)} ${fitWidth(state, stateW)} ${fitWidth(rate, rateW, 'right')}`;
+  const lines = [style(fitWidth(row('id', 'address', 'device', 'backend', 'state', 'img/s'), width), DIM, mode)];
+  if (all.length === 0) lines.push(fitWidth(style('  no worker has joined yet', DIM, mode), width));
   // Rows beyond the room say how many more there are.
   const capacity = Math.max(1, rows - 1);
   const overflow = all.length > capacity;
@@ -130,9 +130,9 @@ function workersTable(view: RunView, width: number, rows: number, mode: ColorMod
   for (const w of shown) {
     const rate = w.imagesPerSec !== undefined ? w.imagesPerSec.toFixed(1) : '-';
     const text = row(String(w.id), sanitize(w.address), sanitize(w.device), sanitize(w.backend), w.state, w.state === 'joined' ? rate : '');
-    lines.push(w.state === 'joined' ? fit(text, width) : style(fit(text, width), DIM, mode));
+    lines.push(w.state === 'joined' ? fitWidth(text, width) : style(fitWidth(text, width), DIM, mode));
   }
-  if (overflow) lines.push(fit(style(`  … and ${all.length - shown.length} more`, DIM, mode), width));
+  if (overflow) lines.push(fitWidth(style(`  … and ${all.length - shown.length} more`, DIM, mode), width));
   return lines.slice(0, rows);
 }
 
@@ -145,7 +145,7 @@ function eventLines(view: RunView, width: number, rows: number, mode: ColorMode)
     return truncate(text, width, true);
   });
   while (lines.length < rows) lines.push('');
-  return lines.map((l) => fit(l, width));
+  return lines.map((l) => fitWidth(l, width));
 }
 
 /**
@@ -159,7 +159,7 @@ function charts(view: RunView, width: number, rows: number, mode: ColorMode): st
     { label: 'DiscriminatorScore', values: view.scoreD, color: palette.discriminator },
   ];
   if (view.swd.length === 0 || rows < 8) {
-    return [fit(renderLegend(scores, mode), width), ...renderChart({ xs: view.iterations, series: scores, width, height: rows - 1, mode })];
+    return [fitWidth(renderLegend(scores, mode), width), ...renderChart({ xs: view.iterations, series: scores, width, height: rows - 1, mode })];
   }
   const first = Math.min(view.iterations[0] ?? Infinity, view.evalIterations[0]);
   const last = Math.max(view.iterations.at(-1) ?? -Infinity, view.evalIterations.at(-1)!);
@@ -168,24 +168,24 @@ function charts(view: RunView, width: number, rows: number, mode: ColorMode): st
   const rules: ChartRule[] = view.swdFloor !== undefined ? [{ label: 'real-vs-real floor', value: view.swdFloor, color: palette.muted }] : [];
   const scoreRows = Math.floor((rows - 2) / 2);
   return [
-    fit(renderLegend(scores, mode), width),
+    fitWidth(renderLegend(scores, mode), width),
     ...renderChart({ xs: view.iterations, series: scores, width, height: scoreRows, xRange, xAxis: false, mode }),
-    fit(renderLegend(swd, mode, rules), width),
+    fitWidth(renderLegend(swd, mode, rules), width),
     // SWD >= 0: from zero, so the gap to the floor reads at its true size.
     ...renderChart({ xs: view.evalIterations, series: swd, rules, width, height: rows - 2 - scoreRows, yMin: 0, yMax: niceCeil(Math.max(...view.swd, view.swdFloor ?? 0)), xRange, mode }),
   ];
 }
 
 function sampleBlock(sample: SampleImage | undefined, cols: number, rows: number, mode: ColorMode): string[] {
-  const caption = (s: string) => style(fit(s, cols), DIM, mode);
-  if (!sample) return [...Array.from({ length: rows - 1 }, () => fit('', cols)), caption('no sample grid yet')];
+  const caption = (s: string) => style(fitWidth(s, cols), DIM, mode);
+  if (!sample) return [...Array.from({ length: rows - 1 }, () => fitWidth('', cols)), caption('no sample grid yet')];
   const lines: string[] = [];
   if (sample.image) {
     const size = fitImage(sample.image, cols, rows - 1);
     const pad = Math.floor((cols - size.cols) / 2);
     for (const l of renderImage(sample.image, size.cols, size.rows, mode)) lines.push(' '.repeat(pad) + l + ' '.repeat(cols - size.cols - pad));
   } else {
-    for (const l of wrap(sanitize(sample.note ?? 'loading…'), cols).slice(0, rows - 1)) lines.push(style(fit(l, cols), DIM, mode));
+    for (const l of wrap(sanitize(sample.note ?? 'loading…'), cols).slice(0, rows - 1)) lines.push(style(fitWidth(l, cols), DIM, mode));
   }
   while (lines.length < rows - 1) lines.push(' '.repeat(cols));
   lines.push(caption(sanitize(shortenLeft(sample.path, cols))));
@@ -196,7 +196,7 @@ function sampleBlock(sample: SampleImage | undefined, cols: number, rows: number
 export function renderScreen(view: RunView, opts: RenderOptions): string[] {
   const { width: W, height: H, mode } = opts;
   if (W < MIN_WIDTH || H < MIN_HEIGHT) {
-    const lines = [header(view, opts), progressLine(view, opts), fit(`enlarge the terminal to ${MIN_WIDTH}x${MIN_HEIGHT} for the full view`, W)];
+    const lines = [header(view, opts), progressLine(view, opts), fitWidth(`enlarge the terminal to ${MIN_WIDTH}x${MIN_HEIGHT} for the full view`, W)];
     while (lines.length < H) lines.push('');
     return lines.slice(0, H).map((l) => truncate(l, W));
   }
@@ -217,7 +217,7 @@ export function renderScreen(view: RunView, opts: RenderOptions): string[] {
   const right = imageCols > 0 ? sampleBlock(opts.sample, imageCols, top, mode) : [];
 
   const lines: string[] = [header(view, opts), progressLine(view, opts)];
-  for (let i = 0; i < top; i++) lines.push(imageCols > 0 ? `${fit(left[i] ?? '', chartW)}  ${right[i] ?? ''}` : fit(left[i] ?? '', W));
+  for (let i = 0; i < top; i++) lines.push(imageCols > 0 ? `${fitWidth(left[i] ?? '', chartW)}  ${right[i] ?? ''}` : fitWidth(left[i] ?? '', W));
   const live = [...view.workers.values()].filter((w) => w.state === 'joined').length;
   lines.push(rule(`workers: ${live} live${view.workers.size > live ? `, ${view.workers.size - live} left` : ''}`, W, mode));
   lines.push(...workersTable(view, W, workerRows, mode));
@@ -227,6 +227,6 @@ export function renderScreen(view: RunView, opts: RenderOptions): string[] {
   // The keys stay whole; a status message takes what is left of the line.
   const keys = style(opts.keys, INVERSE, mode);
   const room = W - visibleWidth(keys) - 2;
-  lines.push(opts.status && room > 3 ? `${keys}  ${fit(sanitize(opts.status), room)}` : fit(keys, W));
+  lines.push(opts.status && room > 3 ? `${keys}  ${fitWidth(sanitize(opts.status), room)}` : fitWidth(keys, W));
   return lines.slice(0, H);
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { detectColorMode, fit, paint, rgbTo256, sanitize, stripAnsi, truncate, visibleWidth, wantsColor } from '../../monitor/ansi.ts';
+import { detectColorMode, fitWidth, paint, rgbTo256, sanitize, stripAnsi, truncate, visibleWidth, wantsColor } from '../../monitor/ansi.ts';
 
 describe('terminal text', () => {
   it('picks truecolor only where COLORTERM says so', () => {
@@ -34,9 +34,9 @@ describe('terminal text', () => {
     expect(stripAnsi(cut)).toBe('abc');
     expect(cut.endsWith('\x1b[0m')).toBe(true);
     expect(stripAnsi(truncate('abcdef', 4, true))).toBe('abc…');
-    expect(fit('ab', 4)).toBe('ab  ');
-    expect(fit('ab', 4, 'right')).toBe('  ab');
-    expect(visibleWidth(fit('日本語です', 5))).toBeLessThanOrEqual(5);
+    expect(fitWidth('ab', 4)).toBe('ab  ');
+    expect(fitWidth('ab', 4, 'right')).toBe('  ab');
+    expect(visibleWidth(fitWidth('日本語です', 5))).toBeLessThanOrEqual(5);
   });
 
   it('defuses control characters from a log (a worker chooses its own device name)', () => {
