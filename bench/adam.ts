@@ -66,7 +66,11 @@ async function probeParallelism(): Promise<AdamBenchReport['probe']> {
   const code = `const { parentPort } = require('node:worker_threads');
 parentPort.on('message', (n) => { let x = 0; for (let i = 0; i < n; i++) x += Math.sqrt(i) / (i + 1.5); parentPort.postMessage(x); });`;
   const threads = [new Worker(code, { eval: true }), new Worker(code, { eval: true })];
-  const run = (w: Worker, n: number) => new Promise((resolve) => { w.once('message', resolve); w.postMessage(n); });
+  const run = (w: Worker, n: number) =>
+    new Promise((resolve) => {
+      w.once('message', resolve);
+      w.postMessage(n);
+    });
   try {
     const n = 5e7;
     await Promise.all(threads.map((w) => run(w, 1e6)));
@@ -85,7 +89,6 @@ parentPort.on('message', (n) => { let x = 0; for (let i = 0; i < n; i++) x += Ma
     await Promise.all(threads.map((w) => w.terminate()));
   }
 }
-
 
 /** Gradient tensors as a worker's frame delivers them: views into one ordinary buffer each. */
 function fakeGradients(specs: { name: string; shape: number[] }[], seed: number): NamedArrays {
@@ -114,7 +117,10 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
   const learn = specs.filter((s) => s.role === 'learnable');
   const L = learn.reduce((n, s) => n + sizeOf(s.shape), 0);
   const N = opts.workers;
-  const rows = Array.from({ length: N }, (_, k) => Math.floor(((k + 1) * config.batchSize) / N) - Math.floor((k * config.batchSize) / N));
+  const rows = Array.from(
+    { length: N },
+    (_, k) => Math.floor(((k + 1) * config.batchSize) / N) - Math.floor((k * config.batchSize) / N),
+  );
   const grads = rows.map((_, k) => fakeGradients(learn, 1 + k));
   const params = initialParams(specs, config.seed);
   const hyper = { lr: config.lr, beta1: config.beta1, beta2: config.beta2, epsilon: ADAM_EPSILON };
@@ -122,7 +128,14 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
   const say = opts.progress ?? (() => undefined);
 
   type Timed = { ms: number; tailMs: number; cpuMs: number };
-  type Variant = { variant: string; threads: number; addOn: 'main' | 'threads'; iteration: (t: number) => Promise<Timed>; close: () => Promise<void>; times: Timed[] };
+  type Variant = {
+    variant: string;
+    threads: number;
+    addOn: 'main' | 'threads';
+    iteration: (t: number) => Promise<Timed>;
+    close: () => Promise<void>;
+    times: Timed[];
+  };
   const variants: Variant[] = [];
 
   // Gradients where the shm transport reads them: in the arena, where the wasm kernels take them.
@@ -156,7 +169,8 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
   const runs: { threads: number; addOn: 'main' | 'threads'; arena: boolean }[] = [];
   for (const threads of opts.threads) {
     if (threads === 1) runs.push({ threads, addOn: 'main', arena: false });
-    for (const addOn of threads > 1 ? (['main', 'threads'] as const) : (['main'] as const)) runs.push({ threads, addOn, arena: true });
+    for (const addOn of threads > 1 ? (['main', 'threads'] as const) : (['main'] as const))
+      runs.push({ threads, addOn, arena: true });
   }
   for (const { threads, addOn, arena } of runs) {
     {
@@ -164,7 +178,10 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
       const g = arena ? inArena.map((f) => f.views) : grads;
       const where = arena ? 'shm gradients' : 'socket gradients';
       variants.push({
-        variant: threads === 1 ? `main thread, ${where}` : `pool of ${threads}, ${addOn === 'main' ? 'main adds' : 'threads add'}`,
+        variant:
+          threads === 1
+            ? `main thread, ${where}`
+            : `pool of ${threads}, ${addOn === 'main' ? 'main adds' : 'threads add'}`,
         threads,
         addOn,
         times: [],
@@ -214,7 +231,10 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
         v.times.push({ ...timed, cpuMs: (c.user + c.system) / 1000 });
       }
     }
-    memcpy = { bufferCopyGBps: (2 * half) / (median(copies.bufferCopy) * 1e6), typedArraySetGBps: (2 * half) / (median(copies.typedArraySet) * 1e6) };
+    memcpy = {
+      bufferCopyGBps: (2 * half) / (median(copies.bufferCopy) * 1e6),
+      typedArraySetGBps: (2 * half) / (median(copies.typedArraySet) * 1e6),
+    };
   } finally {
     for (const v of variants) await v.close();
     for (const f of inArena) f.release();
@@ -235,7 +255,18 @@ export async function benchAdam(opts: AdamBenchOptions): Promise<AdamBenchReport
     rows: out.map((o) => {
       const ms = median(o.times.map((x) => x.ms));
       const gbps = bytes / (ms * 1e6);
-      return { variant: o.variant, threads: o.threads, addOn: o.addOn, ms, bestMs: Math.min(...o.times.map((x) => x.ms)), cpuMs: median(o.times.map((x) => x.cpuMs)), tailMs: median(o.times.map((x) => x.tailMs)), gbps, speedup: baseMs / ms, ofMemcpy: gbps / copyGBps };
+      return {
+        variant: o.variant,
+        threads: o.threads,
+        addOn: o.addOn,
+        ms,
+        bestMs: Math.min(...o.times.map((x) => x.ms)),
+        cpuMs: median(o.times.map((x) => x.cpuMs)),
+        tailMs: median(o.times.map((x) => x.tailMs)),
+        gbps,
+        speedup: baseMs / ms,
+        ofMemcpy: gbps / copyGBps,
+      };
     }),
     probe,
     loadavg: loadavg(),
@@ -256,6 +287,9 @@ export function formatAdamBench(r: AdamBenchReport): string {
       `${row.variant.padEnd(34)} ${row.ms.toFixed(1).padStart(8)} ${row.bestMs.toFixed(1).padStart(7)} ${row.cpuMs.toFixed(1).padStart(7)} ${row.tailMs.toFixed(1).padStart(11)} ${row.gbps.toFixed(1).padStart(7)} ${row.speedup.toFixed(2).padStart(9)} ${(row.ofMemcpy * 100).toFixed(0).padStart(9)}%`,
     );
   }
-  lines.push('', `ms, GB/s and ratios from medians; "best": the fastest repetition; "cpu ms": CPU time of all the process's threads. "after last": from the last worker's gradient to Adam's end, what an iteration waits for once every result is in. Load average ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}.`);
+  lines.push(
+    '',
+    `ms, GB/s and ratios from medians; "best": the fastest repetition; "cpu ms": CPU time of all the process's threads. "after last": from the last worker's gradient to Adam's end, what an iteration waits for once every result is in. Load average ${r.loadavg.map((x) => x.toFixed(2)).join(' ')}.`,
+  );
   return lines.join('\n');
 }

@@ -14,7 +14,13 @@ import { pathToFileURL } from 'node:url';
 import type { Tensor } from '@tensorflow/tfjs';
 import { median } from './util.ts';
 import { Rng } from '../protocol/rng.ts';
-import { activationShapes, initialParams, layersOf, parameterTable, type Layer } from '../protocol/model/architecture.ts';
+import {
+  activationShapes,
+  initialParams,
+  layersOf,
+  parameterTable,
+  type Layer,
+} from '../protocol/model/architecture.ts';
 import { loadBackend, type TF } from '../worker/backend.ts';
 import { Trainer } from '../worker/trainer.ts';
 import {
@@ -95,14 +101,23 @@ interface LayerKernels {
  * arrive every step). XNNPACK packs a filter once per tensor and wasm-kernels.ts keeps phase
  * filters per tensor, so reusing one tensor would time only the later uses.
  */
-function layerKernels(tf: TF, l: Extract<Layer, { kind: 'conv' | 'tconv' }>, inShape: number[], outShape: number[], b: number, fresh: boolean): LayerKernels {
+function layerKernels(
+  tf: TF,
+  l: Extract<Layer, { kind: 'conv' | 'tconv' }>,
+  inShape: number[],
+  outShape: number[],
+  b: number,
+  fresh: boolean,
+): LayerKernels {
   const x = tf.randomNormal([b, ...inShape]);
   const y = tf.randomNormal([b, ...outShape]);
   const w = l.kind === 'conv' ? tf.randomNormal([l.k, l.k, l.inC, l.outC]) : tf.randomNormal([l.k, l.k, l.outC, l.inC]);
   const common = { strides: [l.stride, l.stride], pad: l.pad, dataFormat: 'NHWC', dimRoundingMode: undefined };
   const run = (name: string, inputs: Record<string, Tensor>, attrs: Record<string, unknown>) => () => {
     const filter = fresh && inputs.filter ? tf.add(inputs.filter, 0) : inputs.filter;
-    const out = tf.engine().runKernel(name, { ...inputs, ...(filter ? { filter } : {}) }, { ...common, ...attrs } as never) as Tensor;
+    const out = tf
+      .engine()
+      .runKernel(name, { ...inputs, ...(filter ? { filter } : {}) }, { ...common, ...attrs } as never) as Tensor;
     if (filter !== inputs.filter) filter.dispose();
     return out;
   };
@@ -110,11 +125,25 @@ function layerKernels(tf: TF, l: Extract<Layer, { kind: 'conv' | 'tconv' }>, inS
   const dispose = () => tf.dispose([x, y, w]);
   if (l.kind === 'conv') {
     const dx = run('Conv2DBackpropInput', { dy: y, filter: w }, { inputShape: x.shape });
-    return { name, fwd: run('Conv2D', { x, filter: w }, { dilations: 1 }), dx, dw: run('Conv2DBackpropFilter', { x, dy: y }, { filterShape: w.shape }), backpropInput: dx, dispose };
+    return {
+      name,
+      fwd: run('Conv2D', { x, filter: w }, { dilations: 1 }),
+      dx,
+      dw: run('Conv2DBackpropFilter', { x, dy: y }, { filterShape: w.shape }),
+      backpropInput: dx,
+      dispose,
+    };
   }
   // A transposed conv's forward is dx of the conv it transposes, and its dx that conv's forward.
   const fwd = run('Conv2DBackpropInput', { dy: x, filter: w }, { inputShape: y.shape });
-  return { name, fwd, dx: run('Conv2D', { x: y, filter: w }, { dilations: 1 }), dw: run('Conv2DBackpropFilter', { x: y, dy: x }, { filterShape: w.shape }), backpropInput: fwd, dispose };
+  return {
+    name,
+    fwd,
+    dx: run('Conv2D', { x: y, filter: w }, { dilations: 1 }),
+    dw: run('Conv2DBackpropFilter', { x: y, dy: x }, { filterShape: w.shape }),
+    backpropInput: fwd,
+    dispose,
+  };
 }
 
 function modelLayers(tf: TF, filters: number, image: 32 | 64, b: number, fresh = true): LayerKernels[] {
@@ -157,7 +186,16 @@ export function benchLayers(tf: TF, o: BenchOptions): string {
     rows.push([l.name, ...ours.map(fmt), total.toFixed(1), ...stock.map(fmt)]);
     l.dispose();
   }
-  rows.push(['sum', '', '', '', sum.ours.toFixed(1), '', o.skip.has('stock') ? '-' : `${sum.stock.toFixed(1)} (no dW)`, '']);
+  rows.push([
+    'sum',
+    '',
+    '',
+    '',
+    sum.ours.toFixed(1),
+    '',
+    o.skip.has('stock') ? '-' : `${sum.stock.toFixed(1)} (no dW)`,
+    '',
+  ]);
   return table(
     `Layer kernels, ms (median of ${o.reps}, new weights each call; ~ = other processes were busy), batch ${o.batch}, nf ${o.filters}, image ${o.image}`,
     ['layer', 'fwd', 'dx', 'dW', 'ours total', 'stock fwd', 'stock dx', 'stock dW'],
@@ -189,7 +227,13 @@ export function benchWays(tf: TF, o: BenchOptions): string {
   return table(
     `Conv2D (D's forward, G's dx), Conv2DBackpropInput (D's dx, G's forward) and Conv2DBackpropFilter by way, ms, batch ${o.batch}, ` +
       `nf ${o.filters}; new weights each call, except "phases, kept": the same weights again (D's dx runs three times a step)`,
-    ['layer', ...convWays.map((w) => `conv ${w}`), ...dxWays.map((w) => `dx ${w}`), 'dx phases, kept', ...dwWays.map((w) => `dW ${w}`)],
+    [
+      'layer',
+      ...convWays.map((w) => `conv ${w}`),
+      ...dxWays.map((w) => `dx ${w}`),
+      'dx phases, kept',
+      ...dwWays.map((w) => `dW ${w}`),
+    ],
     rows,
   );
 }
@@ -207,7 +251,12 @@ export async function benchCpu(tf: TF, o: BenchOptions): Promise<string> {
   await tf.setBackend('cpu');
   modelLayers(tf, cfg.filters, cfg.image, cfg.b).forEach((l, i) => {
     const t = [l.fwd, l.dx, l.dw].map((f) => time(tf, f, 1));
-    rows.push([l.name, ...wasm[i].map(fmt), ...t.map(fmt), (t.reduce((a, x) => a + x.ms, 0) / wasm[i].reduce((a, x) => a + x.ms, 0)).toFixed(0) + 'x']);
+    rows.push([
+      l.name,
+      ...wasm[i].map(fmt),
+      ...t.map(fmt),
+      (t.reduce((a, x) => a + x.ms, 0) / wasm[i].reduce((a, x) => a + x.ms, 0)).toFixed(0) + 'x',
+    ]);
     l.dispose();
   });
   await tf.setBackend('wasm');

@@ -28,7 +28,14 @@ export interface MemoryReport {
     coordinatorHeapGrowthPct: number;
     workerGrowthPct: number[];
   };
-  full: { parameters: number; heldBytesMB: number; rssBeforeMB: number; rssAfterMB: number; rssDeltaMB: number; deltaVsHeld: number };
+  full: {
+    parameters: number;
+    heldBytesMB: number;
+    rssBeforeMB: number;
+    rssAfterMB: number;
+    rssDeltaMB: number;
+    deltaVsHeld: number;
+  };
 }
 
 const MB = 1024 * 1024;
@@ -52,13 +59,22 @@ export function rssOf(pid: number): number {
 
 function childPids(): number[] {
   try {
-    return readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    return readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
   } catch {
     return [];
   }
 }
 
-export async function benchMemory(opts: { short: number; long: number; workers: number; progress?: (s: string) => void }): Promise<MemoryReport> {
+export async function benchMemory(opts: {
+  short: number;
+  long: number;
+  workers: number;
+  progress?: (s: string) => void;
+}): Promise<MemoryReport> {
   const say = opts.progress ?? (() => {});
   const cwd = mkdtempSync(path.join(os.tmpdir(), 'gan-dist-mem-'));
   const checkpoints = [opts.short, opts.long];
@@ -85,7 +101,12 @@ export async function benchMemory(opts: { short: number; long: number; workers: 
           coordinatorMB.push(process.memoryUsage().rss / MB);
           coordinatorHeapMB.push(process.memoryUsage().heapUsed / MB);
           workersMB.push(childPids().map(rssOf));
-          say(`  iteration ${r.iteration}: coordinator ${coordinatorMB.at(-1)!.toFixed(0)} MB (heap ${coordinatorHeapMB.at(-1)!.toFixed(1)} MB), workers ${workersMB.at(-1)!.map((x) => x.toFixed(0)).join(', ')} MB`);
+          say(
+            `  iteration ${r.iteration}: coordinator ${coordinatorMB.at(-1)!.toFixed(0)} MB (heap ${coordinatorHeapMB.at(-1)!.toFixed(1)} MB), workers ${workersMB
+              .at(-1)!
+              .map((x) => x.toFixed(0))
+              .join(', ')} MB`,
+          );
         });
       },
     });
@@ -98,7 +119,12 @@ export async function benchMemory(opts: { short: number; long: number; workers: 
     const specs = parameterTable(modelConfigOf(config));
     const params = specs.reduce((n, s) => n + sizeOf(s.shape), 0);
     const learn = specs.filter((s) => s.role === 'learnable').reduce((n, s) => n + sizeOf(s.shape), 0);
-    const stub = { next: () => { throw new Error('not iterated'); }, state: () => ({}) } as unknown as BatchIterator;
+    const stub = {
+      next: () => {
+        throw new Error('not iterated');
+      },
+      state: () => ({}),
+    } as unknown as BatchIterator;
     const c = new Coordinator({
       config,
       batches: stub,
@@ -115,7 +141,10 @@ export async function benchMemory(opts: { short: number; long: number; workers: 
     // Fresh typed arrays are zero pages the OS has not committed yet: write every buffer once, as
     // the first iteration does, so RSS shows what a running coordinator holds.
     for (const a of [...Object.values(c.adamM), ...Object.values(c.adamV)]) a.fill(0);
-    for (const a of Object.values((c as unknown as { optimizer: { gradientSums: Record<string, Float32Array> } }).optimizer.gradientSums)) a.fill(0);
+    for (const a of Object.values(
+      (c as unknown as { optimizer: { gradientSums: Record<string, Float32Array> } }).optimizer.gradientSums,
+    ))
+      a.fill(0);
     const after = process.memoryUsage().rss / MB;
     // Master weights (all parameters), Adam m and v, and the gradient sums (learnables).
     const held = (4 * (params + 3 * learn)) / MB;
@@ -131,7 +160,14 @@ export async function benchMemory(opts: { short: number; long: number; workers: 
         coordinatorHeapGrowthPct: growth(coordinatorHeapMB[0], coordinatorHeapMB[1]),
         workerGrowthPct: workersMB[0].map((x, i) => growth(x, workersMB[1][i])),
       },
-      full: { parameters: params, heldBytesMB: held, rssBeforeMB: before, rssAfterMB: after, rssDeltaMB: after - before, deltaVsHeld: (after - before) / held },
+      full: {
+        parameters: params,
+        heldBytesMB: held,
+        rssBeforeMB: before,
+        rssAfterMB: after,
+        rssDeltaMB: after - before,
+        deltaVsHeld: (after - before) / held,
+      },
     };
   } finally {
     rmSync(cwd, { recursive: true, force: true });

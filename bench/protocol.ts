@@ -10,12 +10,22 @@ import { best } from './util.ts';
 export function dcganTable(): { name: string; shape: number[] }[] {
   const t: { name: string; shape: number[] }[] = [];
   t.push({ name: 'G/proj/w', shape: [100, 4 * 4 * 512] }, { name: 'G/proj/b', shape: [4 * 4 * 512] });
-  const g: [number, number, boolean][] = [[512, 256, true], [256, 128, true], [128, 64, true], [64, 3, false]];
+  const g: [number, number, boolean][] = [
+    [512, 256, true],
+    [256, 128, true],
+    [128, 64, true],
+    [64, 3, false],
+  ];
   g.forEach(([inC, outC, bn], i) => {
     t.push({ name: `G/tconv${i + 1}/w`, shape: [5, 5, outC, inC] }, { name: `G/tconv${i + 1}/b`, shape: [outC] });
     if (bn) for (const p of ['scale', 'offset', 'mean', 'var']) t.push({ name: `G/bn${i + 1}/${p}`, shape: [outC] });
   });
-  const d: [number, number, boolean][] = [[3, 64, false], [64, 128, true], [128, 256, true], [256, 512, true]];
+  const d: [number, number, boolean][] = [
+    [3, 64, false],
+    [64, 128, true],
+    [128, 256, true],
+    [256, 512, true],
+  ];
   d.forEach(([inC, outC, bn], i) => {
     t.push({ name: `D/conv${i + 1}/w`, shape: [5, 5, inC, outC] }, { name: `D/conv${i + 1}/b`, shape: [outC] });
     if (bn) for (const p of ['scale', 'offset', 'mean', 'var']) t.push({ name: `D/bn${i + 1}/${p}`, shape: [outC] });
@@ -39,7 +49,6 @@ export function weightsMessage(table: { name: string; shape: number[] }[]): Weig
   return { type: 'weights', version: 1, iteration: 1, tensors, shapes };
 }
 
-
 function main(): void {
   const repeats = Number(process.argv[2] ?? 10);
   const msg = weightsMessage(dcganTable());
@@ -62,7 +71,9 @@ function main(): void {
     ['decode, unaligned (copies)', best(repeats, () => void decodeMessage(odd, limits))],
     ['encode + decode aligned', best(repeats, () => void decodeMessage(encodeMessage(msg), limits))],
   ];
-  console.log(`weights message: ${Object.keys(msg.tensors).length} tensors, ${mb.toFixed(1)} MB of float32, frame ${frame.length} bytes (limit ${limits.maxFrameBytes}); best of ${repeats}`);
+  console.log(
+    `weights message: ${Object.keys(msg.tensors).length} tensors, ${mb.toFixed(1)} MB of float32, frame ${frame.length} bytes (limit ${limits.maxFrameBytes}); best of ${repeats}`,
+  );
   for (const [name, ms] of rows) {
     console.log(`${name.padEnd(34)} ${ms.toFixed(2).padStart(8)} ms ${(mb / (ms / 1e3)).toFixed(0).padStart(7)} MB/s`);
   }

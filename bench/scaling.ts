@@ -134,20 +134,36 @@ async function trainedLines(
   cwd: string,
   config: TrainConfig,
   workers: number,
-  extra: { threads?: number; simulateStepMs?: number; transport: 'socket' | 'shm'; shardsAt?: (iteration: number) => number },
+  extra: {
+    threads?: number;
+    simulateStepMs?: number;
+    transport: 'socket' | 'shm';
+    shardsAt?: (iteration: number) => number;
+  },
 ) {
-  const result = await benchTrainRun(cwd, config, workers, `${workers}-${extra.simulateStepMs ?? 'real'}-${extra.transport}${extra.shardsAt ? '-interleaved' : ''}`, {
-    transport: extra.transport,
-    threadsPerWorker: extra.threads,
-    simulateStepMs: extra.simulateStepMs,
-    shardsAt: extra.shardsAt,
-  });
+  const result = await benchTrainRun(
+    cwd,
+    config,
+    workers,
+    `${workers}-${extra.simulateStepMs ?? 'real'}-${extra.transport}${extra.shardsAt ? '-interleaved' : ''}`,
+    {
+      transport: extra.transport,
+      threadsPerWorker: extra.threads,
+      simulateStepMs: extra.simulateStepMs,
+      shardsAt: extra.shardsAt,
+    },
+  );
   const lines = result.lines;
   // A run asked for shm that fell back (no room in /dev/shm) must not be reported as shm.
-  const transport = readFileSync(path.join(result.runDir, 'train.log'), 'utf8').split('\n').find((l) => l.includes('"event":"transport"'));
+  const transport = readFileSync(path.join(result.runDir, 'train.log'), 'utf8')
+    .split('\n')
+    .find((l) => l.includes('"event":"transport"'));
   const local = transport ? (JSON.parse(transport) as { local: string; reason?: string }) : undefined;
   if (workers > 0 && local?.local !== extra.transport) {
-    throw new GanDistError('GAN_DIST_E_CONFIG', `bench scaling: asked for --transport ${extra.transport}, the run used ${local?.local ?? 'nothing'}${local?.reason ? ` (${local.reason})` : ''}`);
+    throw new GanDistError(
+      'GAN_DIST_E_CONFIG',
+      `bench scaling: asked for --transport ${extra.transport}, the run used ${local?.local ?? 'nothing'}${local?.reason ? ` (${local.reason})` : ''}`,
+    );
   }
   return lines;
 }
@@ -166,8 +182,18 @@ export function memcpyMs(bytes: number, chunk: number): number {
 }
 
 /** Moves the simulated run's bytes as plain ws messages to echo processes: the floor for any framing. */
-export async function bareTransferMs(workers: number, sendBytes: number, replyBytes: number, rounds: number): Promise<number> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 2 * Math.max(sendBytes, replyBytes) });
+export async function bareTransferMs(
+  workers: number,
+  sendBytes: number,
+  replyBytes: number,
+  rounds: number,
+): Promise<number> {
+  const wss = new WebSocketServer({
+    host: '127.0.0.1',
+    port: 0,
+    perMessageDeflate: false,
+    maxPayload: 2 * Math.max(sendBytes, replyBytes),
+  });
   await new Promise((r) => wss.once('listening', r));
   const port = (wss.address() as { port: number }).port;
   const client = `
@@ -229,7 +255,21 @@ async function concurrentStepImagesPerSec(preset: string, rows: number, processe
   const model = preset === 'seed' ? [] : ['--preset', preset];
   // The seed's steps take seconds: fewer of them say as much.
   const steps = preset === 'seed' ? 4 : 8;
-  const args = [bin, 'bench', 'step', ...model, '--batch', String(rows), '--backend', 'wasm', '--threads', '1', '--steps', String(steps), '--json'];
+  const args = [
+    bin,
+    'bench',
+    'step',
+    ...model,
+    '--batch',
+    String(rows),
+    '--backend',
+    'wasm',
+    '--threads',
+    '1',
+    '--steps',
+    String(steps),
+    '--json',
+  ];
   const one = () =>
     new Promise<number>((resolve, reject) => {
       const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -293,7 +333,10 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
     const batch = opts.realBatchSize ?? (seed ? SEED_REAL_BATCH : undefined);
     const batchFlag = batch !== undefined ? { batchSize: batch } : {};
     const iterations = opts.iterations ?? defaultRealIterations(opts.preset);
-    const preset = resolveConfig({ preset: seed ? undefined : opts.preset, flags: { iterations, validationFrequency: 1e6, ...batchFlag } });
+    const preset = resolveConfig({
+      preset: seed ? undefined : opts.preset,
+      flags: { iterations, validationFrequency: 1e6, ...batchFlag },
+    });
     // Round robin: every (transport, workers) run and the ceiling once per round.
     const rounds = opts.realRounds ?? 3;
     const stepMs = new Map<string, number[]>();
@@ -306,20 +349,25 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
     for (let round = 1; round <= rounds; round++) {
       for (const transport of separateOver) {
         for (const workers of opts.realWorkers) {
-          say(`real, round ${round}/${rounds}: ${workers} CPU worker(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${iterations} iterations, ${transport}`);
+          say(
+            `real, round ${round}/${rounds}: ${workers} CPU worker(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${iterations} iterations, ${transport}`,
+          );
           const lines = steady(await trainedLines(cwd, preset, workers, { threads: 1, transport }));
           push(stepMs, `${transport}/${workers}`, median(lines.map((l) => l.stepMs)));
         }
       }
       for (const workers of opts.realWorkers) {
         const rowsPerProcess = Math.floor(preset.batchSize / workers);
-        say(`ceiling, round ${round}/${rounds}: ${workers} independent step process(es) of ${rowsPerProcess} rows at once, no coordinator`);
+        say(
+          `ceiling, round ${round}/${rounds}: ${workers} independent step process(es) of ${rowsPerProcess} rows at once, no coordinator`,
+        );
         push(ceilingRates, workers, await concurrentStepImagesPerSec(opts.preset, rowsPerProcess, workers));
       }
     }
     const ratios = (xs: number[], base: number[]) => xs.map((x, i) => x / base[i]);
     for (const transport of separateOver) {
-      const rate = (workers: number) => stepMs.get(`${transport}/${workers}`)!.map((ms) => (preset.batchSize * 1000) / ms);
+      const rate = (workers: number) =>
+        stepMs.get(`${transport}/${workers}`)!.map((ms) => (preset.batchSize * 1000) / ms);
       const base = rate(opts.realWorkers[0]);
       for (const workers of opts.realWorkers) {
         const byRound = ratios(rate(workers), base);
@@ -339,7 +387,9 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
     for (const transport of interleavedOver) {
       const counts = opts.realWorkers;
       const most = Math.max(...counts);
-      say(`real, interleaved: ${most} CPU workers, iterations cycling through ${counts.join(', ')} shard(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${iterations * counts.length} iterations, ${transport}`);
+      say(
+        `real, interleaved: ${most} CPU workers, iterations cycling through ${counts.join(', ')} shard(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${iterations * counts.length} iterations, ${transport}`,
+      );
       const lines = await trainedLines(cwd, { ...preset, iterations: iterations * counts.length }, most, {
         threads: 1,
         transport,
@@ -349,7 +399,13 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
     }
     const ceiling: ParallelCeiling[] = opts.realWorkers.map((workers) => {
       const byRound = ratios(ceilingRates.get(workers)!, ceilingRates.get(opts.realWorkers[0])!);
-      return { workers, rowsPerProcess: Math.floor(preset.batchSize / workers), imagesPerSec: median(ceilingRates.get(workers)!), speedupVsOne: median(byRound), speedupByRound: byRound };
+      return {
+        workers,
+        rowsPerProcess: Math.floor(preset.batchSize / workers),
+        imagesPerSec: median(ceilingRates.get(workers)!),
+        speedupVsOne: median(byRound),
+        speedupByRound: byRound,
+      };
     });
 
     const simulated: SimulatedRun[] = [];
@@ -364,15 +420,20 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
         const first = simulated.length;
         for (const workers of opts.simulatedWorkers) {
           const globalBatch = opts.rowsPerShard * workers;
-          say(`simulated: ${workers} worker(s), full model, ${S} ms a shard of ${opts.rowsPerShard} rows, ${transport}`);
-          const config = resolveConfig({ flags: { batchSize: globalBatch, iterations: opts.simulatedIterations, validationFrequency: 1e6 } });
+          say(
+            `simulated: ${workers} worker(s), full model, ${S} ms a shard of ${opts.rowsPerShard} rows, ${transport}`,
+          );
+          const config = resolveConfig({
+            flags: { batchSize: globalBatch, iterations: opts.simulatedIterations, validationFrequency: 1e6 },
+          });
           const lines = steady(await trainedLines(cwd, config, workers, { simulateStepMs: S, transport }));
           const iterationMs = median(lines.map((l) => l.stepMs));
           const reduceAdamMs = median(lines.map((l) => l.adamMs + (l.reduceMs ?? 0)));
           const bytes = workers * (paramBytes + shardBytes + gradBytes);
           let bare: number | null = null;
           if (transport === 'socket') {
-            if (!bareByWorkers.has(workers)) bareByWorkers.set(workers, await bareTransferMs(workers, paramBytes + shardBytes, gradBytes, 8));
+            if (!bareByWorkers.has(workers))
+              bareByWorkers.set(workers, await bareTransferMs(workers, paramBytes + shardBytes, gradBytes, 8));
             bare = bareByWorkers.get(workers)!;
           }
           const copy = memcpyMs(bytes, paramBytes);
@@ -410,7 +471,7 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
         note:
           `same global batch split over the workers (strong scaling), one wasm thread each; warm-up excluded, median step. ` +
           `runs: separate runs in ${rounds} rounds run in turn, speed-ups the median of each round's own ratio. ` +
-          'interleaved: one run whose consecutive iterations use each worker count in turn, speed-ups the median of each cycle\'s own ratio',
+          "interleaved: one run whose consecutive iterations use each worker count in turn, speed-ups the median of each cycle's own ratio",
         runs: real,
         interleaved,
         ceiling,
@@ -429,16 +490,24 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
   }
 }
 
-const each = (what: string, xs: number[]) => (xs.length > 1 ? ` (${what}: ${xs.map((x) => x.toFixed(2)).join(', ')})` : '');
+const each = (what: string, xs: number[]) =>
+  xs.length > 1 ? ` (${what}: ${xs.map((x) => x.toFixed(2)).join(', ')})` : '';
 const byRound = (xs: number[]) => each('rounds', xs);
 
 export function formatScaling(r: ScalingReport): string {
-  const lines = [`machine: ${r.machine.cores} cores, ${r.machine.cpu}, Node ${r.machine.node}`, `real (${r.real.preset}; ${r.real.note}):`];
+  const lines = [
+    `machine: ${r.machine.cores} cores, ${r.machine.cpu}, Node ${r.machine.node}`,
+    `real (${r.real.preset}; ${r.real.note}):`,
+  ];
   for (const c of r.real.ceiling) {
-    lines.push(`  ceiling, ${c.workers} independent process(es) of ${c.rowsPerProcess} rows stepping at once (no coordinator): ${c.imagesPerSec.toFixed(1)} img/s, ${c.speedupVsOne.toFixed(2)}x${byRound(c.speedupByRound)}`);
+    lines.push(
+      `  ceiling, ${c.workers} independent process(es) of ${c.rowsPerProcess} rows stepping at once (no coordinator): ${c.imagesPerSec.toFixed(1)} img/s, ${c.speedupVsOne.toFixed(2)}x${byRound(c.speedupByRound)}`,
+    );
   }
   for (const x of r.real.runs) {
-    lines.push(`  ${x.transport}, ${x.workers} worker(s), global batch ${x.globalBatch}: ${x.imagesPerSec.toFixed(1)} img/s, step ${x.stepMsMedian.toFixed(0)} ms, ${x.speedupVsFirst.toFixed(2)}x${byRound(x.speedupByRound)}`);
+    lines.push(
+      `  ${x.transport}, ${x.workers} worker(s), global batch ${x.globalBatch}: ${x.imagesPerSec.toFixed(1)} img/s, step ${x.stepMsMedian.toFixed(0)} ms, ${x.speedupVsFirst.toFixed(2)}x${byRound(x.speedupByRound)}`,
+    );
   }
   for (const x of r.real.interleaved) {
     lines.push(
@@ -448,7 +517,10 @@ export function formatScaling(r: ScalingReport): string {
   }
   lines.push(`simulated (${r.simulated.model}; ${r.simulated.note}):`);
   for (const x of r.simulated.runs) {
-    const bare = x.bareTransferMs === null ? '' : `, bare transfer ${x.bareTransferMs.toFixed(0)} ms, overhead ${x.overheadVsBare!.toFixed(2)}x bare`;
+    const bare =
+      x.bareTransferMs === null
+        ? ''
+        : `, bare transfer ${x.bareTransferMs.toFixed(0)} ms, overhead ${x.overheadVsBare!.toFixed(2)}x bare`;
     lines.push(
       `  ${x.transport}, ${x.workers} worker(s), S=${x.simulateStepMs} ms: iteration ${x.iterationMsMedian.toFixed(0)} ms, overhead ${x.overheadMs.toFixed(0)} ms ` +
         `(reduce+Adam ${x.reduceAdamMs.toFixed(0)} ms, transport ${x.transportMs.toFixed(0)} ms = ${x.transportVsMemcpy.toFixed(2)}x memcpy ${x.memcpyMs.toFixed(0)} ms)${bare}, ` +

@@ -41,7 +41,6 @@ export interface StepBenchReport {
   rows: StepBenchRow[];
 }
 
-
 export async function benchStep(opts: StepBenchOptions): Promise<StepBenchReport> {
   const config = resolveConfig({ preset: opts.preset });
   const model = modelConfigOf(config);

@@ -9,7 +9,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { modelConfigOf, resolveConfig, type TrainConfig } from '../protocol/config.ts';
 import { GanDistError } from '../protocol/errors.ts';
-import { encodeMessage, decodeMessage, frameLimitFor, type GradientsMessage, type ShardMessage, type WeightsMessage } from '../protocol/wire/protocol.ts';
+import {
+  encodeMessage,
+  decodeMessage,
+  frameLimitFor,
+  type GradientsMessage,
+  type ShardMessage,
+  type WeightsMessage,
+} from '../protocol/wire/protocol.ts';
 import { benchTrainRun, best, median, steady } from './util.ts';
 import type { WireDtype } from '../protocol/wire/wire-dtype.ts';
 import { initialParams, parameterTable, sizeOf } from '../protocol/model/architecture.ts';
@@ -61,8 +68,24 @@ export interface QualityRun {
 
 export interface WireBenchReport {
   machine: { cores: number; cpu: string; node: string; loadavg: number[] };
-  transfer: { model: string; workers: number; simulateStepMs: number; rowsPerShard: number; iterations: number; note: string; runs: TransferRun[] };
-  quality?: { preset: string; workers: number; iterations: number; seed: number; evalCount: number; note: string; runs: QualityRun[] };
+  transfer: {
+    model: string;
+    workers: number;
+    simulateStepMs: number;
+    rowsPerShard: number;
+    iterations: number;
+    note: string;
+    runs: TransferRun[];
+  };
+  quality?: {
+    preset: string;
+    workers: number;
+    iterations: number;
+    seed: number;
+    evalCount: number;
+    note: string;
+    runs: QualityRun[];
+  };
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -80,21 +103,48 @@ function frames(config: TrainConfig, rows: number, dtype: WireDtype) {
   for (const s of specs) {
     // What a worker returns: a gradient per learnable, a sum and a sum of squares per BatchNorm layer.
     if (learnable.has(s.name)) grads[s.name] = params[s.name].map((w, i) => w * 1e-3 + Math.sin(i) * 1e-6);
-    else if (s.name.endsWith('/mean')) for (const part of ['sum', 'sumSq']) grads[`bn/${s.name.slice(0, -5)}/${part}`] = new Float32Array(s.shape[0]).fill(1);
+    else if (s.name.endsWith('/mean'))
+      for (const part of ['sum', 'sumSq'])
+        grads[`bn/${s.name.slice(0, -5)}/${part}`] = new Float32Array(s.shape[0]).fill(1);
   }
   for (const [k, a] of Object.entries(grads)) gradShapes[k] = [a.length];
   const gradients: GradientsMessage = {
-    type: 'gradients', iteration: 1, shardId: 0, weightsVersion: 1, n: rows, scoreG: 0.5, scoreD: 0.5, lossG: 1, lossD: 1, timings: { computeMs: 1 }, tensors: grads, shapes: gradShapes,
+    type: 'gradients',
+    iteration: 1,
+    shardId: 0,
+    weightsVersion: 1,
+    n: rows,
+    scoreG: 0.5,
+    scoreD: 0.5,
+    lossG: 1,
+    lossD: 1,
+    timings: { computeMs: 1 },
+    tensors: grads,
+    shapes: gradShapes,
   };
   const px = config.imageSize * config.imageSize * 3;
   const shard: ShardMessage = {
-    type: 'shard', iteration: 1, weightsVersion: 1, shardId: 0, rowStart: 0, rowCount: rows,
-    tensors: { images: new Uint8Array(rows * px), z: new Float32Array(rows * config.latent), flip: new Uint8Array(rows) },
+    type: 'shard',
+    iteration: 1,
+    weightsVersion: 1,
+    shardId: 0,
+    rowStart: 0,
+    rowCount: rows,
+    tensors: {
+      images: new Uint8Array(rows * px),
+      z: new Float32Array(rows * config.latent),
+      flip: new Uint8Array(rows),
+    },
     shapes: { images: [rows, config.imageSize, config.imageSize, 3], z: [rows, config.latent], flip: [rows] },
   };
   const exactWeights = (name: string) => !learnable.has(name);
   const weightsFrame = encodeMessage(weights, { wireDtype: dtype, exact: exactWeights });
-  const limits = frameLimitFor(specs.reduce((n, s) => n + sizeOf(s.shape), 0), config.batchSize, config.imageSize, { latent: config.latent });
+  const limits = frameLimitFor(
+    specs.reduce((n, s) => n + sizeOf(s.shape), 0),
+    config.batchSize,
+    config.imageSize,
+    { latent: config.latent },
+  );
   return {
     weightsFrameBytes: weightsFrame.length,
     gradientsFrameBytes: encodeMessage(gradients, { wireDtype: dtype, exact: (name) => name.startsWith('bn/') }).length,
@@ -104,7 +154,13 @@ function frames(config: TrainConfig, rows: number, dtype: WireDtype) {
   };
 }
 
-function trainRun(cwd: string, config: TrainConfig, workers: number, wireDtype: WireDtype, extra: { simulateStepMs?: number; threads?: number; checkpoint?: boolean }) {
+function trainRun(
+  cwd: string,
+  config: TrainConfig,
+  workers: number,
+  wireDtype: WireDtype,
+  extra: { simulateStepMs?: number; threads?: number; checkpoint?: boolean },
+) {
   return benchTrainRun(cwd, config, workers, `${wireDtype}-${extra.simulateStepMs ?? 'real'}`, {
     threadsPerWorker: extra.threads,
     simulateStepMs: extra.simulateStepMs,
@@ -118,15 +174,23 @@ function trainRun(cwd: string, config: TrainConfig, workers: number, wireDtype: 
 export async function benchWire(opts: WireBenchOptions): Promise<WireBenchReport> {
   const say = opts.progress ?? (() => {});
   if (opts.dtypes[0] !== 'float32') {
-    throw new GanDistError('GAN_DIST_E_CONFIG', `--dtypes: "${opts.dtypes.join(',')}" must start with float32, the baseline`, 'e.g. --dtypes float32,bfloat16');
+    throw new GanDistError(
+      'GAN_DIST_E_CONFIG',
+      `--dtypes: "${opts.dtypes.join(',')}" must start with float32, the baseline`,
+      'e.g. --dtypes float32,bfloat16',
+    );
   }
   const cwd = mkdtempSync(path.join(os.tmpdir(), 'gan-dist-bench-wire-'));
   try {
     const transfer: TransferRun[] = [];
     const globalBatch = opts.rowsPerShard * opts.workers;
-    const full = resolveConfig({ flags: { batchSize: globalBatch, iterations: opts.iterations, validationFrequency: 1e6, seed: opts.seed } });
+    const full = resolveConfig({
+      flags: { batchSize: globalBatch, iterations: opts.iterations, validationFrequency: 1e6, seed: opts.seed },
+    });
     for (const wireDtype of opts.dtypes) {
-      say(`transfer: ${wireDtype}, full model, ${opts.workers} simulated workers, ${opts.simulateStepMs} ms a shard of ${opts.rowsPerShard} rows, ${opts.iterations} iterations`);
+      say(
+        `transfer: ${wireDtype}, full model, ${opts.workers} simulated workers, ${opts.simulateStepMs} ms a shard of ${opts.rowsPerShard} rows, ${opts.iterations} iterations`,
+      );
       const f = frames(full, opts.rowsPerShard, wireDtype);
       const { lines } = await trainRun(cwd, full, opts.workers, wireDtype, { simulateStepMs: opts.simulateStepMs });
       const iterationMs = median(steady(lines).map((l) => l.stepMs));
@@ -153,11 +217,19 @@ export async function benchWire(opts: WireBenchOptions): Promise<WireBenchReport
     let quality: WireBenchReport['quality'];
     if (opts.qualityIterations > 0) {
       const { evaluateCheckpoint } = await import('../worker/eval.ts');
-      const tiny = resolveConfig({ preset: 'tiny', flags: { iterations: opts.qualityIterations, validationFrequency: 1e6, seed: opts.seed } });
+      const tiny = resolveConfig({
+        preset: 'tiny',
+        flags: { iterations: opts.qualityIterations, validationFrequency: 1e6, seed: opts.seed },
+      });
       const runs: QualityRun[] = [];
       for (const wireDtype of opts.dtypes) {
-        say(`quality: ${wireDtype}, tiny preset, ${opts.qualityWorkers} CPU workers, ${opts.qualityIterations} iterations`);
-        const { runDir, lines } = await trainRun(cwd, tiny, opts.qualityWorkers, wireDtype, { threads: 1, checkpoint: true });
+        say(
+          `quality: ${wireDtype}, tiny preset, ${opts.qualityWorkers} CPU workers, ${opts.qualityIterations} iterations`,
+        );
+        const { runDir, lines } = await trainRun(cwd, tiny, opts.qualityWorkers, wireDtype, {
+          threads: 1,
+          checkpoint: true,
+        });
         const last = lines.slice(-10);
         const ev = await evaluateCheckpoint({ checkpoint: runDir, count: opts.evalCount, seed: 0, backend: 'wasm' });
         runs.push({
@@ -183,7 +255,12 @@ export async function benchWire(opts: WireBenchOptions): Promise<WireBenchReport
       };
     }
     return {
-      machine: { cores: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version, loadavg: os.loadavg() },
+      machine: {
+        cores: os.availableParallelism(),
+        cpu: os.cpus()[0]?.model ?? 'unknown',
+        node: process.version,
+        loadavg: os.loadavg(),
+      },
       transfer: {
         model: 'seed (64x64, 64 filters: 9.45 M parameters)',
         workers: opts.workers,
@@ -215,7 +292,9 @@ export function formatWireBench(r: WireBenchReport): string {
   }
   if (r.quality) {
     const q = r.quality;
-    lines.push(`quality (${q.preset} preset, ${q.workers} CPU workers, ${q.iterations} iterations, seed ${q.seed}, SWD x 1e3 on ${q.evalCount} images; ${q.note}):`);
+    lines.push(
+      `quality (${q.preset} preset, ${q.workers} CPU workers, ${q.iterations} iterations, seed ${q.seed}, SWD x 1e3 on ${q.evalCount} images; ${q.note}):`,
+    );
     for (const x of q.runs) {
       lines.push(
         `  ${x.wireDtype.padEnd(8)} lossD ${x.lossD.toFixed(3)} lossG ${x.lossG.toFixed(3)} scoreD ${x.scoreD.toFixed(3)} scoreG ${x.scoreG.toFixed(3)}  ` +

@@ -16,7 +16,10 @@ export function intList(flag: string) {
   return (raw: string) => {
     const xs = raw.split(',').map(Number);
     if (xs.length === 0 || xs.some((x) => !Number.isInteger(x) || x < 1)) {
-      throw new GanDistError('GAN_DIST_E_CONFIG', `${flag}: "${raw}" is not a comma-separated list of positive integers`);
+      throw new GanDistError(
+        'GAN_DIST_E_CONFIG',
+        `${flag}: "${raw}" is not a comma-separated list of positive integers`,
+      );
     }
     return xs;
   };
@@ -25,7 +28,10 @@ export function intList(flag: string) {
 function transportList(raw: string): ('socket' | 'shm')[] {
   const xs = raw.split(',').map((s) => s.trim());
   if (xs.length === 0 || xs.some((x) => x !== 'socket' && x !== 'shm')) {
-    throw new GanDistError('GAN_DIST_E_CONFIG', `--transport: "${raw}" is not a comma-separated list of socket and shm`);
+    throw new GanDistError(
+      'GAN_DIST_E_CONFIG',
+      `--transport: "${raw}" is not a comma-separated list of socket and shm`,
+    );
   }
   return xs as ('socket' | 'shm')[];
 }
@@ -34,27 +40,75 @@ export function registerBenchCommands(program: Command): Command {
   const bench = program.command('bench').description('benchmarks (ratios against a baseline measured in the same run)');
   bench
     .command('scaling')
-    .description('1 vs 2 local CPU workers (real), and the coordinator\'s overhead with simulated compute (full model)')
-    .option('--preset <name>', `model of the real part: seed (the seed's model, global batch ${SEED_REAL_BATCH}), quick or tiny`, 'seed')
-    .option('--iterations <n>', 'iterations per real run and per worker count of the interleaved run (default: 10 on seed, 24 on the presets)', (v) => intList('--iterations')(v)[0])
+    .description("1 vs 2 local CPU workers (real), and the coordinator's overhead with simulated compute (full model)")
+    .option(
+      '--preset <name>',
+      `model of the real part: seed (the seed's model, global batch ${SEED_REAL_BATCH}), quick or tiny`,
+      'seed',
+    )
+    .option(
+      '--iterations <n>',
+      'iterations per real run and per worker count of the interleaved run (default: 10 on seed, 24 on the presets)',
+      (v) => intList('--iterations')(v)[0],
+    )
     .option('--real-workers <list>', 'worker counts of the real part', intList('--real-workers'), [1, 2])
-    .option('--real-batch-size <n>', "global batch of the real part (default: the preset's)", (v) => intList('--real-batch-size')(v)[0])
-    .option('--real-mode <mode>', 'real part: interleaved (one run whose iterations cycle through the worker counts), separate runs per count, or both', 'interleaved')
-    .option('--real-rounds <n>', 'rounds of the real part, worker counts run in turn (speed-ups: the median round)', (v) => intList('--real-rounds')(v)[0], 3)
+    .option(
+      '--real-batch-size <n>',
+      "global batch of the real part (default: the preset's)",
+      (v) => intList('--real-batch-size')(v)[0],
+    )
+    .option(
+      '--real-mode <mode>',
+      'real part: interleaved (one run whose iterations cycle through the worker counts), separate runs per count, or both',
+      'interleaved',
+    )
+    .option(
+      '--real-rounds <n>',
+      'rounds of the real part, worker counts run in turn (speed-ups: the median round)',
+      (v) => intList('--real-rounds')(v)[0],
+      3,
+    )
     .option('--workers <list>', 'worker counts of the simulated part', intList('--workers'), [1, 4])
-    .option('--transport <list>', 'transports to compare: socket, shm (local workers through /dev/shm)', transportList, ['socket', 'shm'])
-    .option('--simulate-step-ms <list>', 'fixed delay per shard (ms) of the simulated part', intList('--simulate-step-ms'), [200])
+    .option(
+      '--transport <list>',
+      'transports to compare: socket, shm (local workers through /dev/shm)',
+      transportList,
+      ['socket', 'shm'],
+    )
+    .option(
+      '--simulate-step-ms <list>',
+      'fixed delay per shard (ms) of the simulated part',
+      intList('--simulate-step-ms'),
+      [200],
+    )
     .option('--rows-per-shard <n>', 'rows per simulated shard', (v) => intList('--rows-per-shard')(v)[0], 32)
-    .option('--simulated-iterations <n>', 'iterations per simulated run', (v) => intList('--simulated-iterations')(v)[0], 12)
+    .option(
+      '--simulated-iterations <n>',
+      'iterations per simulated run',
+      (v) => intList('--simulated-iterations')(v)[0],
+      12,
+    )
     .option('--json', 'print JSON')
     .action(async (opts) => {
       if (!['tiny', 'quick', 'seed'].includes(opts.preset)) {
-        throw new GanDistError('GAN_DIST_E_CONFIG', `--preset: unknown model "${opts.preset}"`, 'use one of: tiny, quick, seed');
+        throw new GanDistError(
+          'GAN_DIST_E_CONFIG',
+          `--preset: unknown model "${opts.preset}"`,
+          'use one of: tiny, quick, seed',
+        );
       }
       if (!['separate', 'interleaved', 'both'].includes(opts.realMode)) {
-        throw new GanDistError('GAN_DIST_E_CONFIG', `--real-mode: unknown mode "${opts.realMode}"`, 'use one of: interleaved, separate, both');
+        throw new GanDistError(
+          'GAN_DIST_E_CONFIG',
+          `--real-mode: unknown mode "${opts.realMode}"`,
+          'use one of: interleaved, separate, both',
+        );
       }
-      if (opts.realMode !== 'separate' && opts.iterations !== undefined && opts.iterations < MIN_INTERLEAVED_ITERATIONS) {
+      if (
+        opts.realMode !== 'separate' &&
+        opts.iterations !== undefined &&
+        opts.iterations < MIN_INTERLEAVED_ITERATIONS
+      ) {
         throw new GanDistError(
           'GAN_DIST_E_CONFIG',
           `--iterations ${opts.iterations}: the interleaved real part counts the cycles after two warm-up ones`,
@@ -81,7 +135,7 @@ export function registerBenchCommands(program: Command): Command {
     .command('step')
     .description("one worker's training step per backend: img/s and the ratio to the first backend")
     .option('--backend <list>', 'backends to compare, the first is the baseline', 'wasm,cpu')
-    .option('--batch <n>', 'shard size (default: the preset\'s batch)', (v) => intList('--batch')(v)[0])
+    .option('--batch <n>', "shard size (default: the preset's batch)", (v) => intList('--batch')(v)[0])
     .option('--preset <name>', `model preset (${Object.keys(presets).join(', ')}; default: the seed's full model)`)
     .option('--steps <n>', 'timed steps per backend', (v) => intList('--steps')(v)[0], 5)
     .option('--warmup <n>', 'untimed steps first', (v) => intList('--warmup')(v)[0], 1)
@@ -89,10 +143,16 @@ export function registerBenchCommands(program: Command): Command {
     .option('--json', 'print JSON')
     .action(async (opts) => {
       if (opts.preset !== undefined && !(opts.preset in presets)) {
-        throw new GanDistError('GAN_DIST_E_CONFIG', `--preset: unknown preset "${opts.preset}"`, `use one of: ${Object.keys(presets).join(', ')}`);
+        throw new GanDistError(
+          'GAN_DIST_E_CONFIG',
+          `--preset: unknown preset "${opts.preset}"`,
+          `use one of: ${Object.keys(presets).join(', ')}`,
+        );
       }
       const report = await benchStep({
-        backends: String(opts.backend).split(',').map((b) => parseBackendName(b.trim())),
+        backends: String(opts.backend)
+          .split(',')
+          .map((b) => parseBackendName(b.trim())),
         batch: opts.batch,
         preset: opts.preset as PresetName | undefined,
         steps: opts.steps,
@@ -117,32 +177,57 @@ export function registerBenchCommands(program: Command): Command {
 
   bench
     .command('adam')
-    .description("the coordinator's reduction of N workers' gradients + Adam on the full model: single-threaded vs a piscina pool, GB/s against memcpy")
+    .description(
+      "the coordinator's reduction of N workers' gradients + Adam on the full model: single-threaded vs a piscina pool, GB/s against memcpy",
+    )
     .option('--threads <list>', 'thread counts (1: fused on the main thread)', intList('--threads'), [1, 2])
     .option('--workers <n>', 'workers whose gradients are reduced', (v) => intList('--workers')(v)[0], 4)
     .option('--reps <n>', 'timed iterations per variant', (v) => intList('--reps')(v)[0], 7)
     .option('--json', 'print JSON')
     .action(async (opts) => {
-      const r = await benchAdam({ threads: opts.threads, workers: opts.workers, reps: opts.reps, progress: (line) => console.error(line) });
+      const r = await benchAdam({
+        threads: opts.threads,
+        workers: opts.workers,
+        reps: opts.reps,
+        progress: (line) => console.error(line),
+      });
       console.log(opts.json ? JSON.stringify(r, null, 2) : formatAdamBench(r));
     });
 
   bench
     .command('wire')
-    .description('--wire-dtype on loopback: bytes and iteration time per dtype against float32 (full model, simulated workers), and losses, scores and SWD after a tiny run with CPU workers')
-    .option('--dtypes <list>', 'wire dtypes, float32 first (the baseline)', (v) => v.split(',').map((d, i) => parseWireDtype(d.trim(), `--dtypes item ${i + 1}`)), [...WIRE_DTYPES])
+    .description(
+      '--wire-dtype on loopback: bytes and iteration time per dtype against float32 (full model, simulated workers), and losses, scores and SWD after a tiny run with CPU workers',
+    )
+    .option(
+      '--dtypes <list>',
+      'wire dtypes, float32 first (the baseline)',
+      (v) => v.split(',').map((d, i) => parseWireDtype(d.trim(), `--dtypes item ${i + 1}`)),
+      [...WIRE_DTYPES],
+    )
     .option('--workers <n>', 'simulated workers of the transfer part', (v) => intList('--workers')(v)[0], 2)
-    .option('--simulate-step-ms <ms>', 'fixed delay per shard (ms) of the transfer part', (v) => intList('--simulate-step-ms')(v)[0], 20)
+    .option(
+      '--simulate-step-ms <ms>',
+      'fixed delay per shard (ms) of the transfer part',
+      (v) => intList('--simulate-step-ms')(v)[0],
+      20,
+    )
     .option('--rows-per-shard <n>', 'rows per simulated shard', (v) => intList('--rows-per-shard')(v)[0], 32)
     .option('--iterations <n>', 'iterations per transfer run', (v) => intList('--iterations')(v)[0], 12)
-    .option('--quality-iterations <n>', 'iterations per tiny run of the quality part', (v) => intList('--quality-iterations')(v)[0], 150)
+    .option(
+      '--quality-iterations <n>',
+      'iterations per tiny run of the quality part',
+      (v) => intList('--quality-iterations')(v)[0],
+      150,
+    )
     .option('--quality-workers <n>', 'CPU workers of the quality part', (v) => intList('--quality-workers')(v)[0], 2)
     .option('--eval-count <n>', 'images per side of the SWD', (v) => intList('--eval-count')(v)[0], 128)
     .option('--seed <n>', 'seed of every run', (v) => Number(v), 0)
     .option('--no-quality', 'skip the quality part')
     .option('--json', 'print JSON')
     .action(async (opts) => {
-      if (!Number.isSafeInteger(opts.seed) || opts.seed < 0) throw new GanDistError('GAN_DIST_E_CONFIG', `--seed: "${opts.seed}" is not an integer >= 0`);
+      if (!Number.isSafeInteger(opts.seed) || opts.seed < 0)
+        throw new GanDistError('GAN_DIST_E_CONFIG', `--seed: "${opts.seed}" is not an integer >= 0`);
       const r = await benchWire({
         dtypes: opts.dtypes,
         workers: opts.workers,
@@ -160,20 +245,31 @@ export function registerBenchCommands(program: Command): Command {
 
   bench
     .command('memory')
-    .description('RSS of the coordinator and workers after a short and a long tiny run; coordinator RSS with the full model')
+    .description(
+      'RSS of the coordinator and workers after a short and a long tiny run; coordinator RSS with the full model',
+    )
     .option('--short <n>', 'first measurement (iteration)', (v) => intList('--short')(v)[0], 50)
     .option('--long <n>', 'second measurement (iteration)', (v) => intList('--long')(v)[0], 500)
     .option('--workers <n>', 'CPU workers', (v) => intList('--workers')(v)[0], 2)
     .option('--json', 'print JSON')
     .action(async (opts) => {
-      const r = await benchMemory({ short: opts.short, long: opts.long, workers: opts.workers, progress: (s) => console.error(s) });
+      const r = await benchMemory({
+        short: opts.short,
+        long: opts.long,
+        workers: opts.workers,
+        progress: (s) => console.error(s),
+      });
       if (opts.json) return console.log(JSON.stringify(r, null, 2));
       const t = r.tiny;
-      console.log(`tiny, ${t.workers} workers: coordinator RSS ${t.coordinatorMB.map((x) => x.toFixed(0)).join(' -> ')} MB (${t.coordinatorGrowthPct.toFixed(1)} %), ` +
-        `live heap after GC ${t.coordinatorHeapMB.map((x) => x.toFixed(1)).join(' -> ')} MB (${t.coordinatorHeapGrowthPct.toFixed(1)} %), ` +
-        `workers ${t.workerGrowthPct.map((g, i) => `${t.workersMB[0][i].toFixed(0)} -> ${t.workersMB[1][i].toFixed(0)} MB (${g.toFixed(1)} %)`).join(', ')} ` +
-        `between iterations ${t.checkpoints.join(' and ')}`);
-      console.log(`full model (${r.full.parameters.toLocaleString('en-US')} parameters): coordinator state ${r.full.heldBytesMB.toFixed(0)} MB held, RSS +${r.full.rssDeltaMB.toFixed(0)} MB (${r.full.deltaVsHeld.toFixed(2)}x)`);
+      console.log(
+        `tiny, ${t.workers} workers: coordinator RSS ${t.coordinatorMB.map((x) => x.toFixed(0)).join(' -> ')} MB (${t.coordinatorGrowthPct.toFixed(1)} %), ` +
+          `live heap after GC ${t.coordinatorHeapMB.map((x) => x.toFixed(1)).join(' -> ')} MB (${t.coordinatorHeapGrowthPct.toFixed(1)} %), ` +
+          `workers ${t.workerGrowthPct.map((g, i) => `${t.workersMB[0][i].toFixed(0)} -> ${t.workersMB[1][i].toFixed(0)} MB (${g.toFixed(1)} %)`).join(', ')} ` +
+          `between iterations ${t.checkpoints.join(' and ')}`,
+      );
+      console.log(
+        `full model (${r.full.parameters.toLocaleString('en-US')} parameters): coordinator state ${r.full.heldBytesMB.toFixed(0)} MB held, RSS +${r.full.rssDeltaMB.toFixed(0)} MB (${r.full.deltaVsHeld.toFixed(2)}x)`,
+      );
     });
   return bench;
 }

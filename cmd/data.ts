@@ -9,7 +9,6 @@ import { formatBytes, stderrLog } from '../data/progress.ts';
 import { writeSyntheticPngs } from '../data/synthetic/synthetic.ts';
 import { integerArg } from './options.ts';
 
-
 const print = (json: boolean, value: unknown, human: string): void => {
   process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${human}\n`);
 };
@@ -41,20 +40,34 @@ export function registerDataCommands(program: Command): void {
     .description('count the usable images of a folder, list skipped files with reasons, time decoding')
     .argument('<dir>', "folder of images (subfolders are searched), or 'flowers' for the fetched set")
     .option('--image-size <n>', 'decode to n x n', integerArg(4), 64)
-    .addOption(new Option('--resize <mode>', 'stretch (aspect not kept, as MATLAB) or cover (centre crop)').choices(['stretch', 'cover']).default('stretch'))
-    .option('--threads <n>', 'decode threads (0: main thread with sharp\'s own threads)', integerArg(0))
+    .addOption(
+      new Option('--resize <mode>', 'stretch (aspect not kept, as MATLAB) or cover (centre crop)')
+        .choices(['stretch', 'cover'])
+        .default('stretch'),
+    )
+    .option('--threads <n>', "decode threads (0: main thread with sharp's own threads)", integerArg(0))
     .option('--json', 'print the report as JSON')
-    .action(async (dir: string, opts: { imageSize: number; resize: 'stretch' | 'cover'; threads?: number; json?: boolean }) => {
-      const report = await checkData(dir, { imageSize: opts.imageSize, resize: opts.resize, threads: opts.threads, log: stderrLog() });
-      print(opts.json === true, report, formatCheckReport(report));
-      if (report.images === 0) {
-        throw new GanDistError(
-          'GAN_DIST_E_DATA',
-          `no decodable image in ${report.root}: ${report.skipped.files.length} image files skipped, ${report.skipped.ignored} other files ignored`,
-          'point it at a folder of JPEG, PNG, WebP, GIF or TIFF images (subfolders are searched), or fetch the flowers with `gan-dist data fetch`',
-        );
-      }
-    });
+    .action(
+      async (
+        dir: string,
+        opts: { imageSize: number; resize: 'stretch' | 'cover'; threads?: number; json?: boolean },
+      ) => {
+        const report = await checkData(dir, {
+          imageSize: opts.imageSize,
+          resize: opts.resize,
+          threads: opts.threads,
+          log: stderrLog(),
+        });
+        print(opts.json === true, report, formatCheckReport(report));
+        if (report.images === 0) {
+          throw new GanDistError(
+            'GAN_DIST_E_DATA',
+            `no decodable image in ${report.root}: ${report.skipped.files.length} image files skipped, ${report.skipped.ignored} other files ignored`,
+            'point it at a folder of JPEG, PNG, WebP, GIF or TIFF images (subfolders are searched), or fetch the flowers with `gan-dist data fetch`',
+          );
+        }
+      },
+    );
 
   data
     .command('synth')
@@ -68,6 +81,10 @@ export function registerDataCommands(program: Command): void {
       const started = performance.now();
       const files = await writeSyntheticPngs(opts.out, opts.count, { imageSize: opts.size, seed: opts.seed });
       const seconds = (performance.now() - started) / 1000;
-      print(opts.json === true, { dir: opts.out, count: files.length, size: opts.size, seed: opts.seed, seconds }, `wrote ${files.length} ${opts.size}x${opts.size} PNG files to ${opts.out} in ${seconds.toFixed(1)} s`);
+      print(
+        opts.json === true,
+        { dir: opts.out, count: files.length, size: opts.size, seed: opts.seed, seconds },
+        `wrote ${files.length} ${opts.size}x${opts.size} PNG files to ${opts.out} in ${seconds.toFixed(1)} s`,
+      );
     });
 }

@@ -8,7 +8,6 @@ import { DEFAULT_EVAL_COUNT, DEFAULT_EVAL_SEED } from '../metrics/swd.ts';
 import { evaluateCheckpoint, formatEval } from '../worker/eval.ts';
 import { integerArg } from './options.ts';
 
-
 interface EvalFlags {
   checkpoint: string;
   data?: string;
@@ -22,13 +21,38 @@ interface EvalFlags {
 export function registerEvalCommand(program: Command): void {
   program
     .command('eval')
-    .description("score a checkpoint's generator: sliced Wasserstein distance to real images per pyramid level (ProGAN's SWD x 1e3), and the real-vs-real floor")
-    .requiredOption('--checkpoint <path>', 'a run directory (e.g. runs/latest) or one checkpoint (runs/<run>/checkpoints/iter-000500)')
-    .option('--data <source>', "the real images: 'synthetic', 'flowers' or a folder (default: the data the run trained on)")
-    .option('--count <n>', 'generated images, and real images in each of the two real sets (the data needs 2 x N)', integerArg(1), DEFAULT_EVAL_COUNT)
-    .option('--seed <n>', 'seeds the latents (as `generate --seed`), the real images picked, patches and directions', integerArg(0), DEFAULT_EVAL_SEED)
-    .addOption(new Option('--resize <mode>', 'how the real images are resized; use what the run trained with').choices(['stretch', 'cover']))
-    .addOption(new Option('--backend <name>', 'compute backend for the generator').choices([...backendNames]).default('auto'))
+    .description(
+      "score a checkpoint's generator: sliced Wasserstein distance to real images per pyramid level (ProGAN's SWD x 1e3), and the real-vs-real floor",
+    )
+    .requiredOption(
+      '--checkpoint <path>',
+      'a run directory (e.g. runs/latest) or one checkpoint (runs/<run>/checkpoints/iter-000500)',
+    )
+    .option(
+      '--data <source>',
+      "the real images: 'synthetic', 'flowers' or a folder (default: the data the run trained on)",
+    )
+    .option(
+      '--count <n>',
+      'generated images, and real images in each of the two real sets (the data needs 2 x N)',
+      integerArg(1),
+      DEFAULT_EVAL_COUNT,
+    )
+    .option(
+      '--seed <n>',
+      'seeds the latents (as `generate --seed`), the real images picked, patches and directions',
+      integerArg(0),
+      DEFAULT_EVAL_SEED,
+    )
+    .addOption(
+      new Option('--resize <mode>', 'how the real images are resized; use what the run trained with').choices([
+        'stretch',
+        'cover',
+      ]),
+    )
+    .addOption(
+      new Option('--backend <name>', 'compute backend for the generator').choices([...backendNames]).default('auto'),
+    )
     .option('--json', 'print the result as JSON')
     .action(async (opts: EvalFlags) => {
       const r = await evaluateCheckpoint({

@@ -6,7 +6,6 @@ import { backendNames, type BackendName } from '../protocol/backends.ts';
 import { generateFromCheckpoint } from '../worker/export.ts';
 import { integerArg } from './options.ts';
 
-
 interface GenerateFlags {
   checkpoint: string;
   count: number;
@@ -21,11 +20,22 @@ export function registerGenerateCommand(program: Command): void {
   program
     .command('generate')
     .description("run a checkpoint's generator: a grid of images (PNG) or the model for tf.loadLayersModel")
-    .requiredOption('--checkpoint <path>', 'a run directory (e.g. runs/latest) or one checkpoint (runs/<run>/checkpoints/iter-000500)')
+    .requiredOption(
+      '--checkpoint <path>',
+      'a run directory (e.g. runs/latest) or one checkpoint (runs/<run>/checkpoints/iter-000500)',
+    )
     .option('--count <n>', 'how many images', integerArg(1), 25)
-    .option('--seed <n>', "draw the latents from this seed (default: the run's fixed validation latents)", integerArg(0))
+    .option(
+      '--seed <n>',
+      "draw the latents from this seed (default: the run's fixed validation latents)",
+      integerArg(0),
+    )
     .option('--out <path>', 'PNG file, or directory with --format tfjs (default: grid.png, generator-tfjs)')
-    .addOption(new Option('--format <format>', 'png: image grid; tfjs: model.json + weights').choices(['png', 'tfjs']).default('png'))
+    .addOption(
+      new Option('--format <format>', 'png: image grid; tfjs: model.json + weights')
+        .choices(['png', 'tfjs'])
+        .default('png'),
+    )
     .addOption(new Option('--backend <name>', 'compute backend').choices([...backendNames]).default('auto'))
     .option('--json', 'print the result as JSON')
     .action(async (opts: GenerateFlags) => {

@@ -6,7 +6,8 @@ import { showLogs } from '../monitor/logs.ts';
 
 function iteration(value: string): number {
   const n = Number(value);
-  if (value.trim() === '' || !Number.isInteger(n) || n < 0) throw new InvalidArgumentError('must be an iteration number (an integer >= 0)');
+  if (value.trim() === '' || !Number.isInteger(n) || n < 0)
+    throw new InvalidArgumentError('must be an iteration number (an integer >= 0)');
   return n;
 }
 

@@ -1,14 +1,7 @@
 // The training config's flags, shared by every command that builds a model (train, summary, bench).
 
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import {
-  configKeys,
-  flagName,
-  parseFlagNumber,
-  presets,
-  resolveConfig,
-  type TrainConfig,
-} from '../protocol/config.ts';
+import { configKeys, flagName, parseFlagNumber, presets, resolveConfig, type TrainConfig } from '../protocol/config.ts';
 
 const descriptions: Record<keyof TrainConfig, string> = {
   epochs: 'number of epochs (MATLAB numEpochs)',
@@ -34,7 +27,8 @@ const descriptions: Record<keyof TrainConfig, string> = {
 export function integerArg(min = 0): (raw: string) => number {
   return (raw) => {
     const n = Number(raw);
-    if (raw.trim() === '' || !Number.isInteger(n) || n < min) throw new InvalidArgumentError(`must be an integer >= ${min}`);
+    if (raw.trim() === '' || !Number.isInteger(n) || n < min)
+      throw new InvalidArgumentError(`must be an integer >= ${min}`);
     return n;
   };
 }
@@ -53,7 +47,12 @@ export function integerListArg(min = 1): (raw: string) => number[] {
 
 export function addConfigOptions(cmd: Command): Command {
   cmd
-    .addOption(new Option('--preset <name>', 'preset: tiny (32px, 16 filters, batch 16) or quick (64px, 16 filters, batch 32)').choices(Object.keys(presets)))
+    .addOption(
+      new Option(
+        '--preset <name>',
+        'preset: tiny (32px, 16 filters, batch 16) or quick (64px, 16 filters, batch 32)',
+      ).choices(Object.keys(presets)),
+    )
     .option('--config <file.json>', 'JSON config file of camelCase keys');
   for (const key of configKeys) {
     cmd.option(`${flagName(key)} <n>`, descriptions[key], (raw: string) => parseFlagNumber(key, raw));

@@ -21,7 +21,8 @@ const { version } = createRequire(import.meta.url)('../package.json') as { versi
 function positiveInt(flag: string, min = 0) {
   return (raw: string) => {
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < min) throw new GanDistError('GAN_DIST_E_CONFIG', `${flag}: "${raw}" is not an integer >= ${min}`);
+    if (!Number.isInteger(n) || n < min)
+      throw new GanDistError('GAN_DIST_E_CONFIG', `${flag}: "${raw}" is not an integer >= ${min}`);
     return n;
   };
 }
@@ -29,7 +30,11 @@ function positiveInt(flag: string, min = 0) {
 function parseGpus(raw: string): string[] {
   const ids = raw.split(',').map((s) => s.trim());
   if (ids.length === 0 || ids.some((id) => !/^\d+$/.test(id)) || new Set(ids).size !== ids.length) {
-    throw new GanDistError('GAN_DIST_E_CONFIG', `--gpus: "${raw}" is not a list of distinct GPU ids`, 'e.g. --gpus 0,1,2,3');
+    throw new GanDistError(
+      'GAN_DIST_E_CONFIG',
+      `--gpus: "${raw}" is not a list of distinct GPU ids`,
+      'e.g. --gpus 0,1,2,3',
+    );
   }
   return ids;
 }
@@ -39,45 +44,115 @@ export function registerTrainCommands(program: Command): void {
     program
       .command('train')
       .description('train the DCGAN: a coordinator and its workers (default: 2 CPU workers on synthetic flowers)')
-      .option('--data <source>', "'synthetic' (default, offline), 'flowers' (after `gan-dist data fetch flowers`) or a folder of images; a resume uses the run's")
+      .option(
+        '--data <source>',
+        "'synthetic' (default, offline), 'flowers' (after `gan-dist data fetch flowers`) or a folder of images; a resume uses the run's",
+      )
       .option('--workers <n>', 'local CPU worker processes', positiveInt('--workers'), 2)
-      .option('--gpus <ids>', 'one worker process per GPU id, e.g. 0,1,2,3 (needs @tensorflow/tfjs-node-gpu)', parseGpus)
-      .addOption(new Option('--backend <name>', 'compute backend of the local workers').choices([...backendNames]).default('auto'))
-      .option('--listen <host:port>', 'where workers join (loopback; port 0 picks one, written to RUN_DIR/endpoint)', '127.0.0.1:0')
-      .option('--tls-cert <file>', 'serve wss with this PEM certificate (default beyond loopback: one made for the run, pinned by the token file)')
+      .option(
+        '--gpus <ids>',
+        'one worker process per GPU id, e.g. 0,1,2,3 (needs @tensorflow/tfjs-node-gpu)',
+        parseGpus,
+      )
+      .addOption(
+        new Option('--backend <name>', 'compute backend of the local workers')
+          .choices([...backendNames])
+          .default('auto'),
+      )
+      .option(
+        '--listen <host:port>',
+        'where workers join (loopback; port 0 picks one, written to RUN_DIR/endpoint)',
+        '127.0.0.1:0',
+      )
+      .option(
+        '--tls-cert <file>',
+        'serve wss with this PEM certificate (default beyond loopback: one made for the run, pinned by the token file)',
+      )
       .option('--tls-key <file>', 'the private key of --tls-cert')
       .option('--tls', 'serve wss on loopback too')
-      .option('--min-workers <n>', 'wait until this many workers are in before the first iteration', positiveInt('--min-workers', 1))
+      .option(
+        '--min-workers <n>',
+        'wait until this many workers are in before the first iteration',
+        positiveInt('--min-workers', 1),
+      )
       .addOption(
-        new Option('--transport <kind>', 'how local workers exchange tensors: shm (/dev/shm, memory speed), socket, or auto (shm when /dev/shm has room)')
+        new Option(
+          '--transport <kind>',
+          'how local workers exchange tensors: shm (/dev/shm, memory speed), socket, or auto (shm when /dev/shm has room)',
+        )
           .choices([...TRANSPORTS])
           .default('auto'),
       )
       .addOption(
-        new Option('--wire-dtype <dtype>', "weights and gradients to socket workers: float32 (exact), bfloat16 or float16 (half the bytes; master weights and Adam stay float32); a resume keeps the run's")
-          .choices([...WIRE_DTYPES]),
+        new Option(
+          '--wire-dtype <dtype>',
+          "weights and gradients to socket workers: float32 (exact), bfloat16 or float16 (half the bytes; master weights and Adam stay float32); a resume keeps the run's",
+        ).choices([...WIRE_DTYPES]),
       )
-      .addOption(new Option('--balance <mode>', 'shard sizes: off (equal) or throughput (by measured speed)').choices(['off', 'throughput']).default('off'))
-      .option('--adam-threads <n>', "threads of the coordinator's gradient reduction and Adam (default: min(2, cores); 1: main thread; same floats either way)", positiveInt('--adam-threads', 1))
+      .addOption(
+        new Option('--balance <mode>', 'shard sizes: off (equal) or throughput (by measured speed)')
+          .choices(['off', 'throughput'])
+          .default('off'),
+      )
+      .option(
+        '--adam-threads <n>',
+        "threads of the coordinator's gradient reduction and Adam (default: min(2, cores); 1: main thread; same floats either way)",
+        positiveInt('--adam-threads', 1),
+      )
       .option('--run-dir <dir>', 'the run directory (default runs/<timestamp>, runs/latest points at it)')
       .option('--resume <run-dir>', 'continue the run in this directory from its last checkpoint')
-      .option('--checkpoint-every <n>', 'iterations between checkpoints (0: only at the end)', positiveInt('--checkpoint-every'), 500)
+      .option(
+        '--checkpoint-every <n>',
+        'iterations between checkpoints (0: only at the end)',
+        positiveInt('--checkpoint-every'),
+        500,
+      )
       .option('--keep-checkpoints <n>', 'checkpoints kept', positiveInt('--keep-checkpoints', 1), 3)
       .option('--token-file <file>', 'the run token (default: GAN_DIST_TOKEN or a new one, written to RUN_DIR/token)')
-      .option('--data-threads <n>', 'image decode threads (0: main thread with sharp threads)', positiveInt('--data-threads'))
-      .addOption(new Option('--resize <mode>', "stretch (as MATLAB's augmentedImageDatastore) or cover (centre crop)").choices(['stretch', 'cover']))
-      .option('--eval-every <n>', 'iterations between SWD evaluations (as `gan-dist eval`), logged as `eval` events (0: never)', positiveInt('--eval-every'), 0)
-      .option('--eval-count <n>', 'images per side of each SWD evaluation (needs twice as many real images)', positiveInt('--eval-count', 1), 128)
+      .option(
+        '--data-threads <n>',
+        'image decode threads (0: main thread with sharp threads)',
+        positiveInt('--data-threads'),
+      )
+      .addOption(
+        new Option('--resize <mode>', "stretch (as MATLAB's augmentedImageDatastore) or cover (centre crop)").choices([
+          'stretch',
+          'cover',
+        ]),
+      )
+      .option(
+        '--eval-every <n>',
+        'iterations between SWD evaluations (as `gan-dist eval`), logged as `eval` events (0: never)',
+        positiveInt('--eval-every'),
+        0,
+      )
+      .option(
+        '--eval-count <n>',
+        'images per side of each SWD evaluation (needs twice as many real images)',
+        positiveInt('--eval-count', 1),
+        128,
+      )
       .option('--print-every <n>', 'iterations between console lines', positiveInt('--print-every', 1), 10)
       .option('--no-tui', 'plain lines instead of the terminal UI'),
   ).action(async (opts) => {
     const config = configFromOptions(opts);
     const overrides: Partial<TrainConfig> = {};
-    for (const key of configKeys) if (typeof opts[key] === 'number') (overrides as Record<string, number>)[key] = config[key];
+    for (const key of configKeys)
+      if (typeof opts[key] === 'number') (overrides as Record<string, number>)[key] = config[key];
     if (opts.resume && opts.runDir) {
-      throw new GanDistError('GAN_DIST_E_USAGE', '--resume and --run-dir both given', '--resume DIR continues that run in DIR; drop --run-dir');
+      throw new GanDistError(
+        'GAN_DIST_E_USAGE',
+        '--resume and --run-dir both given',
+        '--resume DIR continues that run in DIR; drop --run-dir',
+      );
     }
-    const tui = trainTuiHooks({ enabled: opts.tui !== false, stdout: process.stdout, stdin: process.stdin, print: (line) => console.log(line), runDir: opts.resume ?? opts.runDir });
+    const tui = trainTuiHooks({
+      enabled: opts.tui !== false,
+      stdout: process.stdout,
+      stdin: process.stdin,
+      print: (line) => console.log(line),
+      runDir: opts.resume ?? opts.runDir,
+    });
     const result = await train({
       config,
       overrides,
@@ -122,11 +197,27 @@ export function registerTrainCommands(program: Command): void {
     .addOption(new Option('--backend <name>', 'compute backend').choices([...backendNames]).default('auto'))
     .option('--gpu <id>', 'GPU id (sets CUDA_VISIBLE_DEVICES before the backend loads)')
     .option('--threads <n>', 'wasm threads (default: all cores)', positiveInt('--threads', 1))
-    .option('--ca <file>', 'wss: trust the coordinator certificate signed by this CA (PEM) instead of a pinned fingerprint')
-    .option('--reconnect-timeout <s>', 'keep trying to (re)join for this many seconds when the coordinator is away', positiveInt('--reconnect-timeout'), 60)
-    .addOption(new Option('--simulate-step-ms <ms>', 'benchmarks: answer each shard with zero gradients after this delay, computing nothing').argParser(positiveInt('--simulate-step-ms')).hideHelp())
+    .option(
+      '--ca <file>',
+      'wss: trust the coordinator certificate signed by this CA (PEM) instead of a pinned fingerprint',
+    )
+    .option(
+      '--reconnect-timeout <s>',
+      'keep trying to (re)join for this many seconds when the coordinator is away',
+      positiveInt('--reconnect-timeout'),
+      60,
+    )
+    .addOption(
+      new Option(
+        '--simulate-step-ms <ms>',
+        'benchmarks: answer each shard with zero gradients after this delay, computing nothing',
+      )
+        .argParser(positiveInt('--simulate-step-ms'))
+        .hideHelp(),
+    )
     .action(async (opts) => {
-      if (opts.gpu !== undefined && process.env.CUDA_VISIBLE_DEVICES === undefined) process.env.CUDA_VISIBLE_DEVICES = opts.gpu;
+      if (opts.gpu !== undefined && process.env.CUDA_VISIBLE_DEVICES === undefined)
+        process.env.CUDA_VISIBLE_DEVICES = opts.gpu;
       const { token, fingerprint } = await resolveToken({ tokenFile: opts.tokenFile });
       const outcome = await runWorkerWithReconnect({
         reconnectTimeoutMs: opts.reconnectTimeout * 1000,

@@ -9,7 +9,6 @@ import { integerArg } from './options.ts';
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 
-
 interface WatchFlags {
   tokenFile?: string;
   ca?: string;
@@ -23,8 +22,14 @@ export function registerWatchCommand(program: Command): void {
     .command('watch')
     .description('terminal UI of a run: both scores, progress, workers, the latest sample grid, events')
     .argument('<run>', 'a run directory (e.g. runs/latest), or a coordinator ws://HOST:PORT to watch as a monitor')
-    .option('--token-file <file>', "with ws:// or wss://: the run's token file (or set GAN_DIST_TOKEN); it pins a wss certificate")
-    .option('--ca <file>', 'wss: trust the coordinator certificate signed by this CA (PEM) instead of a pinned fingerprint')
+    .option(
+      '--token-file <file>',
+      "with ws:// or wss://: the run's token file (or set GAN_DIST_TOKEN); it pins a wss certificate",
+    )
+    .option(
+      '--ca <file>',
+      'wss: trust the coordinator certificate signed by this CA (PEM) instead of a pinned fingerprint',
+    )
     .option('--once', 'print one frame and exit (also what happens when stdout is not a terminal)')
     .option('--width <columns>', 'with --once: the frame width (default: the terminal, else 80)', integerArg(1))
     .option('--height <rows>', 'with --once: the frame height (default: the terminal, else 24)', integerArg(1))
@@ -37,9 +42,26 @@ export function registerWatchCommand(program: Command): void {
         if (/^wss?:\/\//.test(target)) {
           const { token, fingerprint } = await resolveToken({ tokenFile: opts.tokenFile });
           const ca = opts.ca === undefined ? undefined : readFileSync(opts.ca, 'utf8');
-          await watchRemote({ url: target, token, fingerprint, ca, ganDistVersion: version, stdout: process.stdout, stdin: process.stdin, signal: stop.signal });
+          await watchRemote({
+            url: target,
+            token,
+            fingerprint,
+            ca,
+            ganDistVersion: version,
+            stdout: process.stdout,
+            stdin: process.stdin,
+            signal: stop.signal,
+          });
         } else {
-          await watchRun({ target, once: opts.once, width: opts.width, height: opts.height, stdout: process.stdout, stdin: process.stdin, signal: stop.signal });
+          await watchRun({
+            target,
+            once: opts.once,
+            width: opts.width,
+            height: opts.height,
+            stdout: process.stdout,
+            stdin: process.stdin,
+            signal: stop.signal,
+          });
         }
       } finally {
         process.off('SIGTERM', onSignal);

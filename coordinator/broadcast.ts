@@ -26,7 +26,15 @@ interface Entry {
   pinned: boolean;
 }
 
-const PINNED_EVENTS = new Set(['config', 'data-ready', 'listening', 'state', 'worker-joined', 'worker-left', 'run-finished']);
+const PINNED_EVENTS = new Set([
+  'config',
+  'data-ready',
+  'listening',
+  'state',
+  'worker-joined',
+  'worker-left',
+  'run-finished',
+]);
 
 export interface BroadcasterOptions {
   /** Iteration lines kept for late monitors before the older half is thinned (default 10 000). */
@@ -100,7 +108,9 @@ export class LogBroadcaster {
       const queued = peer.bufferedBytes();
       if (queued > this.maxQueued) {
         this.peers.delete(peer.id);
-        peer.close(`monitor fell behind: ${(queued / 1048576).toFixed(1)} MiB of log lines unsent; reconnect to catch up from the backlog`);
+        peer.close(
+          `monitor fell behind: ${(queued / 1048576).toFixed(1)} MiB of log lines unsent; reconnect to catch up from the backlog`,
+        );
       } else peer.send(frame);
     }
   }
@@ -149,14 +159,19 @@ export interface MonitorServer {
  * when it joins and removed when it goes; its `stop` calls `requestStop`; anything else it sends
  * costs it the connection. The coordinator's own message handler must ignore monitor peers.
  */
-export function attachMonitors(server: MonitorServer, monitors: LogBroadcaster, requestStop: (reason: string) => void): void {
+export function attachMonitors(
+  server: MonitorServer,
+  monitors: LogBroadcaster,
+  requestStop: (reason: string) => void,
+): void {
   server.on('peer', (peer) => {
     if (peer.role === 'monitor') monitors.add(peer);
   });
   server.on('gone', (peer) => monitors.remove(peer.id));
   server.on('message', (peer, msg) => {
     if (peer.role !== 'monitor') return;
-    if (msg.type === 'stop') requestStop(`stop requested by the monitor at ${peer.address}${msg.reason ? ` (${msg.reason})` : ''}`);
+    if (msg.type === 'stop')
+      requestStop(`stop requested by the monitor at ${peer.address}${msg.reason ? ` (${msg.reason})` : ''}`);
     else if (msg.type !== 'heartbeat') peer.close(`a monitor may only send 'stop', not '${msg.type}'`);
   });
 }

@@ -29,7 +29,15 @@ import { PeerServer, type Peer } from './server.ts';
 import type { ShmRegion } from '../protocol/wire/shm.ts';
 import { evalEventFields, type RunEvaluation } from '../metrics/swd.ts';
 import { attachMonitors, type LogBroadcaster } from './broadcast.ts';
-import { activationShapes, initialParams, layersOf, parameterTable, sizeOf, type NamedArrays, type ParamSpec } from '../protocol/model/architecture.ts';
+import {
+  activationShapes,
+  initialParams,
+  layersOf,
+  parameterTable,
+  sizeOf,
+  type NamedArrays,
+  type ParamSpec,
+} from '../protocol/model/architecture.ts';
 import type { BatchIterator, IteratorState } from '../data/batches.ts';
 
 export type RunState = 'starting' | 'waiting' | 'running' | 'stopping' | 'finished' | 'failed';
@@ -184,7 +192,11 @@ export class Coordinator {
     this.runId = r?.runId ?? randomUUID();
     // Weights and Adam's moments live in the optimizer's flat buffers (shared with its threads);
     // everything else, checkpoints included, sees them as NamedArrays views.
-    this.optimizer = new Optimizer(this.specs, { params: r?.params ?? initialParams(this.specs, cfg.seed), adamM: r?.adamM, adamV: r?.adamV }, { threads: opts.adamThreads });
+    this.optimizer = new Optimizer(
+      this.specs,
+      { params: r?.params ?? initialParams(this.specs, cfg.seed), adamM: r?.adamM, adamV: r?.adamV },
+      { threads: opts.adamThreads },
+    );
     this.params = this.optimizer.params;
     this.adamM = this.optimizer.adamM;
     this.adamV = this.optimizer.adamV;
@@ -193,7 +205,8 @@ export class Coordinator {
     this.rngZ = r ? Rng.fromState(r.rng.z) : new Rng(cfg.seed, 2);
     this.rngFlip = r ? Rng.fromState(r.rng.flip) : new Rng(cfg.seed, 3);
     // The 25 fixed latent vectors of the sample grids, drawn once per run.
-    this.zValidation = r?.zValidation ?? new Rng(cfg.seed, 4).fillNormal(new Float32Array(cfg.numValidationImages * cfg.latent));
+    this.zValidation =
+      r?.zValidation ?? new Rng(cfg.seed, 4).fillNormal(new Float32Array(cfg.numValidationImages * cfg.latent));
     const byEpochs = cfg.epochs * opts.iterationsPerEpoch;
     this.maxIterations = cfg.iterations > 0 ? Math.min(cfg.iterations, byEpochs) : byEpochs;
     this.dispatcher = new Dispatcher({
@@ -227,8 +240,19 @@ export class Coordinator {
       // vectored write straight from the parameters: no copy into a frame buffer.
       const shapes: Record<string, number[]> = {};
       for (const s of this.specs) shapes[s.name] = s.shape;
-      const ref = shm.writeWeights(encodeMessageChunks({ type: 'weights', version: this.version, iteration: this.iteration, tensors: this.params, shapes }));
-      this.shmWeights = { version: this.version, frame: encodeMessage({ type: 'weightsRef', version: this.version, iteration: this.iteration, ...ref }) };
+      const ref = shm.writeWeights(
+        encodeMessageChunks({
+          type: 'weights',
+          version: this.version,
+          iteration: this.iteration,
+          tensors: this.params,
+          shapes,
+        }),
+      );
+      this.shmWeights = {
+        version: this.version,
+        frame: encodeMessage({ type: 'weightsRef', version: this.version, iteration: this.iteration, ...ref }),
+      };
     }
     return this.shmWeights;
   }
@@ -237,7 +261,11 @@ export class Coordinator {
   private onShmAttach(peer: Peer, region: string): void {
     const shm = this.opts.shm;
     if (!shm || region !== shm.dir) {
-      this.event('shm-declined', { worker: peer.id, region, reason: shm ? `not this run's region (${shm.dir})` : 'this run uses the socket' });
+      this.event('shm-declined', {
+        worker: peer.id,
+        region,
+        reason: shm ? `not this run's region (${shm.dir})` : 'this run uses the socket',
+      });
       return;
     }
     const gradientsFile = shm.attach(peer.id, this.frameLimits!.maxFrameBytes);
@@ -258,8 +286,11 @@ export class Coordinator {
   private async onGradientsRef(peer: Peer, ref: GradientsRefMessage): Promise<void> {
     let msg: Message;
     try {
-      if (!this.opts.shm) throw new GanDistError('GAN_DIST_E_PROTOCOL', 'gradientsRef, but this run has no shared-memory region');
-      msg = decodeMessage(await this.opts.shm.readGradientsAsync(peer.id, ref.seq, ref.byteLength), this.frameLimits!, { reportNonFinite: true });
+      if (!this.opts.shm)
+        throw new GanDistError('GAN_DIST_E_PROTOCOL', 'gradientsRef, but this run has no shared-memory region');
+      msg = decodeMessage(await this.opts.shm.readGradientsAsync(peer.id, ref.seq, ref.byteLength), this.frameLimits!, {
+        reportNonFinite: true,
+      });
     } catch (err) {
       peer.close((err as Error).message);
       return;
@@ -271,7 +302,9 @@ export class Coordinator {
       msg.weightsVersion === ref.weightsVersion &&
       msg.n === ref.n;
     if (!same) {
-      peer.close(`gradientsRef for shard ${ref.shardId} of iteration ${ref.iteration} points at a frame that does not match it`);
+      peer.close(
+        `gradientsRef for shard ${ref.shardId} of iteration ${ref.iteration} points at a frame that does not match it`,
+      );
       return;
     }
     this.dispatcher.onGradients(peer, msg as GradientsMessage | GradientsNonFiniteMessage);
@@ -294,7 +327,13 @@ export class Coordinator {
     if (cached?.version !== this.version) {
       const shapes: Record<string, number[]> = {};
       for (const s of this.specs) shapes[s.name] = s.shape;
-      const msg = { type: 'weights', version: this.version, iteration: this.iteration, tensors: this.params, shapes } as const;
+      const msg = {
+        type: 'weights',
+        version: this.version,
+        iteration: this.iteration,
+        tensors: this.params,
+        shapes,
+      } as const;
       // BatchNorm running statistics stay float32: a few KB, and workers' sample grids use them.
       const buffers = this.weightsBuffers.get(dtype) ?? [undefined, undefined];
       this.weightsBuffers.set(dtype, buffers);
@@ -321,7 +360,8 @@ export class Coordinator {
       }
     }
     const expected = this.learnables.length + 2 * Object.keys(this.bnCounts).length;
-    if (Object.keys(m.tensors).length !== expected) return `carries ${Object.keys(m.tensors).length} tensors, expected ${expected}`;
+    if (Object.keys(m.tensors).length !== expected)
+      return `carries ${Object.keys(m.tensors).length} tensors, expected ${expected}`;
     return undefined;
   }
 
@@ -336,11 +376,11 @@ export class Coordinator {
       token: this.opts.token,
       paramTableHash: paramTableHash(this.specs),
       tls: this.opts.tls,
-      limits: this.frameLimits = frameLimitFor(total, cfg.batchSize, cfg.imageSize, {
+      limits: (this.frameLimits = frameLimitFor(total, cfg.batchSize, cfg.imageSize, {
         latent: cfg.latent,
         // A worker's answer to an evaluation carries evaluation.count images.
         sampleCount: Math.max(cfg.numValidationImages, this.opts.evaluation?.count ?? 0),
-      }),
+      })),
       welcome: (hello, id) => ({
         runId: this.runId,
         workerId: id,
@@ -351,16 +391,27 @@ export class Coordinator {
     });
     if (this.opts.monitors) attachMonitors(this.server, this.opts.monitors, (reason) => this.requestStop(reason));
     this.server.on('peer', (peer: Peer) => {
-      this.event('worker-joined', { worker: peer.id, role: peer.role, address: peer.address, backend: peer.hello.backend, device: peer.hello.device });
+      this.event('worker-joined', {
+        worker: peer.id,
+        role: peer.role,
+        address: peer.address,
+        backend: peer.hello.backend,
+        device: peer.hello.device,
+      });
       if (peer.role === 'worker') this.dispatcher.add(peer);
     });
     this.server.on('gone', (peer: Peer, reason: string) => {
-      this.event('worker-left', { worker: peer.id, address: peer.address, reason }, this.state === 'running' ? 'warn' : 'info');
+      this.event(
+        'worker-left',
+        { worker: peer.id, address: peer.address, reason },
+        this.state === 'running' ? 'warn' : 'info',
+      );
       this.dispatcher.remove(peer.id, reason);
       this.peerWireDtype.delete(peer.id);
       // Its file goes; gradients already read from it stay valid (they live in our own buffers).
       this.opts.shm?.detach(peer.id);
-      if (this.pendingSample?.peerId === peer.id) this.pendingSample.reject(new Error(`worker ${peer.id} left: ${reason}`));
+      if (this.pendingSample?.peerId === peer.id)
+        this.pendingSample.reject(new Error(`worker ${peer.id} left: ${reason}`));
     });
     this.server.on('rejected', (r: { address: string; reason: string }) => this.event('peer-rejected', r, 'warn'));
     this.server.on('message', (peer: Peer, msg) => {
@@ -433,7 +484,11 @@ export class Coordinator {
         this.transition('waiting', { minWorkers: this.opts.minWorkers, live: this.dispatcher.liveCount });
         await this.dispatcher.waitForWorkers(this.opts.minWorkers, this.stopController.signal);
       }
-      this.transition('running', { iteration: this.iteration, maxIterations: this.maxIterations, adamThreads: this.optimizer.threads });
+      this.transition('running', {
+        iteration: this.iteration,
+        maxIterations: this.maxIterations,
+        adamThreads: this.optimizer.threads,
+      });
       let lastCheckpoint = this.iteration;
       const evalEvery = this.opts.evaluation ? (this.opts.evalEvery ?? 0) : 0;
       if (evalEvery > 0 && this.iteration === 0) await this.evaluate();
@@ -480,7 +535,11 @@ export class Coordinator {
   private async checkpoint(): Promise<void> {
     const t0 = performance.now();
     const where = await this.opts.saveSnapshot(this.snapshot());
-    this.event('checkpoint-written', { iteration: this.iteration, path: where, ms: Math.round(performance.now() - t0) });
+    this.event('checkpoint-written', {
+      iteration: this.iteration,
+      path: where,
+      ms: Math.round(performance.now() - t0),
+    });
   }
 
   private async shutdown(reason: string): Promise<void> {
@@ -547,7 +606,8 @@ export class Coordinator {
       arrived[task.shardId] = msg;
       // Every shard now ready in order, added in one fused pass (several when results bunch up).
       const ready: { grads: Record<string, Float32Array>; n: number }[] = [];
-      for (; nextToAdd < tasks.length && arrived[nextToAdd]; nextToAdd++) ready.push({ grads: arrived[nextToAdd]!.tensors, n: arrived[nextToAdd]!.n });
+      for (; nextToAdd < tasks.length && arrived[nextToAdd]; nextToAdd++)
+        ready.push({ grads: arrived[nextToAdd]!.tensors, n: arrived[nextToAdd]!.n });
       this.optimizer.addMany(ready);
       reduceMs += performance.now() - r0;
     });
@@ -568,7 +628,11 @@ export class Coordinator {
       lossD += msg.n * msg.lossD;
       const sums: Record<string, BnSums> = {};
       for (const [key, perImage] of Object.entries(this.bnCounts)) {
-        sums[key] = { sum: msg.tensors[`bn/${key}/sum`], sumSq: msg.tensors[`bn/${key}/sumSq`], count: perImage * msg.n };
+        sums[key] = {
+          sum: msg.tensors[`bn/${key}/sum`],
+          sumSq: msg.tensors[`bn/${key}/sumSq`],
+          count: perImage * msg.n,
+        };
       }
       bn.push(sums);
     }
@@ -600,7 +664,11 @@ export class Coordinator {
       adamMs,
       reduceMs,
       workers: new Set(results.map((r) => r.workerId)).size,
-      shards: results.map((r) => ({ worker: r.workerId, rows: r.task.rowCount, computeMs: Math.round(r.msg.timings.computeMs) })),
+      shards: results.map((r) => ({
+        worker: r.workerId,
+        rows: r.task.rowCount,
+        computeMs: Math.round(r.msg.timings.computeMs),
+      })),
     };
     const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
     this.opts.log.info(
@@ -639,7 +707,11 @@ export class Coordinator {
   }
 
   /** G(z) in inference mode on one idle worker (k rows of z); undefined when none could do it. */
-  private async generateOnWorker(z: Float32Array, k: number, what: 'sample' | 'eval'): Promise<Float32Array | undefined> {
+  private async generateOnWorker(
+    z: Float32Array,
+    k: number,
+    what: 'sample' | 'eval',
+  ): Promise<Float32Array | undefined> {
     const cfg = this.opts.config;
     for (let attempt = 0; attempt < 3; attempt++) {
       const slot = this.dispatcher.idleWorker();
@@ -648,7 +720,12 @@ export class Coordinator {
       const got = new Promise<SampleMessage>((resolve, reject) => {
         this.pendingSample = { peerId: slot.peer.id, resolve, reject };
       });
-      slot.peer.send({ type: 'sampleRequest', iteration: this.iteration, tensors: { z }, shapes: { z: [k, cfg.latent] } });
+      slot.peer.send({
+        type: 'sampleRequest',
+        iteration: this.iteration,
+        tensors: { z },
+        shapes: { z: [k, cfg.latent] },
+      });
       try {
         return (await got).tensors.images;
       } catch (err) {
@@ -694,7 +771,16 @@ export class Coordinator {
     if (!images) return;
     this.evaluating = e.evaluator
       .swdAsync(images)
-      .then((r) => this.event('eval', evalEventFields(iteration, r, { floor: Math.round(e.floor.mean * 1000) / 1000, count: e.count, ms: Math.round(performance.now() - t0) })))
+      .then((r) =>
+        this.event(
+          'eval',
+          evalEventFields(iteration, r, {
+            floor: Math.round(e.floor.mean * 1000) / 1000,
+            count: e.count,
+            ms: Math.round(performance.now() - t0),
+          }),
+        ),
+      )
       .catch((err: Error) => this.event('eval-failed', { iteration, error: err.message }, 'warn'));
   }
 }

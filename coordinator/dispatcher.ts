@@ -84,7 +84,12 @@ export class Dispatcher {
     const task = slot.busy;
     if (task && !task.done && this.round?.tasks.includes(task)) {
       this.round.queue.unshift(task);
-      this.hooks.event('shard-reassigned', { iteration: this.round.iteration, shardId: task.shardId, fromWorker: peerId, reason });
+      this.hooks.event('shard-reassigned', {
+        iteration: this.round.iteration,
+        shardId: task.shardId,
+        fromWorker: peerId,
+        reason,
+      });
       if (this.workers.size === 0) this.hooks.event('waiting-for-workers', { iteration: this.round.iteration }, 'warn');
     }
     this.pump();
@@ -102,7 +107,11 @@ export class Dispatcher {
   }
 
   /** Runs one iteration's shards to completion on whichever workers are live. */
-  run(iteration: number, tasks: ShardTask[], onResult?: (r: Round['results'][number]) => void): Promise<Round['results']> {
+  run(
+    iteration: number,
+    tasks: ShardTask[],
+    onResult?: (r: Round['results'][number]) => void,
+  ): Promise<Round['results']> {
     return new Promise((resolve, reject) => {
       const round: Round = {
         iteration,
@@ -135,7 +144,9 @@ export class Dispatcher {
         if (!task || task.assignedAt === undefined) continue;
         const limit = this.deadlineMs(task.rowCount);
         if (now - task.assignedAt > limit) {
-          slot.peer.close(`missed the step deadline: shard ${task.shardId} of iteration ${this.round.iteration} took over ${Math.round(limit)} ms`);
+          slot.peer.close(
+            `missed the step deadline: shard ${task.shardId} of iteration ${this.round.iteration} took over ${Math.round(limit)} ms`,
+          );
         }
       }
     }, 500);
@@ -192,7 +203,11 @@ export class Dispatcher {
         round.reject(err);
         return;
       }
-      this.hooks.event('shard-nonfinite', { iteration: round.iteration, shardId: task.shardId, worker: peer.id }, 'warn');
+      this.hooks.event(
+        'shard-nonfinite',
+        { iteration: round.iteration, shardId: task.shardId, worker: peer.id },
+        'warn',
+      );
       round.queue.unshift(task);
       this.pump();
       return;

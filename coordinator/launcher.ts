@@ -40,10 +40,18 @@ export function planWorkers(opts: {
   threads?: number;
 }): LaunchSpec[] {
   if (opts.simulateStepMs !== undefined) {
-    return Array.from({ length: opts.workers }, (_, rank) => ({ rank, backend: 'wasm', simulateStepMs: opts.simulateStepMs }));
+    return Array.from({ length: opts.workers }, (_, rank) => ({
+      rank,
+      backend: 'wasm',
+      simulateStepMs: opts.simulateStepMs,
+    }));
   }
   if (opts.gpus && opts.gpus.length > 0) {
-    return opts.gpus.map((gpu, rank) => ({ rank, gpu, backend: opts.backend === 'auto' ? 'tensorflow-gpu' : opts.backend }));
+    return opts.gpus.map((gpu, rank) => ({
+      rank,
+      gpu,
+      backend: opts.backend === 'auto' ? 'tensorflow-gpu' : opts.backend,
+    }));
   }
   const cores = opts.cores ?? os.availableParallelism();
   const threads = opts.threads ?? Math.max(1, Math.floor(cores / Math.max(1, opts.workers)));
@@ -51,7 +59,11 @@ export function planWorkers(opts: {
 }
 
 /** The environment a worker process gets: the run's token, its rank, and its GPU. */
-export function workerEnv(spec: LaunchSpec, token: string, base: NodeJS.ProcessEnv = process.env): Record<string, string> {
+export function workerEnv(
+  spec: LaunchSpec,
+  token: string,
+  base: NodeJS.ProcessEnv = process.env,
+): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(base)) if (v !== undefined) env[k] = v;
   env[TOKEN_ENV] = token;

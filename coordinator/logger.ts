@@ -10,11 +10,24 @@ export function createRunLogger(file: string, onLine?: (line: string) => void): 
   const dest = pino.destination({ dest: file, append: true, mkdir: true, sync: false, minLength: 0 });
   // Each serialised line also goes to `onLine` (remote monitors), exactly as written to the file.
   const hooks = onLine ? { streamWrite: (s: string) => (onLine(s), s) } : {};
-  return pino({ base: undefined, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) }, hooks }, dest);
+  return pino(
+    {
+      base: undefined,
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      hooks,
+    },
+    dest,
+  );
 }
 
 /** Writes an event line: `{msg: "event", event: name, ...fields}`. */
-export function logEvent(log: RunLogger, event: string, fields: Record<string, unknown> = {}, level: 'info' | 'warn' | 'error' = 'info'): void {
+export function logEvent(
+  log: RunLogger,
+  event: string,
+  fields: Record<string, unknown> = {},
+  level: 'info' | 'warn' | 'error' = 'info',
+): void {
   log[level]({ event, ...fields }, 'event');
 }
 

@@ -71,7 +71,12 @@ export class PeerServer extends EventEmitter {
     if (this.opts.tls) {
       this.https = createHttpsServer({ cert: this.opts.tls.cert, key: this.opts.tls.key });
       // A client that fails the TLS handshake never becomes a peer; say who and why.
-      this.https.on('tlsClientError', (err, socket) => this.emit('rejected', { address: `${socket.remoteAddress}:${socket.remotePort}`, reason: `TLS: ${err.message}` }));
+      this.https.on('tlsClientError', (err, socket) =>
+        this.emit('rejected', {
+          address: `${socket.remoteAddress}:${socket.remotePort}`,
+          reason: `TLS: ${err.message}`,
+        }),
+      );
       this.wss = new WebSocketServer({ server: this.https, ...common });
       await new Promise<void>((resolve, reject) => {
         this.https!.once('error', reject);
@@ -134,7 +139,10 @@ export class PeerServer extends EventEmitter {
       this.sockets.delete(ws);
       drop('connection closed');
     });
-    const timer = setTimeout(() => drop(`handshake not finished within ${HANDSHAKE_TIMEOUT_MS} ms`), HANDSHAKE_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => drop(`handshake not finished within ${HANDSHAKE_TIMEOUT_MS} ms`),
+      HANDSHAKE_TIMEOUT_MS,
+    );
 
     const handshake = createServerHandshake({
       token: this.opts.token,

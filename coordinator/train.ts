@@ -12,7 +12,13 @@ import { Coordinator, type IterationRecord, type RunSnapshot } from './coordinat
 import { GanDistError } from '../protocol/errors.ts';
 import { launchWorker, planWorkers, type LaunchedWorker } from './launcher.ts';
 import { createRunLogger, flushLogger, logEvent } from './logger.ts';
-import { createRunDir, openRunDirForResume, writeEndpoint, writeRunConfig, type RunDir } from '../protocol/run/run-dir.ts';
+import {
+  createRunDir,
+  openRunDirForResume,
+  writeEndpoint,
+  writeRunConfig,
+  type RunDir,
+} from '../protocol/run/run-dir.ts';
 import { sampleFileName, writeSampleGrid } from '../protocol/run/samples.ts';
 import { decideTransport, removeStaleRegions, ShmRegion, type TransportChoice } from '../protocol/wire/shm.ts';
 import { evalEventFields, prepareRunEvaluation, type RunEvaluation } from '../metrics/swd.ts';
@@ -94,7 +100,11 @@ export function parseListen(raw: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(raw.trim());
   const port = m ? Number(m[3]) : NaN;
   if (!m || !(port >= 0 && port <= 65535)) {
-    throw new GanDistError('GAN_DIST_E_CONFIG', `--listen: "${raw}" is not HOST:PORT`, 'e.g. --listen 127.0.0.1:7070 (port 0 picks a free one)');
+    throw new GanDistError(
+      'GAN_DIST_E_CONFIG',
+      `--listen: "${raw}" is not HOST:PORT`,
+      'e.g. --listen 127.0.0.1:7070 (port 0 picks a free one)',
+    );
   }
   return { host: m[1] ?? m[2], port };
 }
@@ -116,7 +126,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   // Beyond loopback the connection is always TLS: the user's certificate or one made for the run.
   const useTls = opts.tls === true || !LOOPBACK.has(host) || !!opts.tlsCert;
   if (!!opts.tlsCert !== !!opts.tlsKey) {
-    throw new GanDistError('GAN_DIST_E_CONFIG', '--tls-cert and --tls-key go together', 'give both, or neither for a certificate made for the run');
+    throw new GanDistError(
+      'GAN_DIST_E_CONFIG',
+      '--tls-cert and --tls-key go together',
+      'give both, or neither for a certificate made for the run',
+    );
   }
 
   // The run directory, and what a resume continues from.
@@ -128,11 +142,17 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const warnings: string[] = [];
   if (opts.resume) {
     run = openRunDirForResume(opts.resume, cwd);
-    const { data: storedData, wireDtype: storedWire, ...stored } = JSON.parse(readFileSync(run.configPath, 'utf8')) as TrainConfig & { data?: string; wireDtype?: unknown };
+    const {
+      data: storedData,
+      wireDtype: storedWire,
+      ...stored
+    } = JSON.parse(readFileSync(run.configPath, 'utf8')) as TrainConfig & { data?: string; wireDtype?: unknown };
     config = { ...stored, ...(opts.overrides ?? {}) };
     data = opts.data ?? storedData ?? 'synthetic';
     // A resume keeps the run's wire dtype unless --wire-dtype is given again.
-    wireDtype = opts.wireDtype ?? (storedWire === undefined ? 'float32' : parseWireDtype(storedWire, `${run.configPath}: wireDtype`));
+    wireDtype =
+      opts.wireDtype ??
+      (storedWire === undefined ? 'float32' : parseWireDtype(storedWire, `${run.configPath}: wireDtype`));
     const ckpt = await loadLatestCheckpoint(run.path, {
       expectSpecs: parameterTable(modelConfigOf(config)),
       onWarning: (m) => warnings.push(m),
@@ -162,13 +182,19 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   // The token: a resume reuses the run's; else --token-file, GAN_DIST_TOKEN, or a new one.
   let token: string;
   if (resume && existsSync(run.tokenPath)) token = (await readTokenFile(run.tokenPath)).token;
-  else if (opts.tokenFile || process.env.GAN_DIST_TOKEN) token = (await resolveToken({ tokenFile: opts.tokenFile })).token;
+  else if (opts.tokenFile || process.env.GAN_DIST_TOKEN)
+    token = (await resolveToken({ tokenFile: opts.tokenFile })).token;
   else token = newToken();
-  const identity = useTls ? (opts.tlsCert ? loadTlsIdentity(opts.tlsCert, opts.tlsKey!) : await runTlsIdentity(run.path)) : undefined;
+  const identity = useTls
+    ? opts.tlsCert
+      ? loadTlsIdentity(opts.tlsCert, opts.tlsKey!)
+      : await runTlsIdentity(run.path)
+    : undefined;
   // One file gives a worker both the secret and the server's identity.
   await writeTokenFile(run.tokenPath, { token, fingerprint: identity?.fingerprint });
 
-  if (data === 'synthetic') print('data: synthetic flowers drawn by gan-dist (the default; --data DIR or --data flowers for photos)');
+  if (data === 'synthetic')
+    print('data: synthetic flowers drawn by gan-dist (the default; --data DIR or --data flowers for photos)');
   const dataset = await openDataset({
     data,
     imageSize: config.imageSize,
@@ -191,21 +217,45 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   let evaluation: RunEvaluation | undefined;
   if ((opts.evalEvery ?? 0) > 0) {
     evaluation = prepareRunEvaluation(dataset, config.latent, opts.evalCount);
-    logEvent(log, 'eval-floor', evalEventFields(resume?.iteration ?? 0, evaluation.floor, { count: evaluation.count, seed: evaluation.seed }));
-    print(`eval: SWD every ${opts.evalEvery} iterations on ${evaluation.count} images; real-vs-real floor ${evaluation.floor.mean.toFixed(2)}`);
+    logEvent(
+      log,
+      'eval-floor',
+      evalEventFields(resume?.iteration ?? 0, evaluation.floor, { count: evaluation.count, seed: evaluation.seed }),
+    );
+    print(
+      `eval: SWD every ${opts.evalEvery} iterations on ${evaluation.count} images; real-vs-real floor ${evaluation.floor.mean.toFixed(2)}`,
+    );
   }
 
   // Local workers exchange tensors through /dev/shm when it has room; remote ones use the socket.
-  const plan = planWorkers({ gpus: opts.gpus, workers: opts.workers, backend: opts.backend, simulateStepMs: opts.simulateStepMs, threads: opts.threadsPerWorker });
+  const plan = planWorkers({
+    gpus: opts.gpus,
+    workers: opts.workers,
+    backend: opts.backend,
+    simulateStepMs: opts.simulateStepMs,
+    threads: opts.threadsPerWorker,
+  });
   const frameBytes = 4 * parameterTable(modelConfigOf(config)).reduce((n, s) => n + sizeOf(s.shape), 0) + 65536;
   const transport = opts.transport ?? 'auto';
-  const decision = decideTransport({ transport, localWorkers: plan.length, weightsBytes: frameBytes, gradientsBytes: frameBytes, root: opts.shmRoot, free: opts.shmFreeBytes });
+  const decision = decideTransport({
+    transport,
+    localWorkers: plan.length,
+    weightsBytes: frameBytes,
+    gradientsBytes: frameBytes,
+    root: opts.shmRoot,
+    free: opts.shmFreeBytes,
+  });
   let shm: ShmRegion | undefined;
   if (decision.use) {
     const made = ShmRegion.create(opts.shmRoot);
     shm = made.region;
     if (made.removed.length > 0) logEvent(log, 'shm-stale-removed', { regions: made.removed }, 'warn');
-    logEvent(log, 'transport', { local: 'shm', region: shm.dir, needMB: Math.round(decision.needBytes / 2 ** 20), freeMB: Math.round(decision.freeBytes / 2 ** 20) });
+    logEvent(log, 'transport', {
+      local: 'shm',
+      region: shm.dir,
+      needMB: Math.round(decision.needBytes / 2 ** 20),
+      freeMB: Math.round(decision.freeBytes / 2 ** 20),
+    });
   } else {
     // Regions of coordinators killed earlier are removed even by a run that does not use one.
     const removed = removeStaleRegions(opts.shmRoot);
@@ -236,14 +286,20 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     evalEvery: opts.evalEvery,
     evaluation,
     onEvent: (name, f) => {
-      if (name === 'eval') print(`eval iter ${f.iteration}: SWD x1e3 ${f.swd} (${(f.swdLevels as number[]).join(' / ')}; floor ${f.floor})`);
+      if (name === 'eval')
+        print(
+          `eval iter ${f.iteration}: SWD x1e3 ${f.swd} (${(f.swdLevels as number[]).join(' / ')}; floor ${f.floor})`,
+        );
     },
     finalCheckpoint: !opts.skipFinalCheckpoint,
     saveSnapshot: async (s) =>
       (
         await saveCheckpoint(
           run.path,
-          { ...s, specs: parameterTable(modelConfigOf(config)).map(({ name, shape, role }) => ({ name, shape, role })) },
+          {
+            ...s,
+            specs: parameterTable(modelConfigOf(config)).map(({ name, shape, role }) => ({ name, shape, role })),
+          },
           { keep: opts.keepCheckpoints },
         )
       ).path,
@@ -266,7 +322,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const endpoint = await coordinator.listen();
   writeEndpoint(run, endpoint);
   const scheme = identity ? 'wss' : 'ws';
-  print(`run ${run.path}${resume ? ` (resumed at iteration ${resume.iteration})` : ''}; workers join ${scheme}://${endpoint} with --token-file ${run.tokenPath}`);
+  print(
+    `run ${run.path}${resume ? ` (resumed at iteration ${resume.iteration})` : ''}; workers join ${scheme}://${endpoint} with --token-file ${run.tokenPath}`,
+  );
   const localUrl = `${scheme}://${LOOPBACK.has(host) ? endpoint : `127.0.0.1:${endpoint.split(':').pop()}`}`;
 
   const launched: LaunchedWorker[] = [];
@@ -278,7 +336,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         localUrl,
         token,
         identity ? run.tokenPath : undefined,
-        (w, code, signal) => logEvent(log, 'worker-exited', { rank: w.rank, gpu: w.gpu, code, signal }, code === 0 ? 'info' : 'warn'),
+        (w, code, signal) =>
+          logEvent(log, 'worker-exited', { rank: w.rank, gpu: w.gpu, code, signal }, code === 0 ? 'info' : 'warn'),
         (w, line) => log.debug({ event: 'worker-output', rank: w.rank, line }, 'event'),
       ),
     );

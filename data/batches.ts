@@ -72,7 +72,8 @@ export class BatchIterator {
     }
     if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError('options.seed must be a non-negative integer');
     const flipProbability = options.flipProbability ?? 0.5;
-    if (!(flipProbability >= 0 && flipProbability <= 1)) throw new RangeError('options.flipProbability must be in [0, 1]');
+    if (!(flipProbability >= 0 && flipProbability <= 1))
+      throw new RangeError('options.flipProbability must be in [0, 1]');
     if (store.count < batchSize) {
       throw new GanDistError(
         'GAN_DIST_E_DATA',
@@ -156,8 +157,17 @@ export class BatchIterator {
           : 'resume with the settings the checkpoint was made with',
       );
     }
-    if (!Number.isInteger(state.epoch) || state.epoch < 1 || !Number.isInteger(state.position) || state.position < 0 || state.position > this.iterationsPerEpoch) {
-      throw new GanDistError('GAN_DIST_E_DATA', `saved data-iterator state has an invalid position (epoch ${state.epoch}, batch ${state.position})`);
+    if (
+      !Number.isInteger(state.epoch) ||
+      state.epoch < 1 ||
+      !Number.isInteger(state.position) ||
+      state.position < 0 ||
+      state.position > this.iterationsPerEpoch
+    ) {
+      throw new GanDistError(
+        'GAN_DIST_E_DATA',
+        `saved data-iterator state has an invalid position (epoch ${state.epoch}, batch ${state.position})`,
+      );
     }
     this.epoch = state.epoch;
     this.position = state.position;
@@ -173,7 +183,8 @@ export class BatchIterator {
 
   /** Dataset indices of the batch after the one just drawn. */
   private peekIndices(): Uint32Array {
-    const [epoch, position] = this.position >= this.iterationsPerEpoch ? [this.epoch + 1, 0] : [this.epoch, this.position];
+    const [epoch, position] =
+      this.position >= this.iterationsPerEpoch ? [this.epoch + 1, 0] : [this.epoch, this.position];
     const start = position * this.batchSize;
     // At an epoch's end this computes the next epoch's order, which next() then finds cached.
     return this.orderOf(epoch).subarray(start, start + this.batchSize);

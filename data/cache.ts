@@ -60,7 +60,9 @@ export function pathTag(p: string): string {
  * Reads the header of a cache file and checks it matches `key` and is whole; undefined when the
  * file is absent, stale or damaged (it is then rebuilt). Returns where the pixels are.
  */
-export async function readCacheHeader(entry: CacheEntry): Promise<{ header: CacheHeader; pixelBytes: number } | undefined> {
+export async function readCacheHeader(
+  entry: CacheEntry,
+): Promise<{ header: CacheHeader; pixelBytes: number } | undefined> {
   let handle: FileHandle;
   try {
     handle = await open(entry.file, 'r');
@@ -80,7 +82,11 @@ export async function readCacheHeader(entry: CacheEntry): Promise<{ header: Cach
     await handle.read(json, 0, headerBytes, pixelBytes);
     const header = JSON.parse(json.toString('utf8')) as CacheHeader;
     const bytesPerImage = header.imageSize * header.imageSize * 3;
-    if (header.format !== CACHE_FORMAT || header.key !== entry.key || header.files.length * bytesPerImage !== pixelBytes) {
+    if (
+      header.format !== CACHE_FORMAT ||
+      header.key !== entry.key ||
+      header.files.length * bytesPerImage !== pixelBytes
+    ) {
       return undefined;
     }
     return { header, pixelBytes };
@@ -161,13 +167,19 @@ export interface BuildPlan {
 }
 
 /** Produces the images group by group (`groupSize` each, all at once when undefined), handing each to `sink`. */
-export type Build = (sink: (pixels: Uint8Array) => Promise<void>, groupSize: number | undefined) => Promise<Omit<CacheHeader, 'format' | 'key'>>;
+export type Build = (
+  sink: (pixels: Uint8Array) => Promise<void>,
+  groupSize: number | undefined,
+) => Promise<Omit<CacheHeader, 'format' | 'key'>>;
 
 /**
  * The cached images when the entry is there and whole, else builds them, writing the cache as it
  * goes. Held in memory when they fit the budget, else streamed from the cache file.
  */
-export async function loadOrBuild(plan: BuildPlan, build: Build): Promise<{ store: ImageStore; header: Omit<CacheHeader, 'format' | 'key'> }> {
+export async function loadOrBuild(
+  plan: BuildPlan,
+  build: Build,
+): Promise<{ store: ImageStore; header: Omit<CacheHeader, 'format' | 'key'> }> {
   const { entry, log } = plan;
   const bytesPerImage = plan.imageSize * plan.imageSize * 3;
   if (entry) {
@@ -191,7 +203,12 @@ export async function loadOrBuild(plan: BuildPlan, build: Build): Promise<{ stor
     await writer?.abort();
     writer = undefined;
     if (!entry) return;
-    log({ event: 'data-cache-unwritable', level: 'warn', file: entry.file, reason: err instanceof Error ? err.message : String(err) });
+    log({
+      event: 'data-cache-unwritable',
+      level: 'warn',
+      file: entry.file,
+      reason: err instanceof Error ? err.message : String(err),
+    });
     if (!fits) {
       throw new GanDistError(
         'GAN_DIST_E_DATA',

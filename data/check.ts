@@ -43,7 +43,12 @@ export async function checkData(dir: string, options: CheckOptions = {}): Promis
     groupSize: GROUP,
   };
   // The pixels are thrown away group by group.
-  const { decoded, failures, seconds } = await decodeListed(listing.files, decodeOptions, options.log ?? silentLog, () => {});
+  const { decoded, failures, seconds } = await decodeListed(
+    listing.files,
+    decodeOptions,
+    options.log ?? silentLog,
+    () => {},
+  );
   const classes: Record<string, number> = {};
   for (const label of decoded.map((f) => f.label).sort()) classes[label] = (classes[label] ?? 0) + 1;
   return {
@@ -57,7 +62,9 @@ export async function checkData(dir: string, options: CheckOptions = {}): Promis
 
 /** The report for people: counts per class, each skipped file with its reason, throughput. */
 export function formatCheckReport(report: CheckReport): string {
-  const classes = Object.entries(report.classes).map(([label, n]) => `${label} ${n}`).join(', ');
+  const classes = Object.entries(report.classes)
+    .map(([label, n]) => `${label} ${n}`)
+    .join(', ');
   const { files, ignored } = report.skipped;
   const { imageSize, threads, seconds, imagesPerSecond } = report.decode;
   return [

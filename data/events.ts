@@ -21,7 +21,15 @@ export type DataEvent =
       /** Seconds left at that rate; null while unknown. */
       etaS: number | null;
     }
-  | { event: 'data-decoded'; level: 'info'; images: number; skipped: number; seconds: number; imagesPerSecond: number; threads: number }
+  | {
+      event: 'data-decoded';
+      level: 'info';
+      images: number;
+      skipped: number;
+      seconds: number;
+      imagesPerSecond: number;
+      threads: number;
+    }
   | { event: 'data-synthetic'; level: 'info'; images: number; imageSize: number; seconds: number }
   | {
       event: 'data-ready';

@@ -68,7 +68,11 @@ export async function download(url: string, file: string, idleTimeoutMs: number,
     idle = setTimeout(() => abort.abort(new Error(`no data for ${idleTimeoutMs / 1000} s`)), idleTimeoutMs);
   };
   const failed = (why: string): GanDistError =>
-    new GanDistError('GAN_DIST_E_NETWORK', `download of ${url} failed: ${why}`, `check the connection and run the command again, or download the file by hand and extract it into ${path.dirname(file)}`);
+    new GanDistError(
+      'GAN_DIST_E_NETWORK',
+      `download of ${url} failed: ${why}`,
+      `check the connection and run the command again, or download the file by hand and extract it into ${path.dirname(file)}`,
+    );
   try {
     stillAlive();
     const response = await fetch(url, { redirect: 'follow', signal: abort.signal }).catch((err: unknown) => {
@@ -90,7 +94,11 @@ export async function download(url: string, file: string, idleTimeoutMs: number,
       },
     });
     try {
-      await pipeline(Readable.fromWeb(response.body as import('node:stream/web').ReadableStream), counter, createWriteStream(temp));
+      await pipeline(
+        Readable.fromWeb(response.body as import('node:stream/web').ReadableStream),
+        counter,
+        createWriteStream(temp),
+      );
     } catch (err) {
       throw failed(`${describe(err)} after ${received} bytes`);
     }
@@ -113,11 +121,19 @@ async function extract(archive: string, parent: string, target: string): Promise
     try {
       await tar.x({ file: archive, cwd: staging, strict: true });
     } catch (err) {
-      throw new GanDistError('GAN_DIST_E_NETWORK', `the downloaded archive ${archive} cannot be extracted: ${describe(err)}`, 'run the command again to download it afresh');
+      throw new GanDistError(
+        'GAN_DIST_E_NETWORK',
+        `the downloaded archive ${archive} cannot be extracted: ${describe(err)}`,
+        'run the command again to download it afresh',
+      );
     }
     const extracted = path.join(staging, FLOWERS_FOLDER);
     if (!(await isDirectory(extracted))) {
-      throw new GanDistError('GAN_DIST_E_DATA', `the archive ${archive} holds no ${FLOWERS_FOLDER}/ folder`, 'check the --url; the archive must hold flower_photos/<class>/<image>');
+      throw new GanDistError(
+        'GAN_DIST_E_DATA',
+        `the archive ${archive} holds no ${FLOWERS_FOLDER}/ folder`,
+        'check the --url; the archive must hold flower_photos/<class>/<image>',
+      );
     }
     await rename(extracted, target);
   } finally {

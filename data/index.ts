@@ -92,9 +92,10 @@ export async function openDataset(options: OpenDatasetOptions): Promise<Dataset>
     log,
   };
   const cacheDir = options.cache === false ? undefined : decodedCacheDir(options.cacheDir);
-  const dataset = options.data === 'synthetic'
-    ? await openSynthetic(options, plan, cacheDir)
-    : await openFolder({ ...options, resize, threads }, plan, cacheDir);
+  const dataset =
+    options.data === 'synthetic'
+      ? await openSynthetic(options, plan, cacheDir)
+      : await openFolder({ ...options, resize, threads }, plan, cacheDir);
 
   if (options.miniBatchSize !== undefined && dataset.size < options.miniBatchSize) {
     dataset.close();
@@ -132,11 +133,23 @@ async function openSynthetic(options: OpenDatasetOptions, plan: Plan, cacheDir: 
       await sink(drawSyntheticSet(Math.min(step, count - from), { imageSize, seed }, from));
       progress.update(Math.min(count, from + step));
     }
-    plan.log({ event: 'data-synthetic', level: 'info', images: count, imageSize, seconds: (performance.now() - started) / 1000 });
+    plan.log({
+      event: 'data-synthetic',
+      level: 'info',
+      images: count,
+      imageSize,
+      seconds: (performance.now() - started) / 1000,
+    });
     const files = Array.from({ length: count }, (_, i) => `synthetic/${String(i).padStart(6, '0')}`);
     return { imageSize, files, labels: files.map(() => 'synthetic'), failures: [] };
   });
-  return new Dataset(store, { source: 'synthetic', imageSize, files: header.files, labels: header.labels, skipped: summariseSkips([], 0) });
+  return new Dataset(store, {
+    source: 'synthetic',
+    imageSize,
+    files: header.files,
+    labels: header.labels,
+    skipped: summariseSkips([], 0),
+  });
 }
 
 async function openFolder(
@@ -148,7 +161,14 @@ async function openFolder(
   const log = plan.log;
   const listing = await listImages(resolveDataFolder(options.data, options.cacheDir));
   const candidates = options.count === undefined ? listing.files : listing.files.slice(0, options.count);
-  log({ event: 'data-listed', level: 'info', root: listing.root, candidates: candidates.length, skipped: listing.skipped.length, ignored: listing.ignored });
+  log({
+    event: 'data-listed',
+    level: 'info',
+    root: listing.root,
+    candidates: candidates.length,
+    skipped: listing.skipped.length,
+    ignored: listing.ignored,
+  });
   const decodeOptions = { imageSize, resize, maxInputPixels: options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS };
   // Keyed by every file's path, size and mtime and by the decode options: any change rebuilds.
   const entry = cacheDir
@@ -158,13 +178,28 @@ async function openFolder(
         files: candidates.map((f) => [f.rel, f.size, f.mtimeMs]),
       })
     : undefined;
-  const { store, header } = await loadOrBuild({ ...plan, entry, maxImages: candidates.length }, async (sink, groupSize) => {
-    const { decoded, failures } = await decodeListed(candidates, { ...decodeOptions, threads, groupSize }, log, (group) => sink(group.pixels));
-    return { imageSize, files: decoded.map((f) => f.rel), labels: decoded.map((f) => f.label), failures };
-  });
+  const { store, header } = await loadOrBuild(
+    { ...plan, entry, maxImages: candidates.length },
+    async (sink, groupSize) => {
+      const { decoded, failures } = await decodeListed(
+        candidates,
+        { ...decodeOptions, threads, groupSize },
+        log,
+        (group) => sink(group.pixels),
+      );
+      return { imageSize, files: decoded.map((f) => f.rel), labels: decoded.map((f) => f.label), failures };
+    },
+  );
   const skipped = summariseSkips([...listing.skipped, ...header.failures], listing.ignored);
-  for (const s of skipped.files) log({ event: 'data-skip', level: 'warn', file: s.rel, kind: s.kind, reason: s.reason });
-  const dataset = new Dataset(store, { source: listing.root, imageSize, files: header.files, labels: header.labels, skipped });
+  for (const s of skipped.files)
+    log({ event: 'data-skip', level: 'warn', file: s.rel, kind: s.kind, reason: s.reason });
+  const dataset = new Dataset(store, {
+    source: listing.root,
+    imageSize,
+    files: header.files,
+    labels: header.labels,
+    skipped,
+  });
   if (dataset.size === 0) {
     dataset.close();
     throw new GanDistError(

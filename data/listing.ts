@@ -105,7 +105,10 @@ async function exclusion(full: string, name: string, size: number): Promise<Skip
   }
   const unsupported = unsupportedFormatOf(name);
   if (unsupported) {
-    return { kind: 'unsupported', reason: `${unsupported} images are not decodable by sharp; convert them to PNG or JPEG` };
+    return {
+      kind: 'unsupported',
+      reason: `${unsupported} images are not decodable by sharp; convert them to PNG or JPEG`,
+    };
   }
   if (isImageExtension(name)) return size === 0 ? { kind: 'empty', reason: 'empty file (0 bytes)' } : undefined;
   if (size === 0) return 'ignore';

@@ -72,7 +72,8 @@ export const SWD_DIRECTION_BLOCK = 16;
 
 /** The pyramid's level sides: halving while at least `min` (ProGAN: `while res >= 16`). */
 export function pyramidResolutions(size: number, min = SWD_DEFAULTS.minResolution): number[] {
-  if (!Number.isInteger(size) || size < min) throw new RangeError(`image size ${size} is below the smallest SWD level (${min})`);
+  if (!Number.isInteger(size) || size < min)
+    throw new RangeError(`image size ${size} is below the smallest SWD level (${min})`);
   const out: number[] = [];
   for (let r = size; r >= min; r /= 2) {
     out.push(r);
@@ -99,7 +100,9 @@ function separable(src: Float32Array, count: number, n: number, taps: number[], 
     const base = img * n * n * 3;
     for (let y = 0; y < n; y++) {
       for (let x = 0; x < m; x++) {
-        let r = 0, g = 0, b = 0;
+        let r = 0,
+          g = 0,
+          b = 0;
         for (let k = 0; k < 5; k++) {
           const o = base + (y * n + mirror(x * step + k - 2, n)) * 3;
           const t = taps[k];
@@ -116,7 +119,9 @@ function separable(src: Float32Array, count: number, n: number, taps: number[], 
     const obase = img * m * m * 3;
     for (let y = 0; y < m; y++) {
       for (let x = 0; x < m; x++) {
-        let r = 0, g = 0, b = 0;
+        let r = 0,
+          g = 0,
+          b = 0;
         for (let k = 0; k < 5; k++) {
           const o = (mirror(y * step + k - 2, n) * m + x) * 3;
           const t = taps[k];
@@ -155,7 +160,13 @@ export function pyrUp(images: Float32Array, count: number, n: number): Float32Ar
       }
     }
   }
-  return separable(stuffed, count, N, BINOMIAL.map((t) => 2 * t), 1);
+  return separable(
+    stuffed,
+    count,
+    N,
+    BINOMIAL.map((t) => 2 * t),
+    1,
+  );
 }
 
 /**
@@ -182,7 +193,14 @@ export function laplacianPyramid(images: Float32Array, count: number, size: numb
  * centres uniform over the positions where the patch fits; one descriptor per row, laid out
  * channel, row, column as ProGAN's.
  */
-export function patchDescriptors(level: Float32Array, count: number, n: number, perImage: number, patch: number, rng: Rng): Float32Array {
+export function patchDescriptors(
+  level: Float32Array,
+  count: number,
+  n: number,
+  perImage: number,
+  patch: number,
+  rng: Rng,
+): Float32Array {
   const h = Math.floor(patch / 2);
   const span = n - 2 * h;
   if (span < 1) throw new RangeError(`a ${patch}x${patch} patch does not fit a ${n}x${n} level`);
@@ -317,19 +335,49 @@ export function sortedProjections(desc: Float32Array, dim: number, dirs: Float32
   for (let r0 = 0; r0 < pairs; r0 += BLOCK) {
     const r1 = Math.min(pairs, r0 + BLOCK);
     for (let d = 0; d < quads; d += 4) {
-      const w0 = d * dim, w1 = w0 + dim, w2 = w1 + dim, w3 = w2 + dim;
-      const q0 = d * rows, q1 = q0 + rows, q2 = q1 + rows, q3 = q2 + rows;
+      const w0 = d * dim,
+        w1 = w0 + dim,
+        w2 = w1 + dim,
+        w3 = w2 + dim;
+      const q0 = d * rows,
+        q1 = q0 + rows,
+        q2 = q1 + rows,
+        q3 = q2 + rows;
       for (let r = r0; r < r1; r += 2) {
-        const o = r * dim, p = o + dim;
-        let a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+        const o = r * dim,
+          p = o + dim;
+        let a0 = 0,
+          a1 = 0,
+          a2 = 0,
+          a3 = 0,
+          b0 = 0,
+          b1 = 0,
+          b2 = 0,
+          b3 = 0;
         for (let k = 0; k < dim; k++) {
-          const u = desc[o + k], v = desc[p + k];
-          const x0 = dirs[w0 + k], x1 = dirs[w1 + k], x2 = dirs[w2 + k], x3 = dirs[w3 + k];
-          a0 += u * x0; a1 += u * x1; a2 += u * x2; a3 += u * x3;
-          b0 += v * x0; b1 += v * x1; b2 += v * x2; b3 += v * x3;
+          const u = desc[o + k],
+            v = desc[p + k];
+          const x0 = dirs[w0 + k],
+            x1 = dirs[w1 + k],
+            x2 = dirs[w2 + k],
+            x3 = dirs[w3 + k];
+          a0 += u * x0;
+          a1 += u * x1;
+          a2 += u * x2;
+          a3 += u * x3;
+          b0 += v * x0;
+          b1 += v * x1;
+          b2 += v * x2;
+          b3 += v * x3;
         }
-        out[q0 + r] = a0; out[q1 + r] = a1; out[q2 + r] = a2; out[q3 + r] = a3;
-        out[q0 + r + 1] = b0; out[q1 + r + 1] = b1; out[q2 + r + 1] = b2; out[q3 + r + 1] = b3;
+        out[q0 + r] = a0;
+        out[q1 + r] = a1;
+        out[q2 + r] = a2;
+        out[q3 + r] = a3;
+        out[q0 + r + 1] = b0;
+        out[q1 + r + 1] = b1;
+        out[q2 + r + 1] = b2;
+        out[q3 + r + 1] = b3;
       }
     }
   }
@@ -412,26 +460,37 @@ export function createSwdEvaluator(opts: SwdEvaluatorOptions): SwdEvaluator {
   if (o.patchSize % 2 !== 1) throw new RangeError('options.patchSize must be odd');
   const per = size * size * 3;
   if (opts.realImages.length < count * per) {
-    throw new RangeError(`options.realImages holds ${Math.floor(opts.realImages.length / per)} images of ${size}x${size}x3; count is ${count}`);
+    throw new RangeError(
+      `options.realImages holds ${Math.floor(opts.realImages.length / per)} images of ${size}x${size}x3; count is ${count}`,
+    );
   }
   const resolutions = pyramidResolutions(size, o.minResolution);
-  for (const r of resolutions) if (r < o.patchSize) throw new RangeError(`a ${o.patchSize}x${o.patchSize} patch does not fit the ${r}x${r} level`);
+  for (const r of resolutions)
+    if (r < o.patchSize) throw new RangeError(`a ${o.patchSize}x${o.patchSize} patch does not fit the ${r}x${r} level`);
   const dim = 3 * o.patchSize * o.patchSize;
   const dirRng = new Rng(seed, STREAM_DIRECTIONS);
   // One direction set per level and repeat, drawn once: every call projects on the same ones.
-  const dirs = resolutions.map(() => Array.from({ length: o.repeats }, () => randomDirections(o.directions, dim, dirRng)));
+  const dirs = resolutions.map(() =>
+    Array.from({ length: o.repeats }, () => randomDirections(o.directions, dim, dirRng)),
+  );
 
   const descriptorsOf = (images: Float32Array, stream: number): Float32Array[] => {
     const rng = new Rng(seed, stream);
     return laplacianPyramid(images, count, size, resolutions.length).map((level, l) =>
-      normalizeDescriptors(patchDescriptors(level, count, resolutions[l], o.patchesPerImage, o.patchSize, rng), o.patchSize),
+      normalizeDescriptors(
+        patchDescriptors(level, count, resolutions[l], o.patchesPerImage, o.patchSize, rng),
+        o.patchSize,
+      ),
     );
   };
 
   const reference = descriptorsOf(uint8ToFloat(opts.realImages.subarray(0, count * per)), STREAM_REFERENCE_PATCHES);
   const rows = count * o.patchesPerImage;
   const cacheNeeds = resolutions.length * o.repeats * o.directions * rows * 4;
-  const cached = cacheNeeds <= o.cacheBytes ? reference.map((desc, l) => dirs[l].map((d) => sortedProjections(desc, dim, d))) : undefined;
+  const cached =
+    cacheNeeds <= o.cacheBytes
+      ? reference.map((desc, l) => dirs[l].map((d) => sortedProjections(desc, dim, d)))
+      : undefined;
 
   // One (level, repeat, block of directions) at a time, so the async form can yield between
   // them. Each direction's sorted projections are compared on their own, so a block's mean
@@ -462,7 +521,8 @@ export function createSwdEvaluator(opts: SwdEvaluatorOptions): SwdEvaluator {
   };
 
   const checkLength = (n: number, what: string) => {
-    if (n !== count * per) throw new RangeError(`${what} has ${n} values; ${count} images of ${size}x${size}x3 need ${count * per}`);
+    if (n !== count * per)
+      throw new RangeError(`${what} has ${n} values; ${count} images of ${size}x${size}x3 need ${count * per}`);
   };
   return {
     count,
@@ -503,7 +563,8 @@ export function pickRealImages(source: ImageSource, count: number, seed: number,
   checkInteger('count', count, 1);
   checkInteger('sets', sets, 1);
   const need = count * sets;
-  if (source.size < need) throw new RangeError(`${sets} disjoint sets of ${count} images need ${need} images; the data has ${source.size}`);
+  if (source.size < need)
+    throw new RangeError(`${sets} disjoint sets of ${count} images need ${need} images; the data has ${source.size}`);
   const order = Uint32Array.from({ length: source.size }, (_, i) => i);
   const rng = new Rng(seed, STREAM_REAL_PICK);
   // A partial Fisher-Yates shuffle: the first `need` places are a uniform draw without replacement.
@@ -536,7 +597,10 @@ export interface RealSets {
 /** 2 x count real images of `source` drawn by `seed`: the evaluator's reference set (precomputed) and the floor's set. */
 export function realSets(source: ImageSource, count: number, seed: number, swd: SwdOptions = {}): RealSets {
   const [reference, holdout] = pickRealImages(source, count, seed, 2);
-  return { evaluator: createSwdEvaluator({ ...swd, realImages: reference, count, size: source.imageSize, seed }), holdout };
+  return {
+    evaluator: createSwdEvaluator({ ...swd, realImages: reference, count, size: source.imageSize, seed }),
+    holdout,
+  };
 }
 
 export interface RunEvaluation {
@@ -555,7 +619,12 @@ export interface RunEvaluation {
  * equals `gan-dist eval --checkpoint <that iteration> --count N --seed S` on the same data.
  * The count is lowered to half the data when the data has fewer than 2 x count images.
  */
-export function prepareRunEvaluation(source: ImageSource, latent: number, count = DEFAULT_EVAL_COUNT, seed = DEFAULT_EVAL_SEED): RunEvaluation {
+export function prepareRunEvaluation(
+  source: ImageSource,
+  latent: number,
+  count = DEFAULT_EVAL_COUNT,
+  seed = DEFAULT_EVAL_SEED,
+): RunEvaluation {
   const n = Math.min(count, Math.floor(source.size / 2));
   if (n < 1) throw new RangeError(`SWD evaluation needs at least 2 real images; the data has ${source.size}`);
   const { evaluator, holdout } = realSets(source, n, seed);
@@ -565,6 +634,10 @@ export function prepareRunEvaluation(source: ImageSource, latent: number, count 
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
 /** The fields of an `eval` log event: `{ iteration, swd, swdLevels, resolutions, ... }`, rounded for the log. */
-export function evalEventFields(iteration: number, r: SwdResult, extra: Record<string, unknown> = {}): Record<string, unknown> {
+export function evalEventFields(
+  iteration: number,
+  r: SwdResult,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
   return { iteration, swd: round3(r.mean), swdLevels: r.levels.map(round3), resolutions: r.resolutions, ...extra };
 }

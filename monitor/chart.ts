@@ -77,7 +77,12 @@ function columnsOf(values: readonly number[], dotsW: number): { x: number; y: nu
 }
 
 /** One y per dot column by x value within `range`: the mean of the points that fall in a column. */
-function columnsByX(values: readonly number[], xs: readonly number[], range: readonly [number, number], dotsW: number): { x: number; y: number }[] {
+function columnsByX(
+  values: readonly number[],
+  xs: readonly number[],
+  range: readonly [number, number],
+  dotsW: number,
+): { x: number; y: number }[] {
   const [lo, hi] = range;
   const sums = new Float64Array(dotsW);
   const counts = new Uint32Array(dotsW);
@@ -96,7 +101,8 @@ const AXIS_WIDTH = 4; // "1.0┤", "250┤"
 
 /** A y-axis label in three columns: one decimal for small ranges (scores), whole numbers up to 999, then thousands. */
 export function axisLabel(v: number, yMax: number): string {
-  const text = Math.abs(yMax) < 10 ? v.toFixed(1) : Math.abs(v) < 999.5 ? String(Math.round(v)) : `${Math.round(v / 1000)}k`;
+  const text =
+    Math.abs(yMax) < 10 ? v.toFixed(1) : Math.abs(v) < 999.5 ? String(Math.round(v)) : `${Math.round(v / 1000)}k`;
   return text.padStart(AXIS_WIDTH - 1);
 }
 
@@ -133,7 +139,8 @@ export function renderChart(opts: ChartOptions): string[] {
       if (!q) return;
       // Join to the next point with a dot at every step of the longer of the two distances.
       const steps = Math.max(Math.abs(q.x - p.x), Math.abs(q.y - p.y));
-      for (let k = 1; k <= steps; k++) set(Math.round(p.x + ((q.x - p.x) * k) / steps), Math.round(p.y + ((q.y - p.y) * k) / steps));
+      for (let k = 1; k <= steps; k++)
+        set(Math.round(p.x + ((q.x - p.x) * k) / steps), Math.round(p.y + ((q.y - p.y) * k) / steps));
     });
   });
 
@@ -172,7 +179,10 @@ export function renderChart(opts: ChartOptions): string[] {
       });
       if (bits === 0) {
         const rule = ruleCells.findIndex((grid) => grid[row * plotW + col] !== 0);
-        line += rule < 0 ? ' ' : paint(String.fromCharCode(0x2800 + ruleCells[rule][row * plotW + col]), opts.rules![rule].color, mode);
+        line +=
+          rule < 0
+            ? ' '
+            : paint(String.fromCharCode(0x2800 + ruleCells[rule][row * plotW + col]), opts.rules![rule].color, mode);
       } else line += paint(String.fromCharCode(0x2800 + bits), opts.series[best].color, mode);
     }
     lines.push(line);
@@ -194,7 +204,11 @@ export function renderChart(opts: ChartOptions): string[] {
 }
 
 /** `━ Generator 0.192  ━ Discriminator 0.670`: each series' colour, name and latest value; then each rule's. */
-export function renderLegend(series: readonly ChartSeries[], mode: ColorMode, rules: readonly ChartRule[] = []): string {
+export function renderLegend(
+  series: readonly ChartSeries[],
+  mode: ColorMode,
+  rules: readonly ChartRule[] = [],
+): string {
   return [
     ...series.map((s) => {
       const v = s.values.length ? s.values[s.values.length - 1].toFixed(s.digits ?? 3) : '-';

@@ -77,7 +77,11 @@ export async function followLog(path: string, opts: FollowOptions): Promise<void
 
   if (!opts.follow) {
     if (!(await reopen())) {
-      throw new GanDistError('GAN_DIST_E_RUN_DIR', `${path}: no such log`, 'give a run directory that a training run has written (e.g. runs/latest); --follow waits for one');
+      throw new GanDistError(
+        'GAN_DIST_E_RUN_DIR',
+        `${path}: no such log`,
+        'give a run directory that a training run has written (e.g. runs/latest); --follow waits for one',
+      );
     }
     try {
       await readToEnd();

@@ -15,12 +15,20 @@ export interface RgbImage {
 
 /** Decodes an image file (the run's PNG sample grids) to 8-bit RGB. */
 export async function loadImage(path: string): Promise<RgbImage> {
-  const { data, info } = await sharp(path).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+  const { data, info } = await sharp(path)
+    .removeAlpha()
+    .toColourspace('srgb')
+    .raw()
+    .toBuffer({ resolveWithObject: true });
   return { width: info.width, height: info.height, rgb: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
 
 /** The cells (columns, rows) an image takes inside a box, a cell being one pixel wide and two high. */
-export function fitImage(img: { width: number; height: number }, maxCols: number, maxRows: number): { cols: number; rows: number } {
+export function fitImage(
+  img: { width: number; height: number },
+  maxCols: number,
+  maxRows: number,
+): { cols: number; rows: number } {
   if (maxCols < 1 || maxRows < 1) return { cols: 0, rows: 0 };
   const scale = Math.min(maxCols / img.width, (2 * maxRows) / img.height);
   const cols = Math.max(1, Math.min(maxCols, Math.round(img.width * scale)));

@@ -39,7 +39,11 @@ export interface EventLine extends LogRecord {
 }
 
 /** A parsed line, or the raw text of one that is not a log record (kept: `logs` shows it as is). */
-export type ParsedLine = { kind: 'iteration'; record: IterationLine; raw: string } | { kind: 'event'; record: EventLine; raw: string } | { kind: 'other'; record: LogRecord; raw: string } | { kind: 'invalid'; raw: string };
+export type ParsedLine =
+  | { kind: 'iteration'; record: IterationLine; raw: string }
+  | { kind: 'event'; record: EventLine; raw: string }
+  | { kind: 'other'; record: LogRecord; raw: string }
+  | { kind: 'invalid'; raw: string };
 
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 

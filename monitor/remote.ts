@@ -7,8 +7,15 @@ import type { TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
 import { createClientHandshake, normalizeFingerprint } from '../protocol/wire/auth.ts';
 import { GanDistError } from '../protocol/errors.ts';
-import { MONITOR_LIMITS, PRE_AUTH_LIMITS, decodeMessage, encodeMessage, type FrameLimits, type Message, type WelcomeMessage } from '../protocol/wire/protocol.ts';
-
+import {
+  MONITOR_LIMITS,
+  PRE_AUTH_LIMITS,
+  decodeMessage,
+  encodeMessage,
+  type FrameLimits,
+  type Message,
+  type WelcomeMessage,
+} from '../protocol/wire/protocol.ts';
 
 export interface MonitorOptions {
   url: string;
@@ -34,7 +41,11 @@ export interface MonitorConnection {
 export async function connectMonitor(opts: MonitorOptions): Promise<MonitorConnection> {
   const secure = opts.url.startsWith('wss://');
   if (!secure && !opts.url.startsWith('ws://')) {
-    throw new GanDistError('GAN_DIST_E_USAGE', `${opts.url}: not a ws:// or wss:// address`, 'e.g. gan-dist watch ws://127.0.0.1:7070 --token-file runs/latest/token');
+    throw new GanDistError(
+      'GAN_DIST_E_USAGE',
+      `${opts.url}: not a ws:// or wss:// address`,
+      'e.g. gan-dist watch ws://127.0.0.1:7070 --token-file runs/latest/token',
+    );
   }
   const pin = opts.fingerprint === undefined ? undefined : normalizeFingerprint(opts.fingerprint);
   if (secure && pin === undefined && opts.ca === undefined) {
@@ -52,7 +63,13 @@ export async function connectMonitor(opts: MonitorOptions): Promise<MonitorConne
     // checked on 'upgrade' before a byte of the handshake is sent.
     ...(secure ? (pinning ? { rejectUnauthorized: false } : { ca: opts.ca }) : {}),
   });
-  const handshake = createClientHandshake({ token: opts.token, role: 'monitor', ganDistVersion: opts.ganDistVersion, backend: 'none', device: 'monitor' });
+  const handshake = createClientHandshake({
+    token: opts.token,
+    role: 'monitor',
+    ganDistVersion: opts.ganDistVersion,
+    backend: 'none',
+    device: 'monitor',
+  });
   const send = (m: Message) => ws.send(encodeMessage(m));
 
   return new Promise<MonitorConnection>((resolve, reject) => {
@@ -63,7 +80,15 @@ export async function connectMonitor(opts: MonitorOptions): Promise<MonitorConne
       ended = true;
       if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.terminate();
       if (connection) opts.onClose(reason);
-      else reject(err ?? new GanDistError('GAN_DIST_E_NETWORK', `${opts.url}: ${reason}`, 'is the coordinator running, and is this its address (RUN_DIR/endpoint)?'));
+      else
+        reject(
+          err ??
+            new GanDistError(
+              'GAN_DIST_E_NETWORK',
+              `${opts.url}: ${reason}`,
+              'is the coordinator running, and is this its address (RUN_DIR/endpoint)?',
+            ),
+        );
     };
     ws.on('upgrade', (res) => {
       if (!pinning) return;
@@ -72,12 +97,22 @@ export async function connectMonitor(opts: MonitorOptions): Promise<MonitorConne
       if (got !== pin) {
         end(
           'certificate mismatch',
-          new GanDistError('GAN_DIST_E_AUTH', `${opts.url}: the coordinator's certificate has fingerprint ${got ?? 'none'}, the token file pins ${pin}: refusing to connect`, "use this run's token file"),
+          new GanDistError(
+            'GAN_DIST_E_AUTH',
+            `${opts.url}: the coordinator's certificate has fingerprint ${got ?? 'none'}, the token file pins ${pin}: refusing to connect`,
+            "use this run's token file",
+          ),
         );
       }
     });
     ws.on('error', (err) => end(`connection failed: ${err.message}`));
-    ws.on('close', (code, reason) => end(reason.length ? `the coordinator closed the connection (${reason.toString()})` : 'the coordinator closed the connection'));
+    ws.on('close', (code, reason) =>
+      end(
+        reason.length
+          ? `the coordinator closed the connection (${reason.toString()})`
+          : 'the coordinator closed the connection',
+      ),
+    );
     ws.on('open', () => {
       if (ended) return;
       const step = handshake.start();

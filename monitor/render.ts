@@ -11,7 +11,20 @@
 //   ── events ──────────────────────────────────────────────────────────────────────
 //   q quit
 
-import { BOLD, DIM, INVERSE, fitWidth, paint, palette, sanitize, style, truncate, visibleWidth, type ColorMode, type Rgb } from './ansi.ts';
+import {
+  BOLD,
+  DIM,
+  INVERSE,
+  fitWidth,
+  paint,
+  palette,
+  sanitize,
+  style,
+  truncate,
+  visibleWidth,
+  type ColorMode,
+  type Rgb,
+} from './ansi.ts';
 import { niceCeil, renderChart, renderLegend, type ChartRule, type ChartSeries } from './chart.ts';
 import { fitImage, renderImage, type RgbImage } from './image-block.ts';
 import { formatDuration, progressOf, type RunView } from './view-model.ts';
@@ -88,12 +101,19 @@ function rule(title: string, width: number, mode: ColorMode): string {
 function header(view: RunView, opts: RenderOptions): string {
   const live = [...view.workers.values()].filter((w) => w.state === 'joined').length;
   const state = (view.state ?? 'starting').toUpperCase();
-  const parts = [paint(state, stateColor[view.state ?? 'starting'] ?? palette.muted, opts.mode, '1;'), `${live} worker${live === 1 ? '' : 's'}`];
+  const parts = [
+    paint(state, stateColor[view.state ?? 'starting'] ?? palette.muted, opts.mode, '1;'),
+    `${live} worker${live === 1 ? '' : 's'}`,
+  ];
   if (view.monitors.size) parts.push(`${view.monitors.size} monitor${view.monitors.size === 1 ? '' : 's'}`);
   if (view.last) parts.push(`${view.last.imagesPerSec.toFixed(1)} img/s`);
   const right = parts.join(' · ');
   const room = opts.width - visibleWidth(right) - 12;
-  return spread(`${style('gan-dist', BOLD, opts.mode)} · ${sanitize(shortenLeft(opts.title, Math.max(8, room)))}`, right, opts.width);
+  return spread(
+    `${style('gan-dist', BOLD, opts.mode)} · ${sanitize(shortenLeft(opts.title, Math.max(8, room)))}`,
+    right,
+    opts.width,
+  );
 }
 
 function progressLine(view: RunView, opts: RenderOptions): string {
@@ -129,7 +149,14 @@ function workersTable(view: RunView, width: number, rows: number, mode: ColorMod
   const shown = all.slice(0, overflow ? capacity - 1 : capacity);
   for (const w of shown) {
     const rate = w.imagesPerSec !== undefined ? w.imagesPerSec.toFixed(1) : '-';
-    const text = row(String(w.id), sanitize(w.address), sanitize(w.device), sanitize(w.backend), w.state, w.state === 'joined' ? rate : '');
+    const text = row(
+      String(w.id),
+      sanitize(w.address),
+      sanitize(w.device),
+      sanitize(w.backend),
+      w.state,
+      w.state === 'joined' ? rate : '',
+    );
     lines.push(w.state === 'joined' ? fitWidth(text, width) : style(fitWidth(text, width), DIM, mode));
   }
   if (overflow) lines.push(fitWidth(style(`  … and ${all.length - shown.length} more`, DIM, mode), width));
@@ -159,20 +186,36 @@ function charts(view: RunView, width: number, rows: number, mode: ColorMode): st
     { label: 'DiscriminatorScore', values: view.scoreD, color: palette.discriminator },
   ];
   if (view.swd.length === 0 || rows < 8) {
-    return [fitWidth(renderLegend(scores, mode), width), ...renderChart({ xs: view.iterations, series: scores, width, height: rows - 1, mode })];
+    return [
+      fitWidth(renderLegend(scores, mode), width),
+      ...renderChart({ xs: view.iterations, series: scores, width, height: rows - 1, mode }),
+    ];
   }
   const first = Math.min(view.iterations[0] ?? Infinity, view.evalIterations[0]);
   const last = Math.max(view.iterations.at(-1) ?? -Infinity, view.evalIterations.at(-1)!);
   const xRange = [first, Math.max(last, first + 1)] as const;
-  const swd: ChartSeries[] = [{ label: 'SWD x1e3', values: view.swd, xs: view.evalIterations, color: palette.swd, digits: 1 }];
-  const rules: ChartRule[] = view.swdFloor !== undefined ? [{ label: 'real-vs-real floor', value: view.swdFloor, color: palette.muted }] : [];
+  const swd: ChartSeries[] = [
+    { label: 'SWD x1e3', values: view.swd, xs: view.evalIterations, color: palette.swd, digits: 1 },
+  ];
+  const rules: ChartRule[] =
+    view.swdFloor !== undefined ? [{ label: 'real-vs-real floor', value: view.swdFloor, color: palette.muted }] : [];
   const scoreRows = Math.floor((rows - 2) / 2);
   return [
     fitWidth(renderLegend(scores, mode), width),
     ...renderChart({ xs: view.iterations, series: scores, width, height: scoreRows, xRange, xAxis: false, mode }),
     fitWidth(renderLegend(swd, mode, rules), width),
     // SWD >= 0: from zero, so the gap to the floor reads at its true size.
-    ...renderChart({ xs: view.evalIterations, series: swd, rules, width, height: rows - 2 - scoreRows, yMin: 0, yMax: niceCeil(Math.max(...view.swd, view.swdFloor ?? 0)), xRange, mode }),
+    ...renderChart({
+      xs: view.evalIterations,
+      series: swd,
+      rules,
+      width,
+      height: rows - 2 - scoreRows,
+      yMin: 0,
+      yMax: niceCeil(Math.max(...view.swd, view.swdFloor ?? 0)),
+      xRange,
+      mode,
+    }),
   ];
 }
 
@@ -183,9 +226,11 @@ function sampleBlock(sample: SampleImage | undefined, cols: number, rows: number
   if (sample.image) {
     const size = fitImage(sample.image, cols, rows - 1);
     const pad = Math.floor((cols - size.cols) / 2);
-    for (const l of renderImage(sample.image, size.cols, size.rows, mode)) lines.push(' '.repeat(pad) + l + ' '.repeat(cols - size.cols - pad));
+    for (const l of renderImage(sample.image, size.cols, size.rows, mode))
+      lines.push(' '.repeat(pad) + l + ' '.repeat(cols - size.cols - pad));
   } else {
-    for (const l of wrap(sanitize(sample.note ?? 'loading…'), cols).slice(0, rows - 1)) lines.push(style(fitWidth(l, cols), DIM, mode));
+    for (const l of wrap(sanitize(sample.note ?? 'loading…'), cols).slice(0, rows - 1))
+      lines.push(style(fitWidth(l, cols), DIM, mode));
   }
   while (lines.length < rows - 1) lines.push(' '.repeat(cols));
   lines.push(caption(sanitize(shortenLeft(sample.path, cols))));
@@ -196,7 +241,11 @@ function sampleBlock(sample: SampleImage | undefined, cols: number, rows: number
 export function renderScreen(view: RunView, opts: RenderOptions): string[] {
   const { width: W, height: H, mode } = opts;
   if (W < MIN_WIDTH || H < MIN_HEIGHT) {
-    const lines = [header(view, opts), progressLine(view, opts), fitWidth(`enlarge the terminal to ${MIN_WIDTH}x${MIN_HEIGHT} for the full view`, W)];
+    const lines = [
+      header(view, opts),
+      progressLine(view, opts),
+      fitWidth(`enlarge the terminal to ${MIN_WIDTH}x${MIN_HEIGHT} for the full view`, W),
+    ];
     while (lines.length < H) lines.push('');
     return lines.slice(0, H).map((l) => truncate(l, W));
   }
@@ -217,9 +266,12 @@ export function renderScreen(view: RunView, opts: RenderOptions): string[] {
   const right = imageCols > 0 ? sampleBlock(opts.sample, imageCols, top, mode) : [];
 
   const lines: string[] = [header(view, opts), progressLine(view, opts)];
-  for (let i = 0; i < top; i++) lines.push(imageCols > 0 ? `${fitWidth(left[i] ?? '', chartW)}  ${right[i] ?? ''}` : fitWidth(left[i] ?? '', W));
+  for (let i = 0; i < top; i++)
+    lines.push(imageCols > 0 ? `${fitWidth(left[i] ?? '', chartW)}  ${right[i] ?? ''}` : fitWidth(left[i] ?? '', W));
   const live = [...view.workers.values()].filter((w) => w.state === 'joined').length;
-  lines.push(rule(`workers: ${live} live${view.workers.size > live ? `, ${view.workers.size - live} left` : ''}`, W, mode));
+  lines.push(
+    rule(`workers: ${live} live${view.workers.size > live ? `, ${view.workers.size - live} left` : ''}`, W, mode),
+  );
   lines.push(...workersTable(view, W, workerRows, mode));
   while (lines.length < 2 + top + 1 + workerRows) lines.push(' '.repeat(W));
   lines.push(rule('events', W, mode));

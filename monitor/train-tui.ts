@@ -111,7 +111,12 @@ export function trainTuiHooks(opts: TrainTuiHookOptions): TrainTuiHooks {
     print: (line) => (tui ? tui.print(line) : opts.print(line)),
     onCoordinator: (coordinator, runDir) => {
       if (!usable || tui) return;
-      tui = startTrainTui({ coordinator, runDir: runDir ?? opts.runDir ?? join(process.cwd(), 'runs', 'latest'), stdout: opts.stdout, stdin: opts.stdin });
+      tui = startTrainTui({
+        coordinator,
+        runDir: runDir ?? opts.runDir ?? join(process.cwd(), 'runs', 'latest'),
+        stdout: opts.stdout,
+        stdin: opts.stdin,
+      });
     },
     stop: () => tui?.stop(),
   };

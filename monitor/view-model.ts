@@ -63,7 +63,19 @@ const MAX_EVENTS = 200;
 const RATE_WINDOW = 20;
 
 export function createRunView(): RunView {
-  return { finished: false, iterations: [], scoreG: [], scoreD: [], evalIterations: [], swd: [], recent: [], workers: new Map(), monitors: new Set(), events: [], lines: 0 };
+  return {
+    finished: false,
+    iterations: [],
+    scoreG: [],
+    scoreD: [],
+    evalIterations: [],
+    swd: [],
+    recent: [],
+    workers: new Map(),
+    monitors: new Set(),
+    events: [],
+    lines: 0,
+  };
 }
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
@@ -281,7 +293,8 @@ export function progressOf(view: RunView, now: number): Progress {
     p.elapsedMs = Math.max(0, end - view.startedAt);
   }
   if (view.finished || (total !== undefined && iteration >= total)) p.etaMs = 0;
-  else if (view.state === 'stopping') p.etaMs = undefined; // it ends after this iteration, not at the bound
+  else if (view.state === 'stopping')
+    p.etaMs = undefined; // it ends after this iteration, not at the bound
   else if (total !== undefined && view.recent.length >= 2) {
     const [t0, i0] = view.recent[0];
     const [t1, i1] = view.recent[view.recent.length - 1];

@@ -48,7 +48,8 @@ export class WatchUi {
   /** Folds records into the view and schedules a redraw. */
   feed(lines: readonly ParsedLine[]): void {
     for (const l of lines) applyLine(this.view, l);
-    if (this.view.sample && this.view.sample.path !== this.wantedSample) this.loadSample(this.view.sample.path, this.view.sample.iteration);
+    if (this.view.sample && this.view.sample.path !== this.wantedSample)
+      this.loadSample(this.view.sample.path, this.view.sample.iteration);
     this.schedule();
   }
 
@@ -61,7 +62,11 @@ export class WatchUi {
     this.wantedSample = path;
     const local = this.opts.locateSample?.(path);
     if (local === undefined) {
-      this.sample = { path, iteration, note: this.opts.locateSample ? 'sample file not found' : 'the sample grid is on the coordinator' };
+      this.sample = {
+        path,
+        iteration,
+        note: this.opts.locateSample ? 'sample file not found' : 'the sample grid is on the coordinator',
+      };
       return;
     }
     if (!this.sample?.image) this.sample = { path, iteration, note: 'loading…' };
@@ -72,7 +77,8 @@ export class WatchUi {
         this.schedule();
       },
       (err: NodeJS.ErrnoException) => {
-        if (this.wantedSample === path) this.sample = { path, iteration, note: `cannot read the sample grid (${err.code ?? err.message})` };
+        if (this.wantedSample === path)
+          this.sample = { path, iteration, note: `cannot read the sample grid (${err.code ?? err.message})` };
         this.schedule();
       },
     );

@@ -60,12 +60,18 @@ export async function watchRun(opts: WatchRunOptions): Promise<void> {
   if (!interactive) {
     await followLog(logPath, { follow: false, onLines: (lines) => ui.feed(lines.map(parseLogLine)) });
     await ui.settled();
-    opts.stdout.write(ui.frame(opts.width ?? opts.stdout.columns ?? 80, opts.height ?? opts.stdout.rows ?? 24).join('\n') + '\n');
+    opts.stdout.write(
+      ui.frame(opts.width ?? opts.stdout.columns ?? 80, opts.height ?? opts.stdout.rows ?? 24).join('\n') + '\n',
+    );
     return;
   }
   ui.start();
   try {
-    await followLog(logPath, { follow: true, signal: stop.signal, onLines: (lines) => ui.feed(lines.map(parseLogLine)) });
+    await followLog(logPath, {
+      follow: true,
+      signal: stop.signal,
+      onLines: (lines) => ui.feed(lines.map(parseLogLine)),
+    });
   } finally {
     ui.stop();
   }

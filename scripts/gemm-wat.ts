@@ -28,32 +28,47 @@ function kernel(rows: number, trans: boolean, fma: boolean): string {
   const locals = [];
   for (let r = 0; r < rows; r++) locals.push(`(local ${acc(r, 0)} v128) (local ${acc(r, 1)} v128)`);
   if (!trans) for (let r = 1; r < rows; r++) locals.push(`(local ${rowPtr(r)} i32)`);
-  lines.push(`(func ${name} (param $a i32) (param $lda i32) (param $b i32) (param $c i32) (param $ldc i32) (param $k i32) (param $load i32)`);
-  lines.push(`  ${locals.join(' ')} (local $b0 v128) (local $b1 v128) (local $x v128) (local $end i32) (local $cc i32)`);
-  if (!trans) for (let r = 1; r < rows; r++) lines.push(`  (local.set ${rowPtr(r)} (i32.add (local.get $a) (i32.mul (local.get $lda) (i32.const ${r}))))`);
+  lines.push(
+    `(func ${name} (param $a i32) (param $lda i32) (param $b i32) (param $c i32) (param $ldc i32) (param $k i32) (param $load i32)`,
+  );
+  lines.push(
+    `  ${locals.join(' ')} (local $b0 v128) (local $b1 v128) (local $x v128) (local $end i32) (local $cc i32)`,
+  );
+  if (!trans)
+    for (let r = 1; r < rows; r++)
+      lines.push(`  (local.set ${rowPtr(r)} (i32.add (local.get $a) (i32.mul (local.get $lda) (i32.const ${r}))))`);
   lines.push('  (if (local.get $load) (then (local.set $cc (local.get $c))');
   for (let r = 0; r < rows; r++) {
-    lines.push(`    (local.set ${acc(r, 0)} (v128.load (local.get $cc))) (local.set ${acc(r, 1)} (v128.load offset=16 (local.get $cc)))` +
-      (r < rows - 1 ? ' (local.set $cc (i32.add (local.get $cc) (local.get $ldc)))' : ''));
+    lines.push(
+      `    (local.set ${acc(r, 0)} (v128.load (local.get $cc))) (local.set ${acc(r, 1)} (v128.load offset=16 (local.get $cc)))` +
+        (r < rows - 1 ? ' (local.set $cc (i32.add (local.get $cc) (local.get $ldc)))' : ''),
+    );
   }
   lines.push('  ))');
   lines.push('  (local.set $end (i32.add (local.get $b) (i32.shl (local.get $k) (i32.const 5))))');
   lines.push('  (block $done (loop $next (br_if $done (i32.ge_u (local.get $b) (local.get $end)))');
   lines.push('    (local.set $b0 (v128.load (local.get $b))) (local.set $b1 (v128.load offset=16 (local.get $b)))');
   for (let r = 0; r < rows; r++) {
-    const splat = trans ? `(v128.load32_splat offset=${4 * r} (local.get $a))` : `(v128.load32_splat (local.get ${rowPtr(r)}))`;
-    const madd = (v: number) => fma
-      ? `(f32x4.relaxed_madd (local.get $x) (local.get $b${v}) (local.get ${acc(r, v)}))`
-      : `(f32x4.add (local.get ${acc(r, v)}) (f32x4.mul (local.get $x) (local.get $b${v})))`;
+    const splat = trans
+      ? `(v128.load32_splat offset=${4 * r} (local.get $a))`
+      : `(v128.load32_splat (local.get ${rowPtr(r)}))`;
+    const madd = (v: number) =>
+      fma
+        ? `(f32x4.relaxed_madd (local.get $x) (local.get $b${v}) (local.get ${acc(r, v)}))`
+        : `(f32x4.add (local.get ${acc(r, v)}) (f32x4.mul (local.get $x) (local.get $b${v})))`;
     lines.push(`    (local.set $x ${splat}) (local.set ${acc(r, 0)} ${madd(0)}) (local.set ${acc(r, 1)} ${madd(1)})`);
   }
   if (trans) lines.push('    (local.set $a (i32.add (local.get $a) (local.get $lda)))');
-  else for (let r = 0; r < rows; r++) lines.push(`    (local.set ${rowPtr(r)} (i32.add (local.get ${rowPtr(r)}) (i32.const 4)))`);
+  else
+    for (let r = 0; r < rows; r++)
+      lines.push(`    (local.set ${rowPtr(r)} (i32.add (local.get ${rowPtr(r)}) (i32.const 4)))`);
   lines.push('    (local.set $b (i32.add (local.get $b) (i32.const 32)))');
   lines.push('    (br $next)))');
   for (let r = 0; r < rows; r++) {
-    lines.push(`  (v128.store (local.get $c) (local.get ${acc(r, 0)})) (v128.store offset=16 (local.get $c) (local.get ${acc(r, 1)}))` +
-      (r < rows - 1 ? ' (local.set $c (i32.add (local.get $c) (local.get $ldc)))' : ''));
+    lines.push(
+      `  (v128.store (local.get $c) (local.get ${acc(r, 0)})) (v128.store offset=16 (local.get $c) (local.get ${acc(r, 1)}))` +
+        (r < rows - 1 ? ' (local.set $c (i32.add (local.get $c) (local.get $ldc)))' : ''),
+    );
   }
   lines.push(')');
   return lines.join('\n');
@@ -65,7 +80,8 @@ function dispatch(): string {
     `(call $k${t}${r} (local.get $a) (local.get $lda) (local.get $b) (local.get $c) (local.get $ldc) (local.get $k) (local.get $load))`;
   const chain = (t: string) => {
     let s = call(t, 1);
-    for (let r = 2; r <= MR; r++) s = `(if (i32.eq (local.get $rows) (i32.const ${r})) (then ${call(t, r)}) (else ${s}))`;
+    for (let r = 2; r <= MR; r++)
+      s = `(if (i32.eq (local.get $rows) (i32.const ${r})) (then ${call(t, r)}) (else ${s}))`;
     return s;
   };
   return [
@@ -81,7 +97,10 @@ function dispatch(): string {
  */
 function windowWalk(name: string, rows: string, doc: string, inside: string, outside: string): string {
   const image = name === 'im2col' ? '$x' : '$dx';
-  const [first, last] = name === 'im2col' ? [`(param ${image} i32)`, `(param ${rows} i32)`] : [`(param ${rows} i32)`, `(param ${image} i32)`];
+  const [first, last] =
+    name === 'im2col'
+      ? [`(param ${image} i32)`, `(param ${rows} i32)`]
+      : [`(param ${rows} i32)`, `(param ${image} i32)`];
   return String.raw`${doc}
 (func (export "${name}") ${first} (param $b i32) (param $h i32) (param $w i32) (param $c i32)
     (param $kh i32) (param $kw i32) (param $sh i32) (param $sw i32) (param $pt i32) (param $pl i32)
@@ -105,8 +124,12 @@ function windowWalk(name: string, rows: string, doc: string, inside: string, out
             (if (i32.and (i32.lt_u (local.get $row) (local.get $h)) (i32.lt_u (local.get $col) (local.get $w)))
               (then
                 (local.set $at (i32.add (local.get $img) (i32.mul (i32.add (i32.mul (local.get $row) (local.get $w)) (local.get $col)) (local.get $seg))))
-                ${inside})${outside ? `
-              (else ${outside})` : ''})
+                ${inside})${
+                  outside
+                    ? `
+              (else ${outside})`
+                    : ''
+                })
             (local.set ${rows} (i32.add (local.get ${rows}) (local.get $seg)))
             (local.set $j (i32.add (local.get $j) (i32.const 1)))
             (br $jloop)))
@@ -217,12 +240,22 @@ const DRIVER = String.raw`
     (local.set $p (i32.add (local.get $p) (i32.const 1)))
     (br $ploop))))
 
-${windowWalk('im2col', '$dst', `;; im2col of an NHWC image x [b, h, w, c] for a kh x kw kernel at strides sh, sw, padding pt, pl:
+${windowWalk(
+  'im2col',
+  '$dst',
+  `;; im2col of an NHWC image x [b, h, w, c] for a kh x kw kernel at strides sh, sw, padding pt, pl:
 ;; dst [b*oh*ow, kh*kw*c], zeros where the window leaves the image.`,
-  '(memory.copy (local.get $dst) (local.get $at) (local.get $seg))', '(memory.fill (local.get $dst) (i32.const 0) (local.get $seg))')}
+  '(memory.copy (local.get $dst) (local.get $at) (local.get $seg))',
+  '(memory.fill (local.get $dst) (i32.const 0) (local.get $seg))',
+)}
 
-${windowWalk('col2im', '$cols', ';; The adjoint of im2col: dx [b, h, w, c] += every in-image segment of cols [b*oh*ow, kh*kw*c].',
-  '(call $addTo (local.get $at) (local.get $cols) (local.get $c))', '')}
+${windowWalk(
+  'col2im',
+  '$cols',
+  ';; The adjoint of im2col: dx [b, h, w, c] += every in-image segment of cols [b*oh*ow, kh*kw*c].',
+  '(call $addTo (local.get $at) (local.get $cols) (local.get $c))',
+  '',
+)}
 
 ;; dst[0..len) += src[0..len), four floats at a time, then one.
 (func $addTo (param $dst i32) (param $src i32) (param $len i32)

@@ -42,8 +42,16 @@ export function curveFromLog(text: string): SwdCurve {
   const iterations = [...byIteration.keys()].sort((a, b) => a - b);
   const points = iterations.map((i) => byIteration.get(i)!);
   const levelCount = Math.min(...points.map((p) => p.levels.length), resolutions.length || Infinity);
-  const levels = Number.isFinite(levelCount) ? Array.from({ length: levelCount }, (_, l) => points.map((p) => p.levels[l])) : [];
-  return { iterations, mean: points.map((p) => p.mean), levels, resolutions: resolutions.slice(0, levels.length), floor };
+  const levels = Number.isFinite(levelCount)
+    ? Array.from({ length: levelCount }, (_, l) => points.map((p) => p.levels[l]))
+    : [];
+  return {
+    iterations,
+    mean: points.map((p) => p.mean),
+    levels,
+    resolutions: resolutions.slice(0, levels.length),
+    floor,
+  };
 }
 
 /** A step for about `ticks` x-axis ticks over [0, max]: 1, 2 or 5 x 10^k. */
@@ -71,7 +79,9 @@ export function curveSvg(c: SwdCurve, opts: { title?: string; width?: number; he
   const Y = (v: number) => m.top + ph - (v / yMax) * ph;
   const f = (v: number) => v.toFixed(1);
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+  );
   out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
   if (opts.title) out.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="14">${esc(opts.title)}</text>`);
   // Grid and axes: five y ticks from zero, x ticks at a round step.
@@ -87,13 +97,17 @@ export function curveSvg(c: SwdCurve, opts: { title?: string; width?: number; he
   }
   out.push(`<path d="M${m.left} ${m.top}V${m.top + ph}H${m.left + pw}" fill="none" stroke="#333"/>`);
   out.push(`<text x="${m.left + pw / 2}" y="${m.top + ph + 36}" text-anchor="middle">iteration</text>`);
-  out.push(`<text transform="translate(14 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">SWD x 1e3 (lower is better)</text>`);
+  out.push(
+    `<text transform="translate(14 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">SWD x 1e3 (lower is better)</text>`,
+  );
   const poly = (values: number[], colour: string, width: number, dash = '') =>
     `<polyline fill="none" stroke="${colour}" stroke-width="${width}"${dash ? ` stroke-dasharray="${dash}"` : ''} points="${values.map((v, k) => `${f(X(c.iterations[k]))},${f(Y(v))}`).join(' ')}"/>`;
   // The legend, along the bottom: each entry a short stroke and its name.
   const legend: [string, string, number, string][] = [];
   if (c.floor !== undefined) {
-    out.push(`<line x1="${m.left}" x2="${m.left + pw}" y1="${f(Y(c.floor))}" y2="${f(Y(c.floor))}" stroke="#808080" stroke-width="1.5" stroke-dasharray="6 4"/>`);
+    out.push(
+      `<line x1="${m.left}" x2="${m.left + pw}" y1="${f(Y(c.floor))}" y2="${f(Y(c.floor))}" stroke="#808080" stroke-width="1.5" stroke-dasharray="6 4"/>`,
+    );
     legend.push([`real-vs-real floor ${c.floor.toFixed(1)}`, '#808080', 1.5, '6 4']);
   }
   c.levels.forEach((values, l) => {
@@ -101,12 +115,15 @@ export function curveSvg(c: SwdCurve, opts: { title?: string; width?: number; he
     legend.push([`${c.resolutions[l]}x${c.resolutions[l]} level`, LEVEL_COLOURS[l % LEVEL_COLOURS.length], 1.2, '3 2']);
   });
   out.push(poly(c.mean, MEAN_COLOUR, 2.5));
-  for (const [k, i] of c.iterations.entries()) out.push(`<circle cx="${f(X(i))}" cy="${f(Y(c.mean[k]))}" r="2.5" fill="${MEAN_COLOUR}"/>`);
+  for (const [k, i] of c.iterations.entries())
+    out.push(`<circle cx="${f(X(i))}" cy="${f(Y(c.mean[k]))}" r="2.5" fill="${MEAN_COLOUR}"/>`);
   legend.unshift([`mean over levels (last ${c.mean.at(-1)!.toFixed(1)})`, MEAN_COLOUR, 2.5, '']);
   let lx = m.left;
   const ly = H - 12;
   for (const [label, colour, width, dash] of legend) {
-    out.push(`<line x1="${lx}" x2="${lx + 24}" y1="${ly - 4}" y2="${ly - 4}" stroke="${colour}" stroke-width="${width}"${dash ? ` stroke-dasharray="${dash}"` : ''}/>`);
+    out.push(
+      `<line x1="${lx}" x2="${lx + 24}" y1="${ly - 4}" y2="${ly - 4}" stroke="${colour}" stroke-width="${width}"${dash ? ` stroke-dasharray="${dash}"` : ''}/>`,
+    );
     out.push(`<text x="${lx + 30}" y="${ly}">${esc(label)}</text>`);
     lx += 30 + label.length * 6.2 + 14;
   }

@@ -27,7 +27,9 @@ describe('imports', () => {
       put('worker/y.ts', "const m = await import('../coordinator/b.ts');\n");
       put('coordinator/z.ts', "export * from '../bench/util.ts';\nimport '../protocol/ok.ts';\n");
       put('data/w.ts', "new Worker(new URL('../worker/t.ts', import.meta.url));\n");
-      const found = layeringViolations(dir).map((v) => `${v.file} -> ${v.imports}`).sort();
+      const found = layeringViolations(dir)
+        .map((v) => `${v.file} -> ${v.imports}`)
+        .sort();
       expect(found).toEqual([
         'coordinator/z.ts -> bench/util.ts',
         'data/w.ts -> worker/t.ts',
@@ -40,15 +42,32 @@ describe('imports', () => {
   });
 
   it('reads type-only, re-exported and dynamic imports alike', () => {
-    expect(relativeImports("import type { A } from './a.ts';\nexport { b } from '../b.ts';\nawait import('./c.ts');\nimport x from 'ws';\n")).toEqual(['./a.ts', '../b.ts', './c.ts']);
+    expect(
+      relativeImports(
+        "import type { A } from './a.ts';\nexport { b } from '../b.ts';\nawait import('./c.ts');\nimport x from 'ws';\n",
+      ),
+    ).toEqual(['./a.ts', '../b.ts', './c.ts']);
   });
 
   it("load no tfjs module for the CLI's commands until one runs a model", () => {
-    const modules = ['cmd/train.ts', 'cmd/bench.ts', 'cmd/generate.ts', 'cmd/eval.ts', 'cmd/data.ts', 'cmd/logs.ts', 'cmd/watch.ts',
-      'coordinator/train.ts', 'worker/doctor.ts', 'worker/summary.ts'];
+    const modules = [
+      'cmd/train.ts',
+      'cmd/bench.ts',
+      'cmd/generate.ts',
+      'cmd/eval.ts',
+      'cmd/data.ts',
+      'cmd/logs.ts',
+      'cmd/watch.ts',
+      'coordinator/train.ts',
+      'worker/doctor.ts',
+      'worker/summary.ts',
+    ];
     const script = `for (const m of ${JSON.stringify(modules)}) await import('./' + m);
       console.log(JSON.stringify({ engine: '_tfengine' in globalThis }));`;
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8' });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: root,
+      encoding: 'utf8',
+    });
     expect(r.stderr).toBe('');
     expect(JSON.parse(r.stdout.trim().split('\n').at(-1)!)).toEqual({ engine: false });
   });

@@ -1,7 +1,14 @@
 // The one place that chooses and loads a tfjs backend. Everything else receives `tf` from here.
 
 import { GanDistError } from '../protocol/errors.ts';
-import { GPU_PACKAGE, NODE_PACKAGE, installedVersion, resolveBackendName, type BackendInfo, type BackendName } from '../protocol/backends.ts';
+import {
+  GPU_PACKAGE,
+  NODE_PACKAGE,
+  installedVersion,
+  resolveBackendName,
+  type BackendInfo,
+  type BackendName,
+} from '../protocol/backends.ts';
 
 export type TF = typeof import('@tensorflow/tfjs');
 
@@ -22,7 +29,11 @@ function missing(pkg: string, what: string): GanDistError {
   );
 }
 
-async function loadNative(pkg: string, name: 'tensorflow' | 'tensorflow-gpu', requested: BackendName): Promise<LoadedBackend> {
+async function loadNative(
+  pkg: string,
+  name: 'tensorflow' | 'tensorflow-gpu',
+  requested: BackendName,
+): Promise<LoadedBackend> {
   const version = installedVersion(pkg);
   if (!version) throw missing(pkg, name === 'tensorflow-gpu' ? 'GPU training' : 'the tensorflow backend');
   let tf: TF;

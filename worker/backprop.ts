@@ -12,7 +12,14 @@ import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import type { TF } from './backend.ts';
 import { BN_EPSILON, type Net } from '../protocol/model/architecture.ts';
 import type { LayerTrace, ParamTensors } from './model.ts';
-import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, fusedKernelsRun, LEAKY_RELU_GRAD, runFused } from './kernels/fused-kernels.ts';
+import {
+  BN_INPUT_GRAD,
+  BN_PARAM_GRADS,
+  CHANNEL_SUM,
+  fusedKernelsRun,
+  LEAKY_RELU_GRAD,
+  runFused,
+} from './kernels/fused-kernels.ts';
 
 export interface BackwardWants {
   /** Gradients of the learnables of the traced layers, by parameter name. */
@@ -29,26 +36,55 @@ export interface Backward {
 const HAS_PARAMS = new Set(['project', 'conv', 'tconv', 'bn']);
 
 /** The filter gradient of a conv with this geometry (tfjs exports no op for it, only the kernel). */
-function filterGrad(tf: TF, x: Tensor, dy: Tensor, filterShape: number[], stride: number, pad: 'same' | 'valid'): Tensor4D {
-  return tf.engine().runKernel(
-    'Conv2DBackpropFilter',
-    { x, dy },
-    { strides: [stride, stride], pad, dataFormat: 'NHWC', dimRoundingMode: undefined, filterShape } as never,
-  ) as Tensor4D;
+function filterGrad(
+  tf: TF,
+  x: Tensor,
+  dy: Tensor,
+  filterShape: number[],
+  stride: number,
+  pad: 'same' | 'valid',
+): Tensor4D {
+  return tf
+    .engine()
+    .runKernel('Conv2DBackpropFilter', { x, dy }, {
+      strides: [stride, stride],
+      pad,
+      dataFormat: 'NHWC',
+      dimRoundingMode: undefined,
+      filterShape,
+    } as never) as Tensor4D;
 }
 
 /** The sum over N, H and W: one pass where fused-kernels.ts's kernels run, tf.sum transposing the activation first. */
-const sumNHW = (tf: TF, fused: boolean, t: Tensor) => (fused ? runFused<Tensor>(tf, CHANNEL_SUM, { x: t }) : tf.sum(t, [0, 1, 2]));
+const sumNHW = (tf: TF, fused: boolean, t: Tensor) =>
+  fused ? runFused<Tensor>(tf, CHANNEL_SUM, { x: t }) : tf.sum(t, [0, 1, 2]);
 
 /** BatchNorm's backward (see 'bn' below): dOffset, dScale and, when wanted, dx. */
-function batchNormGrads(tf: TF, fused: boolean, g: Tensor, x: Tensor, mean: Tensor, variance: Tensor, scale: Tensor, needDx: boolean) {
+function batchNormGrads(
+  tf: TF,
+  fused: boolean,
+  g: Tensor,
+  x: Tensor,
+  mean: Tensor,
+  variance: Tensor,
+  scale: Tensor,
+  needDx: boolean,
+) {
   const rstd = tf.rsqrt(tf.add(variance, BN_EPSILON));
   const count = x.shape[0] * x.shape[1]! * x.shape[2]!;
   const channels = x.shape.at(-1)!;
   if (fused && channels % 4 === 0) {
     const [dOffset, dScale] = runFused<Tensor[]>(tf, BN_PARAM_GRADS, { g, x, mean, rstd });
     const dx = needDx
-      ? runFused<Tensor>(tf, BN_INPUT_GRAD, { g, x, mean, rstd, k1: tf.div(dOffset, count), k2: tf.div(dScale, count), k3: tf.mul(scale, rstd) })
+      ? runFused<Tensor>(tf, BN_INPUT_GRAD, {
+          g,
+          x,
+          mean,
+          rstd,
+          k1: tf.div(dOffset, count),
+          k2: tf.div(dScale, count),
+          k3: tf.mul(scale, rstd),
+        })
       : undefined;
     return { dOffset, dScale, dx };
   }
@@ -56,7 +92,9 @@ function batchNormGrads(tf: TF, fused: boolean, g: Tensor, x: Tensor, mean: Tens
   const dOffset = sumNHW(tf, fused, g);
   const dScale = sumNHW(tf, fused, tf.mul(g, xhat));
   // dx = scale * rstd * (dy - mean(dy) - xhat * mean(dy * xhat)), means over N, H, W.
-  const dx = needDx ? tf.mul(tf.sub(tf.sub(g, tf.div(dOffset, count)), tf.mul(xhat, tf.div(dScale, count))), tf.mul(scale, rstd)) : undefined;
+  const dx = needDx
+    ? tf.mul(tf.sub(tf.sub(g, tf.div(dOffset, count)), tf.mul(xhat, tf.div(dScale, count))), tf.mul(scale, rstd))
+    : undefined;
   return { dOffset, dScale, dx };
 }
 
@@ -64,7 +102,14 @@ function batchNormGrads(tf: TF, fused: boolean, g: Tensor, x: Tensor, mean: Tens
  * Backpropagates `dy` (the gradient of a scalar w.r.t. the traced pass's output) through `trace`.
  * Input gradients stop at the first layer with learnables unless the network's input is wanted.
  */
-export function backward(tf: TF, net: Net, p: ParamTensors, trace: LayerTrace[], dy: Tensor, want: BackwardWants): Backward {
+export function backward(
+  tf: TF,
+  net: Net,
+  p: ParamTensors,
+  trace: LayerTrace[],
+  dy: Tensor,
+  want: BackwardWants,
+): Backward {
   const grads = new Map<string, Tensor>();
   const fused = fusedKernelsRun(tf);
   const firstLearnable = trace.findIndex((t) => HAS_PARAMS.has(t.layer.kind));
@@ -92,7 +137,8 @@ export function backward(tf: TF, net: Net, p: ParamTensors, trace: LayerTrace[],
           grads.set(`${key}/w`, filterGrad(tf, x, g, w.shape, l.stride, l.pad));
           grads.set(`${key}/b`, sumNHW(tf, fused, g));
         }
-        if (needDx) g = tf.conv2dTranspose(g as Tensor4D, w, x.shape as [number, number, number, number], l.stride, l.pad);
+        if (needDx)
+          g = tf.conv2dTranspose(g as Tensor4D, w, x.shape as [number, number, number, number], l.stride, l.pad);
         break;
       }
       case 'tconv': {
@@ -120,9 +166,10 @@ export function backward(tf: TF, net: Net, p: ParamTensors, trace: LayerTrace[],
         g = tf.mul(g, tf.step(y));
         break;
       case 'leakyrelu':
-        g = fused && x.shape.at(-1)! % 4 === 0
-          ? runFused<Tensor>(tf, LEAKY_RELU_GRAD, { g, x }, { alpha: l.alpha })
-          : tf.where(tf.greater(x, 0), g, tf.mul(g, l.alpha));
+        g =
+          fused && x.shape.at(-1)! % 4 === 0
+            ? runFused<Tensor>(tf, LEAKY_RELU_GRAD, { g, x }, { alpha: l.alpha })
+            : tf.where(tf.greater(x, 0), g, tf.mul(g, l.alpha));
         break;
       case 'tanh':
         g = tf.mul(g, tf.sub(1, tf.square(y)));

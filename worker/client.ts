@@ -88,7 +88,16 @@ function simulatedCompute(cfg: ModelConfig, delayMs: number, nonFinite = false):
         const key = s.name.slice(0, -'/mean'.length);
         sums[key] = { sum: new Float32Array(s.shape[0]), sumSq: new Float32Array(s.shape[0]).fill(1), count: shard.n };
       }
-      return { n: shard.n, grads, bn: sums, lossG: Math.LN2, lossD: 2 * Math.LN2, scoreG: 0.5, scoreD: 0.5, computeMs: performance.now() - t0 };
+      return {
+        n: shard.n,
+        grads,
+        bn: sums,
+        lossG: Math.LN2,
+        lossD: 2 * Math.LN2,
+        scoreG: 0.5,
+        scoreD: 0.5,
+        computeMs: performance.now() - t0,
+      };
     },
     generate: (_z, count) => new Float32Array(count * cfg.imageSize * cfg.imageSize * 3),
     dispose: () => {},
@@ -106,7 +115,9 @@ export interface WorkerOutcome {
  * Runs worker sessions until one ends for good: when the coordinator goes away (or is not up
  * yet) it tries again with backoff, so a coordinator restarted with --resume gets its workers back.
  */
-export async function runWorkerWithReconnect(opts: WorkerOptions & { reconnectTimeoutMs: number }): Promise<WorkerOutcome> {
+export async function runWorkerWithReconnect(
+  opts: WorkerOptions & { reconnectTimeoutMs: number },
+): Promise<WorkerOutcome> {
   const log = opts.log ?? (() => {});
   let deadline = Date.now() + opts.reconnectTimeoutMs;
   let delay = 250;
@@ -117,7 +128,8 @@ export async function runWorkerWithReconnect(opts: WorkerOptions & { reconnectTi
       deadline = Date.now() + opts.reconnectTimeoutMs;
       delay = 250;
     }
-    if (Date.now() + delay > deadline) return { ...o, reason: `${o.reason}; gave up reconnecting after ${opts.reconnectTimeoutMs} ms` };
+    if (Date.now() + delay > deadline)
+      return { ...o, reason: `${o.reason}; gave up reconnecting after ${opts.reconnectTimeoutMs} ms` };
     log({ event: 'reconnecting', inMs: delay, reason: o.reason });
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 5000);
@@ -143,7 +155,10 @@ function tlsOptions(opts: WorkerOptions): Record<string, unknown> {
 export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
   const log = opts.log ?? (() => {});
   const simulate = opts.simulateStepMs;
-  const loaded = simulate === undefined ? await loadBackend(opts.backend, { wantsGpu: opts.wantsGpu, threads: opts.threads }) : undefined;
+  const loaded =
+    simulate === undefined
+      ? await loadBackend(opts.backend, { wantsGpu: opts.wantsGpu, threads: opts.threads })
+      : undefined;
   const info = loaded?.info ?? { name: 'simulated', version: '-', device: `simulated compute, ${simulate} ms a shard` };
   log({ event: 'backend', backend: info.name, version: info.version, device: info.device });
 
@@ -181,9 +196,15 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
       if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close();
       resolve(outcome);
     };
-    opts.signal?.addEventListener('abort', () => finish({ exitCode: WorkerExit.DONE, reason: 'left (aborted)' }), { once: true });
-    ws.on('error', (err) => finish({ exitCode: WorkerExit.COORDINATOR_GONE, reason: `connection failed: ${err.message}` }));
-    ws.on('close', () => finish({ exitCode: WorkerExit.COORDINATOR_GONE, reason: 'the coordinator closed the connection' }));
+    opts.signal?.addEventListener('abort', () => finish({ exitCode: WorkerExit.DONE, reason: 'left (aborted)' }), {
+      once: true,
+    });
+    ws.on('error', (err) =>
+      finish({ exitCode: WorkerExit.COORDINATOR_GONE, reason: `connection failed: ${err.message}` }),
+    );
+    ws.on('close', () =>
+      finish({ exitCode: WorkerExit.COORDINATOR_GONE, reason: 'the coordinator closed the connection' }),
+    );
     // A pinned certificate is checked before a single byte of the handshake leaves this machine.
     ws.on('upgrade', (res) => {
       if (!opts.fingerprint || !opts.url.startsWith('wss:')) return;
@@ -207,20 +228,28 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
       try {
         msg = decodeMessage(data as Buffer, limits);
       } catch (err) {
-        return finish({ exitCode: WorkerExit.FAILED, reason: `bad frame from the coordinator: ${(err as Error).message}` });
+        return finish({
+          exitCode: WorkerExit.FAILED,
+          reason: `bad frame from the coordinator: ${(err as Error).message}`,
+        });
       }
       if (!ready) {
         const step = handshake.onMessage(msg);
         if (step.send) send(step.send);
         if (step.error) {
           const mismatch = /protocol version|parameter table/.test(step.error.message);
-          return finish({ exitCode: mismatch ? WorkerExit.VERSION_MISMATCH : WorkerExit.REJECTED, reason: step.error.message });
+          return finish({
+            exitCode: mismatch ? WorkerExit.VERSION_MISMATCH : WorkerExit.REJECTED,
+            reason: step.error.message,
+          });
         }
         if (step.welcome) {
           const cfg = step.welcome.modelConfig as unknown as ModelConfig & { batchSize: number };
           const table = parameterTable(cfg);
           // Each shard's gradients are sent before the next shard is stepped: they can live in reused arrays.
-          trainer = loaded ? new Trainer(loaded.tf, cfg, step.welcome.seed, { reuseGradientBuffers: true }) : simulatedCompute(cfg, simulate!, opts.simulateNonFinite);
+          trainer = loaded
+            ? new Trainer(loaded.tf, cfg, step.welcome.seed, { reuseGradientBuffers: true })
+            : simulatedCompute(cfg, simulate!, opts.simulateNonFinite);
           wireDtype = step.welcome.wireDtype ?? 'float32';
           const total = table.reduce((n, s) => n + sizeOf(s.shape), 0);
           limits = frameLimitFor(total, cfg.batchSize ?? 128, cfg.imageSize, { latent: cfg.latent });
@@ -234,10 +263,16 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
         return;
       }
       // Messages are handled in arrival order, one at a time: a shard waits for the weights before it.
-      queue = queue.then(() => handle(msg)).catch((err: Error) => {
-        send({ type: 'error', code: err instanceof GanDistError ? err.code : 'GAN_DIST_E_WORKER', message: err.message });
-        finish({ exitCode: WorkerExit.FAILED, reason: err.message });
-      });
+      queue = queue
+        .then(() => handle(msg))
+        .catch((err: Error) => {
+          send({
+            type: 'error',
+            code: err instanceof GanDistError ? err.code : 'GAN_DIST_E_WORKER',
+            message: err.message,
+          });
+          finish({ exitCode: WorkerExit.FAILED, reason: err.message });
+        });
     });
     let queue: Promise<void> = Promise.resolve();
 
@@ -255,7 +290,10 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
           // the coordinator's own weights, and non-finite ones would show in the gradients.
           const w = decodeMessage(shm.readWeights(msg.seq, msg.byteLength), limits, { skipFiniteCheck: true });
           if (w.type !== 'weights' || w.version !== msg.version) {
-            throw new GanDistError('GAN_DIST_E_PROTOCOL', `weightsRef announced weights version ${msg.version}, the region holds ${w.type === 'weights' ? `version ${w.version}` : `a '${w.type}' frame`}`);
+            throw new GanDistError(
+              'GAN_DIST_E_PROTOCOL',
+              `weightsRef announced weights version ${msg.version}, the region holds ${w.type === 'weights' ? `version ${w.version}` : `a '${w.type}' frame`}`,
+            );
           }
           t.setWeights(w.tensors);
           return;
@@ -280,7 +318,11 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
           // On shared memory the coordinator checks the frame itself and takes non-finite
           // gradients as this report (one check of 37.8 MB instead of two); over a socket the
           // worker checks, as a non-finite gradient frame costs its sender the connection.
-          const bad = shm ? [] : Object.entries(tensors).filter(([, a]) => !allFinite(a)).map(([k]) => k);
+          const bad = shm
+            ? []
+            : Object.entries(tensors)
+                .filter(([, a]) => !allFinite(a))
+                .map(([k]) => k);
           const base = { iteration: msg.iteration, shardId: msg.shardId, weightsVersion: msg.weightsVersion, n: r.n };
           if (bad.length > 0 || ![r.lossD, r.lossG, r.scoreD, r.scoreG].every(Number.isFinite)) {
             send({ type: 'gradientsNonFinite', ...base, tensorNames: bad.slice(0, 4096) });

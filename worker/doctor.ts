@@ -77,7 +77,12 @@ async function probeWasm(): Promise<Check> {
       fix: info.simd ? undefined : 'use Node >= 20 for wasm SIMD; without it training is several times slower',
     };
   } catch (err) {
-    return { name: 'wasm backend (embedded default)', ok: false, detail: (err as Error).message, fix: 'run `npm ci` again' };
+    return {
+      name: 'wasm backend (embedded default)',
+      ok: false,
+      detail: (err as Error).message,
+      fix: 'run `npm ci` again',
+    };
   }
 }
 
@@ -111,7 +116,9 @@ export async function doctor(): Promise<DoctorReport> {
       name: `${what} (${lib})`,
       ok: !!found,
       detail: found ?? 'not found',
-      fix: found ? undefined : `install ${what} and add its lib directory to LD_LIBRARY_PATH (tfjs-node-gpu 4.x needs CUDA 11.2 / cuDNN 8.1)`,
+      fix: found
+        ? undefined
+        : `install ${what} and add its lib directory to LD_LIBRARY_PATH (tfjs-node-gpu 4.x needs CUDA 11.2 / cuDNN 8.1)`,
     });
   }
   checks.push(await nvidiaSmi());

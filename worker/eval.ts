@@ -23,7 +23,13 @@ import { loadBackend, type TF } from './backend.ts';
 import { generateImages } from './export.ts';
 
 /** SWD of G (given by its parameters) against an evaluator's real set, on evalLatents(count, latent, seed). */
-export function scoreGenerator(tf: TF, cfg: ModelConfig, params: NamedArrays, evaluator: SwdEvaluator, seed: number): SwdResult {
+export function scoreGenerator(
+  tf: TF,
+  cfg: ModelConfig,
+  params: NamedArrays,
+  evaluator: SwdEvaluator,
+  seed: number,
+): SwdResult {
   const z = evalLatents(evaluator.count, cfg.latent, seed);
   return evaluator.swd(generateImages(tf, cfg, params, z, evaluator.count));
 }
@@ -79,22 +85,44 @@ export async function evaluateCheckpoint(opts: EvalOptions): Promise<EvalResult>
   const count = opts.count ?? DEFAULT_EVAL_COUNT;
   const seed = opts.seed ?? DEFAULT_EVAL_SEED;
   if (!Number.isInteger(count) || count < 1) {
-    throw new GanDistError('GAN_DIST_E_USAGE', `--count: ${count} is not a positive integer`, 'give --count an integer >= 1');
+    throw new GanDistError(
+      'GAN_DIST_E_USAGE',
+      `--count: ${count} is not a positive integer`,
+      'give --count an integer >= 1',
+    );
   }
   if (!Number.isSafeInteger(seed) || seed < 0) {
-    throw new GanDistError('GAN_DIST_E_USAGE', `--seed: ${seed} is not a non-negative integer`, 'give --seed an integer >= 0');
+    throw new GanDistError(
+      'GAN_DIST_E_USAGE',
+      `--seed: ${seed} is not a non-negative integer`,
+      'give --seed an integer >= 0',
+    );
   }
   const run = resolveRunDir(opts.checkpoint, opts.cwd);
-  const cp = run.checkpoint !== undefined ? await loadCheckpoint(run.checkpoint) : await loadLatestCheckpoint(run.path, { onWarning: opts.onWarning });
+  const cp =
+    run.checkpoint !== undefined
+      ? await loadCheckpoint(run.checkpoint)
+      : await loadLatestCheckpoint(run.path, { onWarning: opts.onWarning });
   const cfg = modelConfigOf(cp.config);
   assertSameTable(cp.path, cp.specs, parameterTable(cfg));
   const data = opts.data ?? runData(run.configPath);
   if (data === undefined) {
-    throw new GanDistError('GAN_DIST_E_USAGE', `${run.path} does not say what data it trained on`, 'name the real images with --data DIR, --data flowers or --data synthetic');
+    throw new GanDistError(
+      'GAN_DIST_E_USAGE',
+      `${run.path} does not say what data it trained on`,
+      'name the real images with --data DIR, --data flowers or --data synthetic',
+    );
   }
 
   // The synthetic set is drawn from the run's seed, so 'synthetic' means the pictures it trained on.
-  const dataset = await openDataset({ data, imageSize: cfg.imageSize, seed: cp.config.seed, resize: opts.resize, cacheDir: opts.cacheDir, log: opts.dataLog ?? silentLog });
+  const dataset = await openDataset({
+    data,
+    imageSize: cfg.imageSize,
+    seed: cp.config.seed,
+    resize: opts.resize,
+    cacheDir: opts.cacheDir,
+    log: opts.dataLog ?? silentLog,
+  });
   let sets: RealSets;
   try {
     if (dataset.size < 2 * count) {
@@ -133,7 +161,9 @@ export function formatEval(r: EvalResult): string {
   const row = (name: string, x: SwdResult) => [name, ...x.levels.map((v) => v.toFixed(2)), x.mean.toFixed(2)];
   const rows = [head, row('G vs real', r.swd), row('real vs real (floor)', r.floor)];
   const widths = head.map((_, c) => Math.max(...rows.map((cells) => cells[c].length)));
-  const table = rows.map((cells) => cells.map((v, c) => (c === 0 ? v.padEnd(widths[c]) : v.padStart(widths[c]))).join('  ')).join('\n');
+  const table = rows
+    .map((cells) => cells.map((v, c) => (c === 0 ? v.padEnd(widths[c]) : v.padStart(widths[c]))).join('  '))
+    .join('\n');
   return (
     `SWD x 1e3 per Laplacian level (lower is better), iteration ${r.iteration} (${r.checkpoint})\n` +
     `${r.count} generated vs ${r.count} real images of ${r.data}, seed ${r.seed}, ${r.backend.device}, ${r.seconds.toFixed(1)} s\n` +

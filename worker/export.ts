@@ -6,12 +6,23 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { io, LayersModel, Sequential } from '@tensorflow/tfjs';
 import { modelConfigOf, type ModelConfig } from '../protocol/config.ts';
-import { assertSameTable, loadCheckpoint, loadLatestCheckpoint, type LoadedCheckpoint } from '../protocol/run/checkpoint.ts';
+import {
+  assertSameTable,
+  loadCheckpoint,
+  loadLatestCheckpoint,
+  type LoadedCheckpoint,
+} from '../protocol/run/checkpoint.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import { Rng } from '../protocol/rng.ts';
 import { resolveRunDir } from '../protocol/run/run-dir.ts';
 import { writeSampleGrid } from '../protocol/run/samples.ts';
-import { BN_DECAY, BN_EPSILON, generatorLayers, parameterTable, type NamedArrays } from '../protocol/model/architecture.ts';
+import {
+  BN_DECAY,
+  BN_EPSILON,
+  generatorLayers,
+  parameterTable,
+  type NamedArrays,
+} from '../protocol/model/architecture.ts';
 import type { BackendInfo, BackendName } from '../protocol/backends.ts';
 import { loadBackend, type TF } from './backend.ts';
 import { Trainer } from './trainer.ts';
@@ -30,17 +41,35 @@ export function buildGeneratorModel(tf: TF, cfg: ModelConfig): Sequential {
       case 'input':
         break;
       case 'project': // fully connected with bias to 4*4*8nf, reshaped row-major to 4 x 4 x 8nf
-        model.add(tf.layers.dense({ name: l.name, units: l.shape[0] * l.shape[1] * l.shape[2], useBias: true, inputShape: [cfg.latent] }));
+        model.add(
+          tf.layers.dense({
+            name: l.name,
+            units: l.shape[0] * l.shape[1] * l.shape[2],
+            useBias: true,
+            inputShape: [cfg.latent],
+          }),
+        );
         model.add(tf.layers.reshape({ name: `${l.name}_reshape`, targetShape: l.shape }));
         break;
       case 'tconv':
         // Both layers call tf.conv2dTranspose with the same output size ('valid': (s-1)*stride+k,
         // 'same': s*stride) and the same [k, k, out, in] filter as worker/model.ts.
-        model.add(tf.layers.conv2dTranspose({ name: l.name, filters: l.outC, kernelSize: l.k, strides: l.stride, padding: l.pad, useBias: true }));
+        model.add(
+          tf.layers.conv2dTranspose({
+            name: l.name,
+            filters: l.outC,
+            kernelSize: l.k,
+            strides: l.stride,
+            padding: l.pad,
+            useBias: true,
+          }),
+        );
         break;
       case 'bn':
         // Inference uses the moving statistics; momentum only matters to whoever trains it further.
-        model.add(tf.layers.batchNormalization({ name: l.name, axis: -1, epsilon: BN_EPSILON, momentum: 1 - BN_DECAY }));
+        model.add(
+          tf.layers.batchNormalization({ name: l.name, axis: -1, epsilon: BN_EPSILON, momentum: 1 - BN_DECAY }),
+        );
         break;
       case 'relu':
       case 'tanh':
@@ -76,7 +105,12 @@ export function setGeneratorWeights(tf: TF, model: LayersModel, cfg: ModelConfig
         case 'bn': {
           // tfjs-layers' order: gamma (scale), beta (offset), moving mean, moving variance.
           const c = [l.channels];
-          layer().setWeights([t(`${l.name}/scale`, c), t(`${l.name}/offset`, c), t(`${l.name}/mean`, c), t(`${l.name}/var`, c)]);
+          layer().setWeights([
+            t(`${l.name}/scale`, c),
+            t(`${l.name}/offset`, c),
+            t(`${l.name}/mean`, c),
+            t(`${l.name}/var`, c),
+          ]);
           break;
         }
         default:
@@ -108,7 +142,12 @@ export async function exportGenerator(
   try {
     setGeneratorWeights(tf, model, cfg, named);
     model.setUserDefinedMetadata({
-      ganDist: { ...cfg, input: `z: [n, ${cfg.latent}], N(0, 1)`, output: `[n, ${cfg.imageSize}, ${cfg.imageSize}, 3] RGB in [-1, 1]`, ...metadata },
+      ganDist: {
+        ...cfg,
+        input: `z: [n, ${cfg.latent}], N(0, 1)`,
+        output: `[n, ${cfg.imageSize}, ${cfg.imageSize}, 3] RGB in [-1, 1]`,
+        ...metadata,
+      },
     });
     let result!: ExportResult;
     await model.save(
@@ -126,13 +165,22 @@ export async function exportGenerator(
         const text = JSON.stringify(modelJson);
         // Weights first and model.json last, each renamed into place: a reader that finds a
         // model.json finds the shard it names.
-        for (const [name, data] of [[WEIGHTS_BIN, weights], [MODEL_JSON, text]] as const) {
+        for (const [name, data] of [
+          [WEIGHTS_BIN, weights],
+          [MODEL_JSON, text],
+        ] as const) {
           const tmp = join(dir, `.${name}.tmp-${process.pid}`);
           await writeFile(tmp, data);
           await rename(tmp, join(dir, name));
         }
-        result = { dir, files: [join(dir, MODEL_JSON), join(dir, WEIGHTS_BIN)], bytes: weights.byteLength + Buffer.byteLength(text) };
-        return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON', weightDataBytes: weights.byteLength } };
+        result = {
+          dir,
+          files: [join(dir, MODEL_JSON), join(dir, WEIGHTS_BIN)],
+          bytes: weights.byteLength + Buffer.byteLength(text),
+        };
+        return {
+          modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON', weightDataBytes: weights.byteLength },
+        };
       }),
     );
     return result;
@@ -149,7 +197,9 @@ export async function loadExportedGenerator(tf: TF, dir: string): Promise<Layers
       tf.io.getModelArtifactsForJSON(json, async (manifest) => {
         const specs = manifest.flatMap((g) => g.weights);
         const shards = await Promise.all(manifest.flatMap((g) => g.paths).map((p) => readFile(join(dir, p))));
-        const data = tf.io.concatenateArrayBuffers(shards.map((b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer));
+        const data = tf.io.concatenateArrayBuffers(
+          shards.map((b) => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer),
+        );
         return [specs, data];
       }),
   };
@@ -168,7 +218,13 @@ export interface Latents {
  * sample grids) when no seed is given and it has enough rows, else N(0, 1) draws from Rng(seed),
  * the seed defaulting to the run's.
  */
-export function chooseLatents(count: number, latent: number, zValidation: Float32Array, seed: number | undefined, runSeed: number): Latents {
+export function chooseLatents(
+  count: number,
+  latent: number,
+  zValidation: Float32Array,
+  seed: number | undefined,
+  runSeed: number,
+): Latents {
   if (seed === undefined && count * latent <= zValidation.length) {
     return { z: zValidation.slice(0, count * latent), source: 'validation' };
   }
@@ -210,7 +266,13 @@ export interface GenerateResult {
 const GENERATE_BATCH = 64;
 
 /** G(z) in inference mode for `count` latent rows, in passes of GENERATE_BATCH: count x s x s x 3 in [-1, 1]. */
-export function generateImages(tf: TF, cfg: ModelConfig, params: NamedArrays, z: Float32Array, count: number): Float32Array {
+export function generateImages(
+  tf: TF,
+  cfg: ModelConfig,
+  params: NamedArrays,
+  z: Float32Array,
+  count: number,
+): Float32Array {
   const per = cfg.imageSize * cfg.imageSize * 3;
   const images = new Float32Array(count * per);
   // The seed only keys dropout, which inference does not use.
@@ -227,9 +289,16 @@ export function generateImages(tf: TF, cfg: ModelConfig, params: NamedArrays, z:
   return images;
 }
 
-async function openCheckpoint(arg: string, cwd: string | undefined, onWarning?: (m: string) => void): Promise<LoadedCheckpoint> {
+async function openCheckpoint(
+  arg: string,
+  cwd: string | undefined,
+  onWarning?: (m: string) => void,
+): Promise<LoadedCheckpoint> {
   const run = resolveRunDir(arg, cwd);
-  const cp = run.checkpoint !== undefined ? await loadCheckpoint(run.checkpoint) : await loadLatestCheckpoint(run.path, { onWarning });
+  const cp =
+    run.checkpoint !== undefined
+      ? await loadCheckpoint(run.checkpoint)
+      : await loadLatestCheckpoint(run.path, { onWarning });
   assertSameTable(cp.path, cp.specs, parameterTable(modelConfigOf(cp.config)));
   return cp;
 }
@@ -239,7 +308,11 @@ export async function generateFromCheckpoint(opts: GenerateOptions): Promise<Gen
   const format = opts.format ?? 'png';
   const count = opts.count ?? 25;
   if (!Number.isInteger(count) || count < 1) {
-    throw new GanDistError('GAN_DIST_E_USAGE', `--count: ${count} is not a positive integer`, 'give --count an integer >= 1');
+    throw new GanDistError(
+      'GAN_DIST_E_USAGE',
+      `--count: ${count} is not a positive integer`,
+      'give --count an integer >= 1',
+    );
   }
   const cp = await openCheckpoint(opts.checkpoint, opts.cwd, opts.onWarning);
   const cfg = modelConfigOf(cp.config);

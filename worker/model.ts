@@ -39,7 +39,8 @@ export interface LayerTrace {
 }
 
 /** Whether a traced pass runs fused-kernels.ts's kernels on x (a tape would need their gradients). */
-const fusedHere = (tf: TF, opts: ForwardOptions, x: Tensor) => opts.trace !== undefined && x.shape.at(-1)! % 4 === 0 && fusedKernelsRun(tf);
+const fusedHere = (tf: TF, opts: ForwardOptions, x: Tensor) =>
+  opts.trace !== undefined && x.shape.at(-1)! % 4 === 0 && fusedKernelsRun(tf);
 
 function batchNorm(
   tf: TF,
@@ -74,7 +75,14 @@ function batchNorm(
 }
 
 /** Runs one network's layers on `input`: G from Z [n, latent] to images, D from images to logits [n]. */
-export function forward(tf: TF, net: Net, layers: Layer[], p: ParamTensors, input: Tensor, opts: ForwardOptions): Tensor {
+export function forward(
+  tf: TF,
+  net: Net,
+  layers: Layer[],
+  p: ParamTensors,
+  input: Tensor,
+  opts: ForwardOptions,
+): Tensor {
   let x: Tensor = input;
   const n = input.shape[0];
   for (const l of layers) {
@@ -92,7 +100,13 @@ export function forward(tf: TF, net: Net, layers: Layer[], p: ParamTensors, inpu
         const size = (s: number) => (l.pad === 'same' ? s * l.stride : (s - 1) * l.stride + l.k);
         // 'same' crops 1 row/column at the top/left and 2 at the bottom/right for a 5x5 kernel at
         // stride 2, as MATLAB's Cropping 'same' (the extra row comes off the bottom).
-        const y = tf.conv2dTranspose(x as Tensor4D, p[`${key}/w`] as Tensor4D, [n, size(h!), size(w!), l.outC], l.stride, l.pad);
+        const y = tf.conv2dTranspose(
+          x as Tensor4D,
+          p[`${key}/w`] as Tensor4D,
+          [n, size(h!), size(w!), l.outC],
+          l.stride,
+          l.pad,
+        );
         x = tf.add(y, p[`${key}/b`]);
         break;
       }
@@ -106,7 +120,9 @@ export function forward(tf: TF, net: Net, layers: Layer[], p: ParamTensors, inpu
         x = tf.relu(x);
         break;
       case 'leakyrelu':
-        x = fusedHere(tf, opts, x) ? runFused<Tensor>(tf, LEAKY_RELU, { x }, { alpha: l.alpha }) : tf.leakyRelu(x, l.alpha);
+        x = fusedHere(tf, opts, x)
+          ? runFused<Tensor>(tf, LEAKY_RELU, { x }, { alpha: l.alpha })
+          : tf.leakyRelu(x, l.alpha);
         break;
       case 'tanh':
         x = tf.tanh(x);
@@ -129,5 +145,7 @@ export function forward(tf: TF, net: Net, layers: Layer[], p: ParamTensors, inpu
 
 /** uint8 HWC images [n, s, s, 3] in [0, 255] -> float in [-1, 1], as the seed's rescale. */
 export function imagesToInput(tf: TF, images: Uint8Array, n: number, size: number): Tensor4D {
-  return tf.tidy(() => tf.sub(tf.div(tf.tensor4d(images, [n, size, size, 3], 'int32').toFloat(), 127.5), 1) as Tensor4D);
+  return tf.tidy(
+    () => tf.sub(tf.div(tf.tensor4d(images, [n, size, size, 3], 'int32').toFloat(), 127.5), 1) as Tensor4D,
+  );
 }

@@ -1,7 +1,14 @@
 // The layer table of G and D, as MATLAB's analyzeNetwork shows it: name, type, activations, learnables.
 
 import type { ModelConfig } from '../protocol/config.ts';
-import { activationShapes, layersOf, paramSpecs, sizeOf, type Layer, type Net } from '../protocol/model/architecture.ts';
+import {
+  activationShapes,
+  layersOf,
+  paramSpecs,
+  sizeOf,
+  type Layer,
+  type Net,
+} from '../protocol/model/architecture.ts';
 
 export interface LayerRow {
   name: string;
@@ -69,9 +76,15 @@ export function summarize(net: Net, cfg: ModelConfig): NetworkSummary {
 /** A plain-text table for people. */
 export function formatSummary(s: NetworkSummary): string {
   const head = ['Layer', 'Type', 'Activations', 'Learnables'];
-  const body = s.layers.map((r) => [r.name, r.type, r.activations.join('x'), r.learnables ? r.learnables.toLocaleString('en-US') : '-']);
+  const body = s.layers.map((r) => [
+    r.name,
+    r.type,
+    r.activations.join('x'),
+    r.learnables ? r.learnables.toLocaleString('en-US') : '-',
+  ]);
   const widths = head.map((h, c) => Math.max(h.length, ...body.map((row) => row[c].length)));
-  const line = (cells: string[]) => cells.map((x, c) => (c === 3 ? x.padStart(widths[c]) : x.padEnd(widths[c]))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((x, c) => (c === 3 ? x.padStart(widths[c]) : x.padEnd(widths[c]))).join('  ');
   return [
     `${s.title}: ${s.input.join('x')} -> ${s.output.join('x')}, ${s.learnables.toLocaleString('en-US')} learnables`,
     line(head),

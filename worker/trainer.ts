@@ -6,7 +6,14 @@ import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { ModelConfig } from '../protocol/config.ts';
 import { dropoutMask } from '../protocol/rng.ts';
 import type { TF } from './backend.ts';
-import { DROPOUT_RATE, layersOf, paramSpecs, type Layer, type NamedArrays, type ParamSpec } from '../protocol/model/architecture.ts';
+import {
+  DROPOUT_RATE,
+  layersOf,
+  paramSpecs,
+  type Layer,
+  type NamedArrays,
+  type ParamSpec,
+} from '../protocol/model/architecture.ts';
 import { lossD, lossG, scores } from './loss.ts';
 import { backward } from './backprop.ts';
 import { heapFloats } from './kernels/gemm.ts';
@@ -108,7 +115,8 @@ export class Trainer {
 
   /** A gradient's values: into its reused array from the wasm heap when asked and reachable, else a fresh copy. */
   private readGradient(name: string, t: Tensor): Float32Array {
-    const view = this.gradBuffers && this.tf.getBackend() === 'wasm' ? heapFloats(this.tf.backend() as BackendWasm, t) : undefined;
+    const view =
+      this.gradBuffers && this.tf.getBackend() === 'wasm' ? heapFloats(this.tf.backend() as BackendWasm, t) : undefined;
     if (view === undefined) return t.dataSync() as Float32Array;
     let buf = this.gradBuffers!.get(name);
     if (buf?.length !== view.length) this.gradBuffers!.set(name, (buf = new Float32Array(view.length)));
@@ -151,17 +159,30 @@ export class Trainer {
       const traceReal: LayerTrace[] = [];
       const traceGen: LayerTrace[] = [];
       const generated = forward(tf, 'G', this.gLayers, params, z, { training: true, stats, trace: traceG });
-      const logitsReal = forward(tf, 'D', this.dLayers, params, real, { training: true, dropoutMask: maskReal, stats, trace: traceReal }) as Tensor1D;
-      const logitsGen = forward(tf, 'D', this.dLayers, params, generated, { training: true, dropoutMask: maskGen, trace: traceGen }) as Tensor1D;
+      const logitsReal = forward(tf, 'D', this.dLayers, params, real, {
+        training: true,
+        dropoutMask: maskReal,
+        stats,
+        trace: traceReal,
+      }) as Tensor1D;
+      const logitsGen = forward(tf, 'D', this.dLayers, params, generated, {
+        training: true,
+        dropoutMask: maskGen,
+        trace: traceGen,
+      }) as Tensor1D;
 
       // The losses' gradients w.r.t. the logits: small tapes over loss.ts, the one statement of the loss.
       const g = tf.valueAndGrads((lg: Tensor) => lossG(tf, lg as Tensor1D))([logitsGen]);
-      const d = tf.valueAndGrads((lr: Tensor, lg: Tensor) => lossD(tf, lr as Tensor1D, lg as Tensor1D, flip))([logitsReal, logitsGen]);
+      const d = tf.valueAndGrads((lr: Tensor, lg: Tensor) => lossD(tf, lr as Tensor1D, lg as Tensor1D, flip))([
+        logitsReal,
+        logitsGen,
+      ]);
 
       // lossD into D: both image sets' passes, parameter gradients only, summed.
       const dReal = backward(tf, 'D', params, traceReal, d.grads[0], { params: true, input: false }).grads;
       const dGen = backward(tf, 'D', params, traceGen, d.grads[1], { params: true, input: false }).grads;
-      for (const spec of this.dLearn) grads[spec.name] = this.readGradient(spec.name, tf.add(dReal.get(spec.name)!, dGen.get(spec.name)!));
+      for (const spec of this.dLearn)
+        grads[spec.name] = this.readGradient(spec.name, tf.add(dReal.get(spec.name)!, dGen.get(spec.name)!));
       // lossG through D (its input gradient only) and on into G's learnables.
       const dImages = backward(tf, 'D', params, traceGen, g.grads[0], { params: false, input: true }).dx!;
       const gGrads = backward(tf, 'G', params, traceG, dImages, { params: true, input: false }).grads;

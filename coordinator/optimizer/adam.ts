@@ -70,7 +70,6 @@ export function meanAdamStep(
   }
 }
 
-
 export type { AdamConstants };
 
 export function adamConstants(inv: number, t: number, h: AdamHyper): AdamConstants {

@@ -75,7 +75,8 @@ export class FlatArrays {
     this.layout.names.forEach((name, i) => {
       const a = from[name];
       if (!a) throw new Error(`${what}: missing tensor ${name}`);
-      if (a.length !== this.layout.lengths[i]) throw new Error(`${what}: tensor ${name} has ${a.length} values, expected ${this.layout.lengths[i]}`);
+      if (a.length !== this.layout.lengths[i])
+        throw new Error(`${what}: tensor ${name} has ${a.length} values, expected ${this.layout.lengths[i]}`);
       this.flat.set(a, this.layout.offsets[i]);
     });
     return this;

@@ -11,7 +11,8 @@ import { adoptArena } from '../../protocol/arena/simd.ts';
 const arena = (workerData as { arena?: WebAssembly.Memory } | undefined)?.arena;
 const adopted = arena ? adoptArena(arena) : undefined;
 
-const view = (a: SharedF32) => (a.inArena && adopted ? adopted.f32At(a.byteOffset, a.length) : new Float32Array(a.buffer, a.byteOffset, a.length));
+const view = (a: SharedF32) =>
+  a.inArena && adopted ? adopted.f32At(a.byteOffset, a.length) : new Float32Array(a.buffer, a.byteOffset, a.length);
 
 export default function runOptimizerTask(task: OptimizerTask): void {
   if (task.kind === 'add') {
@@ -28,6 +29,16 @@ export default function runOptimizerTask(task: OptimizerTask): void {
       addScaledMany(sum.subarray(lo, hi), gs, ns, task.first);
     });
   } else {
-    meanAdamStep(view(task.w), view(task.sum), task.inv, view(task.m), view(task.v), task.t, task.hyper, task.from, task.to);
+    meanAdamStep(
+      view(task.w),
+      view(task.sum),
+      task.inv,
+      view(task.m),
+      view(task.v),
+      task.t,
+      task.hyper,
+      task.from,
+      task.to,
+    );
   }
 }

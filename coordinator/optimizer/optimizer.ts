@@ -28,8 +28,14 @@ export interface SharedF32 {
 }
 
 export function sharedF32(a: Float32Array): SharedF32 {
-  if (!(a.buffer instanceof SharedArrayBuffer)) throw new Error('optimizer state handed to a thread must be in shared memory');
-  return { buffer: a.buffer, byteOffset: a.byteOffset, length: a.length, inArena: (existingArena()?.address(a) ?? -1) >= 0 };
+  if (!(a.buffer instanceof SharedArrayBuffer))
+    throw new Error('optimizer state handed to a thread must be in shared memory');
+  return {
+    buffer: a.buffer,
+    byteOffset: a.byteOffset,
+    length: a.length,
+    inArena: (existingArena()?.address(a) ?? -1) >= 0,
+  };
 }
 
 /** Part of a gradient for a thread to add: `g` goes onto the flat sums from index `at`. */
@@ -40,8 +46,26 @@ export interface GradientPart {
 
 /** A task for a pool thread; declared once, here, for both sides. Arrays are the flat state. */
 export type OptimizerTask =
-  | { kind: 'add'; sum: SharedF32; shards: { parts: GradientPart[]; n: number }[]; first: boolean; from: number; to: number }
-  | { kind: 'adam'; w: SharedF32; sum: SharedF32; m: SharedF32; v: SharedF32; inv: number; t: number; hyper: AdamHyper; from: number; to: number };
+  | {
+      kind: 'add';
+      sum: SharedF32;
+      shards: { parts: GradientPart[]; n: number }[];
+      first: boolean;
+      from: number;
+      to: number;
+    }
+  | {
+      kind: 'adam';
+      w: SharedF32;
+      sum: SharedF32;
+      m: SharedF32;
+      v: SharedF32;
+      inv: number;
+      t: number;
+      hyper: AdamHyper;
+      from: number;
+      to: number;
+    };
 
 /**
  * Two threads where there are two cores. On the 2-core machine, full model, 4 workers' gradients
@@ -80,7 +104,11 @@ export interface OptimizerOptions {
 
 export function validateOptimizerThreads(threads: number, flag = '--adam-threads'): void {
   if (!Number.isInteger(threads) || threads < 1) {
-    throw new GanDistError('GAN_DIST_E_CONFIG', `${flag} must be a positive integer, got ${threads}`, `1 runs Adam on the main thread; default ${DEFAULT_OPTIMIZER_THREADS}`);
+    throw new GanDistError(
+      'GAN_DIST_E_CONFIG',
+      `${flag} must be a positive integer, got ${threads}`,
+      `1 runs Adam on the main thread; default ${DEFAULT_OPTIMIZER_THREADS}`,
+    );
   }
 }
 
@@ -112,7 +140,11 @@ export class Optimizer {
   /** 'threads' mode: per slice, the adds queued on it, in shard order. */
   private chains: Promise<unknown>[];
 
-  constructor(specs: readonly ParamSpec[], init: { params: NamedArrays; adamM?: NamedArrays; adamV?: NamedArrays }, opts: OptimizerOptions = {}) {
+  constructor(
+    specs: readonly ParamSpec[],
+    init: { params: NamedArrays; adamM?: NamedArrays; adamV?: NamedArrays },
+    opts: OptimizerOptions = {},
+  ) {
     const threads = opts.threads ?? DEFAULT_OPTIMIZER_THREADS;
     validateOptimizerThreads(threads);
     const learn = specs.filter((s) => s.role === 'learnable');
@@ -124,7 +156,11 @@ export class Optimizer {
     // All state in the SIMD arena, where the wasm kernels add and step it (simd.ts); the arena is
     // shared memory, so the pool's threads work on it in place.
     // Learnables first: the same offsets in the weights as in the moments and the sums.
-    this.w = new FlatArrays(layout, 'arena', specs.map((s) => s.name)).load(init.params, 'weights');
+    this.w = new FlatArrays(
+      layout,
+      'arena',
+      specs.map((s) => s.name),
+    ).load(init.params, 'weights');
     this.m = new FlatArrays(learnLayout, 'arena');
     this.v = new FlatArrays(learnLayout, 'arena');
     if (init.adamM) this.m.load(init.adamM, 'Adam first moments');
@@ -180,13 +216,22 @@ export class Optimizer {
     const layout = this.sums.layout;
     const arena = existingArena();
     // Gradients in the arena (read from shared memory) need no copy for the threads to add them.
-    const inArena = arena !== undefined && shards.every(({ grads }) => layout.names.every((name) => arena.address(grads[name]) >= 0));
+    const inArena =
+      arena !== undefined && shards.every(({ grads }) => layout.names.every((name) => arena.address(grads[name]) >= 0));
     const ns = shards.map((s) => s.n);
     if (this.threads === 1 || (this.addOn === 'main' && !inArena)) {
-      layout.names.forEach((name) => addScaledMany(this.sums.views[name], shards.map((s) => s.grads[name]), ns, first));
+      layout.names.forEach((name) =>
+        addScaledMany(
+          this.sums.views[name],
+          shards.map((s) => s.grads[name]),
+          ns,
+          first,
+        ),
+      );
     } else {
       const tasks = shards.map(({ grads, n }, k) => {
-        if (inArena) return { n, parts: layout.names.map((name, i) => ({ at: layout.offsets[i], g: sharedF32(grads[name]) })) };
+        if (inArena)
+          return { n, parts: layout.names.map((name, i) => ({ at: layout.offsets[i], g: sharedF32(grads[name]) })) };
         const slot = (this.slots[this.added + k] ??= new FlatArrays(this.sums.layout, 'arena')).flat;
         layout.names.forEach((name, i) => slot.set(grads[name], layout.offsets[i]));
         return { n, parts: [{ at: 0, g: sharedF32(slot) }] };
@@ -202,8 +247,6 @@ export class Optimizer {
     this.total += ns.reduce((a, b) => a + b, 0);
   }
 
-
-
   /** The mean of the added gradients and Adam at step t (from 1), in one pass per slice. */
   async step(t: number, hyper: AdamHyper): Promise<void> {
     if (this.added === 0) throw new Error('optimizer step with no gradient added');
@@ -212,7 +255,16 @@ export class Optimizer {
       meanAdamStep(this.w.flat, this.sums.flat, inv, this.m.flat, this.v.flat, t, hyper, 0, this.learnables);
     } else {
       const pool = this.startPool();
-      const task = { kind: 'adam' as const, w: sharedF32(this.w.flat), sum: sharedF32(this.sums.flat), m: sharedF32(this.m.flat), v: sharedF32(this.v.flat), inv, t, hyper };
+      const task = {
+        kind: 'adam' as const,
+        w: sharedF32(this.w.flat),
+        sum: sharedF32(this.sums.flat),
+        m: sharedF32(this.m.flat),
+        v: sharedF32(this.v.flat),
+        inv,
+        t,
+        hyper,
+      };
       // Each slice's Adam starts as soon as that slice's adds are done.
       const done = this.slices.map(([from, to], j) => this.chains[j].then(() => pool.run({ ...task, from, to })));
       this.chains = done;

@@ -44,7 +44,14 @@ export class GradientAccumulator {
  * the main thread and the optimizer's threads so both round alike. `first` writes 0 + n * g[i],
  * what the add onto a zeroed sum gives (even for -0), without the pass that zeroes it.
  */
-export function addScaled(sum: Float32Array, g: Float32Array, n: number, first: boolean, from = 0, to = sum.length): void {
+export function addScaled(
+  sum: Float32Array,
+  g: Float32Array,
+  n: number,
+  first: boolean,
+  from = 0,
+  to = sum.length,
+): void {
   // Both in the SIMD arena (the coordinator's sums and shared-memory gradients): the wasm kernel,
   // the same operations per element, does all but the last few.
   from = existingArena()?.addScaledMany(sum, [g], [n], first, from, to) ?? from;
@@ -77,7 +84,14 @@ export function addScaled(sum: Float32Array, g: Float32Array, n: number, first: 
  * arena one fused pass per four shards; otherwise, and for the last few elements, one call per
  * shard. The floats are those of one addScaled call per shard either way.
  */
-export function addScaledMany(sum: Float32Array, gs: readonly Float32Array[], ns: readonly number[], first: boolean, from = 0, to = sum.length): void {
+export function addScaledMany(
+  sum: Float32Array,
+  gs: readonly Float32Array[],
+  ns: readonly number[],
+  first: boolean,
+  from = 0,
+  to = sum.length,
+): void {
   const done = existingArena()?.addScaledMany(sum, gs, ns, first, from, to) ?? from;
   gs.forEach((g, k) => addScaled(sum, g, ns[k], first && k === 0, done, to));
 }
@@ -89,7 +103,9 @@ export interface BnSums {
 }
 
 /** Pools per-shard sums into the whole batch's mean and (biased) variance per BatchNorm layer. */
-export function poolBatchStats(shards: Record<string, BnSums>[]): Record<string, { mean: Float64Array; variance: Float64Array; count: number }> {
+export function poolBatchStats(
+  shards: Record<string, BnSums>[],
+): Record<string, { mean: Float64Array; variance: Float64Array; count: number }> {
   const out: Record<string, { mean: Float64Array; variance: Float64Array; count: number }> = {};
   if (shards.length === 0) return out;
   for (const key of Object.keys(shards[0])) {
@@ -121,7 +137,11 @@ export function poolBatchStats(shards: Record<string, BnSums>[]): Record<string,
  * variance folded in is the unbiased one (count / (count - 1)), as the running estimate of a
  * population variance.
  */
-export function updateRunningStats(params: NamedArrays, pooled: ReturnType<typeof poolBatchStats>, decay = BN_DECAY): void {
+export function updateRunningStats(
+  params: NamedArrays,
+  pooled: ReturnType<typeof poolBatchStats>,
+  decay = BN_DECAY,
+): void {
   for (const [key, st] of Object.entries(pooled)) {
     const rm = params[`${key}/mean`];
     const rv = params[`${key}/var`];

@@ -12,7 +12,9 @@ export default async function decodeChunk(task: DecodeTask): Promise<(Skip | und
   // One file at a time: the pool's threads are the parallelism, sharp's own threads the rest.
   for (let i = 0; i < task.files.length; i++) {
     const slot = task.slots[i];
-    reasons.push(await decodeInto(task.files[i], task.options, out.subarray(slot * bytesPerImage, (slot + 1) * bytesPerImage)));
+    reasons.push(
+      await decodeInto(task.files[i], task.options, out.subarray(slot * bytesPerImage, (slot + 1) * bytesPerImage)),
+    );
   }
   return reasons;
 }

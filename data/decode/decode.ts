@@ -69,7 +69,10 @@ export async function decodeInto(file: string, options: DecodeOptions, target: U
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true });
     if (info.width !== size || info.height !== size || info.channels !== 3 || data.length !== target.length) {
-      return { kind: 'corrupt', reason: `decoded to an unexpected shape ${info.width}x${info.height}x${info.channels}` };
+      return {
+        kind: 'corrupt',
+        reason: `decoded to an unexpected shape ${info.width}x${info.height}x${info.channels}`,
+      };
     }
     target.set(data);
     return undefined;
@@ -89,7 +92,10 @@ function megapixels(pixels: number): string {
 function describeSharpError(err: unknown, bytes: Buffer): Skip {
   const message = err instanceof Error ? err.message : String(err);
   if (/pixel limit/i.test(message)) {
-    return { kind: 'too-large', reason: 'image too large: over the pixel limit that guards against decompression bombs' };
+    return {
+      kind: 'too-large',
+      reason: 'image too large: over the pixel limit that guards against decompression bombs',
+    };
   }
   if (/premature end|truncated|not enough data|unexpected end/i.test(message) || lacksEndMarker(bytes)) {
     return { kind: 'truncated', reason: 'truncated image: the file ends before its pixel data does' };

@@ -74,7 +74,12 @@ export function validateThreads(threads: number): void {
 
 type Skips = (Skip | undefined)[];
 /** Decodes files[i] into slot slots[i] of `shared`; resolves with one entry per file. */
-type DecodeBatch = (files: string[], slots: number[], shared: SharedArrayBuffer, report: (n: number) => void) => Promise<Skips>;
+type DecodeBatch = (
+  files: string[],
+  slots: number[],
+  shared: SharedArrayBuffer,
+  report: (n: number) => void,
+) => Promise<Skips>;
 
 export async function decodeFiles(
   files: string[],
@@ -194,7 +199,11 @@ export async function decodeListed(
   const started = performance.now();
   const progress = new ProgressTracker(log, 'decode', 'images', files.length);
   const onProgress = (done: number, total: number): void => progress.update(done, total);
-  const summary = await decodeFiles(files.map((f) => f.path), { ...options, onProgress }, onGroup);
+  const summary = await decodeFiles(
+    files.map((f) => f.path),
+    { ...options, onProgress },
+    onGroup,
+  );
   const seconds = (performance.now() - started) / 1000;
   log({
     event: 'data-decoded',

@@ -6,17 +6,32 @@ export type ImageFormat = 'jpeg' | 'png' | 'gif' | 'webp' | 'tiff' | 'heif' | 's
 
 /** Extensions (lower case, no dot) taken as images without reading the file first. */
 const IMAGE_EXTENSIONS: ReadonlyMap<string, ImageFormat> = new Map([
-  ['jpg', 'jpeg'], ['jpeg', 'jpeg'], ['jpe', 'jpeg'], ['jfif', 'jpeg'],
-  ['png', 'png'], ['gif', 'gif'], ['webp', 'webp'], ['tif', 'tiff'], ['tiff', 'tiff'],
-  ['avif', 'heif'], ['svg', 'svg'],
+  ['jpg', 'jpeg'],
+  ['jpeg', 'jpeg'],
+  ['jpe', 'jpeg'],
+  ['jfif', 'jpeg'],
+  ['png', 'png'],
+  ['gif', 'gif'],
+  ['webp', 'webp'],
+  ['tif', 'tiff'],
+  ['tiff', 'tiff'],
+  ['avif', 'heif'],
+  ['svg', 'svg'],
 ]);
 
 /** Image formats a user may reasonably drop in a folder that sharp's prebuilt binary cannot read. */
 const UNSUPPORTED_EXTENSIONS: ReadonlyMap<string, string> = new Map([
-  ['bmp', 'BMP'], ['ico', 'ICO'], ['psd', 'Photoshop PSD'], ['jxl', 'JPEG XL'],
+  ['bmp', 'BMP'],
+  ['ico', 'ICO'],
+  ['psd', 'Photoshop PSD'],
+  ['jxl', 'JPEG XL'],
   // The prebuilt libvips reads AVIF but not HEIC (a patent-encumbered codec).
-  ['heic', 'HEIC'], ['heif', 'HEIC'],
-  ['cr2', 'camera RAW'], ['nef', 'camera RAW'], ['arw', 'camera RAW'], ['dng', 'camera RAW'],
+  ['heic', 'HEIC'],
+  ['heif', 'HEIC'],
+  ['cr2', 'camera RAW'],
+  ['nef', 'camera RAW'],
+  ['arw', 'camera RAW'],
+  ['dng', 'camera RAW'],
 ]);
 
 /** How many leading bytes `sniffFormat` needs. */
@@ -40,8 +55,7 @@ export function unsupportedFormatOf(name: string): string | undefined {
 export function sniffFormat(head: Uint8Array): ImageFormat | undefined {
   const at = (offset: number, ...bytes: number[]): boolean =>
     head.length >= offset + bytes.length && bytes.every((b, i) => head[offset + i] === b);
-  const ascii = (offset: number, text: string): boolean =>
-    at(offset, ...Array.from(text, (c) => c.charCodeAt(0)));
+  const ascii = (offset: number, text: string): boolean => at(offset, ...Array.from(text, (c) => c.charCodeAt(0)));
 
   if (at(0, 0xff, 0xd8, 0xff)) return 'jpeg';
   if (at(0, 0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a)) return 'png';

@@ -67,7 +67,10 @@ export function paintBackdrop(rng: Random, size: number): Float32Array {
       sin: Math.sin(angle),
       a,
       b: kind === 'bokeh' ? a : a * rng.range(0.25, 0.5),
-      color: kind === 'bokeh' ? mix(light, pick(rng, [...PETALS, [1, 1, 0.85]]), rng.range(0.2, 0.6)) : mix(dark, light, rng.next()),
+      color:
+        kind === 'bokeh'
+          ? mix(light, pick(rng, [...PETALS, [1, 1, 0.85]]), rng.range(0.2, 0.6))
+          : mix(dark, light, rng.next()),
     });
   }
   const softness = kind === 'bokeh' ? size * 0.04 : 1;

@@ -54,12 +54,18 @@ const TAU = Math.PI * 2;
 /** The kinds: [petal count, layers, profile gamma, profile beta, width factor, notch chance, centre radius]. */
 function kindSpec(rng: Random, kind: number): [number, number, number, number, number, number, number] {
   switch (kind) {
-    case 0: return [rng.int(10) + 13, 1, 1.3, 0.6, 0.55, 0.2, rng.range(0.22, 0.34)]; // daisy
-    case 1: return [rng.int(8) + 14, 2, 0.75, 0.9, 0.7, 0, rng.range(0.34, 0.46)]; // sunflower
-    case 2: return [rng.int(4) + 5, 1, 1.4, 0.5, 1.05, 0.5, rng.range(0.1, 0.18)]; // cosmos
-    case 3: return [rng.int(2) + 5, 3, 1.6, 0.4, 1.25, 0, rng.range(0.05, 0.12)]; // rose or tulip seen from above
-    case 4: return [rng.int(2) + 5, 2, 0.8, 0.8, 0.75, 0, rng.range(0.1, 0.16)]; // lily, star-shaped
-    default: return [rng.int(12) + 28, 3, 1.0, 0.7, 0.5, 0, rng.range(0.08, 0.14)]; // dandelion pompom
+    case 0:
+      return [rng.int(10) + 13, 1, 1.3, 0.6, 0.55, 0.2, rng.range(0.22, 0.34)]; // daisy
+    case 1:
+      return [rng.int(8) + 14, 2, 0.75, 0.9, 0.7, 0, rng.range(0.34, 0.46)]; // sunflower
+    case 2:
+      return [rng.int(4) + 5, 1, 1.4, 0.5, 1.05, 0.5, rng.range(0.1, 0.18)]; // cosmos
+    case 3:
+      return [rng.int(2) + 5, 3, 1.6, 0.4, 1.25, 0, rng.range(0.05, 0.12)]; // rose or tulip seen from above
+    case 4:
+      return [rng.int(2) + 5, 2, 0.8, 0.8, 0.75, 0, rng.range(0.1, 0.16)]; // lily, star-shaped
+    default:
+      return [rng.int(12) + 28, 3, 1.0, 0.7, 0.5, 0, rng.range(0.08, 0.14)]; // dandelion pompom
   }
 }
 
@@ -68,9 +74,10 @@ export function makeFlower(rng: Random, x: number, y: number, r: number, colorHi
   const kind = rng.int(6);
   const [count, layerCount, gamma, beta, widthFactor, notchChance, centre] = kindSpec(rng, kind);
   // Sunflowers and dandelions keep their yellows and oranges.
-  const petalColor = kind === 1 || kind === 5
-    ? jitter(rng, pick(rng, [PETALS[1], PETALS[2]]), 0.04)
-    : jitter(rng, colorHint ?? pick(rng, PETALS), 0.05);
+  const petalColor =
+    kind === 1 || kind === 5
+      ? jitter(rng, pick(rng, [PETALS[1], PETALS[2]]), 0.04)
+      : jitter(rng, colorHint ?? pick(rng, PETALS), 0.05);
   const light = rng.range(0, TAU);
   const profile = new Float32Array(PROFILE_STEPS + 1);
   for (let i = 0; i <= PROFILE_STEPS; i++) {
@@ -96,9 +103,17 @@ export function makeFlower(rng: Random, x: number, y: number, r: number, colorHi
       });
     }
     const base = kind === 0 && rng.next() < 0.5 ? CENTRES[0] : shade(color, rng.range(0.45, 0.75));
-    layers.push({ petals, phase, reach: Math.max(...petals.map((p) => p.length)), profile, notch: rng.next() < notchChance ? rng.range(0.08, 0.16) : 0, base });
+    layers.push({
+      petals,
+      phase,
+      reach: Math.max(...petals.map((p) => p.length)),
+      profile,
+      notch: rng.next() < notchChance ? rng.range(0.08, 0.16) : 0,
+      base,
+    });
   }
-  const centreColor = kind === 1 ? pick(rng, [CENTRES[1], CENTRES[2]]) : kind === 5 ? shade(petalColor, 0.8) : pick(rng, CENTRES);
+  const centreColor =
+    kind === 1 ? pick(rng, [CENTRES[1], CENTRES[2]]) : kind === 5 ? shade(petalColor, 0.8) : pick(rng, CENTRES);
   const tilt = rng.range(0, Math.PI);
   return {
     x,
@@ -156,13 +171,23 @@ function fastAtan2(y: number, x: number): number {
   const swap = ay > ax;
   const t = swap ? ax / ay : ay / ax;
   const t2 = t * t;
-  let a = t * (0.99997726 + t2 * (-0.33262347 + t2 * (0.19354346 + t2 * (-0.11643287 + t2 * (0.05265332 + t2 * -0.0117212)))));
+  let a =
+    t *
+    (0.99997726 + t2 * (-0.33262347 + t2 * (0.19354346 + t2 * (-0.11643287 + t2 * (0.05265332 + t2 * -0.0117212)))));
   if (swap) a = Math.PI / 2 - a;
   if (x < 0) a = Math.PI - a;
   return y < 0 ? -a : a;
 }
 
-function sampleLayer(layer: Layer, dx: number, dy: number, theta: number, radial: number, out: Float32Array, at: number): number {
+function sampleLayer(
+  layer: Layer,
+  dx: number,
+  dy: number,
+  theta: number,
+  radial: number,
+  out: Float32Array,
+  at: number,
+): number {
   const petals = layer.petals;
   const n = petals.length;
   let angle = theta - layer.phase;

@@ -48,12 +48,25 @@ export function drawSyntheticFlower(index: number, options: SyntheticOptions, ou
   const backdrop = paintBackdrop(rng, size);
 
   // Smaller flowers behind, some of the main one's colour (a bunch), some cut by the frame.
-  const main = makeFlower(rng, size * rng.range(0.38, 0.62), size * rng.range(0.38, 0.62), size * rng.range(0.26, 0.46));
+  const main = makeFlower(
+    rng,
+    size * rng.range(0.38, 0.62),
+    size * rng.range(0.38, 0.62),
+    size * rng.range(0.26, 0.46),
+  );
   const flowers: Flower[] = [];
   const extras = rng.next() < 0.55 ? 1 + rng.int(3) : 0;
   const bunchColor = rng.next() < 0.6 ? main.layers[0].petals[0].color : undefined;
   for (let k = 0; k < extras; k++) {
-    flowers.push(makeFlower(rng, rng.range(-0.1, 1.1) * size, rng.range(-0.1, 1.1) * size, size * rng.range(0.12, 0.28), bunchColor));
+    flowers.push(
+      makeFlower(
+        rng,
+        rng.range(-0.1, 1.1) * size,
+        rng.range(-0.1, 1.1) * size,
+        size * rng.range(0.12, 0.28),
+        bunchColor,
+      ),
+    );
   }
   flowers.push(main);
   if (rng.next() < 0.5) paintStem(backdrop, size, main.x, main.y, rng);
@@ -79,9 +92,14 @@ export function drawSyntheticFlower(index: number, options: SyntheticOptions, ou
       const id = cornerId[c00];
       if (cornerId[c00 + 1] === id && cornerId[c00 + g] === id && cornerId[c00 + g + 1] === id) {
         for (let c = 0; c < 3; c++) {
-          acc[c] = id < 0
-            ? backdrop[o + c]
-            : (cornerRgb[c00 * 3 + c] + cornerRgb[(c00 + 1) * 3 + c] + cornerRgb[(c00 + g) * 3 + c] + cornerRgb[(c00 + g + 1) * 3 + c]) / 4;
+          acc[c] =
+            id < 0
+              ? backdrop[o + c]
+              : (cornerRgb[c00 * 3 + c] +
+                  cornerRgb[(c00 + 1) * 3 + c] +
+                  cornerRgb[(c00 + g) * 3 + c] +
+                  cornerRgb[(c00 + g + 1) * 3 + c]) /
+                4;
         }
       } else {
         // An (n+1) x (n+1) lattice over the pixel, its four corners already known.
@@ -91,7 +109,8 @@ export function drawSyntheticFlower(index: number, options: SyntheticOptions, ou
             const corner = (sx === 0 || sx === n) && (sy === 0 || sy === n);
             const at = corner ? c00 + (sy === n ? g : 0) + (sx === n ? 1 : 0) : -1;
             const hit = corner ? cornerId[at] : sampleScene(flowers, x + sx / n, y + sy / n, sample, 0);
-            for (let c = 0; c < 3; c++) acc[c] += hit < 0 ? backdrop[o + c] : corner ? cornerRgb[at * 3 + c] : sample[c];
+            for (let c = 0; c < 3; c++)
+              acc[c] += hit < 0 ? backdrop[o + c] : corner ? cornerRgb[at * 3 + c] : sample[c];
           }
         }
         for (let c = 0; c < 3; c++) acc[c] /= (n + 1) * (n + 1);
@@ -128,7 +147,12 @@ export async function writeSyntheticPngs(dir: string, count: number, options: Sy
   for (let i = 0; i < count; i++) {
     drawSyntheticFlower(i, options, image);
     const file = path.join(dir, `flower-${String(i).padStart(6, '0')}.png`);
-    await writeFile(file, await sharp(image, { raw: { width: size, height: size, channels: 3 } }).png().toBuffer());
+    await writeFile(
+      file,
+      await sharp(image, { raw: { width: size, height: size, channels: 3 } })
+        .png()
+        .toBuffer(),
+    );
     files.push(file);
   }
   return files;

@@ -41,8 +41,35 @@ interface Kernels {
   nonFinite(p: number, n16: number): number;
   addScaled(sum: number, g: number, n: number, n4: number, first: number): void;
   addScaled2(sum: number, g0: number, n0: number, g1: number, n1: number, n4: number, first: number): void;
-  addScaled4(sum: number, g0: number, n0: number, g1: number, n1: number, g2: number, n2: number, g3: number, n3: number, n4: number, first: number): void;
-  adam(w: number, s: number, m: number, v: number, n4: number, inv: number, b1: number, b2: number, a1: number, a2: number, c1: number, c2: number, lr: number, eps: number): void;
+  addScaled4(
+    sum: number,
+    g0: number,
+    n0: number,
+    g1: number,
+    n1: number,
+    g2: number,
+    n2: number,
+    g3: number,
+    n3: number,
+    n4: number,
+    first: number,
+  ): void;
+  adam(
+    w: number,
+    s: number,
+    m: number,
+    v: number,
+    n4: number,
+    inv: number,
+    b1: number,
+    b2: number,
+    a1: number,
+    a2: number,
+    c1: number,
+    c2: number,
+    lr: number,
+    eps: number,
+  ): void;
 }
 
 let compiled: WebAssembly.Module | undefined;
@@ -164,7 +191,14 @@ export class SimdArena {
    * sums (the same operations and roundings as one call per shard, with less memory traffic).
    * Returns the first index it did not do, for the caller to finish shard by shard.
    */
-  addScaledMany(sum: Float32Array, gs: readonly Float32Array[], ns: readonly number[], first: boolean, from: number, to: number): number {
+  addScaledMany(
+    sum: Float32Array,
+    gs: readonly Float32Array[],
+    ns: readonly number[],
+    first: boolean,
+    from: number,
+    to: number,
+  ): number {
     const ps = this.address(sum);
     const pg = gs.map((g) => this.address(g));
     if (ps < 0 || pg.some((p) => p < 0)) return from;
@@ -175,7 +209,19 @@ export class SimdArena {
       const f = first && k === 0 ? 1 : 0;
       const left = gs.length - k;
       if (left >= 4) {
-        this.kernels.addScaled4(at, pg[k] + o, ns[k], pg[k + 1] + o, ns[k + 1], pg[k + 2] + o, ns[k + 2], pg[k + 3] + o, ns[k + 3], n4, f);
+        this.kernels.addScaled4(
+          at,
+          pg[k] + o,
+          ns[k],
+          pg[k + 1] + o,
+          ns[k + 1],
+          pg[k + 2] + o,
+          ns[k + 2],
+          pg[k + 3] + o,
+          ns[k + 3],
+          n4,
+          f,
+        );
         k += 4;
       } else if (left >= 2) {
         this.kernels.addScaled2(at, pg[k] + o, ns[k], pg[k + 1] + o, ns[k + 1], n4, f);
@@ -192,7 +238,15 @@ export class SimdArena {
    * adam.ts meanAdamStep's float32 operations over the whole vectors of [from, to) when all four
    * arrays are in the arena; returns the first index it did not do, for the caller to finish.
    */
-  adam(w: Float32Array, sum: Float32Array, m: Float32Array, v: Float32Array, k: AdamConstants, from: number, to: number): number {
+  adam(
+    w: Float32Array,
+    sum: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    k: AdamConstants,
+    from: number,
+    to: number,
+  ): number {
     const pw = this.address(w);
     const ps = this.address(sum);
     const pm = this.address(m);

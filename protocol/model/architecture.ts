@@ -8,7 +8,15 @@ import { Rng } from '../rng.ts';
 export type Layer =
   | { kind: 'input'; name: string; shape: number[] }
   | { kind: 'project'; name: string; inputs: number; shape: [number, number, number] }
-  | { kind: 'tconv' | 'conv'; name: string; k: number; stride: number; pad: 'same' | 'valid'; inC: number; outC: number }
+  | {
+      kind: 'tconv' | 'conv';
+      name: string;
+      k: number;
+      stride: number;
+      pad: 'same' | 'valid';
+      inC: number;
+      outC: number;
+    }
   | { kind: 'bn'; name: string; channels: number }
   | { kind: 'relu' | 'tanh' | 'sigmoid'; name: string }
   | { kind: 'leakyrelu'; name: string; alpha: number }

@@ -161,7 +161,9 @@ function* inTableOrder(named: NamedArrays, specs: CheckpointSpec[], what: string
     const a = named[s.name];
     if (!a) throw fail(`cannot save a checkpoint: ${what} has no "${s.name}"`);
     if (a.length !== sizeOf(s.shape)) {
-      throw fail(`cannot save a checkpoint: ${what} "${s.name}" has ${a.length} values, its shape [${s.shape}] needs ${sizeOf(s.shape)}`);
+      throw fail(
+        `cannot save a checkpoint: ${what} "${s.name}" has ${a.length} values, its shape [${s.shape}] needs ${sizeOf(s.shape)}`,
+      );
     }
     yield bytesOf(a);
   }
@@ -187,7 +189,11 @@ export interface SaveResult {
 }
 
 /** Writes `state` as `<runDir>/checkpoints/iter-NNNNNN/`, atomically, and prunes to the newest `keep`. */
-export async function saveCheckpoint(runDir: string, state: CheckpointState, opts: SaveOptions = {}): Promise<SaveResult> {
+export async function saveCheckpoint(
+  runDir: string,
+  state: CheckpointState,
+  opts: SaveOptions = {},
+): Promise<SaveResult> {
   const keep = opts.keep ?? DEFAULT_KEEP;
   if (!Number.isInteger(keep) || keep < 1) throw new RangeError('options.keep must be an integer >= 1');
   // The .f32 files are the host's bytes: say so loudly on the rare big-endian machine.
@@ -227,7 +233,10 @@ export async function saveCheckpoint(runDir: string, state: CheckpointState, opt
   const final = join(dir, name);
   // The same iteration saved twice (a resume that saves before stepping): the new one replaces it.
   const old = join(dir, `.tmp-replaced-${name}-${process.pid}`);
-  const replacing = await stat(final).then(() => true, () => false);
+  const replacing = await stat(final).then(
+    () => true,
+    () => false,
+  );
   if (replacing) await rename(final, old);
   await rename(tmp, final);
   await syncDir(dir);
@@ -244,10 +253,12 @@ export async function saveCheckpoint(runDir: string, state: CheckpointState, opt
 }
 
 function checkManifest(m: unknown, where: string): CheckpointManifest {
-  const bad = (what: string) => fail(`checkpoint ${where}: manifest.json ${what}`, 'the checkpoint is damaged; use an older one');
+  const bad = (what: string) =>
+    fail(`checkpoint ${where}: manifest.json ${what}`, 'the checkpoint is damaged; use an older one');
   if (m === null || typeof m !== 'object' || Array.isArray(m)) throw bad('is not a JSON object');
   const o = m as Record<string, unknown>;
-  if (o.format !== CHECKPOINT_FORMAT) throw bad(`has format ${JSON.stringify(o.format)}, expected "${CHECKPOINT_FORMAT}"`);
+  if (o.format !== CHECKPOINT_FORMAT)
+    throw bad(`has format ${JSON.stringify(o.format)}, expected "${CHECKPOINT_FORMAT}"`);
   if (typeof o.version !== 'number' || o.version > CHECKPOINT_VERSION) {
     throw fail(
       `checkpoint ${where}: format version ${String(o.version)} is newer than this gan-dist reads (${CHECKPOINT_VERSION})`,
@@ -283,21 +294,31 @@ function checkManifest(m: unknown, where: string): CheckpointManifest {
 }
 
 /** Reads one binary file, checking its size against the manifest and the table, then its SHA-256. */
-async function readVerified(dir: string, file: string, entry: FileEntry, expectedBytes: number | undefined): Promise<Float32Array> {
+async function readVerified(
+  dir: string,
+  file: string,
+  entry: FileEntry,
+  expectedBytes: number | undefined,
+): Promise<Float32Array> {
   const path = join(dir, file);
   let buf: Buffer;
   try {
     buf = await readFile(path);
   } catch (err) {
-    throw fail(`checkpoint ${dir}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw fail(
+      `checkpoint ${dir}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+    );
   }
   if (buf.byteLength !== entry.bytes) {
-    throw fail(`checkpoint ${dir}: ${file} has ${buf.byteLength} bytes, the manifest says ${entry.bytes} (truncated or overwritten)`);
+    throw fail(
+      `checkpoint ${dir}: ${file} has ${buf.byteLength} bytes, the manifest says ${entry.bytes} (truncated or overwritten)`,
+    );
   }
   if (expectedBytes !== undefined && entry.bytes !== expectedBytes) {
     throw fail(`checkpoint ${dir}: ${file} has ${entry.bytes} bytes, the parameter table needs ${expectedBytes}`);
   }
-  if (entry.bytes % 4 !== 0) throw fail(`checkpoint ${dir}: ${file} has ${entry.bytes} bytes, not a whole number of float32 values`);
+  if (entry.bytes % 4 !== 0)
+    throw fail(`checkpoint ${dir}: ${file} has ${entry.bytes} bytes, not a whole number of float32 values`);
   const sum = createHash('sha256').update(buf).digest('hex');
   if (sum !== entry.sha256) {
     throw fail(`checkpoint ${dir}: ${file} is corrupt (sha256 ${sum}, the manifest says ${entry.sha256})`);
@@ -325,11 +346,16 @@ export interface LoadOptions {
 }
 
 /** Throws GAN_DIST_E_CHECKPOINT naming the first parameter where a checkpoint's table differs from the model's. */
-export function assertSameTable(where: string, got: CheckpointSpec[], want: { name: string; shape: number[]; role: string }[]): void {
+export function assertSameTable(
+  where: string,
+  got: CheckpointSpec[],
+  want: { name: string; shape: number[]; role: string }[],
+): void {
   for (let i = 0; i < Math.max(got.length, want.length); i++) {
     const g = got[i];
     const w = want[i];
-    const desc = (s?: { name: string; shape: number[]; role: string }) => (s ? `${s.name} [${s.shape}] ${s.role}` : 'nothing');
+    const desc = (s?: { name: string; shape: number[]; role: string }) =>
+      s ? `${s.name} [${s.shape}] ${s.role}` : 'nothing';
     if (!g || !w || g.name !== w.name || g.role !== w.role || g.shape.join() !== w.shape.join()) {
       throw fail(
         `checkpoint ${where} is of another model: parameter ${i} is ${desc(g)}, this model has ${desc(w)}`,
@@ -357,10 +383,14 @@ export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Prom
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    throw fail(`checkpoint ${dir}: manifest.json is not valid JSON (${(err as Error).message})`, 'the checkpoint is damaged; use an older one');
+    throw fail(
+      `checkpoint ${dir}: manifest.json is not valid JSON (${(err as Error).message})`,
+      'the checkpoint is damaged; use an older one',
+    );
   }
   const sealed = (parsed as { manifestSha256?: unknown } | null)?.manifestSha256;
-  if (typeof sealed !== 'string' || !/^[0-9a-f]{64}$/.test(sealed)) throw fail(`checkpoint ${dir}: manifest.json has no valid manifestSha256`);
+  if (typeof sealed !== 'string' || !/^[0-9a-f]{64}$/.test(sealed))
+    throw fail(`checkpoint ${dir}: manifest.json has no valid manifestSha256`);
   const sum = createHash('sha256').update(text.replace(sealed, ZERO_SUM)).digest('hex');
   if (sum !== sealed) throw fail(`checkpoint ${dir}: manifest.json is corrupt (sha256 ${sum}, it says ${sealed})`);
   const m = checkManifest(parsed, dir);
@@ -398,7 +428,10 @@ export interface LoadLatestOptions extends LoadOptions {
 export async function loadLatestCheckpoint(runDir: string, opts: LoadLatestOptions = {}): Promise<LoadedCheckpoint> {
   const all = listCheckpoints(runDir);
   if (all.length === 0) {
-    throw fail(`no checkpoint in ${runDir} (${join(runDir, CHECKPOINTS_DIR)} is empty or missing)`, 'give a run directory that has saved at least one checkpoint');
+    throw fail(
+      `no checkpoint in ${runDir} (${join(runDir, CHECKPOINTS_DIR)} is empty or missing)`,
+      'give a run directory that has saved at least one checkpoint',
+    );
   }
   const problems: string[] = [];
   for (const c of [...all].reverse()) {
@@ -409,8 +442,13 @@ export async function loadLatestCheckpoint(runDir: string, opts: LoadLatestOptio
       if (!(err instanceof GanDistError) || err.code !== 'GAN_DIST_E_CHECKPOINT') throw err;
       problems.push(err.message);
       const older = all.filter((o) => o.iteration < c.iteration).length > 0;
-      opts.onWarning?.(`${err.message}; ${older ? 'falling back to the previous checkpoint' : 'no older checkpoint to fall back to'}`);
+      opts.onWarning?.(
+        `${err.message}; ${older ? 'falling back to the previous checkpoint' : 'no older checkpoint to fall back to'}`,
+      );
     }
   }
-  throw fail(`no intact checkpoint in ${runDir}:\n  ${problems.join('\n  ')}`, 'the run cannot be resumed from these; start a new run');
+  throw fail(
+    `no intact checkpoint in ${runDir}:\n  ${problems.join('\n  ')}`,
+    'the run cannot be resumed from these; start a new run',
+  );
 }

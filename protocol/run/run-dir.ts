@@ -82,7 +82,11 @@ export function createRunDir(opts: CreateRunDirOptions): RunDir {
   if (opts.runDir !== undefined) {
     path = resolve(opts.cwd, opts.runDir);
     if (existsSync(path) && !statSync(path).isDirectory()) {
-      throw new GanDistError('GAN_DIST_E_RUN_DIR', `--run-dir ${opts.runDir}: ${path} exists and is not a directory`, 'give --run-dir a directory');
+      throw new GanDistError(
+        'GAN_DIST_E_RUN_DIR',
+        `--run-dir ${opts.runDir}: ${path} exists and is not a directory`,
+        'give --run-dir a directory',
+      );
     }
     const existing = listCheckpoints(path);
     if (existing.length > 0) {
@@ -138,12 +142,19 @@ export function resolveRunDir(arg: string, cwd = process.cwd()): ResolvedRun {
   const real = realpathSync(given);
   const dir = statSync(real).isDirectory() ? real : dirname(real);
   // A checkpoint directory (or a file in one): its parent is checkpoints/, whose parent is the run.
-  if (existsSync(join(dir, 'manifest.json')) || (/^iter-\d+$/.test(basename(dir)) && basename(dirname(dir)) === CHECKPOINTS_DIR)) {
+  if (
+    existsSync(join(dir, 'manifest.json')) ||
+    (/^iter-\d+$/.test(basename(dir)) && basename(dirname(dir)) === CHECKPOINTS_DIR)
+  ) {
     return { ...runDirLayout(dirname(dirname(dir))), checkpoint: dir };
   }
   if (basename(dir) === CHECKPOINTS_DIR) return runDirLayout(dirname(dir));
   if (!statSync(real).isDirectory()) {
-    throw new GanDistError('GAN_DIST_E_RUN_DIR', `${arg}: a file that is not part of a checkpoint`, 'give a run directory or a checkpoint directory');
+    throw new GanDistError(
+      'GAN_DIST_E_RUN_DIR',
+      `${arg}: a file that is not part of a checkpoint`,
+      'give a run directory or a checkpoint directory',
+    );
   }
   if (!isDir(join(dir, CHECKPOINTS_DIR)) && !existsSync(join(dir, 'config.json'))) {
     throw new GanDistError(

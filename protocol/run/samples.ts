@@ -23,12 +23,19 @@ export interface Tiled {
  * Cells past the last image (k not a full rectangle) are black; they take no part in the
  * min/max, so the images look the same whatever k is.
  */
-export function tileImages(images: Float32Array, count: number, size: number, columns = Math.ceil(Math.sqrt(count))): Tiled {
+export function tileImages(
+  images: Float32Array,
+  count: number,
+  size: number,
+  columns = Math.ceil(Math.sqrt(count)),
+): Tiled {
   if (!Number.isInteger(count) || count < 1) throw new RangeError('count must be a positive integer');
   if (!Number.isInteger(size) || size < 1) throw new RangeError('size must be a positive integer');
   const per = size * size * 3;
   if (images.length !== count * per) {
-    throw new RangeError(`images has ${images.length} values; ${count} images of ${size}x${size}x3 need ${count * per}`);
+    throw new RangeError(
+      `images has ${images.length} values; ${count} images of ${size}x${size}x3 need ${count * per}`,
+    );
   }
   const rows = Math.ceil(count / columns);
   const width = columns * size;

@@ -80,25 +80,38 @@ function authError(message: string, hint?: string): GanDistError {
 
 function checkToken(token: string, source: string): string {
   if (!TOKEN_CHARS.test(token)) {
-    throw authError(`the token from ${source} must be 16-1024 printable characters without spaces`, 'make one with newToken() or let the coordinator write the run\'s token file');
+    throw authError(
+      `the token from ${source} must be 16-1024 printable characters without spaces`,
+      "make one with newToken() or let the coordinator write the run's token file",
+    );
   }
   return token;
 }
 
 /** 64 lowercase hex digits from 'AB:CD:...' (as node's X509Certificate prints it) or plain hex. */
 export function normalizeFingerprint(fingerprint: string, source = 'the fingerprint'): string {
-  const hex = fingerprint.trim().replace(/^sha256:/i, '').replaceAll(':', '').toLowerCase();
+  const hex = fingerprint
+    .trim()
+    .replace(/^sha256:/i, '')
+    .replaceAll(':', '')
+    .toLowerCase();
   if (!HEX64.test(hex)) throw authError(`${source} is not a SHA-256 fingerprint (64 hex digits, colons allowed)`);
   return hex;
 }
 
 export function parseTokenFile(text: string, source: string): TokenFileContents {
-  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const lines = text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
   if (lines.length === 1 && !/^(token|fingerprint)\s*=/.test(lines[0])) return { token: checkToken(lines[0], source) };
   const values = new Map<string, string>();
   for (const line of lines) {
     const m = /^(token|fingerprint)\s*=\s*(.*)$/.exec(line);
-    if (m === null) throw authError(`${source}: unrecognised line ${JSON.stringify(line.slice(0, 40))}; expected token=... or fingerprint=...`);
+    if (m === null)
+      throw authError(
+        `${source}: unrecognised line ${JSON.stringify(line.slice(0, 40))}; expected token=... or fingerprint=...`,
+      );
     if (values.has(m[1])) throw authError(`${source}: '${m[1]}' is given twice`);
     values.set(m[1], m[2]);
   }
@@ -112,7 +125,10 @@ export function parseTokenFile(text: string, source: string): TokenFileContents 
 }
 
 export function formatTokenFile(contents: TokenFileContents): string {
-  const lines = ["# gan-dist token: this run's secret. Keep it private (mode 0600).", `token=${checkToken(contents.token, 'the token')}`];
+  const lines = [
+    "# gan-dist token: this run's secret. Keep it private (mode 0600).",
+    `token=${checkToken(contents.token, 'the token')}`,
+  ];
   if (contents.fingerprint !== undefined) {
     lines.push("# SHA-256 of the coordinator's TLS certificate, which workers pin.");
     lines.push(`fingerprint=${normalizeFingerprint(contents.fingerprint)}`);
@@ -135,7 +151,8 @@ export async function readTokenFile(path: string): Promise<ResolvedToken> {
           `chmod 600 ${path}`,
         );
       }
-      if (st.size > MAX_TOKEN_FILE_BYTES) throw authError(`token file ${path} is ${st.size} bytes; a token file is a few lines`);
+      if (st.size > MAX_TOKEN_FILE_BYTES)
+        throw authError(`token file ${path} is ${st.size} bytes; a token file is a few lines`);
       text = await fh.readFile('utf8');
     } finally {
       await fh.close();
@@ -143,7 +160,10 @@ export async function readTokenFile(path: string): Promise<ResolvedToken> {
   } catch (err) {
     if (err instanceof GanDistError) throw err;
     const code = (err as NodeJS.ErrnoException).code ?? String(err);
-    throw authError(`cannot read token file ${path} (${code})`, 'pass the run\'s token file with --token-file, or set GAN_DIST_TOKEN');
+    throw authError(
+      `cannot read token file ${path} (${code})`,
+      "pass the run's token file with --token-file, or set GAN_DIST_TOKEN",
+    );
   }
   return { ...parseTokenFile(text, `token file ${path}`), source: path };
 }
@@ -223,7 +243,7 @@ function rejection<D>(code: ErrorCode, reason: string): HandshakeStep<D> {
 }
 
 export function createServerHandshake(opts: ServerHandshakeOptions): ServerHandshake {
-  const token = checkToken(opts.token, 'the coordinator\'s token');
+  const token = checkToken(opts.token, "the coordinator's token");
   const roles = opts.roles ?? ['worker', 'monitor'];
   const nonceC = opts.nonce ?? newNonce();
   let state: ServerHandshakeState = 'awaiting-hello';
@@ -244,7 +264,8 @@ export function createServerHandshake(opts: ServerHandshakeOptions): ServerHands
       return { error: new GanDistError(errorCodeOf(msg.code), `the peer gave up the handshake: ${msg.reason}`) };
     }
     const expected = state.slice('awaiting-'.length);
-    if (msg.type !== expected) return reject('GAN_DIST_E_PROTOCOL', `expected '${expected}' during the handshake, got '${msg.type}'`);
+    if (msg.type !== expected)
+      return reject('GAN_DIST_E_PROTOCOL', `expected '${expected}' during the handshake, got '${msg.type}'`);
 
     if (msg.type === 'hello') {
       if (msg.protocolVersion !== PROTOCOL_VERSION) {
@@ -323,7 +344,7 @@ export interface ClientHandshake {
 }
 
 export function createClientHandshake(opts: ClientHandshakeOptions): ClientHandshake {
-  const token = checkToken(opts.token, 'the worker\'s token');
+  const token = checkToken(opts.token, "the worker's token");
   const nonceW = opts.nonce ?? newNonce();
   let state: ClientHandshakeState = 'start';
   let welcome: WelcomeMessage | undefined;
@@ -360,7 +381,12 @@ export function createClientHandshake(opts: ClientHandshakeOptions): ClientHands
       if (state === 'done' || state === 'failed') return misuse(`the handshake is already ${state}; got '${msg.type}'`);
       if (msg.type === 'reject') {
         state = 'failed';
-        return { error: new GanDistError(errorCodeOf(msg.code), `the coordinator turned this ${opts.role} away: ${msg.reason}`) };
+        return {
+          error: new GanDistError(
+            errorCodeOf(msg.code),
+            `the coordinator turned this ${opts.role} away: ${msg.reason}`,
+          ),
+        };
       }
       if (state === 'awaiting-challenge' && msg.type === 'challenge') {
         if (!proofsEqual(hmacProof(token, 'coordinator', nonceW, msg.nonce), msg.proof)) {
@@ -381,7 +407,12 @@ export function createClientHandshake(opts: ClientHandshakeOptions): ClientHands
         state = 'building';
         return { welcome };
       }
-      const expected = state === 'awaiting-challenge' ? 'challenge' : state === 'awaiting-welcome' ? 'welcome' : 'nothing before ready()';
+      const expected =
+        state === 'awaiting-challenge'
+          ? 'challenge'
+          : state === 'awaiting-welcome'
+            ? 'welcome'
+            : 'nothing before ready()';
       return reject('GAN_DIST_E_PROTOCOL', `expected '${expected}' during the handshake, got '${msg.type}'`);
     },
     ready(paramTableHash) {

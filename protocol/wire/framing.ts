@@ -113,7 +113,9 @@ export function dtypeOf(data: unknown): Dtype {
   if (data instanceof Uint8Array) return 'uint8';
   if (data instanceof Uint16Array) return 'uint16';
   const name = (data as { constructor?: { name?: unknown } } | null)?.constructor?.name;
-  return fail(`tensor data must be a Float32Array, Int32Array, Uint8Array or Uint16Array, got ${typeof name === 'string' ? name : describe(data)}`);
+  return fail(
+    `tensor data must be a Float32Array, Int32Array, Uint8Array or Uint16Array, got ${typeof name === 'string' ? name : describe(data)}`,
+  );
 }
 
 /** Arrays outside the arena shorter than this keep the JavaScript loop (a chunk copy would not pay). */
@@ -131,7 +133,8 @@ export function firstNonFinite(a: Float32Array): number {
   // check, on large arrays outside the arena a chunk at a time; then the index only when it found
   // something.
   const arena = existingArena();
-  if (arena && (a.length >= SIMD_CHECK_MIN || arena.address(a) >= 0)) return arena.nonFinite(a) ? firstNonFiniteBits(a) : -1;
+  if (arena && (a.length >= SIMD_CHECK_MIN || arena.address(a) >= 0))
+    return arena.nonFinite(a) ? firstNonFiniteBits(a) : -1;
   const n4 = a.length - (a.length % 4);
   let s0 = 0;
   let s1 = 0;
@@ -200,7 +203,8 @@ export function tableFor(tensors: readonly OutgoingTensor[]): TensorEntry[] {
       fail(`tensor '${name}' has ${t.data.length} elements but shape [${t.shape.join(',')}] needs ${count}`);
     }
     if (t.wire === undefined) return { name, dtype, shape: [...t.shape], byteOffset: 0, byteLength: t.data.byteLength };
-    if (!(t.data instanceof Float32Array)) fail(`tensor '${name}' is ${dtype}; only float32 tensors can travel as ${t.wire}`);
+    if (!(t.data instanceof Float32Array))
+      fail(`tensor '${name}' is ${dtype}; only float32 tensors can travel as ${t.wire}`);
     return { name, dtype: t.wire, shape: [...t.shape], byteOffset: 0, byteLength: 2 * count };
   });
 }
@@ -219,7 +223,8 @@ function writeHalf(buf: Buffer, e: TensorEntry, data: Float32Array): void {
   else {
     const bad = encodeBfloat16(data, out);
     if (bad >= 0 && !Number.isFinite(data[bad])) nonFinite(e.name, data);
-    if (bad >= 0) fail(`tensor '${e.name}' value ${data[bad]} at index ${bad} is beyond bfloat16's range (|x| < 3.39e38)`);
+    if (bad >= 0)
+      fail(`tensor '${e.name}' value ${data[bad]} at index ${bad} is beyond bfloat16's range (|x| < 3.39e38)`);
   }
   if (out.buffer !== buf.buffer) buf.set(new Uint8Array(out.buffer), e.byteOffset);
 }
@@ -231,7 +236,12 @@ interface FrameLayout {
   total: number;
 }
 
-function layoutFrame(version: number, type: string, fields: Record<string, unknown>, tensors: readonly OutgoingTensor[]): FrameLayout {
+function layoutFrame(
+  version: number,
+  type: string,
+  fields: Record<string, unknown>,
+  tensors: readonly OutgoingTensor[],
+): FrameLayout {
   assertLittleEndianHost();
   const table = tableFor(tensors);
   // Scales go in the header, so they are known before it is written: one pass over each tensor.
@@ -318,8 +328,14 @@ const ZEROS = new Uint8Array(8);
  * tensor's own memory (views, not copies) with zero padding between. For exact (unconverted)
  * tensors only: a 16-bit wire dtype needs the converting copy.
  */
-export function frameChunks(version: number, type: string, fields: Record<string, unknown>, tensors: readonly OutgoingTensor[]): FrameChunks {
-  if (tensors.some((t) => t.wire !== undefined)) fail('a frame sent in pieces carries its tensors exactly (float32); 16-bit tensors need encodeFrame');
+export function frameChunks(
+  version: number,
+  type: string,
+  fields: Record<string, unknown>,
+  tensors: readonly OutgoingTensor[],
+): FrameChunks {
+  if (tensors.some((t) => t.wire !== undefined))
+    fail('a frame sent in pieces carries its tensors exactly (float32); 16-bit tensors need encodeFrame');
   const { head, table, total } = layoutFrame(version, type, fields, tensors);
   const chunks: Uint8Array[] = [head];
   let pos = head.byteLength;
@@ -350,7 +366,8 @@ function nestingDepth(text: string): number {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (inString) {
-      if (c === 0x5c) i++; // backslash: skip the escaped character
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) inString = true;
     else if (c === 0x7b || c === 0x5b) max = Math.max(max, ++depth);
@@ -384,7 +401,13 @@ function toBytes(input: unknown): Uint8Array {
   return fail(`a frame must be binary (Buffer, ArrayBuffer or Uint8Array), got ${describe(input)}`);
 }
 
-function checkEntry(raw: unknown, index: number, seen: Set<string>, dataStart: number, frameBytes: number): TensorEntry {
+function checkEntry(
+  raw: unknown,
+  index: number,
+  seen: Set<string>,
+  dataStart: number,
+  frameBytes: number,
+): TensorEntry {
   if (!isPlainObject(raw)) fail(`tensor table entry ${index} must be an object, got ${describe(raw)}`);
   for (const k of Object.keys(raw)) {
     if (k !== 'name' && k !== 'dtype' && k !== 'shape' && k !== 'byteOffset' && k !== 'byteLength' && k !== 'scale') {
@@ -400,19 +423,26 @@ function checkEntry(raw: unknown, index: number, seen: Set<string>, dataStart: n
   const count = elementCount(name, raw.shape, Math.floor(frameBytes / size));
   const { byteOffset, byteLength } = raw;
   if (typeof byteLength !== 'number' || !Number.isSafeInteger(byteLength) || byteLength !== count * size) {
-    fail(`tensor '${name}' byteLength is ${describe(byteLength)} but ${dtype} [${(raw.shape as number[]).join(',')}] needs ${count * size}`);
+    fail(
+      `tensor '${name}' byteLength is ${describe(byteLength)} but ${dtype} [${(raw.shape as number[]).join(',')}] needs ${count * size}`,
+    );
   }
   if (typeof byteOffset !== 'number' || !Number.isSafeInteger(byteOffset) || byteOffset % TENSOR_ALIGN !== 0) {
     fail(`tensor '${name}' byteOffset must be a multiple of ${TENSOR_ALIGN}, got ${describe(byteOffset)}`);
   }
-  if (byteOffset < dataStart) fail(`tensor '${name}' byteOffset ${byteOffset} lies inside the header (data starts at ${dataStart})`);
+  if (byteOffset < dataStart)
+    fail(`tensor '${name}' byteOffset ${byteOffset} lies inside the header (data starts at ${dataStart})`);
   if (byteOffset + byteLength > frameBytes) {
-    fail(`tensor '${name}' bytes [${byteOffset}, ${byteOffset + byteLength}) run past the end of the ${frameBytes}-byte frame`);
+    fail(
+      `tensor '${name}' bytes [${byteOffset}, ${byteOffset + byteLength}) run past the end of the ${frameBytes}-byte frame`,
+    );
   }
   const entry: TensorEntry = { name, dtype: dtype as Dtype, shape: raw.shape as number[], byteOffset, byteLength };
   if (dtype === 'float16') {
     if (!isValidFloat16Scale(raw.scale)) {
-      fail(`tensor '${name}' is float16, so its scale must be a power of two from 2^-163 to 2^113, got ${describe(raw.scale)}`);
+      fail(
+        `tensor '${name}' is float16, so its scale must be a power of two from 2^-163 to 2^113, got ${describe(raw.scale)}`,
+      );
     }
     entry.scale = raw.scale;
   } else if (Object.hasOwn(raw, 'scale')) {
@@ -436,7 +466,8 @@ export function parseFrame(input: unknown, limits: FrameLimits): ParsedFrame {
   const flags = view.getUint16(6, true);
   const headerBytes = view.getUint32(8, true);
   if (flags !== 0) fail(`frame flags are 0x${flags.toString(16)}; this version defines none (must be 0)`);
-  if (headerBytes > limits.maxHeaderBytes) fail(`header of ${headerBytes} bytes exceeds the limit of ${limits.maxHeaderBytes}`);
+  if (headerBytes > limits.maxHeaderBytes)
+    fail(`header of ${headerBytes} bytes exceeds the limit of ${limits.maxHeaderBytes}`);
   const headerEnd = PREAMBLE_BYTES + headerBytes;
   if (headerEnd > len) fail(`header length ${headerBytes} runs past the end of the ${len}-byte frame`);
 
@@ -449,7 +480,8 @@ export function parseFrame(input: unknown, limits: FrameLimits): ParsedFrame {
   if (typeof type !== 'string') fail(`header.type must be a string, got ${describe(type)}`);
   if (!isPlainObject(fields)) fail(`header.fields must be an object, got ${describe(fields)}`);
   if (!Array.isArray(tensors)) fail(`header.tensors must be an array, got ${describe(tensors)}`);
-  if (tensors.length > limits.maxTensors) fail(`frame carries ${tensors.length} tensors; the limit is ${limits.maxTensors}`);
+  if (tensors.length > limits.maxTensors)
+    fail(`frame carries ${tensors.length} tensors; the limit is ${limits.maxTensors}`);
 
   const dataStart = align8(headerEnd);
   const seen = new Set<string>();

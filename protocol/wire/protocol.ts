@@ -48,7 +48,14 @@ import {
 } from './framing.ts';
 import { WIRE_DTYPES, isHalfDtype, type WireDtype } from './wire-dtype.ts';
 
-export { allFinite, firstNonFinite, type Dtype, type FrameChunks, type FrameLimits, type TypedArray } from './framing.ts';
+export {
+  allFinite,
+  firstNonFinite,
+  type Dtype,
+  type FrameChunks,
+  type FrameLimits,
+  type TypedArray,
+} from './framing.ts';
 export type { WireDtype } from './wire-dtype.ts';
 
 /** 2: bfloat16 and float16 tensors, welcome.wireDtype. */
@@ -69,8 +76,15 @@ export interface HelloMessage {
   nonce: string;
   role: Role;
 }
-export interface ChallengeMessage { type: 'challenge'; nonce: string; proof: string }
-export interface ProofMessage { type: 'proof'; proof: string }
+export interface ChallengeMessage {
+  type: 'challenge';
+  nonce: string;
+  proof: string;
+}
+export interface ProofMessage {
+  type: 'proof';
+  proof: string;
+}
 export interface WelcomeMessage {
   type: 'welcome';
   runId: string;
@@ -80,8 +94,15 @@ export interface WelcomeMessage {
   /** The dtype of the weights this worker is sent and the gradients it sends; absent: float32. */
   wireDtype?: WireDtype;
 }
-export interface ReadyMessage { type: 'ready'; paramTableHash: string }
-export interface RejectMessage { type: 'reject'; reason: string; code: string }
+export interface ReadyMessage {
+  type: 'ready';
+  paramTableHash: string;
+}
+export interface RejectMessage {
+  type: 'reject';
+  reason: string;
+  code: string;
+}
 
 // --- training --------------------------------------------------------------------------------
 
@@ -153,11 +174,24 @@ export interface SampleMessage {
 // --- shared-memory transport (protocol/wire/shm.ts): control messages only ----------------------
 
 /** Worker -> coordinator: it was launched with this region and can read and write it. */
-export interface ShmAttachMessage { type: 'shmAttach'; region: string }
+export interface ShmAttachMessage {
+  type: 'shmAttach';
+  region: string;
+}
 /** Coordinator -> worker: from now on weights and gradients travel through these files. */
-export interface ShmReadyMessage { type: 'shmReady'; weightsFile: string; gradientsFile: string }
+export interface ShmReadyMessage {
+  type: 'shmReady';
+  weightsFile: string;
+  gradientsFile: string;
+}
 /** Coordinator -> worker: weights `version` is committed in the weights file as frame `seq`. */
-export interface WeightsRefMessage { type: 'weightsRef'; version: number; iteration: number; seq: number; byteLength: number }
+export interface WeightsRefMessage {
+  type: 'weightsRef';
+  version: number;
+  iteration: number;
+  seq: number;
+  byteLength: number;
+}
 /** Worker -> coordinator: the gradients of a shard are committed in its own file as frame `seq`. */
 export interface GradientsRefMessage {
   type: 'gradientsRef';
@@ -168,10 +202,23 @@ export interface GradientsRefMessage {
   seq: number;
   byteLength: number;
 }
-export interface HeartbeatMessage { type: 'heartbeat'; t: number }
-export interface StopMessage { type: 'stop'; reason: string }
-export interface ErrorMessage { type: 'error'; code: string; message: string }
-export interface LogMessage { type: 'log'; line: Record<string, unknown> }
+export interface HeartbeatMessage {
+  type: 'heartbeat';
+  t: number;
+}
+export interface StopMessage {
+  type: 'stop';
+  reason: string;
+}
+export interface ErrorMessage {
+  type: 'error';
+  code: string;
+  message: string;
+}
+export interface LogMessage {
+  type: 'log';
+  line: Record<string, unknown>;
+}
 
 export type Message =
   | HelloMessage
@@ -201,7 +248,11 @@ export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
 
 /** Before authentication a peer is a stranger: every handshake message fits in 4 KB. */
 /** A monitor's frames after authentication: log lines are small; are small; 256 KB holds the largest a coordinator writes many times over. */
-export const MONITOR_LIMITS: Readonly<FrameLimits> = Object.freeze({ maxFrameBytes: 256 * 1024, maxHeaderBytes: 256 * 1024 - 12, maxTensors: 0 });
+export const MONITOR_LIMITS: Readonly<FrameLimits> = Object.freeze({
+  maxFrameBytes: 256 * 1024,
+  maxHeaderBytes: 256 * 1024 - 12,
+  maxTensors: 0,
+});
 
 export const PRE_AUTH_LIMITS: Readonly<FrameLimits> = Object.freeze({
   maxFrameBytes: 4096,
@@ -274,38 +325,49 @@ function fail(reason: string): never {
   throw protocolError(reason);
 }
 
-const int = (min: number, max = Number.MAX_SAFE_INTEGER): Check => (v, path) => {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
-    fail(`${path} must be an integer from ${min} to ${max}, got ${describe(v)}`);
-  }
-};
+const int =
+  (min: number, max = Number.MAX_SAFE_INTEGER): Check =>
+  (v, path) => {
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+      fail(`${path} must be an integer from ${min} to ${max}, got ${describe(v)}`);
+    }
+  };
 
-const finite = (min = -Number.MAX_VALUE, max = Number.MAX_VALUE): Check => (v, path) => {
-  if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${path} must be a finite number, got ${describe(v)}`);
-  if (v < min || v > max) fail(`${path} must be from ${min} to ${max}, got ${v}`);
-};
+const finite =
+  (min = -Number.MAX_VALUE, max = Number.MAX_VALUE): Check =>
+  (v, path) => {
+    if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${path} must be a finite number, got ${describe(v)}`);
+    if (v < min || v > max) fail(`${path} must be from ${min} to ${max}, got ${v}`);
+  };
 
-const text = (maxLength: number, minLength = 0): Check => (v, path) => {
-  if (typeof v !== 'string') fail(`${path} must be a string, got ${describe(v)}`);
-  if (v.length < minLength || v.length > maxLength) {
-    fail(`${path} must be ${minLength}-${maxLength} characters, got ${v.length}`);
-  }
-};
+const text =
+  (maxLength: number, minLength = 0): Check =>
+  (v, path) => {
+    if (typeof v !== 'string') fail(`${path} must be a string, got ${describe(v)}`);
+    if (v.length < minLength || v.length > maxLength) {
+      fail(`${path} must be ${minLength}-${maxLength} characters, got ${v.length}`);
+    }
+  };
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const hex64: Check = (v, path) => {
   if (typeof v !== 'string' || !HEX64.test(v)) fail(`${path} must be 64 lowercase hex digits, got ${describe(v)}`);
 };
 
-const oneOf = (...values: string[]): Check => (v, path) => {
-  if (typeof v !== 'string' || !values.includes(v)) fail(`${path} must be one of ${values.join(', ')}, got ${describe(v)}`);
-};
+const oneOf =
+  (...values: string[]): Check =>
+  (v, path) => {
+    if (typeof v !== 'string' || !values.includes(v))
+      fail(`${path} must be one of ${values.join(', ')}, got ${describe(v)}`);
+  };
 
-const object = (maxKeys: number): Check => (v, path) => {
-  if (!isPlainObject(v)) fail(`${path} must be an object, got ${describe(v)}`);
-  const n = Object.keys(v).length;
-  if (n > maxKeys) fail(`${path} has ${n} keys; at most ${maxKeys} are allowed`);
-};
+const object =
+  (maxKeys: number): Check =>
+  (v, path) => {
+    if (!isPlainObject(v)) fail(`${path} must be an object, got ${describe(v)}`);
+    const n = Object.keys(v).length;
+    if (n > maxKeys) fail(`${path} has ${n} keys; at most ${maxKeys} are allowed`);
+  };
 
 const ERROR_CODE = /^GAN_DIST_E_[A-Z_]{1,40}$/;
 const errorCode: Check = (v, path) => {
@@ -323,18 +385,21 @@ const timings: Check = (v, path) => {
   }
 };
 
-const nameList = (max: number): Check => (v, path) => {
-  if (!Array.isArray(v)) fail(`${path} must be an array, got ${describe(v)}`);
-  if (v.length > max) fail(`${path} has ${v.length} entries; at most ${max} are allowed`);
-  v.forEach((s, i) => text(200, 1)(s, `${path}[${i}]`));
-};
+const nameList =
+  (max: number): Check =>
+  (v, path) => {
+    if (!Array.isArray(v)) fail(`${path} must be an array, got ${describe(v)}`);
+    if (v.length > max) fail(`${path} has ${v.length} entries; at most ${max} are allowed`);
+    v.forEach((s, i) => text(200, 1)(s, `${path}[${i}]`));
+  };
 
 const uint = int(0);
 
 /** An absolute path of plain characters (a shared-memory region or one of its files). */
 const SHM_PATH = /^\/[A-Za-z0-9_.\/-]{1,255}$/;
 const shmPath: Check = (v, path) => {
-  if (typeof v !== 'string' || !SHM_PATH.test(v) || v.split('/').includes('..')) fail(`${path} must be an absolute path without '..', got ${describe(v)}`);
+  if (typeof v !== 'string' || !SHM_PATH.test(v) || v.split('/').includes('..'))
+    fail(`${path} must be an absolute path without '..', got ${describe(v)}`);
 };
 
 function noTensors(rows: readonly TableRow[]): void {
@@ -345,7 +410,8 @@ function noTensors(rows: readonly TableRow[]): void {
 function namedFloats(rows: readonly TableRow[]): void {
   if (rows.length === 0) fail('needs at least one tensor, got none');
   for (const r of rows) {
-    if (r.dtype !== 'float32' && !isHalfDtype(r.dtype)) fail(`tensor '${r.name}' must be float32, bfloat16 or float16, got ${r.dtype}`);
+    if (r.dtype !== 'float32' && !isHalfDtype(r.dtype))
+      fail(`tensor '${r.name}' must be float32, bfloat16 or float16, got ${r.dtype}`);
   }
 }
 
@@ -353,7 +419,8 @@ function namedFloats(rows: readonly TableRow[]): void {
 function exactTensors(rows: readonly TableRow[], want: Record<string, [Dtype, number]>): Record<string, Shape> {
   const names = Object.keys(want);
   const got = new Map(rows.map((r) => [r.name, r]));
-  for (const r of rows) if (!Object.hasOwn(want, r.name)) fail(`unexpected tensor '${r.name}'; expected ${names.join(', ')}`);
+  for (const r of rows)
+    if (!Object.hasOwn(want, r.name)) fail(`unexpected tensor '${r.name}'; expected ${names.join(', ')}`);
   const shapes: Record<string, Shape> = {};
   for (const name of names) {
     const r = got.get(name);
@@ -398,65 +465,86 @@ function flipIsBinary(tensors: Record<string, TypedArray>): void {
 }
 
 const SPECS = new Map<string, MessageSpec>([
-  ['hello', {
-    fields: {
-      protocolVersion: int(1, 0xffff),
-      ganDistVersion: text(64, 1),
-      backend: text(64, 1),
-      device: text(256),
-      nonce: hex64,
-      role: oneOf('worker', 'monitor'),
+  [
+    'hello',
+    {
+      fields: {
+        protocolVersion: int(1, 0xffff),
+        ganDistVersion: text(64, 1),
+        backend: text(64, 1),
+        device: text(256),
+        nonce: hex64,
+        role: oneOf('worker', 'monitor'),
+      },
+      tensors: noTensors,
+      finite: [],
     },
-    tensors: noTensors,
-    finite: [],
-  }],
+  ],
   ['challenge', { fields: { nonce: hex64, proof: hex64 }, tensors: noTensors, finite: [] }],
   ['proof', { fields: { proof: hex64 }, tensors: noTensors, finite: [] }],
-  ['welcome', {
-    fields: { runId: text(128, 1), workerId: uint, modelConfig: object(256), seed: uint },
-    optional: { wireDtype: oneOf(...WIRE_DTYPES) },
-    tensors: noTensors,
-    finite: [],
-  }],
+  [
+    'welcome',
+    {
+      fields: { runId: text(128, 1), workerId: uint, modelConfig: object(256), seed: uint },
+      optional: { wireDtype: oneOf(...WIRE_DTYPES) },
+      tensors: noTensors,
+      finite: [],
+    },
+  ],
   ['ready', { fields: { paramTableHash: hex64 }, tensors: noTensors, finite: [] }],
   ['reject', { fields: { reason: text(2048, 1), code: errorCode }, tensors: noTensors, finite: [] }],
   ['weights', { fields: { version: uint, iteration: uint }, tensors: namedFloats, finite: 'all' }],
-  ['shard', {
-    fields: { iteration: uint, weightsVersion: uint, shardId: uint, rowStart: uint, rowCount: int(1) },
-    tensors: shardTensors,
-    finite: ['z'],
-    values: flipIsBinary,
-  }],
-  ['gradients', {
-    fields: {
-      iteration: uint,
-      shardId: uint,
-      weightsVersion: uint,
-      n: int(1),
-      scoreG: finite(0, 1),
-      scoreD: finite(0, 1),
-      lossG: finite(0),
-      lossD: finite(0),
-      timings,
+  [
+    'shard',
+    {
+      fields: { iteration: uint, weightsVersion: uint, shardId: uint, rowStart: uint, rowCount: int(1) },
+      tensors: shardTensors,
+      finite: ['z'],
+      values: flipIsBinary,
     },
-    tensors: namedFloats,
-    finite: 'all',
-  }],
-  ['gradientsNonFinite', {
-    fields: { iteration: uint, shardId: uint, weightsVersion: uint, n: int(1), tensorNames: nameList(4096) },
-    tensors: noTensors,
-    finite: [],
-  }],
+  ],
+  [
+    'gradients',
+    {
+      fields: {
+        iteration: uint,
+        shardId: uint,
+        weightsVersion: uint,
+        n: int(1),
+        scoreG: finite(0, 1),
+        scoreD: finite(0, 1),
+        lossG: finite(0),
+        lossD: finite(0),
+        timings,
+      },
+      tensors: namedFloats,
+      finite: 'all',
+    },
+  ],
+  [
+    'gradientsNonFinite',
+    {
+      fields: { iteration: uint, shardId: uint, weightsVersion: uint, n: int(1), tensorNames: nameList(4096) },
+      tensors: noTensors,
+      finite: [],
+    },
+  ],
   ['sampleRequest', { fields: { iteration: uint }, tensors: sampleRequestTensors, finite: ['z'] }],
   ['sample', { fields: { iteration: uint }, tensors: sampleTensors, finite: [] }],
   ['shmAttach', { fields: { region: shmPath }, tensors: noTensors, finite: [] }],
   ['shmReady', { fields: { weightsFile: shmPath, gradientsFile: shmPath }, tensors: noTensors, finite: [] }],
-  ['weightsRef', { fields: { version: uint, iteration: uint, seq: int(1), byteLength: int(1) }, tensors: noTensors, finite: [] }],
-  ['gradientsRef', {
-    fields: { iteration: uint, shardId: uint, weightsVersion: uint, n: int(1), seq: int(1), byteLength: int(1) },
-    tensors: noTensors,
-    finite: [],
-  }],
+  [
+    'weightsRef',
+    { fields: { version: uint, iteration: uint, seq: int(1), byteLength: int(1) }, tensors: noTensors, finite: [] },
+  ],
+  [
+    'gradientsRef',
+    {
+      fields: { iteration: uint, shardId: uint, weightsVersion: uint, n: int(1), seq: int(1), byteLength: int(1) },
+      tensors: noTensors,
+      finite: [],
+    },
+  ],
   ['heartbeat', { fields: { t: finite(0) }, tensors: noTensors, finite: [] }],
   ['stop', { fields: { reason: text(2048) }, tensors: noTensors, finite: [] }],
   ['error', { fields: { code: errorCode, message: text(4096) }, tensors: noTensors, finite: [] }],
@@ -494,7 +582,8 @@ function checkFields(type: string, spec: MessageSpec, fields: Record<string, unk
   }
   if (allowUnknown) return;
   for (const name of Object.keys(fields)) {
-    if (!Object.hasOwn(spec.fields, name) && !Object.hasOwn(spec.optional ?? {}, name)) fail(`${type} has unknown field ${describe(name)}`);
+    if (!Object.hasOwn(spec.fields, name) && !Object.hasOwn(spec.optional ?? {}, name))
+      fail(`${type} has unknown field ${describe(name)}`);
   }
 }
 
@@ -581,7 +670,8 @@ export function encodeMessage(msg: Message, opts: EncodeOptions = {}): Buffer {
   return within(type, () => {
     const wire = opts.wireDtype ?? 'float32';
     if (isHalfDtype(wire)) {
-      if (!HALF_TYPES.has(type)) fail(`a ${type} message travels exactly; wireDtype ${wire} applies to weights and gradients only`);
+      if (!HALF_TYPES.has(type))
+        fail(`a ${type} message travels exactly; wireDtype ${wire} applies to weights and gradients only`);
       for (const t of outgoing) if (t.data instanceof Float32Array && opts.exact?.(t.name) !== true) t.wire = wire;
     }
     spec.tensors(rowsOf(outgoing), fields);
@@ -636,18 +726,26 @@ export interface DecodeOptions {
   skipFiniteCheck?: boolean;
 }
 
-export function decodeMessage(input: Buffer | ArrayBuffer | Uint8Array, limits: FrameLimits, opts: DecodeOptions = {}): Message {
+export function decodeMessage(
+  input: Buffer | ArrayBuffer | Uint8Array,
+  limits: FrameLimits,
+  opts: DecodeOptions = {},
+): Message {
   const frame = parseFrame(input, limits);
   const { type, fields, table } = frame;
   const crossVersion = frame.version !== PROTOCOL_VERSION;
   if (crossVersion && !VERSION_FROZEN.has(type)) {
-    fail(`peer speaks protocol version ${frame.version}; this gan-dist speaks version ${PROTOCOL_VERSION} (message type ${describe(type)})`);
+    fail(
+      `peer speaks protocol version ${frame.version}; this gan-dist speaks version ${PROTOCOL_VERSION} (message type ${describe(type)})`,
+    );
   }
   const spec = specOf(type);
   return within(type, () => {
     checkFields(type, spec, fields, crossVersion);
     if (type === 'hello' && fields.protocolVersion !== frame.version) {
-      fail(`hello.protocolVersion ${describe(fields.protocolVersion)} disagrees with its frame's version ${frame.version}`);
+      fail(
+        `hello.protocolVersion ${describe(fields.protocolVersion)} disagrees with its frame's version ${frame.version}`,
+      );
     }
     if (spec.tensors === noTensors) {
       noTensors(table);
@@ -667,10 +765,24 @@ export function decodeMessage(input: Buffer | ArrayBuffer | Uint8Array, limits: 
     }
     let finiteChecked = opts.skipFiniteCheck === true;
     if (opts.reportNonFinite && type === 'gradients') {
-      const bad = Object.entries(tensors).filter(([name, t]) => t instanceof Float32Array && !decoded.has(name) && firstNonFinite(t) >= 0);
+      const bad = Object.entries(tensors).filter(
+        ([name, t]) => t instanceof Float32Array && !decoded.has(name) && firstNonFinite(t) >= 0,
+      );
       if (bad.length > 0) {
-        const { iteration, shardId, weightsVersion, n } = fields as { iteration: number; shardId: number; weightsVersion: number; n: number };
-        return { type: 'gradientsNonFinite', iteration, shardId, weightsVersion, n, tensorNames: bad.map(([name]) => name).slice(0, 4096) };
+        const { iteration, shardId, weightsVersion, n } = fields as {
+          iteration: number;
+          shardId: number;
+          weightsVersion: number;
+          n: number;
+        };
+        return {
+          type: 'gradientsNonFinite',
+          iteration,
+          shardId,
+          weightsVersion,
+          n,
+          tensorNames: bad.map(([name]) => name).slice(0, 4096),
+        };
       }
       // Every float tensor was just scanned: checkValues need not scan them again.
       finiteChecked = true;

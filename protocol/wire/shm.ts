@@ -21,7 +21,20 @@
 // same, at a cost: zlib.crc32 runs at about 4 GB/s here (9 ms per 37.8 MB frame, per worker, per
 // direction), the seqlock costs two 32-byte reads.
 
-import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, read as fsRead, readdirSync, readSync, rmSync, statfsSync, writeSync, writevSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  read as fsRead,
+  readdirSync,
+  readSync,
+  rmSync,
+  statfsSync,
+  writeSync,
+  writevSync,
+} from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { GanDistError } from '../errors.ts';
@@ -42,7 +55,11 @@ export const TRANSPORTS: readonly TransportChoice[] = ['auto', 'socket', 'shm'];
 
 export function parseTransport(raw: string): TransportChoice {
   if (!(TRANSPORTS as readonly string[]).includes(raw)) {
-    throw new GanDistError('GAN_DIST_E_CONFIG', `--transport: "${raw}" is not one of ${TRANSPORTS.join(', ')}`, 'auto picks shm for local workers when /dev/shm has room');
+    throw new GanDistError(
+      'GAN_DIST_E_CONFIG',
+      `--transport: "${raw}" is not one of ${TRANSPORTS.join(', ')}`,
+      'auto picks shm for local workers when /dev/shm has room',
+    );
   }
   return raw as TransportChoice;
 }
@@ -116,7 +133,10 @@ export function decideTransport(opts: {
   if (opts.transport === 'socket') return { use: false, reason: '--transport socket' };
   if (opts.localWorkers === 0) return { use: false, reason: 'no local workers (remote workers always use the socket)' };
   if (!existsSync(root)) return { use: false, reason: `${root} does not exist` };
-  const needBytes = Math.ceil(SHM_HEADROOM * (opts.weightsBytes + opts.localWorkers * opts.gradientsBytes + (opts.localWorkers + 1) * SHM_HEADER_BYTES));
+  const needBytes = Math.ceil(
+    SHM_HEADROOM *
+      (opts.weightsBytes + opts.localWorkers * opts.gradientsBytes + (opts.localWorkers + 1) * SHM_HEADER_BYTES),
+  );
   const free = opts.free ?? freeBytes(root);
   if (free === undefined) return { use: false, reason: `cannot read the free space of ${root}` };
   if (free < needBytes) {
@@ -226,13 +246,15 @@ export class ShmFile {
    * A frame in pieces goes in one vectored write straight from the tensors' memory.
    */
   write(frame: Uint8Array | FrameChunks, seq: number): void {
-    if (!(Number.isSafeInteger(seq) && seq >= 1)) throw new Error(`ShmFile.write: sequence must be a positive integer, got ${seq}`);
+    if (!(Number.isSafeInteger(seq) && seq >= 1))
+      throw new Error(`ShmFile.write: sequence must be a positive integer, got ${seq}`);
     this.header.writeUInt32LE(MAGIC, 0);
     this.header.writeDoubleLE(0, 8);
     this.header.writeDoubleLE(0, 16);
     writeSync(this.fd, this.header, 0, 24, 0);
     if (frame instanceof Uint8Array) {
-      for (let off = 0; off < frame.byteLength; ) off += writeSync(this.fd, frame, off, frame.byteLength - off, SHM_HEADER_BYTES + off);
+      for (let off = 0; off < frame.byteLength; )
+        off += writeSync(this.fd, frame, off, frame.byteLength - off, SHM_HEADER_BYTES + off);
     } else {
       writeAllChunks(this.fd, frame.chunks, SHM_HEADER_BYTES);
     }
@@ -242,7 +264,8 @@ export class ShmFile {
   }
 
   private readHeader(into: Buffer): { seq: number; length: number } {
-    if (readSync(this.fd, into, 0, 24, 0) !== 24 || into.readUInt32LE(0) !== MAGIC) throw shmError(`${path.basename(this.file)} has no valid header`);
+    if (readSync(this.fd, into, 0, 24, 0) !== 24 || into.readUInt32LE(0) !== MAGIC)
+      throw shmError(`${path.basename(this.file)} has no valid header`);
     return { seq: into.readDoubleLE(8), length: into.readDoubleLE(16) };
   }
 
@@ -270,7 +293,9 @@ export class ShmFile {
     try {
       const { buf, out } = this.startRead(seq, length);
       for (let off = 0; off < length; ) {
-        const got = await new Promise<number>((resolve, reject) => fsRead(this.fd, out, off, length - off, SHM_HEADER_BYTES + off, (err, n) => (err ? reject(err) : resolve(n))));
+        const got = await new Promise<number>((resolve, reject) =>
+          fsRead(this.fd, out, off, length - off, SHM_HEADER_BYTES + off, (err, n) => (err ? reject(err) : resolve(n))),
+        );
         if (got === 0) return this.shortRead(buf, length - off);
         off += got;
       }
@@ -287,7 +312,9 @@ export class ShmFile {
   private startRead(seq: number, length: number): { buf: Buffer; out: Buffer } {
     const h = this.readHeader(this.header);
     if (h.seq !== seq || h.length !== length) {
-      throw shmError(`${path.basename(this.file)} holds frame ${h.seq} of ${h.length} bytes, the control message announced ${seq} of ${length}${h.seq === 0 ? ' (a write was interrupted or is in progress)' : ''}`);
+      throw shmError(
+        `${path.basename(this.file)} holds frame ${h.seq} of ${h.length} bytes, the control message announced ${seq} of ${length}${h.seq === 0 ? ' (a write was interrupted or is in progress)' : ''}`,
+      );
     }
     let buf = this.spare.find((b) => b.byteLength >= length);
     if (buf) this.spare = this.spare.filter((b) => b !== buf);
@@ -306,7 +333,9 @@ export class ShmFile {
     const again = this.readHeader(this.check);
     if (again.seq !== seq || again.length !== length) {
       this.spare.push(buf);
-      throw shmError(`${path.basename(this.file)} was rewritten while it was read (frame ${seq} became ${again.seq}): a torn read, discarded`);
+      throw shmError(
+        `${path.basename(this.file)} was rewritten while it was read (frame ${seq} became ${again.seq}): a torn read, discarded`,
+      );
     }
     this.lent.set(out, buf);
     return out;
@@ -481,7 +510,8 @@ export class ShmWorkerFiles {
 
   constructor(region: string, weightsFile: string, gradientsFile: string) {
     for (const f of [weightsFile, gradientsFile]) {
-      if (path.dirname(f) !== path.resolve(region)) throw shmError(`the coordinator named ${f}, which lies outside the region ${region}`);
+      if (path.dirname(f) !== path.resolve(region))
+        throw shmError(`the coordinator named ${f}, which lies outside the region ${region}`);
     }
     this.weights = new ShmFile(weightsFile, 'open');
     this.gradients = new ShmFile(gradientsFile, 'open');

@@ -47,7 +47,11 @@ export async function runTlsIdentity(runDir: string): Promise<TlsIdentity> {
     return { cert, key: readFileSync(keyFile, 'utf8'), fingerprint: fingerprintOf(cert), source: 'run' };
   }
   const { generate } = await import('selfsigned');
-  const pems = await generate([{ name: 'commonName', value: 'gan-dist coordinator' }], { notAfterDate: new Date(Date.now() + 3650 * 864e5), keyType: 'ec', curve: 'P-256' });
+  const pems = await generate([{ name: 'commonName', value: 'gan-dist coordinator' }], {
+    notAfterDate: new Date(Date.now() + 3650 * 864e5),
+    keyType: 'ec',
+    curve: 'P-256',
+  });
   await writeFile(keyFile, pems.private, { mode: 0o600 });
   await writeFile(certFile, pems.cert);
   return { cert: pems.cert, key: pems.private, fingerprint: fingerprintOf(pems.cert), source: 'run' };

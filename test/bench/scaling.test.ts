@@ -2,12 +2,23 @@ import { describe, expect, it } from 'vitest';
 import { interleavedRuns } from '../../bench/scaling.ts';
 
 /** Iteration lines of an interleaved run whose iterations alternate 1 and 2 workers: [1-worker ms, 2-worker ms] per cycle. */
-const linesOf = (cycles: [number, number][]) => cycles.flatMap(([one, two], c) => [{ iteration: 2 * c + 1, stepMs: one }, { iteration: 2 * c + 2, stepMs: two }]);
+const linesOf = (cycles: [number, number][]) =>
+  cycles.flatMap(([one, two], c) => [
+    { iteration: 2 * c + 1, stepMs: one },
+    { iteration: 2 * c + 2, stepMs: two },
+  ]);
 
 describe('bench scaling, interleaved real part', () => {
-  it('pairs each cycle\'s iterations, leaves out two warm-up cycles, and takes the median of the pairs\' ratios', () => {
+  it("pairs each cycle's iterations, leaves out two warm-up cycles, and takes the median of the pairs' ratios", () => {
     // Warm-up cycles 0-1 would say 10x; the host slows down 2x in cycle 3 for both counts alike.
-    const lines = linesOf([[9000, 900], [9000, 900], [1000, 500], [2000, 1000], [1000, 600], [1100, 550]]);
+    const lines = linesOf([
+      [9000, 900],
+      [9000, 900],
+      [1000, 500],
+      [2000, 1000],
+      [1000, 600],
+      [1100, 550],
+    ]);
     const [one, two] = interleavedRuns(lines, [1, 2], 64, 'shm');
     expect(two.speedupByCycle).toEqual([2, 2, 1000 / 600, 2]);
     expect(two.speedupVsFirst).toBe(2);
@@ -20,7 +31,13 @@ describe('bench scaling, interleaved real part', () => {
   });
 
   it('drops a cycle that lacks one of its iterations, and a last incomplete cycle', () => {
-    const lines = linesOf([[5, 5], [5, 5], [1000, 500], [1000, 400], [1000, 250]]).filter((l) => l.iteration !== 8);
+    const lines = linesOf([
+      [5, 5],
+      [5, 5],
+      [1000, 500],
+      [1000, 400],
+      [1000, 250],
+    ]).filter((l) => l.iteration !== 8);
     lines.push({ iteration: 11, stepMs: 1 });
     const [, two] = interleavedRuns(lines, [1, 2], 16, 'socket');
     expect(two.speedupByCycle).toEqual([2, 4]);
@@ -28,7 +45,15 @@ describe('bench scaling, interleaved real part', () => {
   });
 
   it('counts nothing when the run had no cycle beyond the warm-up', () => {
-    const [, two] = interleavedRuns(linesOf([[1000, 500], [1000, 500]]), [1, 2], 16, 'shm');
+    const [, two] = interleavedRuns(
+      linesOf([
+        [1000, 500],
+        [1000, 500],
+      ]),
+      [1, 2],
+      16,
+      'shm',
+    );
     expect(two.iterations).toBe(0);
     expect(two.speedupVsFirst).toBeNaN();
   });

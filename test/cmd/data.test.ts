@@ -41,7 +41,9 @@ afterAll(async () => {
 describe('gan-dist data synth', () => {
   it('writes the asked number of PNG files and reports them as JSON', async () => {
     const out = path.join(work, 'synth');
-    const printed = JSON.parse(await run('data', 'synth', '--out', out, '--count', '4', '--size', '16', '--seed', '3', '--json'));
+    const printed = JSON.parse(
+      await run('data', 'synth', '--out', out, '--count', '4', '--size', '16', '--seed', '3', '--json'),
+    );
     expect(printed).toMatchObject({ dir: out, count: 4, size: 16, seed: 3 });
     expect(await readdir(out)).toHaveLength(4);
   });
@@ -59,7 +61,9 @@ describe('gan-dist data check', () => {
     await run('data', 'synth', '--out', path.join(dir, 'roses'), '--count', '3', '--size', '16');
     await writeFile(path.join(dir, 'roses', 'broken.jpg'), 'not a jpeg');
     const human = await run('data', 'check', dir);
-    expect(human).toMatch(new RegExp(`^${dir}: 3 images in 1 classes \\(roses 3\\)\nskipped 1:\n  roses/broken.jpg: not an image`));
+    expect(human).toMatch(
+      new RegExp(`^${dir}: 3 images in 1 classes \\(roses 3\\)\nskipped 1:\n  roses/broken.jpg: not an image`),
+    );
     expect(human).toMatch(/decode: \d+ images\/s to 64x64/);
     const report = JSON.parse(await run('data', 'check', dir, '--json', '--image-size', '32'));
     expect(report).toMatchObject({ images: 3, classes: { roses: 3 }, decode: { imageSize: 32 } });
@@ -73,7 +77,10 @@ describe('gan-dist data check', () => {
     await writeFile(path.join(dir, 'LICENSE.txt'), 'text');
     await writeFile(path.join(dir, 'broken.png'), 'not a png');
     const failure = run('data', 'check', dir, '--json');
-    await expect(failure).rejects.toMatchObject({ code: 'GAN_DIST_E_DATA', message: expect.stringMatching(/no decodable image in .*no-images: 1 image files skipped, 1 other files ignored/) });
+    await expect(failure).rejects.toMatchObject({
+      code: 'GAN_DIST_E_DATA',
+      message: expect.stringMatching(/no decodable image in .*no-images: 1 image files skipped, 1 other files ignored/),
+    });
     await expect(failure).rejects.toHaveProperty('hint', expect.stringMatching(/gan-dist data fetch/));
   });
 });
@@ -99,7 +106,9 @@ describe('gan-dist data fetch', () => {
 
   it('fetches into --dir from --url, then says there is nothing to do', async () => {
     const dir = path.join(work, 'fetched');
-    expect(await run('data', 'fetch', 'flowers', '--dir', dir, '--url', url)).toMatch(/^flower_photos is at .*flower_photos \(\d+(\.\d)? (B|KB) downloaded\); train with --data .*flower_photos\n$/);
+    expect(await run('data', 'fetch', 'flowers', '--dir', dir, '--url', url)).toMatch(
+      /^flower_photos is at .*flower_photos \(\d+(\.\d)? (B|KB) downloaded\); train with --data .*flower_photos\n$/,
+    );
     expect(JSON.parse(await run('data', 'fetch', 'flowers', '--dir', dir, '--url', url, '--json'))).toEqual({
       dir: path.join(dir, 'flower_photos'),
       fetched: false,

@@ -20,14 +20,26 @@ afterEach(async () => {
 });
 
 /** A coordinator with `workers` in-process workers on the wasm backend, over the socket or shared memory. */
-async function harness(config: TrainConfig, workers: number, transport: 'socket' | 'shm' = 'socket', shardsAt?: (iteration: number) => number) {
+async function harness(
+  config: TrainConfig,
+  workers: number,
+  transport: 'socket' | 'shm' = 'socket',
+  shardsAt?: (iteration: number) => number,
+) {
   // Two workers initialising the wasm backend at once in one process race (setBackend fails): load it first.
   await loadBackend('wasm', { threads: 1 });
   const shm = transport === 'shm' ? ShmRegion.create().region : undefined;
   const h = await startCoordinator(config, { minWorkers: workers, shm, shardsAt });
   open.push(h.coordinator);
   const joined = Array.from({ length: workers }, () =>
-    runWorker({ url: `ws://${h.endpoint}`, token: h.token, backend: 'wasm', threads: 1, ganDistVersion: 'test', shmRegion: shm?.dir }),
+    runWorker({
+      url: `ws://${h.endpoint}`,
+      token: h.token,
+      backend: 'wasm',
+      threads: 1,
+      ganDistVersion: 'test',
+      shmRegion: shm?.dir,
+    }),
   );
   if (shm) closeAfter.push(shm);
   return {
@@ -62,51 +74,65 @@ describe('Coordinator', () => {
     expect(h.records.map((r) => r.shards.map((s) => s.rows))).toEqual([[16], [8, 8], [16], [8, 8]]);
   });
 
-  it.each(['socket', 'shm'] as const)('gives 2 workers with half the batch each the Adam step of 1 worker computing both halves and averaging (%s)', async (transport) => {
-    const config = tiny({ iterations: 1 });
-    const h = await harness(config, 2, transport);
-    await h.run();
-    // Both workers really took the transport under test.
-    expect(h.events.filter((e) => e.event === 'shm-attached')).toHaveLength(transport === 'shm' ? 2 : 0);
-    const { z, flip } = h.draws.get(1)!;
-    const batchImages = h.images.get(1)!;
+  it.each(['socket', 'shm'] as const)(
+    'gives 2 workers with half the batch each the Adam step of 1 worker computing both halves and averaging (%s)',
+    async (transport) => {
+      const config = tiny({ iterations: 1 });
+      const h = await harness(config, 2, transport);
+      await h.run();
+      // Both workers really took the transport under test.
+      expect(h.events.filter((e) => e.event === 'shm-attached')).toHaveLength(transport === 'shm' ? 2 : 0);
+      const { z, flip } = h.draws.get(1)!;
+      const batchImages = h.images.get(1)!;
 
-    // Reference: one Trainer computes rows 0-7 and 8-15 as separate shards, averaged by hand.
-    const { tf } = await loadBackend('wasm');
-    const model = modelConfigOf(config);
-    const specs = parameterTable(model);
-    const w0 = initialParams(specs, config.seed);
-    const trainer = new Trainer(tf, model, config.seed);
-    trainer.setWeights(w0);
-    const px = 32 * 32 * 3;
-    const half = (k: number) =>
-      trainer.step({
-        iteration: 1,
-        rowStart: 8 * k,
-        n: 8,
-        images: batchImages.subarray(8 * k * px, 8 * (k + 1) * px),
-        z: z.subarray(8 * k * 100, 8 * (k + 1) * 100),
-        flip: flip.subarray(8 * k, 8 * (k + 1)),
-      });
-    const [a, b] = [half(0), half(1)];
-    trainer.dispose();
-    const expected: NamedArrays = {};
-    for (const s of specs.filter((s) => s.role === 'learnable')) {
-      const g = a.grads[s.name].map((x, i) => (x + b.grads[s.name][i]) / 2);
-      const w = w0[s.name].slice();
-      adamStep(w, g, new Float32Array(w.length), new Float32Array(w.length), 1, { lr: 2e-4, beta1: 0.5, beta2: 0.999, epsilon: ADAM_EPSILON });
-      expected[s.name] = w;
-      expect(relErr(h.coordinator.params[s.name], w), s.name).toBeLessThan(1e-5);
-      // Adam's first moment after one step is (1 - beta1) g: the averaged gradient itself.
-      expect(relErr(h.coordinator.adamM[s.name], g.map((x) => 0.5 * x)), s.name).toBeLessThan(1e-5);
-    }
-    // The weights moved: the comparison above is not between two untouched copies.
-    expect(relErr(h.coordinator.params['G/tconv1/w'], w0['G/tconv1/w'])).toBeGreaterThan(1e-4);
-    // BatchNorm running statistics were updated from the pooled batch statistics.
-    expect(h.coordinator.params['G/bn1/mean'].some((x) => x !== 0)).toBe(true);
-    expect(h.records[0].lossD).toBeCloseTo((a.lossD + b.lossD) / 2, 5);
-    expect(h.records[0].scoreG).toBeCloseTo((a.scoreG + b.scoreG) / 2, 5);
-  });
+      // Reference: one Trainer computes rows 0-7 and 8-15 as separate shards, averaged by hand.
+      const { tf } = await loadBackend('wasm');
+      const model = modelConfigOf(config);
+      const specs = parameterTable(model);
+      const w0 = initialParams(specs, config.seed);
+      const trainer = new Trainer(tf, model, config.seed);
+      trainer.setWeights(w0);
+      const px = 32 * 32 * 3;
+      const half = (k: number) =>
+        trainer.step({
+          iteration: 1,
+          rowStart: 8 * k,
+          n: 8,
+          images: batchImages.subarray(8 * k * px, 8 * (k + 1) * px),
+          z: z.subarray(8 * k * 100, 8 * (k + 1) * 100),
+          flip: flip.subarray(8 * k, 8 * (k + 1)),
+        });
+      const [a, b] = [half(0), half(1)];
+      trainer.dispose();
+      const expected: NamedArrays = {};
+      for (const s of specs.filter((s) => s.role === 'learnable')) {
+        const g = a.grads[s.name].map((x, i) => (x + b.grads[s.name][i]) / 2);
+        const w = w0[s.name].slice();
+        adamStep(w, g, new Float32Array(w.length), new Float32Array(w.length), 1, {
+          lr: 2e-4,
+          beta1: 0.5,
+          beta2: 0.999,
+          epsilon: ADAM_EPSILON,
+        });
+        expected[s.name] = w;
+        expect(relErr(h.coordinator.params[s.name], w), s.name).toBeLessThan(1e-5);
+        // Adam's first moment after one step is (1 - beta1) g: the averaged gradient itself.
+        expect(
+          relErr(
+            h.coordinator.adamM[s.name],
+            g.map((x) => 0.5 * x),
+          ),
+          s.name,
+        ).toBeLessThan(1e-5);
+      }
+      // The weights moved: the comparison above is not between two untouched copies.
+      expect(relErr(h.coordinator.params['G/tconv1/w'], w0['G/tconv1/w'])).toBeGreaterThan(1e-4);
+      // BatchNorm running statistics were updated from the pooled batch statistics.
+      expect(h.coordinator.params['G/bn1/mean'].some((x) => x !== 0)).toBe(true);
+      expect(h.records[0].lossD).toBeCloseTo((a.lossD + b.lossD) / 2, 5);
+      expect(h.records[0].scoreG).toBeCloseTo((a.scoreG + b.scoreG) / 2, 5);
+    },
+  );
 });
 
 describe('non-finite gradients from shared memory', () => {
@@ -119,7 +145,15 @@ describe('non-finite gradients from shared memory', () => {
     const h = await startCoordinator(tiny({ iterations }), { minWorkers: workers.length, shm });
     open.push(h.coordinator);
     const outcomes = workers.map((w) =>
-      runWorker({ url: `ws://${h.endpoint}`, token: h.token, backend: 'wasm', ganDistVersion: 'test', shmRegion: shm.dir, simulateStepMs: 1, simulateNonFinite: w.nonFinite }),
+      runWorker({
+        url: `ws://${h.endpoint}`,
+        token: h.token,
+        backend: 'wasm',
+        ganDistVersion: 'test',
+        shmRegion: shm.dir,
+        simulateStepMs: 1,
+        simulateNonFinite: w.nonFinite,
+      }),
     );
     return { h, outcomes };
   }

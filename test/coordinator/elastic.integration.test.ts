@@ -23,7 +23,9 @@ function spawnCli(args: string[], env: Record<string, string> = {}, cwd?: string
 }
 
 const exited = (c: ChildProcess) =>
-  new Promise<number | null>((resolve) => (c.exitCode !== null || c.signalCode !== null ? resolve(c.exitCode) : c.on('exit', (code) => resolve(code))));
+  new Promise<number | null>((resolve) =>
+    c.exitCode !== null || c.signalCode !== null ? resolve(c.exitCode) : c.on('exit', (code) => resolve(code)),
+  );
 
 async function until(cond: () => boolean, what: string, timeoutMs = 120_000): Promise<void> {
   const t0 = Date.now();
@@ -41,13 +43,23 @@ const freePort = () =>
     });
   });
 
-const tiny = (over: Partial<TrainConfig> = {}) => resolveConfig({ preset: 'tiny', flags: { seed: 21, validationFrequency: 1e6, ...over } });
+const tiny = (over: Partial<TrainConfig> = {}) =>
+  resolveConfig({ preset: 'tiny', flags: { seed: 21, validationFrequency: 1e6, ...over } });
 
 /** Trains `config` with 3 worker processes; `disturb` may kill and replace them while it runs. */
-async function runWithWorkers(config: TrainConfig, disturb?: (h: { killOne: () => void; iteration: () => number }) => Promise<void>) {
+async function runWithWorkers(
+  config: TrainConfig,
+  disturb?: (h: { killOne: () => void; iteration: () => number }) => Promise<void>,
+) {
   const h = await startCoordinator(config, { minWorkers: 3, balance: 'off' });
   const workers: ChildProcess[] = [];
-  const start = () => workers.push(spawnCli(['worker', '--join', `ws://${h.endpoint}`, '--backend', 'wasm', '--threads', '1', '--reconnect-timeout', '0'], { GAN_DIST_TOKEN: h.token }));
+  const start = () =>
+    workers.push(
+      spawnCli(
+        ['worker', '--join', `ws://${h.endpoint}`, '--backend', 'wasm', '--threads', '1', '--reconnect-timeout', '0'],
+        { GAN_DIST_TOKEN: h.token },
+      ),
+    );
   for (let i = 0; i < 3; i++) start();
   const done = h.coordinator.run();
   if (disturb) {
@@ -95,24 +107,52 @@ describe('elastic training', () => {
       for (let i = 0; i < w.length; i++) diff = Math.max(diff, Math.abs(w[i] - d[i]));
       expect(diff, name).toBeLessThan(1e-6);
     }
-    console.log(`20 kills over ${n} iterations; ${disturbed.events.filter((e) => e.event === 'shard-reassigned').length} shards recomputed`);
+    console.log(
+      `20 kills over ${n} iterations; ${disturbed.events.filter((e) => e.event === 'shard-reassigned').length} shards recomputed`,
+    );
   }, 600_000);
 
   it('resumes after the coordinator is killed -9: the workers reconnect and the run continues from its checkpoint', async () => {
     const cwd = mkdtempSync(path.join(os.tmpdir(), 'gan-dist-elastic-'));
     const port = await freePort();
     const runDir = path.join(cwd, 'run');
-    const log = () => (existsSync(path.join(runDir, 'train.log')) ? readFileSync(path.join(runDir, 'train.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)) : []);
+    const log = () =>
+      existsSync(path.join(runDir, 'train.log'))
+        ? readFileSync(path.join(runDir, 'train.log'), 'utf8')
+            .trim()
+            .split('\n')
+            .map((l) => JSON.parse(l))
+        : [];
     const common = ['--listen', `127.0.0.1:${port}`, '--workers', '0', '--min-workers', '2'];
-    const first = spawnCli(['train', '--preset', 'tiny', '--iterations', '100000', '--checkpoint-every', '3', '--run-dir', 'run', ...common], {}, cwd);
+    const first = spawnCli(
+      ['train', '--preset', 'tiny', '--iterations', '100000', '--checkpoint-every', '3', '--run-dir', 'run', ...common],
+      {},
+      cwd,
+    );
     await until(() => existsSync(path.join(runDir, 'token')), 'the token file');
     const tokenFile = path.join(runDir, 'token');
-    const workers = [0, 1].map(() => spawnCli(['worker', '--join', `ws://127.0.0.1:${port}`, '--token-file', tokenFile, '--backend', 'wasm', '--threads', '1', '--reconnect-timeout', '120']));
+    const workers = [0, 1].map(() =>
+      spawnCli([
+        'worker',
+        '--join',
+        `ws://127.0.0.1:${port}`,
+        '--token-file',
+        tokenFile,
+        '--backend',
+        'wasm',
+        '--threads',
+        '1',
+        '--reconnect-timeout',
+        '120',
+      ]),
+    );
     await until(() => log().some((l) => l.event === 'checkpoint-written' && l.iteration >= 3), 'a checkpoint');
     first.kill('SIGKILL');
     await exited(first);
     const before = log();
-    const checkpointed = Math.max(...before.filter((l) => l.event === 'checkpoint-written').map((l) => l.iteration as number));
+    const checkpointed = Math.max(
+      ...before.filter((l) => l.event === 'checkpoint-written').map((l) => l.iteration as number),
+    );
     const target = checkpointed + 4;
 
     const second = spawnCli(['train', '--resume', 'run', '--iterations', String(target), ...common], {}, cwd);

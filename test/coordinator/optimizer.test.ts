@@ -45,7 +45,10 @@ function randomArrays(rng: Rng, list: ParamSpec[], scale: number): NamedArrays {
 }
 
 const copy = (a: NamedArrays): NamedArrays => Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v.slice()]));
-const bits = (a: NamedArrays) => Object.fromEntries(Object.entries(a).map(([k, v]) => [k, Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length))]));
+const bits = (a: NamedArrays) =>
+  Object.fromEntries(
+    Object.entries(a).map(([k, v]) => [k, Array.from(new Uint32Array(v.buffer, v.byteOffset, v.length))]),
+  );
 
 /** The coordinator's arithmetic before the optimizer: accumulator, mean, adamStep per tensor. */
 function reference(params: NamedArrays, steps: { shards: { grads: NamedArrays; n: number }[] }[]) {
@@ -76,13 +79,26 @@ describe('Optimizer', () => {
   const want = reference(params, steps);
 
   // Gradients where shared memory delivers them: in the SIMD arena (the threads add them in place).
-  const inArena = (g: NamedArrays): NamedArrays => new FlatArrays(flatLayout(learnables), 'arena').load(g, 'gradients').views;
+  const inArena = (g: NamedArrays): NamedArrays =>
+    new FlatArrays(flatLayout(learnables), 'arena').load(g, 'gradients').views;
   const cases = [
     { name: 'on the main thread', threads: 1, addOn: 'main' as const },
     { name: 'on the main thread, shards fused in one add', threads: 1, addOn: 'main' as const, fused: true },
-    { name: 'on the main thread, gradients in the arena, fused', threads: 1, addOn: 'main' as const, fused: true, arena: true },
+    {
+      name: 'on the main thread, gradients in the arena, fused',
+      threads: 1,
+      addOn: 'main' as const,
+      fused: true,
+      arena: true,
+    },
     { name: 'with 2 threads doing Adam', threads: 2, addOn: 'main' as const },
-    { name: 'with 2 threads adding gradients in the arena, fused', threads: 2, addOn: 'main' as const, fused: true, arena: true },
+    {
+      name: 'with 2 threads adding gradients in the arena, fused',
+      threads: 2,
+      addOn: 'main' as const,
+      fused: true,
+      arena: true,
+    },
     { name: 'with 2 threads adding and doing Adam', threads: 2, addOn: 'threads' as const },
     { name: 'with 3 threads adding and doing Adam', threads: 3, addOn: 'threads' as const },
     { name: 'with 3 threads adding, shards fused', threads: 3, addOn: 'threads' as const, fused: true },
@@ -120,7 +136,12 @@ describe('Optimizer', () => {
       expect(Object.keys(opt.adamM)).toEqual(learnables.map((s) => s.name));
       expect(single.threads).toBe(1); // a small model stays on the main thread
       for (const o of [opt, single]) {
-        for (const a of [...Object.values(o.params), ...Object.values(o.adamM), ...Object.values(o.adamV), ...Object.values(o.gradientSums)]) {
+        for (const a of [
+          ...Object.values(o.params),
+          ...Object.values(o.adamM),
+          ...Object.values(o.adamV),
+          ...Object.values(o.gradientSums),
+        ]) {
           expect(simdArena().address(a)).toBeGreaterThan(0);
         }
       }
@@ -150,7 +171,11 @@ describe('Optimizer', () => {
           await o.step(k + 1, hyper);
         }
       }
-      const resumed = new Optimizer(specs, { params: copy(first.params), adamM: copy(first.adamM), adamV: copy(first.adamV) }, { threads: 2, minParallel: 0 });
+      const resumed = new Optimizer(
+        specs,
+        { params: copy(first.params), adamM: copy(first.adamM), adamV: copy(first.adamV) },
+        { threads: 2, minParallel: 0 },
+      );
       for (const [k, st] of steps.entries()) {
         if (k < 2) continue;
         resumed.begin();
@@ -187,22 +212,34 @@ describe('Optimizer', () => {
   it('refuses weights missing a tensor or of the wrong size', () => {
     const { ['D/c/b']: _gone, ...partial } = params;
     expect(() => new Optimizer(specs, { params: partial })).toThrow(/weights: missing tensor D\/c\/b/);
-    expect(() => new Optimizer(specs, { params: { ...params, 'D/c/b': new Float32Array(2) } })).toThrow(/D\/c\/b has 2 values, expected 1/);
+    expect(() => new Optimizer(specs, { params: { ...params, 'D/c/b': new Float32Array(2) } })).toThrow(
+      /D\/c\/b has 2 values, expected 1/,
+    );
   });
 
   it("ends a coordinator's optimizer threads when its run ends", async () => {
     await loadBackend('wasm', { threads: 1 });
-    const h = await startCoordinator(resolveConfig({ preset: 'tiny', flags: { seed: 3, iterations: 2 } }), { minWorkers: 1 });
+    const h = await startCoordinator(resolveConfig({ preset: 'tiny', flags: { seed: 3, iterations: 2 } }), {
+      minWorkers: 1,
+    });
     const optimizer = (h.coordinator as unknown as { optimizer: Optimizer }).optimizer;
     let during: readonly import('node:worker_threads').Worker[] = [];
     h.coordinator.watchIterations(() => (during = optimizer.poolThreads));
-    const worker = runWorker({ url: `ws://${h.endpoint}`, token: h.token, backend: 'wasm', threads: 1, ganDistVersion: 'test' });
+    const worker = runWorker({
+      url: `ws://${h.endpoint}`,
+      token: h.token,
+      backend: 'wasm',
+      threads: 1,
+      ganDistVersion: 'test',
+    });
     expect(await h.coordinator.run()).toBe('finished');
     expect((await worker).exitCode).toBe(0);
     // The tiny model (532 k learnables) is above the main-thread bound: the pool did the steps.
     expect(optimizer.threads).toBe(DEFAULT_OPTIMIZER_THREADS);
     expect(during).toHaveLength(DEFAULT_OPTIMIZER_THREADS > 1 ? DEFAULT_OPTIMIZER_THREADS : 0);
     expect(during.map((w) => w.threadId)).toEqual(during.map(() => -1));
-    expect(h.events.find((e) => e.event === 'state' && e.fields.to === 'running')?.fields.adamThreads).toBe(DEFAULT_OPTIMIZER_THREADS);
+    expect(h.events.find((e) => e.event === 'state' && e.fields.to === 'running')?.fields.adamThreads).toBe(
+      DEFAULT_OPTIMIZER_THREADS,
+    );
   });
 });

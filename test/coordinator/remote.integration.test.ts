@@ -3,7 +3,14 @@ import WebSocket from 'ws';
 import { createClientHandshake, newNonce } from '../../protocol/wire/auth.ts';
 import { modelConfigOf, resolveConfig, type TrainConfig } from '../../protocol/config.ts';
 import type { Coordinator } from '../../coordinator/coordinator.ts';
-import { decodeMessage, encodeMessage, paramTableHash, PRE_AUTH_LIMITS, PROTOCOL_VERSION, type Message } from '../../protocol/wire/protocol.ts';
+import {
+  decodeMessage,
+  encodeMessage,
+  paramTableHash,
+  PRE_AUTH_LIMITS,
+  PROTOCOL_VERSION,
+  type Message,
+} from '../../protocol/wire/protocol.ts';
 import { parameterTable } from '../../protocol/model/architecture.ts';
 import { runTlsIdentity } from '../../protocol/wire/tls.ts';
 import { Rng } from '../../protocol/rng.ts';
@@ -14,7 +21,8 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { startCoordinator, type Harness } from '../support/harness.ts';
 
-const tiny = (over: Partial<TrainConfig> = {}) => resolveConfig({ preset: 'tiny', flags: { seed: 9, validationFrequency: 1e6, ...over } });
+const tiny = (over: Partial<TrainConfig> = {}) =>
+  resolveConfig({ preset: 'tiny', flags: { seed: 9, validationFrequency: 1e6, ...over } });
 // The parameter table hash of the tiny model, as an honest worker computes it.
 const paramHash = paramTableHash(parameterTable(modelConfigOf(tiny())));
 const running: Coordinator[] = [];
@@ -33,10 +41,14 @@ const FZ_CONNECTIONS_MIN = Number(process.env.FZ_PRE ?? 8000) / 8;
 
 /** `gan-dist worker` as a child process; resolves to its exit code. */
 function workerProcess(url: string, token: string, extra: string[] = []): Promise<number | null> {
-  const child = spawn(process.execPath, [cli, 'worker', '--join', url, '--backend', 'wasm', '--threads', '1', '--reconnect-timeout', '0', ...extra], {
-    env: { ...process.env, GAN_DIST_TOKEN: token },
-    stdio: 'ignore',
-  });
+  const child = spawn(
+    process.execPath,
+    [cli, 'worker', '--join', url, '--backend', 'wasm', '--threads', '1', '--reconnect-timeout', '0', ...extra],
+    {
+      env: { ...process.env, GAN_DIST_TOKEN: token },
+      stdio: 'ignore',
+    },
+  );
   return new Promise((resolve) => child.on('exit', (code) => resolve(code)));
 }
 
@@ -74,12 +86,20 @@ const helloOf = (over: Partial<Extract<Message, { type: 'hello' }>> = {}): Messa
 describe('remote workers: who gets in', () => {
   it('turns away a wrong token: the worker exits 10 with the reason, the coordinator logs the rejection', async () => {
     const h = await coordinator(tiny({ iterations: 1 }), { minWorkers: 1 });
-    const outcome = await runWorker({ url: `ws://${h.endpoint}`, token: 'not-the-token-of-this-run', backend: 'wasm', ganDistVersion: 'test' });
+    const outcome = await runWorker({
+      url: `ws://${h.endpoint}`,
+      token: 'not-the-token-of-this-run',
+      backend: 'wasm',
+      ganDistVersion: 'test',
+    });
     expect(outcome.exitCode).toBe(WorkerExit.REJECTED);
     expect(outcome.reason).toMatch(/proof does not match this token/);
     // The worker found the coordinator's proof wrong first and said so before it hung up.
     await new Promise<void>((resolve) => {
-      const t = setInterval(() => h.events.some((e) => e.event === 'peer-rejected') && (clearInterval(t), resolve()), 10);
+      const t = setInterval(
+        () => h.events.some((e) => e.event === 'peer-rejected') && (clearInterval(t), resolve()),
+        10,
+      );
     });
     expect(h.events.find((e) => e.event === 'peer-rejected')?.fields.reason).toMatch(/gave up the handshake.*token/);
   });
@@ -91,33 +111,57 @@ describe('remote workers: who gets in', () => {
     c.ws.send(encodeMessage(helloOf({ protocolVersion: PROTOCOL_VERSION + 1 })));
     await c.closed;
     const reject = c.received.find((m) => m.type === 'reject');
-    expect(reject && 'reason' in reject && reject.reason).toMatch(new RegExp(`version ${PROTOCOL_VERSION + 1}.*version ${PROTOCOL_VERSION}`));
+    expect(reject && 'reason' in reject && reject.reason).toMatch(
+      new RegExp(`version ${PROTOCOL_VERSION + 1}.*version ${PROTOCOL_VERSION}`),
+    );
   });
 
   it('names both parameter tables when the model differs', async () => {
     const h = await coordinator(tiny(), { minWorkers: 1 });
     const c = rawClient(`ws://${h.endpoint}`);
-    const hs = createClientHandshake({ token: h.token, role: 'worker', ganDistVersion: 'test', backend: 'none', device: 'test' });
+    const hs = createClientHandshake({
+      token: h.token,
+      role: 'worker',
+      ganDistVersion: 'test',
+      backend: 'none',
+      device: 'test',
+    });
     await c.opened;
     c.ws.on('message', (d) => {
-      const step = hs.onMessage(decodeMessage(d as Buffer, { maxFrameBytes: 1 << 20, maxHeaderBytes: 1 << 16, maxTensors: 0 }));
+      const step = hs.onMessage(
+        decodeMessage(d as Buffer, { maxFrameBytes: 1 << 20, maxHeaderBytes: 1 << 16, maxTensors: 0 }),
+      );
       if (step.send) c.ws.send(encodeMessage(step.send));
       if (step.welcome) c.ws.send(encodeMessage(hs.ready('f'.repeat(64)).send!));
     });
     c.ws.send(encodeMessage(hs.start().send!));
     await c.closed;
     const reject = c.received.find((m) => m.type === 'reject');
-    expect(reject && 'reason' in reject && reject.reason).toMatch(/parameter table f{64}.*coordinator has [0-9a-f]{64}/);
+    expect(reject && 'reason' in reject && reject.reason).toMatch(
+      /parameter table f{64}.*coordinator has [0-9a-f]{64}/,
+    );
   });
 
   it('trains over wss with the pinned certificate, and a worker pinning another fingerprint refuses to connect', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'gan-dist-tls-'));
     const identity = await runTlsIdentity(dir);
     const h = await coordinator(tiny({ iterations: 2 }), { minWorkers: 1, tls: identity });
-    const wrong = await runWorker({ url: `wss://${h.endpoint}`, token: h.token, backend: 'wasm', ganDistVersion: 'test', fingerprint: 'ab'.repeat(32) });
+    const wrong = await runWorker({
+      url: `wss://${h.endpoint}`,
+      token: h.token,
+      backend: 'wasm',
+      ganDistVersion: 'test',
+      fingerprint: 'ab'.repeat(32),
+    });
     expect(wrong.exitCode).toBe(WorkerExit.REJECTED);
     expect(wrong.reason).toMatch(/fingerprint .* pins abab/);
-    const good = runWorker({ url: `wss://${h.endpoint}`, token: h.token, backend: 'wasm', ganDistVersion: 'test', fingerprint: identity.fingerprint });
+    const good = runWorker({
+      url: `wss://${h.endpoint}`,
+      token: h.token,
+      backend: 'wasm',
+      ganDistVersion: 'test',
+      fingerprint: identity.fingerprint,
+    });
     await h.coordinator.run();
     expect((await good).exitCode).toBe(WorkerExit.DONE);
     expect(h.records.map((r) => r.iteration)).toEqual([1, 2]);
@@ -154,11 +198,19 @@ describe('remote workers: hostile input', () => {
     while (sent < Number(process.env.FZ_ALL ?? 10000)) {
       const c = rawClient(`ws://${h.endpoint}`);
       await c.opened;
-      const hs = createClientHandshake({ token: h.token, role: 'worker', ganDistVersion: 'test', backend: 'none', device: 'test' });
+      const hs = createClientHandshake({
+        token: h.token,
+        role: 'worker',
+        ganDistVersion: 'test',
+        backend: 'none',
+        device: 'test',
+      });
       const ready = new Promise<void>((resolve) => {
         c.ws.on('message', (d) => {
           try {
-            const step = hs.onMessage(decodeMessage(d as Buffer, { maxFrameBytes: 1 << 30, maxHeaderBytes: 1 << 20, maxTensors: 4096 }));
+            const step = hs.onMessage(
+              decodeMessage(d as Buffer, { maxFrameBytes: 1 << 30, maxHeaderBytes: 1 << 20, maxTensors: 4096 }),
+            );
             if (step.send) c.ws.send(encodeMessage(step.send));
             if (step.welcome) {
               c.ws.send(encodeMessage(hs.ready(paramHash).send!));
@@ -172,7 +224,20 @@ describe('remote workers: hostile input', () => {
       c.ws.send(encodeMessage(hs.start().send!));
       await ready;
       const bad: Message[] = [
-        { type: 'gradients', iteration: 1, shardId: 0, weightsVersion: 0, n: 16, scoreG: 0.5, scoreD: 0.5, lossG: 1, lossD: 1, timings: { computeMs: 1 }, tensors: { 'G/proj/w': new Float32Array(3) }, shapes: { 'G/proj/w': [3] } },
+        {
+          type: 'gradients',
+          iteration: 1,
+          shardId: 0,
+          weightsVersion: 0,
+          n: 16,
+          scoreG: 0.5,
+          scoreD: 0.5,
+          lossG: 1,
+          lossD: 1,
+          timings: { computeMs: 1 },
+          tensors: { 'G/proj/w': new Float32Array(3) },
+          shapes: { 'G/proj/w': [3] },
+        },
         { type: 'gradientsNonFinite', iteration: 999999, shardId: 5, weightsVersion: 0, n: 1, tensorNames: ['x'] },
         { type: 'sample', iteration: 1, tensors: { images: new Float32Array(3) }, shapes: { images: [1, 1, 1, 3] } },
         helloOf(),
@@ -211,7 +276,6 @@ describe('remote workers: hostile input', () => {
   }, 300_000);
 });
 
-
 describe('remote workers: elastic', () => {
   it('keeps training while 16 simulated workers join and leave', async () => {
     const h = await coordinator(tiny({ iterations: 60 }), { minWorkers: 1 });
@@ -220,7 +284,14 @@ describe('remote workers: elastic', () => {
     const live: { abort: AbortController; outcome: Promise<unknown> }[] = [];
     const join = () => {
       const abort = new AbortController();
-      const outcome = runWorker({ url: `ws://${h.endpoint}`, token: h.token, backend: 'wasm', ganDistVersion: 'test', simulateStepMs: 5 + (rng.nextU32() % 20), signal: abort.signal });
+      const outcome = runWorker({
+        url: `ws://${h.endpoint}`,
+        token: h.token,
+        backend: 'wasm',
+        ganDistVersion: 'test',
+        simulateStepMs: 5 + (rng.nextU32() % 20),
+        signal: abort.signal,
+      });
       live.push({ abort, outcome });
     };
     for (let i = 0; i < 16; i++) join();

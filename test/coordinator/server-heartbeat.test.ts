@@ -24,10 +24,14 @@ function blockablePeer(url: string): { child: ChildProcess; id: Promise<number> 
       while (Date.now() < until) {}
       process.stdout.write('unblocked\\n');
     });`;
-  const child = spawn(process.execPath, ['--import', tsx, '--input-type=module', '-e', code], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', tsx, '--input-type=module', '-e', code], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   children.push(child);
   // Its peer id, from the coordinator's welcome: connection order says nothing about which is which.
-  const id = new Promise<number>((resolve) => child.stdout!.once('data', (d) => resolve(Number(/id (\d+)/.exec(String(d))![1]))));
+  const id = new Promise<number>((resolve) =>
+    child.stdout!.once('data', (d) => resolve(Number(/id (\d+)/.exec(String(d))![1]))),
+  );
   return { child, id };
 }
 
@@ -64,7 +68,8 @@ describe('heartbeat', () => {
       // Both stop answering for 2.5 s, 25 heartbeat periods (room for a loaded machine's timers).
       const unblocked = (c: ChildProcess) => new Promise((r) => c.stdout!.once('data', r));
       const goneIn = async (id: number, ms: number) => {
-        for (const end = Date.now() + ms; Date.now() < end && !gone.some((g) => g.id === id); ) await new Promise((r) => setTimeout(r, 20));
+        for (const end = Date.now() + ms; Date.now() < end && !gone.some((g) => g.id === id); )
+          await new Promise((r) => setTimeout(r, 20));
       };
       const done = Promise.all([unblocked(idle), unblocked(busy)]);
       idle.stdin!.write('2500\n');

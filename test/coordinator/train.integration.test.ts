@@ -16,13 +16,20 @@ import { cliPath as cli, repoRoot as root } from '../support/paths.ts';
 const flowers = path.resolve(root, '../shared/data/flowers');
 const hasFlowers = existsSync(flowers);
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'gan-dist-train-'));
-const tiny = (over: Partial<TrainConfig> = {}) => resolveConfig({ preset: 'tiny', flags: { seed: 5, validationFrequency: 2, ...over } });
+const tiny = (over: Partial<TrainConfig> = {}) =>
+  resolveConfig({ preset: 'tiny', flags: { seed: 5, validationFrequency: 2, ...over } });
 
 function logLines(runDir: string): Record<string, unknown>[] {
-  return readFileSync(path.join(runDir, 'train.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  return readFileSync(path.join(runDir, 'train.log'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
 }
 
-function runCli(args: string[], opts: { cwd: string; onStdout?: (s: string, child: ReturnType<typeof spawn>) => void }) {
+function runCli(
+  args: string[],
+  opts: { cwd: string; onStdout?: (s: string, child: ReturnType<typeof spawn>) => void },
+) {
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
     const child = spawn(process.execPath, [cli, ...args], { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -39,12 +46,35 @@ function runCli(args: string[], opts: { cwd: string; onStdout?: (s: string, chil
 describe('gan-dist train', () => {
   it('resumed for N more iterations equals 2N in one go: weights and Adam state', async () => {
     const cwd = tmp();
-    const common = { data: 'synthetic', listen: '127.0.0.1:0', workers: 2, backend: 'wasm', checkpointEvery: 0, keepCheckpoints: 2, cwd };
+    const common = {
+      data: 'synthetic',
+      listen: '127.0.0.1:0',
+      workers: 2,
+      backend: 'wasm',
+      checkpointEvery: 0,
+      keepCheckpoints: 2,
+      cwd,
+    };
     // Over the socket in one go, through shared memory split in two: transports must not change a bit.
-    const straight = await train({ ...common, config: tiny({ iterations: 4 }), runDir: 'straight', transport: 'socket' });
+    const straight = await train({
+      ...common,
+      config: tiny({ iterations: 4 }),
+      runDir: 'straight',
+      transport: 'socket',
+    });
     const first = await train({ ...common, config: tiny({ iterations: 2 }), runDir: 'split', transport: 'shm' });
-    const resumed = await train({ ...common, config: tiny({ iterations: 4 }), overrides: { iterations: 4 }, resume: first.runDir, transport: 'shm' });
-    for (const [dir, local] of [[straight.runDir, 'socket'], [first.runDir, 'shm'], [resumed.runDir, 'shm']]) {
+    const resumed = await train({
+      ...common,
+      config: tiny({ iterations: 4 }),
+      overrides: { iterations: 4 },
+      resume: first.runDir,
+      transport: 'shm',
+    });
+    for (const [dir, local] of [
+      [straight.runDir, 'socket'],
+      [first.runDir, 'shm'],
+      [resumed.runDir, 'shm'],
+    ]) {
       expect(logLines(dir).find((l) => l.event === 'transport')?.local, dir).toBe(local);
     }
     expect([straight.iteration, first.iteration, resumed.iteration]).toEqual([4, 2, 4]);
@@ -60,7 +90,9 @@ describe('gan-dist train', () => {
     expect(b.rng).toEqual(a.rng);
     expect(b.data).toEqual(a.data);
     // Iteration lines are contiguous across the resume, each written once.
-    const its = logLines(resumed.runDir).filter((l) => l.msg === 'iteration').map((l) => l.iteration);
+    const its = logLines(resumed.runDir)
+      .filter((l) => l.msg === 'iteration')
+      .map((l) => l.iteration);
     expect(its).toEqual([1, 2, 3, 4]);
   });
 
@@ -85,7 +117,9 @@ describe('gan-dist train', () => {
     const lines = logLines(r.runDir);
     const floor = lines.filter((l) => l.event === 'eval-floor');
     expect(floor).toHaveLength(1);
-    expect(Object.keys(floor[0])).toEqual(expect.arrayContaining(['iteration', 'swd', 'swdLevels', 'resolutions', 'count', 'seed']));
+    expect(Object.keys(floor[0])).toEqual(
+      expect.arrayContaining(['iteration', 'swd', 'swdLevels', 'resolutions', 'count', 'seed']),
+    );
     expect(floor[0]).toMatchObject({ iteration: 0, count: 8, seed: 0, resolutions: [32, 16] });
     const evals = lines.filter((l) => l.event === 'eval');
     // Every 2nd iteration, the untrained G at 0, and the last iteration.
@@ -109,46 +143,81 @@ describe('gan-dist train', () => {
     expect(floor[0].swd).toBe(Math.round(offline.floor.mean * 1000) / 1000);
   });
 
-  it.skipIf(!hasFlowers)('trains on the shared flower photos with 2 workers: logs, samples, checkpoint, resume (skips without ../shared)', async () => {
-    const cwd = tmp();
-    const r1 = await runCli(['train', '--data', flowers, '--preset', 'tiny', '--iterations', '3', '--validation-frequency', '2', '--run-dir', 'run', '--print-every', '1'], { cwd });
-    expect(r1.code, r1.stderr).toBe(0);
-    expect(r1.stdout).toMatch(/iter 3\/3/);
-    const r2 = await runCli(['train', '--resume', 'run', '--iterations', '4'], { cwd });
-    expect(r2.code, r2.stderr).toBe(0);
-    const lines = logLines(path.join(cwd, 'run'));
-    const iters = lines.filter((l) => l.msg === 'iteration');
-    expect(iters.map((l) => l.iteration)).toEqual([1, 2, 3, 4]);
-    for (const l of iters) for (const k of ['epoch', 'scoreG', 'scoreD', 'lossG', 'lossD', 'imagesPerSec']) expect(typeof l[k], k).toBe('number');
-    expect(readdirSync(path.join(cwd, 'run/samples'))).toEqual(['iter-000001.png', 'iter-000002.png', 'iter-000004.png']);
-    expect(readdirSync(path.join(cwd, 'run/checkpoints'))).toEqual(['iter-000003', 'iter-000004']);
-    expect(lines.some((l) => l.event === 'data-ready' && l.images === 300)).toBe(true);
+  it.skipIf(!hasFlowers)(
+    'trains on the shared flower photos with 2 workers: logs, samples, checkpoint, resume (skips without ../shared)',
+    async () => {
+      const cwd = tmp();
+      const r1 = await runCli(
+        [
+          'train',
+          '--data',
+          flowers,
+          '--preset',
+          'tiny',
+          '--iterations',
+          '3',
+          '--validation-frequency',
+          '2',
+          '--run-dir',
+          'run',
+          '--print-every',
+          '1',
+        ],
+        { cwd },
+      );
+      expect(r1.code, r1.stderr).toBe(0);
+      expect(r1.stdout).toMatch(/iter 3\/3/);
+      const r2 = await runCli(['train', '--resume', 'run', '--iterations', '4'], { cwd });
+      expect(r2.code, r2.stderr).toBe(0);
+      const lines = logLines(path.join(cwd, 'run'));
+      const iters = lines.filter((l) => l.msg === 'iteration');
+      expect(iters.map((l) => l.iteration)).toEqual([1, 2, 3, 4]);
+      for (const l of iters)
+        for (const k of ['epoch', 'scoreG', 'scoreD', 'lossG', 'lossD', 'imagesPerSec'])
+          expect(typeof l[k], k).toBe('number');
+      expect(readdirSync(path.join(cwd, 'run/samples'))).toEqual([
+        'iter-000001.png',
+        'iter-000002.png',
+        'iter-000004.png',
+      ]);
+      expect(readdirSync(path.join(cwd, 'run/checkpoints'))).toEqual(['iter-000003', 'iter-000004']);
+      expect(lines.some((l) => l.event === 'data-ready' && l.images === 300)).toBe(true);
 
-    const grid = await runCli(['generate', '--checkpoint', 'run', '--out', 'grid.png', '--json', '--backend', 'wasm'], { cwd });
-    expect(grid.code, grid.stderr).toBe(0);
-    const meta = await sharp(path.join(cwd, 'grid.png')).metadata();
-    expect([meta.width, meta.height]).toEqual([5 * 32, 5 * 32]);
-    const exported = await runCli(['generate', '--checkpoint', 'run', '--format', 'tfjs', '--out', 'gen', '--backend', 'wasm'], { cwd });
-    expect(exported.code, exported.stderr).toBe(0);
-    const { tf } = await loadBackend('wasm');
-    const model = await loadExportedGenerator(tf, path.join(cwd, 'gen'));
-    const out = model.predict(tf.zeros([2, 100])) as import('@tensorflow/tfjs').Tensor;
-    expect(out.shape).toEqual([2, 32, 32, 3]);
-    out.dispose();
-  });
+      const grid = await runCli(
+        ['generate', '--checkpoint', 'run', '--out', 'grid.png', '--json', '--backend', 'wasm'],
+        { cwd },
+      );
+      expect(grid.code, grid.stderr).toBe(0);
+      const meta = await sharp(path.join(cwd, 'grid.png')).metadata();
+      expect([meta.width, meta.height]).toEqual([5 * 32, 5 * 32]);
+      const exported = await runCli(
+        ['generate', '--checkpoint', 'run', '--format', 'tfjs', '--out', 'gen', '--backend', 'wasm'],
+        { cwd },
+      );
+      expect(exported.code, exported.stderr).toBe(0);
+      const { tf } = await loadBackend('wasm');
+      const model = await loadExportedGenerator(tf, path.join(cwd, 'gen'));
+      const out = model.predict(tf.zeros([2, 100])) as import('@tensorflow/tfjs').Tensor;
+      expect(out.shape).toEqual([2, 32, 32, 3]);
+      out.dispose();
+    },
+  );
 
   it('stops cleanly on SIGINT: finishes the iteration, writes a checkpoint, exits 0', async () => {
     const cwd = tmp();
     let sent = false;
-    const r = await runCli(['train', '--preset', 'tiny', '--iterations', '10000', '--run-dir', 'run', '--print-every', '1'], {
-      cwd,
-      onStdout: (out, child) => {
-        if (!sent && /iter 2\//.test(out)) {
-          sent = true;
-          child.kill('SIGINT');
-        }
+    const r = await runCli(
+      ['train', '--preset', 'tiny', '--iterations', '10000', '--run-dir', 'run', '--print-every', '1'],
+      {
+        cwd,
+        onStdout: (out, child) => {
+          if (!sent && /iter 2\//.test(out)) {
+            sent = true;
+            child.kill('SIGINT');
+          }
+        },
       },
-    });
+    );
     expect(r.code, r.stderr).toBe(0);
     const lines = logLines(path.join(cwd, 'run'));
     expect(lines.some((l) => l.event === 'stop-requested')).toBe(true);
@@ -197,7 +266,14 @@ describe('launcher', () => {
       plan.map(
         (spec) =>
           new Promise<string>((resolve) => {
-            const w = launchWorker(spec, 'ws://127.0.0.1:9', 'x'.repeat(64), undefined, () => {}, () => {});
+            const w = launchWorker(
+              spec,
+              'ws://127.0.0.1:9',
+              'x'.repeat(64),
+              undefined,
+              () => {},
+              () => {},
+            );
             const env = readFileSync(`/proc/${w.child.pid}/environ`, 'utf8').split('\0');
             w.child.kill();
             resolve(env.find((e) => e.startsWith('CUDA_VISIBLE_DEVICES=')) ?? 'none');

@@ -17,7 +17,8 @@ function store(n: number): MemoryStore {
 }
 
 const draw = (it: BatchIterator, k: number): Batch[] => Array.from({ length: k }, () => it.next());
-const summary = (b: Batch): string => `${b.epoch}:${b.iteration}:${[...b.indices].join(',')}:${[...b.flipped].join('')}`;
+const summary = (b: Batch): string =>
+  `${b.epoch}:${b.iteration}:${[...b.indices].join(',')}:${[...b.flipped].join('')}`;
 
 describe('BatchIterator', () => {
   it('draws the same batches, images and flips for the same seed', () => {
@@ -33,7 +34,8 @@ describe('BatchIterator', () => {
   it('shuffles each epoch into a different order of every image', () => {
     const it = new BatchIterator(store(40), SIZE, { batchSize: 10, seed: 1 });
     const epochs = [0, 1, 2].map(() => draw(it, 4).flatMap((b) => [...b.indices]));
-    for (const order of epochs) expect([...order].sort((x, y) => x - y)).toEqual(Array.from({ length: 40 }, (_, i) => i));
+    for (const order of epochs)
+      expect([...order].sort((x, y) => x - y)).toEqual(Array.from({ length: 40 }, (_, i) => i));
     expect(epochs[1]).not.toEqual(epochs[0]);
     expect(epochs[2]).not.toEqual(epochs[1]);
   });
@@ -42,7 +44,13 @@ describe('BatchIterator', () => {
     const it = new BatchIterator(store(10), SIZE, { batchSize: 4, seed: 2 });
     expect(it.iterationsPerEpoch).toBe(2);
     const batches = draw(it, 5);
-    expect(batches.map((b) => [b.epoch, b.iteration])).toEqual([[1, 1], [1, 2], [2, 1], [2, 2], [3, 1]]);
+    expect(batches.map((b) => [b.epoch, b.iteration])).toEqual([
+      [1, 1],
+      [1, 2],
+      [2, 1],
+      [2, 2],
+      [3, 1],
+    ]);
     const firstEpoch = batches.slice(0, 2).flatMap((b) => [...b.indices]);
     expect(new Set(firstEpoch).size).toBe(8);
   });
@@ -81,8 +89,12 @@ describe('BatchIterator', () => {
 
   it('refuses a saved state made with another batch size or dataset', () => {
     const saved = new BatchIterator(store(30), SIZE, { batchSize: 7, seed: 9 }).state();
-    expect(() => new BatchIterator(store(30), SIZE, { batchSize: 8, seed: 9, state: saved })).toThrow(/batchSize 7 but this run has 8/);
-    expect(() => new BatchIterator(store(31), SIZE, { batchSize: 7, seed: 9, state: saved })).toThrow(/datasetSize 30 but this run has 31/);
+    expect(() => new BatchIterator(store(30), SIZE, { batchSize: 8, seed: 9, state: saved })).toThrow(
+      /batchSize 7 but this run has 8/,
+    );
+    expect(() => new BatchIterator(store(31), SIZE, { batchSize: 7, seed: 9, state: saved })).toThrow(
+      /datasetSize 30 but this run has 31/,
+    );
   });
 
   it('stops with a data error when the dataset is smaller than one batch', () => {

@@ -60,7 +60,14 @@ describe('the decoded-image cache', () => {
     const cacheDir = path.join(work, 'options');
     await open(cacheDir);
     const events: string[] = [];
-    await openDataset({ data: photos, imageSize: 16, resize: 'cover', seed: 0, cacheDir, log: (e) => events.push(e.event) });
+    await openDataset({
+      data: photos,
+      imageSize: 16,
+      resize: 'cover',
+      seed: 0,
+      cacheDir,
+      log: (e) => events.push(e.event),
+    });
     expect(events).toContain('data-cache-miss');
   });
 

@@ -20,12 +20,16 @@ const raw = { raw: { width: W, height: H, channels: 3 as const } };
 let dir: string;
 const options: DecodeOptions = { imageSize: 16, resize: 'stretch', maxInputPixels: 100_000_000 };
 
-async function decode(name: string, opts: DecodeOptions = options): Promise<{ px: Uint8Array; skip: Awaited<ReturnType<typeof decodeInto>> }> {
+async function decode(
+  name: string,
+  opts: DecodeOptions = options,
+): Promise<{ px: Uint8Array; skip: Awaited<ReturnType<typeof decodeInto>> }> {
   const px = new Uint8Array(opts.imageSize * opts.imageSize * 3);
   const skip = await decodeInto(path.join(dir, name), opts, px);
   return { px, skip };
 }
-const pixel = (px: Uint8Array, x: number, y: number, size = 16): number[] => Array.from(px.subarray((y * size + x) * 3, (y * size + x) * 3 + 3));
+const pixel = (px: Uint8Array, x: number, y: number, size = 16): number[] =>
+  Array.from(px.subarray((y * size + x) * 3, (y * size + x) * 3 + 3));
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'gan-dist-decode-'));
@@ -40,17 +44,23 @@ beforeAll(async () => {
   await sharp(halves(), raw).jpeg().withMetadata({ orientation: 6 }).toFile(path.join(dir, 'rotated.jpg'));
   const rgba = Buffer.alloc(W * H * 4);
   for (let i = 0; i < W * H; i++) rgba.set([0, 200, 0, i % W < W / 2 ? 0 : 255], i * 4);
-  await sharp(rgba, { raw: { width: W, height: H, channels: 4 } }).png().toFile(path.join(dir, 'alpha.png'));
+  await sharp(rgba, { raw: { width: W, height: H, channels: 4 } })
+    .png()
+    .toFile(path.join(dir, 'alpha.png'));
   // Red, a green band in the middle 20 columns, blue.
   const wide = Buffer.alloc(400 * 20 * 3);
   for (let i = 0; i < 400 * 20; i++) {
     const x = i % 400;
     wide.set(x < 190 ? [230, 20, 20] : x < 210 ? [20, 200, 20] : [20, 20, 230], i * 3);
   }
-  await sharp(wide, { raw: { width: 400, height: 20, channels: 3 } }).png().toFile(path.join(dir, 'panorama.png'));
+  await sharp(wide, { raw: { width: 400, height: 20, channels: 3 } })
+    .png()
+    .toFile(path.join(dir, 'panorama.png'));
   const noise = Buffer.alloc(300 * 200 * 3);
   for (let i = 0; i < noise.length; i++) noise[i] = (i * 7919) % 251;
-  const jpeg = await sharp(noise, { raw: { width: 300, height: 200, channels: 3 } }).jpeg().toBuffer();
+  const jpeg = await sharp(noise, { raw: { width: 300, height: 200, channels: 3 } })
+    .jpeg()
+    .toBuffer();
   await writeFile(path.join(dir, 'truncated.jpg'), jpeg.subarray(0, jpeg.length >> 1));
   await writeFile(path.join(dir, 'empty.jpg'), '');
   await writeFile(path.join(dir, 'text.jpg'), 'this is not a picture\n');

@@ -18,7 +18,10 @@ const requests: string[] = [];
 /** A .tgz holding `top`/daisy/a.jpg and `top`/roses/b.jpg, like flower_photos.tgz in miniature. */
 async function makeArchive(top: string): Promise<Buffer> {
   const src = await mkdtemp(path.join(work, 'src-'));
-  for (const [folder, name] of [['daisy', 'a.jpg'], ['roses', 'b.jpg']]) {
+  for (const [folder, name] of [
+    ['daisy', 'a.jpg'],
+    ['roses', 'b.jpg'],
+  ]) {
     await mkdir(path.join(src, top, folder), { recursive: true });
     await writeFile(path.join(src, top, folder, name), `${folder} bytes`);
   }
@@ -100,7 +103,10 @@ describe('fetchFlowers', () => {
   });
 
   it('fails on a download cut short and keeps no partial file', async () => {
-    await expect(fetchFlowers({ dir, url: `${base}/cut-short` })).rejects.toMatchObject({ name: 'GanDistError', code: 'GAN_DIST_E_NETWORK' });
+    await expect(fetchFlowers({ dir, url: `${base}/cut-short` })).rejects.toMatchObject({
+      name: 'GanDistError',
+      code: 'GAN_DIST_E_NETWORK',
+    });
     expect(await readdir(dir)).toEqual([]);
   });
 

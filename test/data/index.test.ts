@@ -37,7 +37,12 @@ function bombPng(width: number, height: number): Buffer {
   ihdr[8] = 8; // bit depth
   ihdr[9] = 2; // RGB
   const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-  return Buffer.concat([signature, chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(1024))), chunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([
+    signature,
+    chunk('IHDR', ihdr),
+    chunk('IDAT', deflateSync(Buffer.alloc(1024))),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
 /** The awkward folder of the issue: every kind of image a user might have, and every kind of junk. */
@@ -58,8 +63,12 @@ async function makeMixedFolder(root: string): Promise<void> {
   await img().webp().toFile(at('pic.webp'));
   await img().jpeg({ progressive: true }).toFile(at('progressive.JPG'));
   await img().jpeg().withMetadata({ orientation: 6 }).toFile(at('rotated.jpg'));
-  await sharp({ create: { width: 16, height: 16, channels: 3, background: '#3366cc' } }).png().toFile(at('tiny.png'));
-  await sharp({ create: { width: 600, height: 40, channels: 3, background: '#22aa44' } }).jpeg().toFile(at('panorama.jpg'));
+  await sharp({ create: { width: 16, height: 16, channels: 3, background: '#3366cc' } })
+    .png()
+    .toFile(at('tiny.png'));
+  await sharp({ create: { width: 600, height: 40, channels: 3, background: '#22aa44' } })
+    .jpeg()
+    .toFile(at('panorama.jpg'));
   const noise = Buffer.alloc(300 * 200 * 3);
   for (let i = 0; i < noise.length; i++) noise[i] = (i * 7919) % 251;
   const jpeg = await img(300, 200, noise).jpeg().toBuffer();
@@ -102,7 +111,18 @@ describe('openDataset on a folder', () => {
     const events: DataEvent[] = [];
     const dataset = await open({ data: mixed, log: (e) => events.push(e) });
     expect([...dataset.files].sort()).toEqual(
-      ['alpha.png', 'anim.gif', 'cmyk.jpg', 'deep.png', 'gray.jpg', 'panorama.jpg', 'pic.webp', 'progressive.JPG', 'rotated.jpg', 'tiny.png'].map((f) => `photos/${f}`),
+      [
+        'alpha.png',
+        'anim.gif',
+        'cmyk.jpg',
+        'deep.png',
+        'gray.jpg',
+        'panorama.jpg',
+        'pic.webp',
+        'progressive.JPG',
+        'rotated.jpg',
+        'tiny.png',
+      ].map((f) => `photos/${f}`),
     );
     expect(dataset.skipped.files.map((f) => [f.rel, f.kind])).toEqual([
       ['photos/._foo.jpg', 'junk'],

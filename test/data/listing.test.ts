@@ -11,7 +11,9 @@ let png: Buffer;
 
 beforeAll(async () => {
   root = await mkdtemp(path.join(tmpdir(), 'gan-dist-listing-'));
-  png = await sharp({ create: { width: 4, height: 4, channels: 3, background: '#808080' } }).png().toBuffer();
+  png = await sharp({ create: { width: 4, height: 4, channels: 3, background: '#808080' } })
+    .png()
+    .toBuffer();
   await mkdir(path.join(root, 'tulips', 'nested'), { recursive: true });
   await mkdir(path.join(root, 'daisy'));
   await mkdir(path.join(root, '.hidden'));
@@ -56,14 +58,20 @@ describe('listImages', () => {
     const listing = await listImages(root);
     const rels = listing.files.map((f) => f.rel);
     expect(new Set(rels).size).toBe(rels.length);
-    expect(rels.some((r) => r.includes('up/') || r.startsWith('zz-daisy-again/') || r.includes('hardlink'))).toBe(false);
+    expect(rels.some((r) => r.includes('up/') || r.startsWith('zz-daisy-again/') || r.includes('hardlink'))).toBe(
+      false,
+    );
   });
 
   it('reports AppleDouble junk and unsupported formats with reasons, and ignores plain non-images', async () => {
     const listing = await listImages(root);
     expect(listing.skipped).toEqual([
       { rel: 'daisy/._a.png', kind: 'junk', reason: expect.stringMatching(/AppleDouble/) },
-      { rel: 'daisy/icon.bmp', kind: 'unsupported', reason: expect.stringMatching(/BMP images are not decodable by sharp/) },
+      {
+        rel: 'daisy/icon.bmp',
+        kind: 'unsupported',
+        reason: expect.stringMatching(/BMP images are not decodable by sharp/),
+      },
     ]);
     expect(listing.ignored).toBe(2); // notes.txt, LICENSE.txt
   });

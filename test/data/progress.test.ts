@@ -38,7 +38,15 @@ describe('formatProgress', () => {
   });
 
   it('shows bytes in readable units', () => {
-    const event: ProgressEvent = { ...progress(0, 0), task: 'download', unit: 'bytes', done: 5 * 1024 ** 2, total: 218 * 1024 ** 2, rate: 2 * 1024 ** 2, etaS: 106.5 };
+    const event: ProgressEvent = {
+      ...progress(0, 0),
+      task: 'download',
+      unit: 'bytes',
+      done: 5 * 1024 ** 2,
+      total: 218 * 1024 ** 2,
+      rate: 2 * 1024 ** 2,
+      etaS: 106.5,
+    };
     expect(formatProgress(event, 0)).toBe('download  5.0 MB/218.0 MB  2.0 MB/s  ETA 1m47s');
   });
 });
@@ -61,6 +69,8 @@ describe('stderrLog', () => {
     log(progress(300, 300));
     log({ event: 'data-skip', level: 'warn', file: 'a/b.jpg', kind: 'truncated', reason: 'truncated image' });
     expect(text()).not.toContain('\r');
-    expect(text()).toBe('decode  1/300 images  150/s  ETA 2s\ndecode  300/300 images  150/s\nwarning: skipped a/b.jpg: truncated image\n');
+    expect(text()).toBe(
+      'decode  1/300 images  150/s  ETA 2s\ndecode  300/300 images  150/s\nwarning: skipped a/b.jpg: truncated image\n',
+    );
   });
 });

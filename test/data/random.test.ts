@@ -4,7 +4,9 @@ import { hashInts, Random } from '../../protocol/random.ts';
 describe('Random', () => {
   it('produces the reference xoshiro128** sequence from state 1, 2, 3, 4', () => {
     const rng = Random.fromState([1, 2, 3, 4]);
-    expect(Array.from({ length: 6 }, () => rng.nextUint32())).toEqual([11520, 0, 5927040, 70819200, 2031721883, 1637235492]);
+    expect(Array.from({ length: 6 }, () => rng.nextUint32())).toEqual([
+      11520, 0, 5927040, 70819200, 2031721883, 1637235492,
+    ]);
   });
 
   it('continues identically from a JSON round trip of its state', () => {

@@ -75,7 +75,8 @@ function naivePyrDownAt(img: Float32Array, n: number, y: number, x: number, c: n
   const g = [1, 4, 6, 4, 1];
   const m = (i: number) => (i < 0 ? -i : i >= n ? 2 * (n - 1) - i : i);
   let s = 0;
-  for (let j = 0; j < 5; j++) for (let k = 0; k < 5; k++) s += g[j] * g[k] * img[(m(2 * y + j - 2) * n + m(2 * x + k - 2)) * 3 + c];
+  for (let j = 0; j < 5; j++)
+    for (let k = 0; k < 5; k++) s += g[j] * g[k] * img[(m(2 * y + j - 2) * n + m(2 * x + k - 2)) * 3 + c];
   return s / 256;
 }
 
@@ -87,11 +88,17 @@ describe('Laplacian pyramid', () => {
     expect(() => pyramidResolutions(8)).toThrow(/below the smallest SWD level/);
   });
 
-  it("pyrDown is cv2.pyrDown: the 5x5 binomial filter with mirrored edges at even pixels", () => {
+  it('pyrDown is cv2.pyrDown: the 5x5 binomial filter with mirrored edges at even pixels', () => {
     const n = 8;
     const img = randomImages(1, n, 3);
     const down = pyrDown(img, 1, n);
-    for (const [y, x] of [[0, 0], [0, 3], [2, 1], [3, 3], [1, 2]]) {
+    for (const [y, x] of [
+      [0, 0],
+      [0, 3],
+      [2, 1],
+      [3, 3],
+      [1, 2],
+    ]) {
       for (let c = 0; c < 3; c++) expect(down[(y * 4 + x) * 3 + c]).toBeCloseTo(naivePyrDownAt(img, n, y, x, c), 3);
     }
   });
@@ -109,7 +116,10 @@ describe('Laplacian pyramid', () => {
     const levels = laplacianPyramid(img, 2, 64, 3);
     expect(levels.map((l) => l.length)).toEqual([2 * 64 * 64 * 3, 2 * 32 * 32 * 3, 2 * 16 * 16 * 3]);
     let rebuilt = levels[2];
-    for (const [l, n] of [[1, 16], [0, 32]] as const) {
+    for (const [l, n] of [
+      [1, 16],
+      [0, 32],
+    ] as const) {
       const up = pyrUp(rebuilt, 2, n);
       rebuilt = levels[l].map((v, i) => v + up[i]);
     }
@@ -150,11 +160,12 @@ describe('descriptors and projections', () => {
     for (let c = 0; c < 3; c++) {
       let s = 0;
       let q = 0;
-      for (let r = 0; r < 300; r++) for (let k = 0; k < 49; k++) {
-        const v = desc[r * 147 + c * 49 + k];
-        s += v;
-        q += v * v;
-      }
+      for (let r = 0; r < 300; r++)
+        for (let k = 0; k < 49; k++) {
+          const v = desc[r * 147 + c * 49 + k];
+          s += v;
+          q += v * v;
+        }
       expect(s / (300 * 49)).toBeCloseTo(0, 5);
       expect(Math.sqrt(q / (300 * 49))).toBeCloseTo(1, 4);
     }
@@ -162,7 +173,9 @@ describe('descriptors and projections', () => {
 
   it('sorts float32 values as the native sort does, negatives, zeros and extremes included', () => {
     const rng = new Rng(4);
-    const a = rng.fillNormal(new Float32Array(5001)).map((v, i) => (i % 97 === 0 ? 0 : i % 101 === 0 ? v * 1e30 : v * 1e-3));
+    const a = rng
+      .fillNormal(new Float32Array(5001))
+      .map((v, i) => (i % 97 === 0 ? 0 : i % 101 === 0 ? v * 1e30 : v * 1e-3));
     expect(sortFloat32(a.slice())).toEqual(a.slice().sort());
   });
 
@@ -171,7 +184,8 @@ describe('descriptors and projections', () => {
     const dim = 147;
     const desc = rng.fillNormal(new Float32Array(9 * dim)); // odd rows: the tiled loop's remainder too
     const dirs = randomDirections(6, dim, rng); // not a multiple of 4 either
-    for (let d = 0; d < 6; d++) expect(dirs.subarray(d * dim, (d + 1) * dim).reduce((s, v) => s + v * v, 0)).toBeCloseTo(1, 5);
+    for (let d = 0; d < 6; d++)
+      expect(dirs.subarray(d * dim, (d + 1) * dim).reduce((s, v) => s + v * v, 0)).toBeCloseTo(1, 5);
     const proj = sortedProjections(desc, dim, dirs);
     for (let d = 0; d < 6; d++) {
       const expected = Float32Array.from({ length: 9 }, (_, r) => {
@@ -202,12 +216,21 @@ describe('SWD evaluator', () => {
     expect(b.swd(toGenerated(other))).toEqual(r);
     expect(await a.swdAsync(toGenerated(other))).toEqual(r);
     expect(a.swdUint8(other)).toEqual(r);
-    expect(createSwdEvaluator({ realImages: real, count, size, seed: 4, ...fast }).swd(toGenerated(other)).mean).not.toBe(r.mean);
+    expect(
+      createSwdEvaluator({ realImages: real, count, size, seed: 4, ...fast }).swd(toGenerated(other)).mean,
+    ).not.toBe(r.mean);
   });
 
   it('swdAsync lets the event loop through after every block of directions, not only between repeats', async () => {
     const real = blobImages(count, size, 1);
-    const ev = createSwdEvaluator({ realImages: real, count, size, seed: 3, ...fast, directions: 4 * SWD_DIRECTION_BLOCK });
+    const ev = createSwdEvaluator({
+      realImages: real,
+      count,
+      size,
+      seed: 3,
+      ...fast,
+      directions: 4 * SWD_DIRECTION_BLOCK,
+    });
     let turns = 0;
     let done = false;
     const tick = () => {
@@ -244,10 +267,16 @@ describe('SWD evaluator', () => {
 
   it('names the sizes it needs when given the wrong ones', () => {
     const real = blobImages(4, size, 1);
-    expect(() => createSwdEvaluator({ realImages: real, count: 5, size, seed: 0 })).toThrow(/holds 4 images of 32x32x3; count is 5/);
+    expect(() => createSwdEvaluator({ realImages: real, count: 5, size, seed: 0 })).toThrow(
+      /holds 4 images of 32x32x3; count is 5/,
+    );
     const ev = createSwdEvaluator({ realImages: real, count: 4, size, seed: 0, ...fast });
-    expect(() => ev.swd(new Float32Array(3 * size * size * 3))).toThrow(/generated has 9216 values; 4 images of 32x32x3 need 12288/);
-    expect(() => createSwdEvaluator({ realImages: real, count: 4, size: 8, seed: 0 })).toThrow(/below the smallest SWD level/);
+    expect(() => ev.swd(new Float32Array(3 * size * size * 3))).toThrow(
+      /generated has 9216 values; 4 images of 32x32x3 need 12288/,
+    );
+    expect(() => createSwdEvaluator({ realImages: real, count: 4, size: 8, seed: 0 })).toThrow(
+      /below the smallest SWD level/,
+    );
   });
 });
 
@@ -264,7 +293,9 @@ describe('picking real images', () => {
   });
 
   it('refuses more images than the source holds', () => {
-    expect(() => pickRealImages(source, 6, 0, 2)).toThrow(/2 disjoint sets of 6 images need 12 images; the data has 10/);
+    expect(() => pickRealImages(source, 6, 0, 2)).toThrow(
+      /2 disjoint sets of 6 images need 12 images; the data has 10/,
+    );
   });
 
   it('prepares a run evaluation on half the data at most when the data is small', () => {
@@ -274,7 +305,7 @@ describe('picking real images', () => {
     expect(p.floor.resolutions).toEqual([16]);
   });
 
-  it("draws the latents `generate --seed` draws", () => {
+  it('draws the latents `generate --seed` draws', () => {
     expect(evalLatents(3, 100, 11)).toEqual(new Rng(11).fillNormal(new Float32Array(300)));
   });
 });

@@ -1,5 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { detectColorMode, fitWidth, paint, rgbTo256, sanitize, stripAnsi, truncate, visibleWidth, wantsColor } from '../../monitor/ansi.ts';
+import {
+  detectColorMode,
+  fitWidth,
+  paint,
+  rgbTo256,
+  sanitize,
+  stripAnsi,
+  truncate,
+  visibleWidth,
+  wantsColor,
+} from '../../monitor/ansi.ts';
 
 describe('terminal text', () => {
   it('picks truecolor only where COLORTERM says so', () => {

@@ -22,7 +22,8 @@ function peer(id: number, role = 'monitor') {
   return { peer: p, got, closed };
 }
 
-const line = (fields: Record<string, unknown>) => JSON.stringify({ level: 'info', time: '2025-01-01T00:00:00.000Z', ...fields }) + '\n';
+const line = (fields: Record<string, unknown>) =>
+  JSON.stringify({ level: 'info', time: '2025-01-01T00:00:00.000Z', ...fields }) + '\n';
 const iter = (n: number) => line({ iteration: n, scoreG: 0.5, scoreD: 0.5, msg: 'iteration' });
 
 describe('log broadcasting to monitors', () => {
@@ -30,7 +31,14 @@ describe('log broadcasting to monitors', () => {
     const b = new LogBroadcaster();
     for (let n = 1; n <= 20; n++) b.write(iter(n));
     const frames: Buffer[] = [];
-    b.add({ id: 1, role: 'monitor', address: 'x', bufferedBytes: () => 0, close: () => undefined, send: (m) => frames.push(m as Buffer) });
+    b.add({
+      id: 1,
+      role: 'monitor',
+      address: 'x',
+      bufferedBytes: () => 0,
+      close: () => undefined,
+      send: (m) => frames.push(m as Buffer),
+    });
     expect(frames).toHaveLength(20);
     for (const f of frames) expect(f.buffer.byteLength).toBe(f.byteLength);
   });
@@ -60,7 +68,9 @@ describe('log broadcasting to monitors', () => {
     b.write(iter(2));
     b.write(iter(3));
     expect(slow.got.map((l) => l.iteration)).toEqual([1]);
-    expect(slow.closed).toEqual([expect.stringMatching(/monitor fell behind: 0\.0 MiB of log lines unsent; reconnect/)]);
+    expect(slow.closed).toEqual([
+      expect.stringMatching(/monitor fell behind: 0\.0 MiB of log lines unsent; reconnect/),
+    ]);
     expect(fast.got.map((l) => l.iteration)).toEqual([1, 2, 3]);
     expect(b.monitors).toBe(1);
   });

@@ -48,7 +48,9 @@ describe('following a log', () => {
   });
 
   it('says which log is missing', async () => {
-    await expect(followLog(join(dir, 'nope.log'), { follow: false, onLines: () => {} })).rejects.toBeInstanceOf(GanDistError);
+    await expect(followLog(join(dir, 'nope.log'), { follow: false, onLines: () => {} })).rejects.toBeInstanceOf(
+      GanDistError,
+    );
   });
 
   for (const useWatch of [true, false]) {
@@ -74,7 +76,9 @@ describe('following a log', () => {
       await f.done;
       expect(f.lines).not.toContain('{"msg":"par');
       expect(f.lines).toHaveLength(7);
-      console.log(`follow latency (${useWatch ? 'fs.watch + poll' : 'poll every 250 ms'}): ${latencies.map((l) => l.toFixed(1)).join(', ')} ms`);
+      console.log(
+        `follow latency (${useWatch ? 'fs.watch + poll' : 'poll every 250 ms'}): ${latencies.map((l) => l.toFixed(1)).join(', ')} ms`,
+      );
     });
   }
 

@@ -1,7 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import { LineSplitter, classifyRecord, parseLogLine, sinceFilter } from '../../monitor/log-reader.ts';
 
-const iter = (n: number) => JSON.stringify({ level: 'info', iteration: n, epoch: 1, scoreG: 0.5, scoreD: 0.5, lossG: 1, lossD: 1, imagesPerSec: 10, workers: 2, msg: 'iteration' });
+const iter = (n: number) =>
+  JSON.stringify({
+    level: 'info',
+    iteration: n,
+    epoch: 1,
+    scoreG: 0.5,
+    scoreD: 0.5,
+    lossG: 1,
+    lossD: 1,
+    imagesPerSec: 10,
+    workers: 2,
+    msg: 'iteration',
+  });
 const event = (name: string) => JSON.stringify({ level: 'info', event: name, msg: 'event' });
 
 describe('log lines', () => {
@@ -30,8 +42,19 @@ describe('log lines', () => {
 
   it('--since N starts at the first iteration line at or after N and drops repeats below N', () => {
     const keep = sinceFilter(3);
-    const lines = [event('config'), iter(1), iter(2), event('sample-written'), iter(3), event('checkpoint-written'), iter(2), iter(4)].map(parseLogLine);
-    const kept = lines.filter(keep).map((l) => (l.kind === 'iteration' ? l.record.iteration : l.kind === 'event' ? l.record.event : '?'));
+    const lines = [
+      event('config'),
+      iter(1),
+      iter(2),
+      event('sample-written'),
+      iter(3),
+      event('checkpoint-written'),
+      iter(2),
+      iter(4),
+    ].map(parseLogLine);
+    const kept = lines
+      .filter(keep)
+      .map((l) => (l.kind === 'iteration' ? l.record.iteration : l.kind === 'event' ? l.record.event : '?'));
     expect(kept).toEqual([3, 'checkpoint-written', 4]);
     expect([parseLogLine(event('x'))].filter(sinceFilter(undefined))).toHaveLength(1);
   });

@@ -30,7 +30,9 @@ describe('gan-dist logs', () => {
     expect(lines).toContain(
       '17:41:43  event worker-joined worker=2 role=worker address=127.0.0.1:35558 backend=wasm device="CPU (wasm, SIMD, 1 thread)"',
     );
-    expect(lines).toContain('17:42:15  event checkpoint-written iteration=30 path=/tmp/fixture-run/checkpoints/iter-000030 ms=202');
+    expect(lines).toContain(
+      '17:42:15  event checkpoint-written iteration=30 path=/tmp/fixture-run/checkpoints/iter-000030 ms=202',
+    );
   });
 
   it('--json prints the lines exactly as written', async () => {
@@ -49,7 +51,17 @@ describe('gan-dist logs', () => {
 
   it('marks warnings and errors, in colour on a terminal', async () => {
     const path = join(dir, 'train.log');
-    writeFileSync(path, JSON.stringify({ level: 'warn', time: '2025-01-01T10:00:00Z', event: 'worker-left', worker: 3, reason: 'missed the step deadline', msg: 'event' }) + '\n');
+    writeFileSync(
+      path,
+      JSON.stringify({
+        level: 'warn',
+        time: '2025-01-01T10:00:00Z',
+        event: 'worker-left',
+        worker: 3,
+        reason: 'missed the step deadline',
+        msg: 'event',
+      }) + '\n',
+    );
     let plain = '';
     await showLogs({ target: path, utc: true, write: (t) => (plain += t) });
     expect(plain).toBe('10:00:00  WARN event worker-left worker=3 reason="missed the step deadline"\n');
@@ -76,7 +88,11 @@ describe('gan-dist logs', () => {
         `import { registerLogsCommand } from ${JSON.stringify(join(repo, 'cmd/logs.ts'))};\n` +
         `const program = new Command('gan-dist');\nregisterLogsCommand(program);\nawait program.parseAsync(process.argv);\n`,
     );
-    const child = spawn(process.execPath, ['--import', 'tsx', harness, 'logs', join(dir, 'run'), '--follow', '--since', '30', '--utc'], { cwd: repo });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', harness, 'logs', join(dir, 'run'), '--follow', '--since', '30', '--utc'],
+      { cwd: repo },
+    );
     let out = '';
     const waiters: { text: string; resolve: () => void }[] = [];
     child.stdout.on('data', (d: Buffer) => {
@@ -87,18 +103,33 @@ describe('gan-dist logs', () => {
         w.resolve();
       }
     });
-    const appears = (text: string) => new Promise<void>((res) => (out.includes(text) ? res() : waiters.push({ text, resolve: res })));
+    const appears = (text: string) =>
+      new Promise<void>((res) => (out.includes(text) ? res() : waiters.push({ text, resolve: res })));
     try {
       await appears('iter 30 ');
       const latencies: number[] = [];
       for (let i = 31; i <= 35; i++) {
-        const line = { level: 'info', time: new Date().toISOString(), iteration: i, epoch: 1, scoreG: 0.2, scoreD: 0.6, lossG: 1.9, lossD: 0.8, imagesPerSec: 15, workers: 2, msg: 'iteration' };
+        const line = {
+          level: 'info',
+          time: new Date().toISOString(),
+          iteration: i,
+          epoch: 1,
+          scoreG: 0.2,
+          scoreD: 0.6,
+          lossG: 1.9,
+          lossD: 0.8,
+          imagesPerSec: 15,
+          workers: 2,
+          msg: 'iteration',
+        };
         const t0 = performance.now();
         appendFileSync(log, JSON.stringify(line) + '\n');
         await appears(`iter ${i} `);
         latencies.push(performance.now() - t0);
       }
-      console.log(`gan-dist logs --follow: lines appeared ${latencies.map((l) => l.toFixed(1)).join(', ')} ms after being written`);
+      console.log(
+        `gan-dist logs --follow: lines appeared ${latencies.map((l) => l.toFixed(1)).join(', ')} ms after being written`,
+      );
       expect(out).toContain('iter 35  ep 1  G 0.200 D 0.600');
     } finally {
       child.kill('SIGINT');

@@ -33,7 +33,8 @@ function lineQueue() {
       w.resolve();
     }
   };
-  const count = (n: number) => new Promise<void>((resolve) => (lines.length >= n ? resolve() : waiters.push({ n, resolve })));
+  const count = (n: number) =>
+    new Promise<void>((resolve) => (lines.length >= n ? resolve() : waiters.push({ n, resolve })));
   return { lines, onLine, count };
 }
 
@@ -43,7 +44,13 @@ describe('remote monitor', () => {
     c.monitors.write(JSON.stringify({ event: 'config', config: { iterations: 5 }, msg: 'event' }));
     const q = lineQueue();
     let closed: string | undefined;
-    const conn = await connectMonitor({ url: c.url, token, ganDistVersion: 'test', onLine: q.onLine, onClose: (r) => (closed = r) });
+    const conn = await connectMonitor({
+      url: c.url,
+      token,
+      ganDistVersion: 'test',
+      onLine: q.onLine,
+      onClose: (r) => (closed = r),
+    });
     expect(conn.welcome.runId).toBe('run-1');
     await q.count(1);
     c.monitors.write(JSON.stringify({ iteration: 1, scoreG: 0.4, scoreD: 0.6, msg: 'iteration' }));
@@ -65,7 +72,13 @@ describe('remote monitor', () => {
 
   it('is turned away with a token of another run', async () => {
     const c = await coordinatorEndpoint();
-    const err = await connectMonitor({ url: c.url, token: newToken(), ganDistVersion: 'test', onLine: () => {}, onClose: () => {} }).catch((e) => e);
+    const err = await connectMonitor({
+      url: c.url,
+      token: newToken(),
+      ganDistVersion: 'test',
+      onLine: () => {},
+      onClose: () => {},
+    }).catch((e) => e);
     expect(err).toBeInstanceOf(GanDistError);
     expect((err as GanDistError).code).toBe('GAN_DIST_E_AUTH');
   });
@@ -73,7 +86,9 @@ describe('remote monitor', () => {
   it('says when the coordinator goes away', async () => {
     const c = await coordinatorEndpoint();
     const closed = new Promise<string>((resolve) => {
-      void connectMonitor({ url: c.url, token, ganDistVersion: 'test', onLine: () => {}, onClose: resolve }).then(() => server!.close());
+      void connectMonitor({ url: c.url, token, ganDistVersion: 'test', onLine: () => {}, onClose: resolve }).then(() =>
+        server!.close(),
+      );
     });
     expect(await closed).toMatch(/closed the connection/);
   });
@@ -85,10 +100,24 @@ describe('remote monitor', () => {
       const c = await coordinatorEndpoint(identity);
       c.monitors.write(JSON.stringify({ event: 'config', config: {}, msg: 'event' }));
       const q = lineQueue();
-      const conn = await connectMonitor({ url: c.url, token, fingerprint: identity.fingerprint, ganDistVersion: 't', onLine: q.onLine, onClose: () => {} });
+      const conn = await connectMonitor({
+        url: c.url,
+        token,
+        fingerprint: identity.fingerprint,
+        ganDistVersion: 't',
+        onLine: q.onLine,
+        onClose: () => {},
+      });
       await q.count(1);
       conn.close();
-      const wrong = await connectMonitor({ url: c.url, token, fingerprint: 'ab'.repeat(32), ganDistVersion: 't', onLine: () => {}, onClose: () => {} }).catch((e) => e);
+      const wrong = await connectMonitor({
+        url: c.url,
+        token,
+        fingerprint: 'ab'.repeat(32),
+        ganDistVersion: 't',
+        onLine: () => {},
+        onClose: () => {},
+      }).catch((e) => e);
       expect(wrong).toMatchObject({ code: 'GAN_DIST_E_AUTH' });
       expect((wrong as Error).message).toMatch(/pins abab/);
     } finally {
@@ -97,14 +126,20 @@ describe('remote monitor', () => {
   });
 
   it('refuses an address that is not ws:// and a wss:// one without a fingerprint', async () => {
-    await expect(connectMonitor({ url: 'http://x', token, ganDistVersion: 't', onLine: () => {}, onClose: () => {} })).rejects.toMatchObject({ code: 'GAN_DIST_E_USAGE' });
-    await expect(connectMonitor({ url: 'wss://x:1', token, ganDistVersion: 't', onLine: () => {}, onClose: () => {} })).rejects.toMatchObject({ code: 'GAN_DIST_E_AUTH' });
+    await expect(
+      connectMonitor({ url: 'http://x', token, ganDistVersion: 't', onLine: () => {}, onClose: () => {} }),
+    ).rejects.toMatchObject({ code: 'GAN_DIST_E_USAGE' });
+    await expect(
+      connectMonitor({ url: 'wss://x:1', token, ganDistVersion: 't', onLine: () => {}, onClose: () => {} }),
+    ).rejects.toMatchObject({ code: 'GAN_DIST_E_AUTH' });
   });
 
   it('says when nothing listens at the address', async () => {
     const c = await coordinatorEndpoint();
     await server!.close();
     server = undefined;
-    await expect(connectMonitor({ url: c.url, token, ganDistVersion: 't', onLine: () => {}, onClose: () => {} })).rejects.toMatchObject({ code: 'GAN_DIST_E_NETWORK' });
+    await expect(
+      connectMonitor({ url: c.url, token, ganDistVersion: 't', onLine: () => {}, onClose: () => {} }),
+    ).rejects.toMatchObject({ code: 'GAN_DIST_E_NETWORK' });
   });
 });

@@ -6,7 +6,12 @@ import { renderScreen, type RenderOptions } from '../../monitor/render.ts';
 import type { RunView } from '../../monitor/view-model.ts';
 import { FIXTURE_SWD, fixtureEvalLines, fixtureSample, fixtureView, tileColour } from '../support/monitor-fixture.ts';
 
-async function screen(width: number, height: number, extra: Partial<RenderOptions> = {}, view: RunView = fixtureView()) {
+async function screen(
+  width: number,
+  height: number,
+  extra: Partial<RenderOptions> = {},
+  view: RunView = fixtureView(),
+) {
   const image = await loadImage(fixtureSample);
   const lines = renderScreen(view, {
     width,
@@ -129,7 +134,8 @@ describe('the watch screen', () => {
     for (const l of large.lines) expect(visibleWidth(l)).toBeLessThanOrEqual(160);
     const imageRows = (s: { lines: string[] }) => s.lines.filter((l) => l.includes('▀')).length;
     expect(imageRows(large)).toBeGreaterThan(imageRows(small));
-    const eventRows = (s: { plain: string[] }) => s.plain.length - s.plain.findIndex((l) => l.startsWith('── events')) - 2;
+    const eventRows = (s: { plain: string[] }) =>
+      s.plain.length - s.plain.findIndex((l) => l.startsWith('── events')) - 2;
     expect(eventRows(large)).toBeGreaterThan(eventRows(small));
   });
 
@@ -141,7 +147,13 @@ describe('the watch screen', () => {
   });
 
   it('shows why a sample grid is not drawn, and the 256-colour palette without truecolor', async () => {
-    const { plain } = await screen(80, 24, { sample: { path: '/elsewhere/samples/iter-000100.png', iteration: 100, note: 'the sample grid is on the coordinator' } });
+    const { plain } = await screen(80, 24, {
+      sample: {
+        path: '/elsewhere/samples/iter-000100.png',
+        iteration: 100,
+        note: 'the sample grid is on the coordinator',
+      },
+    });
     expect(plain[2]).toMatch(/the sample grid is +$/);
     expect(plain[3]).toMatch(/on the coordinator +$/);
     const { lines } = await screen(80, 24, { mode: '256' });

@@ -19,7 +19,13 @@ describe("train's terminal UI", () => {
     const keys = new VirtualKeyboard();
     const stops: (string | undefined)[] = [];
     let forced = 0;
-    const tui = startTrainTui({ coordinator: { requestStop: (r) => stops.push(r) }, runDir: run, stdout: term, stdin: keys, onForceQuit: () => forced++ });
+    const tui = startTrainTui({
+      coordinator: { requestStop: (r) => stops.push(r) },
+      runDir: run,
+      stdout: term,
+      stdin: keys,
+      onForceQuit: () => forced++,
+    });
     await term.until(/iter 30\/30/);
     keys.type('q');
     expect(stops).toEqual(['stop requested from the terminal UI']);
@@ -44,7 +50,9 @@ describe("train's terminal UI", () => {
     tui.stop();
     expect(term.altScreen).toBe(false);
     expect(keys.raw).toBe(false);
-    expect(term.written).toContain('iter 30  ep 1  G 0.192 D 0.670  lossG 1.92 lossD 0.83  15.4 img/s  2 w\nfinished at iteration 30; run directory /x\n');
+    expect(term.written).toContain(
+      'iter 30  ep 1  G 0.192 D 0.670  lossG 1.92 lossD 0.83  15.4 img/s  2 w\nfinished at iteration 30; run directory /x\n',
+    );
     tui.stop();
   });
 
@@ -53,7 +61,12 @@ describe("train's terminal UI", () => {
     const cut = lines.findIndex((l) => l.includes('"event":"eval","iteration":20'));
     writeFileSync(join(run, 'train.log'), lines.slice(0, cut).join('\n') + '\n');
     const term = new VirtualTerminal(80, 24);
-    const tui = startTrainTui({ coordinator: { requestStop: () => {} }, runDir: run, stdout: term, stdin: new VirtualKeyboard() });
+    const tui = startTrainTui({
+      coordinator: { requestStop: () => {} },
+      runDir: run,
+      stdout: term,
+      stdin: new VirtualKeyboard(),
+    });
     await term.until('SWD x1e3 150.4');
     expect(term.lines.join('\n')).toContain('real-vs-real floor 27.5');
     appendFileSync(join(run, 'train.log'), lines.slice(cut).join('\n') + '\n');
@@ -63,7 +76,12 @@ describe("train's terminal UI", () => {
 
   it('stays out of the way without a terminal: lines are printed as before', () => {
     const printed: string[] = [];
-    const hooks = trainTuiHooks({ enabled: true, stdout: { isTTY: false, write: () => true, on: () => {}, off: () => {} }, stdin: new VirtualKeyboard(), print: (l) => printed.push(l) });
+    const hooks = trainTuiHooks({
+      enabled: true,
+      stdout: { isTTY: false, write: () => true, on: () => {}, off: () => {} },
+      stdin: new VirtualKeyboard(),
+      print: (l) => printed.push(l),
+    });
     hooks.onCoordinator({ requestStop: () => {} }, run);
     hooks.print('iter 1/30');
     hooks.stop();
@@ -73,10 +91,21 @@ describe("train's terminal UI", () => {
   it('takes over a terminal once the coordinator exists, and only when enabled', async () => {
     const term = new VirtualTerminal(80, 24);
     const printed: string[] = [];
-    const off = trainTuiHooks({ enabled: false, stdout: term, stdin: new VirtualKeyboard(), print: (l) => printed.push(l) });
+    const off = trainTuiHooks({
+      enabled: false,
+      stdout: term,
+      stdin: new VirtualKeyboard(),
+      print: (l) => printed.push(l),
+    });
     off.onCoordinator({ requestStop: () => {} }, run);
     expect(term.altScreen).toBe(false);
-    const on = trainTuiHooks({ enabled: true, stdout: term, stdin: new VirtualKeyboard(), print: (l) => printed.push(l), runDir: run });
+    const on = trainTuiHooks({
+      enabled: true,
+      stdout: term,
+      stdin: new VirtualKeyboard(),
+      print: (l) => printed.push(l),
+      runDir: run,
+    });
     on.print('before the UI');
     on.onCoordinator({ requestStop: () => {} });
     await term.until(/iter 30\/30/);

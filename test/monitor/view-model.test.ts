@@ -5,8 +5,22 @@ import { FIXTURE_SWD, fixtureEvalLines, fixtureLines, fixtureView } from '../sup
 
 const at = (iso: string) => Date.parse(iso);
 const iteration = (n: number, time: string, extra: Record<string, unknown> = {}) =>
-  classifyRecord({ level: 'info', time, iteration: n, epoch: 1, scoreG: n / 100, scoreD: 1 - n / 100, lossG: 1, lossD: 1, imagesPerSec: 10, workers: 2, msg: 'iteration', ...extra });
-const event = (event: string, fields: Record<string, unknown> = {}, time = '2025-01-01T00:00:00.000Z') => classifyRecord({ level: 'info', time, event, ...fields, msg: 'event' });
+  classifyRecord({
+    level: 'info',
+    time,
+    iteration: n,
+    epoch: 1,
+    scoreG: n / 100,
+    scoreD: 1 - n / 100,
+    lossG: 1,
+    lossD: 1,
+    imagesPerSec: 10,
+    workers: 2,
+    msg: 'iteration',
+    ...extra,
+  });
+const event = (event: string, fields: Record<string, unknown> = {}, time = '2025-01-01T00:00:00.000Z') =>
+  classifyRecord({ level: 'info', time, event, ...fields, msg: 'event' });
 
 describe('the run view', () => {
   it('folds the recorded run: both series, the bound, the workers, the last sample, finished', () => {
@@ -42,7 +56,10 @@ describe('the run view', () => {
     const [t1, i1] = view.recent.at(-1)!;
     expect(p.etaMs).toBeCloseTo(((t1 - t0) / (i1 - i0)) * 10);
     // Once stopping, the run ends after this iteration: no ETA to the bound.
-    applyLine(view, event('state', { from: 'running', to: 'stopping', reason: 'SIGINT received' }, new Date(now).toISOString()));
+    applyLine(
+      view,
+      event('state', { from: 'running', to: 'stopping', reason: 'SIGINT received' }, new Date(now).toISOString()),
+    );
     expect(progressOf(view, now).etaMs).toBeUndefined();
   });
 
@@ -59,7 +76,10 @@ describe('the run view', () => {
   it('a resumed run replaces the iterations it repeats, and its workers start afresh', () => {
     const view = createRunView();
     applyLine(view, event('listening', { endpoint: 'a:1' }));
-    applyLine(view, event('worker-joined', { worker: 1, role: 'worker', address: 'x', backend: 'wasm', device: 'cpu' }));
+    applyLine(
+      view,
+      event('worker-joined', { worker: 1, role: 'worker', address: 'x', backend: 'wasm', device: 'cpu' }),
+    );
     for (let i = 1; i <= 5; i++) applyLine(view, iteration(i, `2025-01-01T00:00:0${i}.000Z`));
     applyLine(view, event('listening', { endpoint: 'a:2' }));
     expect(view.workers.size).toBe(0);
@@ -90,15 +110,24 @@ describe('the run view', () => {
     score(20, 120);
     // Resumed from the checkpoint at 15: iterations 16.. again, and the score at 20 again.
     applyLine(view, iteration(16, '2025-01-01T00:01:00.000Z'));
-    expect([view.evalIterations, view.swd]).toEqual([[0, 10], [200, 150]]);
+    expect([view.evalIterations, view.swd]).toEqual([
+      [0, 10],
+      [200, 150],
+    ]);
     score(20, 118);
-    expect([view.evalIterations, view.swd]).toEqual([[0, 10, 20], [200, 150, 118]]);
+    expect([view.evalIterations, view.swd]).toEqual([
+      [0, 10, 20],
+      [200, 150, 118],
+    ]);
     expect(view.swdFloor).toBe(30);
   });
 
   it('counts monitors apart from workers and keeps them out of the events', () => {
     const view = createRunView();
-    applyLine(view, event('worker-joined', { worker: 7, role: 'monitor', address: 'm', backend: 'none', device: 'monitor' }));
+    applyLine(
+      view,
+      event('worker-joined', { worker: 7, role: 'monitor', address: 'm', backend: 'none', device: 'monitor' }),
+    );
     expect(view.monitors.size).toBe(1);
     expect(view.workers.size).toBe(0);
     applyLine(view, event('worker-left', { worker: 7, address: 'm', reason: 'connection closed' }));
@@ -108,7 +137,10 @@ describe('the run view', () => {
 
   it('gives each worker its img/s where the iteration line carries per-shard timings', () => {
     const view = createRunView();
-    applyLine(view, event('worker-joined', { worker: 1, role: 'worker', address: 'x', backend: 'wasm', device: 'cpu' }));
+    applyLine(
+      view,
+      event('worker-joined', { worker: 1, role: 'worker', address: 'x', backend: 'wasm', device: 'cpu' }),
+    );
     applyLine(view, iteration(1, '2025-01-01T00:00:01.000Z', { shards: [{ worker: 1, rows: 64, computeMs: 500 }] }));
     expect(view.workers.get(1)?.imagesPerSec).toBe(128);
   });
@@ -120,7 +152,10 @@ describe('the run view', () => {
     expect(texts).toContain('checkpoint at iteration 30: /tmp/fixture-run/checkpoints/iter-000030 (202 ms)');
     expect(texts).toContain('state running → stopping: iteration bound reached');
     expect(view.events.at(-1)?.level).toBe('info');
-    applyLine(view, classifyRecord({ level: 'warn', event: 'peer-rejected', address: 'y', reason: 'bad token', msg: 'event' }));
+    applyLine(
+      view,
+      classifyRecord({ level: 'warn', event: 'peer-rejected', address: 'y', reason: 'bad token', msg: 'event' }),
+    );
     expect(view.events.at(-1)).toMatchObject({ level: 'warn', text: 'peer-rejected address=y reason="bad token"' });
   });
 

@@ -17,7 +17,12 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 describe('gan-dist watch on a run directory', () => {
   it('prints one plain frame of a finished run without a terminal', async () => {
     let out = '';
-    await watchRun({ target: fixtureRun, stdout: { isTTY: false, write: (s: string) => ((out += s), true), on: () => {}, off: () => {} }, width: 80, height: 24 });
+    await watchRun({
+      target: fixtureRun,
+      stdout: { isTTY: false, write: (s: string) => ((out += s), true), on: () => {}, off: () => {} },
+      width: 80,
+      height: 24,
+    });
     const lines = out.trimEnd().split('\n');
     expect(lines).toHaveLength(24);
     expect(out).not.toContain('\x1b');
@@ -33,7 +38,12 @@ describe('gan-dist watch on a run directory', () => {
     cpSync(fixtureRun, run, { recursive: true });
     writeFileSync(join(run, 'train.log'), fixtureEvalLines().join('\n') + '\n');
     let out = '';
-    await watchRun({ target: run, stdout: { isTTY: false, write: (s: string) => ((out += s), true), on: () => {}, off: () => {} }, width: 100, height: 30 });
+    await watchRun({
+      target: run,
+      stdout: { isTTY: false, write: (s: string) => ((out += s), true), on: () => {}, off: () => {} },
+      width: 100,
+      height: 30,
+    });
     const lines = out.trimEnd().split('\n');
     expect(lines).toHaveLength(30);
     expect(lines[2]).toContain('GeneratorScore 0.192');
@@ -92,7 +102,14 @@ describe('gan-dist watch ws://', () => {
 
     const term = new VirtualTerminal(80, 24);
     const keys = new VirtualKeyboard();
-    const watching = watchRemote({ url, token, ganDistVersion: 'test', stdout: term, stdin: keys, colorMode: 'truecolor' });
+    const watching = watchRemote({
+      url,
+      token,
+      ganDistVersion: 'test',
+      stdout: term,
+      stdin: keys,
+      colorMode: 'truecolor',
+    });
     await term.until(/iter 9\/30/);
     expect(term.lines[0]).toContain(`gan-dist · ${url}`);
     expect(term.text).toContain('on the coordinator');

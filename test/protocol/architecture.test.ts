@@ -19,8 +19,19 @@ describe('architecture', () => {
   it("gives the seed's activation shapes: G ends at 64x64x3, D at 1x1x1", () => {
     const g = activationShapes(layersOf('G', seedModel));
     expect(g.map((s) => s.join('x'))).toEqual([
-      '1x1x100', '4x4x512', '8x8x256', '8x8x256', '8x8x256', '16x16x128', '16x16x128', '16x16x128',
-      '32x32x64', '32x32x64', '32x32x64', '64x64x3', '64x64x3',
+      '1x1x100',
+      '4x4x512',
+      '8x8x256',
+      '8x8x256',
+      '8x8x256',
+      '16x16x128',
+      '16x16x128',
+      '16x16x128',
+      '32x32x64',
+      '32x32x64',
+      '32x32x64',
+      '64x64x3',
+      '64x64x3',
     ]);
     const d = activationShapes(layersOf('D', seedModel));
     expect(d[0]).toEqual([64, 64, 3]);
@@ -35,7 +46,10 @@ describe('architecture', () => {
     const dl = layersOf('D', tinyModel);
     const d = activationShapes(dl);
     expect(dl.filter((l) => l.kind === 'conv').map((l, i) => d[dl.indexOf(l)].join('x') + `#${i}`)).toEqual([
-      '16x16x16#0', '8x8x32#1', '4x4x64#2', '1x1x1#3',
+      '16x16x16#0',
+      '8x8x32#1',
+      '4x4x64#2',
+      '1x1x1#3',
     ]);
   });
 

@@ -125,7 +125,10 @@ describe('token files', () => {
       token: TOKEN,
       fingerprint: 'cd'.repeat(32),
     });
-    expect(parseTokenFile(formatTokenFile({ token: TOKEN, fingerprint: FP }), 'f')).toEqual({ token: TOKEN, fingerprint: 'ab'.repeat(32) });
+    expect(parseTokenFile(formatTokenFile({ token: TOKEN, fingerprint: FP }), 'f')).toEqual({
+      token: TOKEN,
+      fingerprint: 'ab'.repeat(32),
+    });
   });
 
   it('refuses a token file that group or others can read, saying how to fix it', async () => {
@@ -146,7 +149,9 @@ describe('token files', () => {
     await expect(readTokenFile(empty)).rejects.toThrow(/holds no token/);
     expect(() => parseTokenFile(`token=${TOKEN}\nsecret=1`, 'f')).toThrow(/f: unrecognised line "secret=1"/);
     expect(() => parseTokenFile(`token=${TOKEN}\ntoken=${TOKEN}`, 'f')).toThrow(/'token' is given twice/);
-    expect(() => parseTokenFile(`token=${TOKEN}\nfingerprint=abc`, 'f')).toThrow(/f: fingerprint is not a SHA-256 fingerprint/);
+    expect(() => parseTokenFile(`token=${TOKEN}\nfingerprint=abc`, 'f')).toThrow(
+      /f: fingerprint is not a SHA-256 fingerprint/,
+    );
     expect(() => parseTokenFile('short', 'f')).toThrow(/token from f must be 16-1024 printable characters/);
     expect(() => normalizeFingerprint('zz')).toThrow(GanDistError);
   });
@@ -155,8 +160,14 @@ describe('token files', () => {
     const path = join(dir, 'pref');
     await writeTokenFile(path, { token: TOKEN });
     const other = newToken();
-    expect(await resolveToken({ tokenFile: path, env: { GAN_DIST_TOKEN: other } })).toMatchObject({ token: TOKEN, source: path });
-    expect(await resolveToken({ env: { GAN_DIST_TOKEN: `  ${other}\n` } })).toEqual({ token: other, source: 'GAN_DIST_TOKEN' });
+    expect(await resolveToken({ tokenFile: path, env: { GAN_DIST_TOKEN: other } })).toMatchObject({
+      token: TOKEN,
+      source: path,
+    });
+    expect(await resolveToken({ env: { GAN_DIST_TOKEN: `  ${other}\n` } })).toEqual({
+      token: other,
+      source: 'GAN_DIST_TOKEN',
+    });
     await expect(resolveToken({ env: {} })).rejects.toThrow(/no token given/);
   });
 
@@ -218,10 +229,25 @@ describe('handshake', () => {
 
   it('turns a worker with the wrong token away at the coordinator, even if it skips checking the challenge', () => {
     const s = server();
-    const hello: HelloMessage = { type: 'hello', protocolVersion: PROTOCOL_VERSION, ganDistVersion: '0.1.0', backend: 'wasm', device: 'cpu', nonce: newNonce(), role: 'worker' };
+    const hello: HelloMessage = {
+      type: 'hello',
+      protocolVersion: PROTOCOL_VERSION,
+      ganDistVersion: '0.1.0',
+      backend: 'wasm',
+      device: 'cpu',
+      nonce: newNonce(),
+      role: 'worker',
+    };
     const challenge = sent(s.onMessage(hello)) as ChallengeMessage;
-    const forged: ProofMessage = { type: 'proof', proof: hmacProof(newToken(), 'worker', hello.nonce, challenge.nonce) };
-    expectRejected(s.onMessage(forged), 'GAN_DIST_E_AUTH', /the worker's proof does not match this run's token: give it the run's token file/);
+    const forged: ProofMessage = {
+      type: 'proof',
+      proof: hmacProof(newToken(), 'worker', hello.nonce, challenge.nonce),
+    };
+    expectRejected(
+      s.onMessage(forged),
+      'GAN_DIST_E_AUTH',
+      /the worker's proof does not match this run's token: give it the run's token file/,
+    );
     expect(s.state).toBe('failed');
   });
 
@@ -236,18 +262,36 @@ describe('handshake', () => {
 
   it("rejects the coordinator's own proof reflected back as the worker's", () => {
     const s = server();
-    const hello: HelloMessage = { type: 'hello', protocolVersion: PROTOCOL_VERSION, ganDistVersion: '0.1.0', backend: 'wasm', device: 'cpu', nonce: newNonce(), role: 'worker' };
+    const hello: HelloMessage = {
+      type: 'hello',
+      protocolVersion: PROTOCOL_VERSION,
+      ganDistVersion: '0.1.0',
+      backend: 'wasm',
+      device: 'cpu',
+      nonce: newNonce(),
+      role: 'worker',
+    };
     const challenge = sent(s.onMessage(hello)) as ChallengeMessage;
     expectRejected(s.onMessage({ type: 'proof', proof: challenge.proof }), 'GAN_DIST_E_AUTH', /proof does not match/);
   });
 
   it('names both protocol versions when a worker of another version says hello', () => {
     const s = server();
-    const hello = wire({ type: 'hello', protocolVersion: PROTOCOL_VERSION + 1, ganDistVersion: '0.9.0', backend: 'wasm', device: 'cpu', nonce: newNonce(), role: 'worker' });
+    const hello = wire({
+      type: 'hello',
+      protocolVersion: PROTOCOL_VERSION + 1,
+      ganDistVersion: '0.9.0',
+      backend: 'wasm',
+      device: 'cpu',
+      nonce: newNonce(),
+      role: 'worker',
+    });
     expectRejected(
       s.onMessage(hello),
       'GAN_DIST_E_PROTOCOL',
-      new RegExp(`speaks protocol version ${PROTOCOL_VERSION + 1} \\(gan-dist 0\\.9\\.0\\); this coordinator speaks version ${PROTOCOL_VERSION}`),
+      new RegExp(
+        `speaks protocol version ${PROTOCOL_VERSION + 1} \\(gan-dist 0\\.9\\.0\\); this coordinator speaks version ${PROTOCOL_VERSION}`,
+      ),
     );
   });
 
@@ -256,16 +300,28 @@ describe('handshake', () => {
     const s = server();
     run(c, s);
     const other = paramTableHash([{ name: 'G/proj/w', shape: [100, 4096] }]);
-    expectRejected(s.onMessage(wire(c.ready(other).send!)), 'GAN_DIST_E_PROTOCOL', new RegExp(`built parameter table ${other}, the coordinator has ${TABLE_HASH}`));
+    expectRejected(
+      s.onMessage(wire(c.ready(other).send!)),
+      'GAN_DIST_E_PROTOCOL',
+      new RegExp(`built parameter table ${other}, the coordinator has ${TABLE_HASH}`),
+    );
   });
 
   it('rejects a message out of order and anything after the handshake failed', () => {
     const s = server();
-    expectRejected(s.onMessage({ type: 'heartbeat', t: 1 }), 'GAN_DIST_E_PROTOCOL', /expected 'hello' during the handshake, got 'heartbeat'/);
+    expectRejected(
+      s.onMessage({ type: 'heartbeat', t: 1 }),
+      'GAN_DIST_E_PROTOCOL',
+      /expected 'hello' during the handshake, got 'heartbeat'/,
+    );
     expect(s.onMessage({ type: 'heartbeat', t: 2 }).error?.message).toMatch(/already failed/);
     const c = client();
     c.start();
-    expectRejected(c.onMessage({ type: 'welcome', ...WELCOME }), 'GAN_DIST_E_PROTOCOL', /expected 'challenge' during the handshake, got 'welcome'/);
+    expectRejected(
+      c.onMessage({ type: 'welcome', ...WELCOME }),
+      'GAN_DIST_E_PROTOCOL',
+      /expected 'challenge' during the handshake, got 'welcome'/,
+    );
   });
 
   it('refuses a role the coordinator does not accept', () => {

@@ -68,7 +68,13 @@ describe('checkpoints', () => {
     const state = makeState(500);
     const saved = await saveCheckpoint(runDir, state);
     expect(saved.path).toBe(join(runDir, 'checkpoints', 'iter-000500'));
-    expect(readdirSync(saved.path).sort()).toEqual(['adam-m.f32', 'adam-v.f32', 'manifest.json', 'weights.f32', 'zvalidation.f32']);
+    expect(readdirSync(saved.path).sort()).toEqual([
+      'adam-m.f32',
+      'adam-v.f32',
+      'manifest.json',
+      'weights.f32',
+      'zvalidation.f32',
+    ]);
 
     const loaded = await loadCheckpoint(saved.path, { expectSpecs: specs });
     for (const s of specs) expect(bytes(loaded.params[s.name]).equals(bytes(state.params[s.name])), s.name).toBe(true);
@@ -160,7 +166,9 @@ describe('checkpoints', () => {
     const saved = await saveCheckpoint(runDir, makeState(5));
     const other = parameterTable({ ...tinyModel, filters: 8 });
     const err = await rejection(loadCheckpoint(saved.path, { expectSpecs: other }));
-    expect(err.message).toContain('is of another model: parameter 0 is G/proj/w [100,2048] learnable, this model has G/proj/w [100,1024] learnable');
+    expect(err.message).toContain(
+      'is of another model: parameter 0 is G/proj/w [100,2048] learnable, this model has G/proj/w [100,1024] learnable',
+    );
   });
 
   it('removes leftover temporary directories of a crashed save at the next save', async () => {
@@ -173,7 +181,8 @@ describe('checkpoints', () => {
 
   it('keeps only the newest K checkpoints', async () => {
     const removed: string[] = [];
-    for (const it of [10, 20, 30, 40, 50]) removed.push(...(await saveCheckpoint(runDir, makeState(it), { keep: 2 })).removed);
+    for (const it of [10, 20, 30, 40, 50])
+      removed.push(...(await saveCheckpoint(runDir, makeState(it), { keep: 2 })).removed);
     expect(listCheckpoints(runDir).map((c) => c.iteration)).toEqual([40, 50]);
     expect(removed.map((p) => p.slice(-11))).toEqual(['iter-000010', 'iter-000020', 'iter-000030']);
     await saveCheckpoint(runDir, makeState(60));

@@ -65,20 +65,38 @@ function gradients(): GradientsMessage {
 /** One valid message of every type. */
 function everyMessage(): Message[] {
   return [
-    { type: 'hello', protocolVersion: PROTOCOL_VERSION, ganDistVersion: '0.1.0', backend: 'wasm', device: 'cpu', nonce: HEX('a'), role: 'worker' },
+    {
+      type: 'hello',
+      protocolVersion: PROTOCOL_VERSION,
+      ganDistVersion: '0.1.0',
+      backend: 'wasm',
+      device: 'cpu',
+      nonce: HEX('a'),
+      role: 'worker',
+    },
     { type: 'challenge', nonce: HEX('b'), proof: HEX('c') },
     { type: 'proof', proof: HEX('d') },
     { type: 'welcome', runId: 'run-1', workerId: 3, modelConfig: { latent: 5, filters: 4, imageSize: 8 }, seed: 42 },
     { type: 'ready', paramTableHash: HEX('e') },
     { type: 'reject', reason: 'wrong token', code: 'GAN_DIST_E_AUTH' },
-    { type: 'weights', version: 6, iteration: 6, tensors: { 'G/proj/w': f32(6), 'G/bn1/mean': f32(3) }, shapes: { 'G/proj/w': [2, 3], 'G/bn1/mean': [3] } },
+    {
+      type: 'weights',
+      version: 6,
+      iteration: 6,
+      tensors: { 'G/proj/w': f32(6), 'G/bn1/mean': f32(3) },
+      shapes: { 'G/proj/w': [2, 3], 'G/bn1/mean': [3] },
+    },
     shard(),
     gradients(),
     { type: 'gradientsNonFinite', iteration: 7, shardId: 1, weightsVersion: 6, n: 4, tensorNames: ['G/proj/w'] },
     { type: 'sampleRequest', iteration: 100, tensors: { z: f32(10) }, shapes: { z: [2, 5] } },
     { type: 'sample', iteration: 100, tensors: { images: f32(2 * 8 * 8 * 3) }, shapes: { images: [2, 8, 8, 3] } },
     { type: 'shmAttach', region: '/dev/shm/gan-dist-42-0a1b2c' },
-    { type: 'shmReady', weightsFile: '/dev/shm/gan-dist-42-0a1b2c/weights', gradientsFile: '/dev/shm/gan-dist-42-0a1b2c/grads-3' },
+    {
+      type: 'shmReady',
+      weightsFile: '/dev/shm/gan-dist-42-0a1b2c/weights',
+      gradientsFile: '/dev/shm/gan-dist-42-0a1b2c/grads-3',
+    },
     { type: 'weightsRef', version: 6, iteration: 6, seq: 6, byteLength: 37_801_024 },
     { type: 'gradientsRef', iteration: 7, shardId: 1, weightsVersion: 6, n: 4, seq: 3, byteLength: 37_800_960 },
     { type: 'heartbeat', t: 1_700_000_000_000 },
@@ -88,11 +106,14 @@ function everyMessage(): Message[] {
   ];
 }
 
-
 const DATA = 1024;
 
 /** A frame built by hand: preamble, this header text, zeros up to byte 1024, then `payload`. */
-function rawFrame(header: unknown, payload?: Uint8Array, pre: { version?: number; flags?: number; text?: string } = {}): Buffer {
+function rawFrame(
+  header: unknown,
+  payload?: Uint8Array,
+  pre: { version?: number; flags?: number; text?: string } = {},
+): Buffer {
   const json = Buffer.from(pre.text ?? JSON.stringify(header), 'utf8');
   if (payload !== undefined && json.length > DATA - 12) throw new Error('test header too long');
   const len = payload === undefined ? 12 + json.length : DATA + payload.length;
@@ -155,7 +176,10 @@ describe('encodeMessage / decodeMessage', () => {
   it('decodes a gradients frame holding NaN as the gradientsNonFinite report when asked, and only then', () => {
     const g = byType('gradients');
     const name = Object.keys(g.tensors)[0];
-    const bad = { ...g, tensors: { ...g.tensors, [name]: Float32Array.from(g.tensors[name], (x, i) => (i === 1 ? NaN : x)) } };
+    const bad = {
+      ...g,
+      tensors: { ...g.tensors, [name]: Float32Array.from(g.tensors[name], (x, i) => (i === 1 ? NaN : x)) },
+    };
     const frame = encodeMessage(bad);
     expect(() => decodeMessage(frame, LIMITS)).toThrow(/non-finite/);
     expect(decodeMessage(frame, LIMITS, { reportNonFinite: true })).toEqual({
@@ -261,18 +285,33 @@ describe('encodeMessage / decodeMessage', () => {
     expectProtocolError(() => encodeMessage(noShape), /gradients\.shapes\['G\/proj\/w'\] is missing/);
     const f64 = gradients();
     (f64.tensors as Record<string, unknown>)['G/proj/w'] = new Float64Array(6);
-    expectProtocolError(() => encodeMessage(f64), /must be a Float32Array, Int32Array, Uint8Array or Uint16Array, got Float64Array/);
-    expectProtocolError(() => encodeMessage({ ...byType('heartbeat'), t: NaN }), /heartbeat\.t must be a finite number, got NaN/);
-    expectProtocolError(() => encodeMessage({ type: 'log', line: { msg: 'event', big: 1n } }), /log: cannot encode the header as JSON/);
+    expectProtocolError(
+      () => encodeMessage(f64),
+      /must be a Float32Array, Int32Array, Uint8Array or Uint16Array, got Float64Array/,
+    );
+    expectProtocolError(
+      () => encodeMessage({ ...byType('heartbeat'), t: NaN }),
+      /heartbeat\.t must be a finite number, got NaN/,
+    );
+    expectProtocolError(
+      () => encodeMessage({ type: 'log', line: { msg: 'event', big: 1n } }),
+      /log: cannot encode the header as JSON/,
+    );
   });
 
   it('checks tensor values at the sender only when asked, and always at the receiver', () => {
     const msg = gradients();
     msg.tensors['D/bn2:sum'][1] = Infinity;
     const frame = encodeMessage(msg);
-    expectProtocolError(() => encodeMessage(msg, { checkValues: true }), /tensor 'D\/bn2:sum' holds a non-finite value \(Infinity\) at index 1/);
+    expectProtocolError(
+      () => encodeMessage(msg, { checkValues: true }),
+      /tensor 'D\/bn2:sum' holds a non-finite value \(Infinity\) at index 1/,
+    );
     expectProtocolError(() => validateMessage(msg), /non-finite/);
-    expectProtocolError(() => decodeMessage(frame, LIMITS), /gradients: tensor 'D\/bn2:sum' holds a non-finite value \(Infinity\) at index 1/);
+    expectProtocolError(
+      () => decodeMessage(frame, LIMITS),
+      /gradients: tensor 'D\/bn2:sum' holds a non-finite value \(Infinity\) at index 1/,
+    );
   });
 });
 
@@ -285,67 +324,351 @@ describe('decodeMessage rejects', () => {
   const cases: [string, () => unknown, RegExp, FrameLimits?][] = [
     ['a text frame', () => 'hello', /a frame must be binary \(Buffer, ArrayBuffer or Uint8Array\), got "hello"/],
     ['an array of fragments', () => [Buffer.alloc(12)], /must be binary.*got an array of 1/],
-    ['a frame shorter than the preamble', () => Buffer.from('GDST'), /frame of 4 bytes is shorter than the 12-byte preamble/],
-    ['a frame without the magic', () => Buffer.concat([Buffer.from('HTTP'), encodeMessage(byType('stop')).subarray(4)]), /does not start with the magic "GDST"/],
-    ['a frame larger than the limit', () => Buffer.alloc(4097), /frame of 4097 bytes exceeds the limit of 4096/, PRE_AUTH_LIMITS],
-    ['a training message before authentication', () => grads(), /exceeds the limit of 4096|carries 3 tensors; the limit is 0/, PRE_AUTH_LIMITS],
-    ['a header larger than the limit', () => rawFrame({ type: 'stop', fields: { reason: 'x'.repeat(300) }, tensors: [] }), /header of \d+ bytes exceeds the limit of 256/, { maxFrameBytes: 4096, maxHeaderBytes: 256, maxTensors: 0 }],
-    ['set flags', () => rawFrame(null, undefined, { flags: 1, text: '{}' }), /frame flags are 0x1; this version defines none/],
-    ['a header length past the end', () => Buffer.from(encodeMessage(byType('stop'))).fill(0xff, 8, 12), /header of 4294967295 bytes exceeds the limit of 262144/],
-    ['a header length past the end of the frame', () => { const b = encodeMessage(byType('stop')); b.writeUInt32LE(b.length, 8); return b; }, /header length \d+ runs past the end of the \d+-byte frame/],
-    ['a header that is not UTF-8', () => rawFrame(null, undefined, { text: '{"type":"stop"}' }).fill(0xc3, 13, 14), /header is not valid UTF-8/],
-    ['a header that is not JSON', () => rawFrame(null, undefined, { text: '{"type": stop' }), /header is not valid JSON/],
+    [
+      'a frame shorter than the preamble',
+      () => Buffer.from('GDST'),
+      /frame of 4 bytes is shorter than the 12-byte preamble/,
+    ],
+    [
+      'a frame without the magic',
+      () => Buffer.concat([Buffer.from('HTTP'), encodeMessage(byType('stop')).subarray(4)]),
+      /does not start with the magic "GDST"/,
+    ],
+    [
+      'a frame larger than the limit',
+      () => Buffer.alloc(4097),
+      /frame of 4097 bytes exceeds the limit of 4096/,
+      PRE_AUTH_LIMITS,
+    ],
+    [
+      'a training message before authentication',
+      () => grads(),
+      /exceeds the limit of 4096|carries 3 tensors; the limit is 0/,
+      PRE_AUTH_LIMITS,
+    ],
+    [
+      'a header larger than the limit',
+      () => rawFrame({ type: 'stop', fields: { reason: 'x'.repeat(300) }, tensors: [] }),
+      /header of \d+ bytes exceeds the limit of 256/,
+      { maxFrameBytes: 4096, maxHeaderBytes: 256, maxTensors: 0 },
+    ],
+    [
+      'set flags',
+      () => rawFrame(null, undefined, { flags: 1, text: '{}' }),
+      /frame flags are 0x1; this version defines none/,
+    ],
+    [
+      'a header length past the end',
+      () => Buffer.from(encodeMessage(byType('stop'))).fill(0xff, 8, 12),
+      /header of 4294967295 bytes exceeds the limit of 262144/,
+    ],
+    [
+      'a header length past the end of the frame',
+      () => {
+        const b = encodeMessage(byType('stop'));
+        b.writeUInt32LE(b.length, 8);
+        return b;
+      },
+      /header length \d+ runs past the end of the \d+-byte frame/,
+    ],
+    [
+      'a header that is not UTF-8',
+      () => rawFrame(null, undefined, { text: '{"type":"stop"}' }).fill(0xc3, 13, 14),
+      /header is not valid UTF-8/,
+    ],
+    [
+      'a header that is not JSON',
+      () => rawFrame(null, undefined, { text: '{"type": stop' }),
+      /header is not valid JSON/,
+    ],
     ['a header that is not an object', () => rawFrame([1, 2]), /header must be a JSON object, got an array of 2/],
-    ['an unknown header key', () => rawFrame({ type: 'stop', fields: { reason: '' }, tensors: [], extra: 1 }), /header has unknown key "extra"/],
+    [
+      'an unknown header key',
+      () => rawFrame({ type: 'stop', fields: { reason: '' }, tensors: [], extra: 1 }),
+      /header has unknown key "extra"/,
+    ],
     ['a non-string type', () => rawFrame({ type: 7, fields: {}, tensors: [] }), /header\.type must be a string, got 7/],
-    ['a missing fields object', () => rawFrame({ type: 'stop', tensors: [] }), /header\.fields must be an object, got nothing/],
-    ['an unknown message type', () => rawFrame({ type: 'toString', fields: {}, tensors: [] }), /unknown message type "toString"/],
-    ['another protocol version for a training message', () => reframe(grads(), () => undefined, { version: PROTOCOL_VERSION + 1 }), new RegExp(`peer speaks protocol version ${PROTOCOL_VERSION + 1}; this gan-dist speaks version ${PROTOCOL_VERSION} \\(message type "gradients"\\)`)],
-    ['a hello whose version disagrees with its frame', () => reframe(encodeMessage(byType('hello')), (h) => void (h.fields.protocolVersion = 3)), new RegExp(`hello\\.protocolVersion 3 disagrees with its frame's version ${PROTOCOL_VERSION}`)],
+    [
+      'a missing fields object',
+      () => rawFrame({ type: 'stop', tensors: [] }),
+      /header\.fields must be an object, got nothing/,
+    ],
+    [
+      'an unknown message type',
+      () => rawFrame({ type: 'toString', fields: {}, tensors: [] }),
+      /unknown message type "toString"/,
+    ],
+    [
+      'another protocol version for a training message',
+      () => reframe(grads(), () => undefined, { version: PROTOCOL_VERSION + 1 }),
+      new RegExp(
+        `peer speaks protocol version ${PROTOCOL_VERSION + 1}; this gan-dist speaks version ${PROTOCOL_VERSION} \\(message type "gradients"\\)`,
+      ),
+    ],
+    [
+      'a hello whose version disagrees with its frame',
+      () => reframe(encodeMessage(byType('hello')), (h) => void (h.fields.protocolVersion = 3)),
+      new RegExp(`hello\\.protocolVersion 3 disagrees with its frame's version ${PROTOCOL_VERSION}`),
+    ],
     ['a missing field', () => rawFrame({ type: 'heartbeat', fields: {}, tensors: [] }), /heartbeat\.t is missing/],
-    ['a field of the wrong type', () => reframe(encodeMessage(byType('welcome')), (h) => void (h.fields.workerId = '3')), /welcome\.workerId must be an integer from 0 to \d+, got "3"/],
-    ['a non-integer count', () => reframe(grads(), (h) => void (h.fields.n = 1.5)), /gradients\.n must be an integer from 1 to \d+, got 1\.5/],
-    ['a number that overflows to Infinity', () => rawFrame(null, undefined, { text: '{"type":"heartbeat","fields":{"t":1e999},"tensors":[]}' }), /heartbeat\.t must be a finite number, got Infinity/],
-    ['a score out of range', () => reframe(grads(), (h) => void (h.fields.scoreG = 1.5)), /gradients\.scoreG must be from 0 to 1, got 1\.5/],
-    ['timings without computeMs', () => reframe(grads(), (h) => void (h.fields.timings = { uploadMs: 1 })), /gradients\.timings\.computeMs is missing/],
-    ['a negative timing', () => reframe(grads(), (h) => void (h.fields.timings = { computeMs: -1 })), /gradients\.timings\.computeMs must be from 0/],
-    ['a nonce that is not 32 bytes of hex', () => reframe(encodeMessage(byType('hello')), (h) => void (h.fields.nonce = 'abc')), /hello\.nonce must be 64 lowercase hex digits, got "abc"/],
-    ['an unknown role', () => reframe(encodeMessage(byType('hello')), (h) => void (h.fields.role = 'admin')), /hello\.role must be one of worker, monitor, got "admin"/],
-    ['an error code outside GAN_DIST_E_', () => reframe(encodeMessage(byType('reject')), (h) => void (h.fields.code = 'EPERM')), /reject\.code must be a GAN_DIST_E_\.\.\. code, got "EPERM"/],
-    ['a model config that is not an object', () => reframe(encodeMessage(byType('welcome')), (h) => void (h.fields.modelConfig = [1])), /welcome\.modelConfig must be an object, got an array of 1/],
-    ['an unknown field', () => reframe(encodeMessage(byType('stop')), (h) => void (h.fields.extra = true)), /stop has unknown field "extra"/],
-    ['a shared-memory path that climbs out', () => reframe(encodeMessage(byType('shmReady')), (h) => void (h.fields.gradientsFile = '/dev/shm/../etc/passwd')), /shmReady\.gradientsFile must be an absolute path without '\.\.'/],
-    ['a relative shared-memory region', () => reframe(encodeMessage(byType('shmAttach')), (h) => void (h.fields.region = 'gan-dist-1')), /shmAttach\.region must be an absolute path/],
-    ['a gradientsRef of sequence 0', () => reframe(encodeMessage(byType('gradientsRef')), (h) => void (h.fields.seq = 0)), /gradientsRef\.seq must be an integer from 1/],
-    ['a __proto__ key anywhere in the header', () => rawFrame(null, undefined, { text: '{"type":"log","fields":{"line":{"__proto__":{"x":1}}},"tensors":[]}' }), /header contains a '__proto__' key/],
-    ['tensors on a message that carries none', () => reframe(grads(), (h) => { h.type = 'heartbeat'; h.fields = { t: 1 }; }), /heartbeat: this message carries no tensors, got 3/],
-    ['a byte length that disagrees with dtype and shape', () => reframe(grads(), (h) => void (h.tensors[0].byteLength = 12)), /tensor 'G\/proj\/w' byteLength is 12 but float32 \[2,3\] needs 24/],
-    ['a shape larger than the frame', () => reframe(grads(), (h) => void (h.tensors[0].shape = [1e9, 1e9])), /tensor 'G\/proj\/w' shape \[1000000000,1000000000\] is larger than the frame can hold/],
-    ['a negative dimension', () => reframe(grads(), (h) => void (h.tensors[0].shape = [-2, -3])), /tensor 'G\/proj\/w' shape\[0\] must be a non-negative integer, got -2/],
-    ['an unknown dtype', () => reframe(grads(), (h) => void (h.tensors[0].dtype = 'float64')), /tensor 'G\/proj\/w' dtype must be one of float32, int32, uint8, uint16, bfloat16, float16, got "float64"/],
-    ['an offset that is not 8-aligned', () => reframe(grads(), (h) => void (h.tensors[0].byteOffset += 4)), /tensor 'G\/proj\/w' byteOffset must be a multiple of 8, got 1028/],
-    ['an offset inside the header', () => reframe(grads(), (h) => void (h.tensors[0].byteOffset = 16)), /tensor 'G\/proj\/w' byteOffset 16 lies inside the header/],
-    ['bytes past the end of the frame', () => reframe(grads(), (h) => void (h.tensors[2].byteOffset += 64)), /tensor 'D\/bn2:sumsq' bytes \[\d+, \d+\) run past the end of the \d+-byte frame/],
-    ['overlapping tensors', () => reframe(grads(), (h) => void (h.tensors[1].byteOffset = h.tensors[0].byteOffset + 8)), /tensors 'G\/proj\/w' and 'D\/bn2:sum' overlap at byte 1032/],
-    ['bytes after the last tensor', () => Buffer.concat([grads(), Buffer.alloc(8)]), /frame has 8 bytes after its last tensor/],
-    ['more tensors than the limit', () => grads(), /frame carries 3 tensors; the limit is 2/, { ...LIMITS, maxTensors: 2 }],
-    ['a duplicate tensor name', () => reframe(grads(), (h) => void (h.tensors[1].name = 'G/proj/w')), /tensor 'G\/proj\/w' appears twice in the tensor table/],
-    ['a tensor name with odd characters', () => reframe(grads(), (h) => void (h.tensors[1].name = 'a b')), /tensor name "a b" must be 1-200 characters/],
-    ['a tensor named __proto__', () => reframe(grads(), (h) => void (h.tensors[1].name = '__proto__')), /tensor name '__proto__' is not allowed/],
-    ['a header nested deeper than the parser allows', () => rawFrame(null, undefined, { text: `{"type":"log","fields":{"line":{"x":${'['.repeat(100_000)}${']'.repeat(100_000)}}},"tensors":[]}` }), /header nests 100003 levels deep; at most 32 are allowed/, { ...LIMITS, maxFrameBytes: 300_000 }],
-    ['a header nested 33 levels deep', () => rawFrame(null, undefined, { text: `{"type":"log","fields":{"line":{"x":${'['.repeat(30)}"]]]"${']'.repeat(30)}}},"tensors":[]}` }), /header nests 33 levels deep/],
-    ['an entry with an unknown key', () => reframe(grads(), (h) => void Object.assign(h.tensors[0], { order: 'F' })), /tensor table entry 0 has unknown key "order"/],
-    ['a NaN gradient, naming the tensor and index', () => { const g = gradients(); g.tensors['G/proj/w'][3] = NaN; return encodeMessage(g); }, /gradients: tensor 'G\/proj\/w' holds a non-finite value \(NaN\) at index 3/],
-    ['an infinite weight', () => { const w = byType('weights'); w.tensors['G/bn1/mean'][0] = -Infinity; return encodeMessage(w); }, /weights: tensor 'G\/bn1\/mean' holds a non-finite value \(-Infinity\) at index 0/],
-    ['weights that are not float32', () => rawFrame(tensorHeader('weights', weightsFields, [{ name: 'w', dtype: 'int32', shape: [2], byteOffset: DATA, byteLength: 8 }]), new Uint8Array(8)), /weights: tensor 'w' must be float32, bfloat16 or float16, got int32/],
-    ['weights without tensors', () => rawFrame(tensorHeader('weights', weightsFields, [])), /weights: needs at least one tensor, got none/],
-    ['a shard whose rows disagree with rowCount', () => reframe(encodeMessage(shard()), (h) => void (h.fields.rowCount = 3)), /shard: tensor 'images' must have shape \[rowCount=3, H, W, 3\], got \[4,8,8,3\]/],
-    ['a shard with z of the wrong dtype', () => reframe(encodeMessage(shard()), (h) => { h.tensors[1].dtype = 'int32'; }), /shard: tensor 'z' must be float32, got int32/],
-    ['a shard missing its images', () => reframe(encodeMessage(shard()), (h) => void h.tensors.shift()), /shard: tensor 'images' is missing/],
-    ['a shard with an extra tensor', () => reframe(encodeMessage(shard()), (h) => void (h.tensors[2].name = 'labels')), /shard: unexpected tensor 'labels'; expected images, z, flip/],
-    ['a shard with a flip bit of 2', () => { const s = shard(); s.tensors.flip[2] = 2; return encodeMessage(s); }, /shard: tensor 'flip' must hold 0 or 1, got 2 at row 2/],
-    ['a shard with NaN in z', () => { const s = shard(); s.tensors.z[0] = NaN; return encodeMessage(s); }, /shard: tensor 'z' holds a non-finite value \(NaN\) at index 0/],
-    ['a sample of the wrong rank', () => rawFrame(tensorHeader('sample', { iteration: 1 }, [{ name: 'images', dtype: 'float32', shape: [2, 3], byteOffset: DATA, byteLength: 24 }]), f32bytes(f32(6))), /sample: tensor 'images' must have rank 4, got shape \[2,3\]/],
+    [
+      'a field of the wrong type',
+      () => reframe(encodeMessage(byType('welcome')), (h) => void (h.fields.workerId = '3')),
+      /welcome\.workerId must be an integer from 0 to \d+, got "3"/,
+    ],
+    [
+      'a non-integer count',
+      () => reframe(grads(), (h) => void (h.fields.n = 1.5)),
+      /gradients\.n must be an integer from 1 to \d+, got 1\.5/,
+    ],
+    [
+      'a number that overflows to Infinity',
+      () => rawFrame(null, undefined, { text: '{"type":"heartbeat","fields":{"t":1e999},"tensors":[]}' }),
+      /heartbeat\.t must be a finite number, got Infinity/,
+    ],
+    [
+      'a score out of range',
+      () => reframe(grads(), (h) => void (h.fields.scoreG = 1.5)),
+      /gradients\.scoreG must be from 0 to 1, got 1\.5/,
+    ],
+    [
+      'timings without computeMs',
+      () => reframe(grads(), (h) => void (h.fields.timings = { uploadMs: 1 })),
+      /gradients\.timings\.computeMs is missing/,
+    ],
+    [
+      'a negative timing',
+      () => reframe(grads(), (h) => void (h.fields.timings = { computeMs: -1 })),
+      /gradients\.timings\.computeMs must be from 0/,
+    ],
+    [
+      'a nonce that is not 32 bytes of hex',
+      () => reframe(encodeMessage(byType('hello')), (h) => void (h.fields.nonce = 'abc')),
+      /hello\.nonce must be 64 lowercase hex digits, got "abc"/,
+    ],
+    [
+      'an unknown role',
+      () => reframe(encodeMessage(byType('hello')), (h) => void (h.fields.role = 'admin')),
+      /hello\.role must be one of worker, monitor, got "admin"/,
+    ],
+    [
+      'an error code outside GAN_DIST_E_',
+      () => reframe(encodeMessage(byType('reject')), (h) => void (h.fields.code = 'EPERM')),
+      /reject\.code must be a GAN_DIST_E_\.\.\. code, got "EPERM"/,
+    ],
+    [
+      'a model config that is not an object',
+      () => reframe(encodeMessage(byType('welcome')), (h) => void (h.fields.modelConfig = [1])),
+      /welcome\.modelConfig must be an object, got an array of 1/,
+    ],
+    [
+      'an unknown field',
+      () => reframe(encodeMessage(byType('stop')), (h) => void (h.fields.extra = true)),
+      /stop has unknown field "extra"/,
+    ],
+    [
+      'a shared-memory path that climbs out',
+      () => reframe(encodeMessage(byType('shmReady')), (h) => void (h.fields.gradientsFile = '/dev/shm/../etc/passwd')),
+      /shmReady\.gradientsFile must be an absolute path without '\.\.'/,
+    ],
+    [
+      'a relative shared-memory region',
+      () => reframe(encodeMessage(byType('shmAttach')), (h) => void (h.fields.region = 'gan-dist-1')),
+      /shmAttach\.region must be an absolute path/,
+    ],
+    [
+      'a gradientsRef of sequence 0',
+      () => reframe(encodeMessage(byType('gradientsRef')), (h) => void (h.fields.seq = 0)),
+      /gradientsRef\.seq must be an integer from 1/,
+    ],
+    [
+      'a __proto__ key anywhere in the header',
+      () => rawFrame(null, undefined, { text: '{"type":"log","fields":{"line":{"__proto__":{"x":1}}},"tensors":[]}' }),
+      /header contains a '__proto__' key/,
+    ],
+    [
+      'tensors on a message that carries none',
+      () =>
+        reframe(grads(), (h) => {
+          h.type = 'heartbeat';
+          h.fields = { t: 1 };
+        }),
+      /heartbeat: this message carries no tensors, got 3/,
+    ],
+    [
+      'a byte length that disagrees with dtype and shape',
+      () => reframe(grads(), (h) => void (h.tensors[0].byteLength = 12)),
+      /tensor 'G\/proj\/w' byteLength is 12 but float32 \[2,3\] needs 24/,
+    ],
+    [
+      'a shape larger than the frame',
+      () => reframe(grads(), (h) => void (h.tensors[0].shape = [1e9, 1e9])),
+      /tensor 'G\/proj\/w' shape \[1000000000,1000000000\] is larger than the frame can hold/,
+    ],
+    [
+      'a negative dimension',
+      () => reframe(grads(), (h) => void (h.tensors[0].shape = [-2, -3])),
+      /tensor 'G\/proj\/w' shape\[0\] must be a non-negative integer, got -2/,
+    ],
+    [
+      'an unknown dtype',
+      () => reframe(grads(), (h) => void (h.tensors[0].dtype = 'float64')),
+      /tensor 'G\/proj\/w' dtype must be one of float32, int32, uint8, uint16, bfloat16, float16, got "float64"/,
+    ],
+    [
+      'an offset that is not 8-aligned',
+      () => reframe(grads(), (h) => void (h.tensors[0].byteOffset += 4)),
+      /tensor 'G\/proj\/w' byteOffset must be a multiple of 8, got 1028/,
+    ],
+    [
+      'an offset inside the header',
+      () => reframe(grads(), (h) => void (h.tensors[0].byteOffset = 16)),
+      /tensor 'G\/proj\/w' byteOffset 16 lies inside the header/,
+    ],
+    [
+      'bytes past the end of the frame',
+      () => reframe(grads(), (h) => void (h.tensors[2].byteOffset += 64)),
+      /tensor 'D\/bn2:sumsq' bytes \[\d+, \d+\) run past the end of the \d+-byte frame/,
+    ],
+    [
+      'overlapping tensors',
+      () => reframe(grads(), (h) => void (h.tensors[1].byteOffset = h.tensors[0].byteOffset + 8)),
+      /tensors 'G\/proj\/w' and 'D\/bn2:sum' overlap at byte 1032/,
+    ],
+    [
+      'bytes after the last tensor',
+      () => Buffer.concat([grads(), Buffer.alloc(8)]),
+      /frame has 8 bytes after its last tensor/,
+    ],
+    [
+      'more tensors than the limit',
+      () => grads(),
+      /frame carries 3 tensors; the limit is 2/,
+      { ...LIMITS, maxTensors: 2 },
+    ],
+    [
+      'a duplicate tensor name',
+      () => reframe(grads(), (h) => void (h.tensors[1].name = 'G/proj/w')),
+      /tensor 'G\/proj\/w' appears twice in the tensor table/,
+    ],
+    [
+      'a tensor name with odd characters',
+      () => reframe(grads(), (h) => void (h.tensors[1].name = 'a b')),
+      /tensor name "a b" must be 1-200 characters/,
+    ],
+    [
+      'a tensor named __proto__',
+      () => reframe(grads(), (h) => void (h.tensors[1].name = '__proto__')),
+      /tensor name '__proto__' is not allowed/,
+    ],
+    [
+      'a header nested deeper than the parser allows',
+      () =>
+        rawFrame(null, undefined, {
+          text: `{"type":"log","fields":{"line":{"x":${'['.repeat(100_000)}${']'.repeat(100_000)}}},"tensors":[]}`,
+        }),
+      /header nests 100003 levels deep; at most 32 are allowed/,
+      { ...LIMITS, maxFrameBytes: 300_000 },
+    ],
+    [
+      'a header nested 33 levels deep',
+      () =>
+        rawFrame(null, undefined, {
+          text: `{"type":"log","fields":{"line":{"x":${'['.repeat(30)}"]]]"${']'.repeat(30)}}},"tensors":[]}`,
+        }),
+      /header nests 33 levels deep/,
+    ],
+    [
+      'an entry with an unknown key',
+      () => reframe(grads(), (h) => void Object.assign(h.tensors[0], { order: 'F' })),
+      /tensor table entry 0 has unknown key "order"/,
+    ],
+    [
+      'a NaN gradient, naming the tensor and index',
+      () => {
+        const g = gradients();
+        g.tensors['G/proj/w'][3] = NaN;
+        return encodeMessage(g);
+      },
+      /gradients: tensor 'G\/proj\/w' holds a non-finite value \(NaN\) at index 3/,
+    ],
+    [
+      'an infinite weight',
+      () => {
+        const w = byType('weights');
+        w.tensors['G/bn1/mean'][0] = -Infinity;
+        return encodeMessage(w);
+      },
+      /weights: tensor 'G\/bn1\/mean' holds a non-finite value \(-Infinity\) at index 0/,
+    ],
+    [
+      'weights that are not float32',
+      () =>
+        rawFrame(
+          tensorHeader('weights', weightsFields, [
+            { name: 'w', dtype: 'int32', shape: [2], byteOffset: DATA, byteLength: 8 },
+          ]),
+          new Uint8Array(8),
+        ),
+      /weights: tensor 'w' must be float32, bfloat16 or float16, got int32/,
+    ],
+    [
+      'weights without tensors',
+      () => rawFrame(tensorHeader('weights', weightsFields, [])),
+      /weights: needs at least one tensor, got none/,
+    ],
+    [
+      'a shard whose rows disagree with rowCount',
+      () => reframe(encodeMessage(shard()), (h) => void (h.fields.rowCount = 3)),
+      /shard: tensor 'images' must have shape \[rowCount=3, H, W, 3\], got \[4,8,8,3\]/,
+    ],
+    [
+      'a shard with z of the wrong dtype',
+      () =>
+        reframe(encodeMessage(shard()), (h) => {
+          h.tensors[1].dtype = 'int32';
+        }),
+      /shard: tensor 'z' must be float32, got int32/,
+    ],
+    [
+      'a shard missing its images',
+      () => reframe(encodeMessage(shard()), (h) => void h.tensors.shift()),
+      /shard: tensor 'images' is missing/,
+    ],
+    [
+      'a shard with an extra tensor',
+      () => reframe(encodeMessage(shard()), (h) => void (h.tensors[2].name = 'labels')),
+      /shard: unexpected tensor 'labels'; expected images, z, flip/,
+    ],
+    [
+      'a shard with a flip bit of 2',
+      () => {
+        const s = shard();
+        s.tensors.flip[2] = 2;
+        return encodeMessage(s);
+      },
+      /shard: tensor 'flip' must hold 0 or 1, got 2 at row 2/,
+    ],
+    [
+      'a shard with NaN in z',
+      () => {
+        const s = shard();
+        s.tensors.z[0] = NaN;
+        return encodeMessage(s);
+      },
+      /shard: tensor 'z' holds a non-finite value \(NaN\) at index 0/,
+    ],
+    [
+      'a sample of the wrong rank',
+      () =>
+        rawFrame(
+          tensorHeader('sample', { iteration: 1 }, [
+            { name: 'images', dtype: 'float32', shape: [2, 3], byteOffset: DATA, byteLength: 24 },
+          ]),
+          f32bytes(f32(6)),
+        ),
+      /sample: tensor 'images' must have rank 4, got shape \[2,3\]/,
+    ],
   ];
 
   for (const [what, frame, reason, limits] of cases) {
@@ -392,18 +715,32 @@ describe('frameLimitFor', () => {
     const limits = frameLimitFor(1000, 32, 64, { latent: 100 });
     const big = shard(32, 64, 100);
     expect(decodeMessage(encodeMessage(big), limits).type).toBe('shard');
-    const sample: Message = { type: 'sample', iteration: 1, tensors: { images: new Float32Array(32 * 64 * 64 * 3) }, shapes: { images: [32, 64, 64, 3] } };
+    const sample: Message = {
+      type: 'sample',
+      iteration: 1,
+      tensors: { images: new Float32Array(32 * 64 * 64 * 3) },
+      shapes: { images: [32, 64, 64, 3] },
+    };
     expect(decodeMessage(encodeMessage(sample), limits).type).toBe('sample');
   });
 
   it('names the argument that is not a positive integer', () => {
-    expectProtocolError(() => frameLimitFor(0, 128, 64), /frameLimitFor: totalParams must be a positive integer, got 0/);
-    expectProtocolError(() => frameLimitFor(10, 128, 64, { latent: 1.5 }), /frameLimitFor: latent must be a positive integer, got 1\.5/);
+    expectProtocolError(
+      () => frameLimitFor(0, 128, 64),
+      /frameLimitFor: totalParams must be a positive integer, got 0/,
+    );
+    expectProtocolError(
+      () => frameLimitFor(10, 128, 64, { latent: 1.5 }),
+      /frameLimitFor: latent must be a positive integer, got 1\.5/,
+    );
   });
 });
 
 describe('paramTableHash', () => {
-  const table = [{ name: 'G/proj/w', shape: [100, 8192] }, { name: 'G/proj/b', shape: [8192] }];
+  const table = [
+    { name: 'G/proj/w', shape: [100, 8192] },
+    { name: 'G/proj/b', shape: [8192] },
+  ];
 
   it('is a stable sha256 hex of names, shapes and order', () => {
     const h = paramTableHash(table);
@@ -439,10 +776,41 @@ describe('decodeMessage under fuzzing', () => {
     const rand = rng(Number(process.env.FUZZ_SEED ?? 0x6a4d1));
     const frames = Number(process.env.FUZZ_FRAMES ?? 10_000);
     const int = (n: number) => Math.floor(rand() * n);
-    const pick = <T,>(xs: readonly T[]): T => xs[int(xs.length)];
+    const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
     const seeds = everyMessage().map((m) => encodeMessage(m));
-    const weird: unknown[] = [null, true, -1, 0, 1.5, 2 ** 53, -0, 1e308, '', 'x'.repeat(300), [], [1, [2]], {}, { a: { b: {} } }, 'GAN_DIST_E_X', 'a'.repeat(64), 'float32', [4, 8, 8, 3]];
-    const weirdText = ['1e999', '-1e999', 'NaN', '-0', '1e-400', '99999999999999999999', '"\\ud800"', '{}', '[]', 'null', '"__proto__"'];
+    const weird: unknown[] = [
+      null,
+      true,
+      -1,
+      0,
+      1.5,
+      2 ** 53,
+      -0,
+      1e308,
+      '',
+      'x'.repeat(300),
+      [],
+      [1, [2]],
+      {},
+      { a: { b: {} } },
+      'GAN_DIST_E_X',
+      'a'.repeat(64),
+      'float32',
+      [4, 8, 8, 3],
+    ];
+    const weirdText = [
+      '1e999',
+      '-1e999',
+      'NaN',
+      '-0',
+      '1e-400',
+      '99999999999999999999',
+      '"\\ud800"',
+      '{}',
+      '[]',
+      'null',
+      '"__proto__"',
+    ];
 
     const mutations: ((f: Buffer) => Buffer | Uint8Array | ArrayBuffer)[] = [
       // truncated
@@ -457,7 +825,22 @@ describe('decodeMessage under fuzzing', () => {
       (f) => {
         const b = Buffer.from(f);
         const end = 12 + b.readUInt32LE(8);
-        for (let k = 1 + int(4); k > 0; k--) b[12 + int(end - 12)] = pick([0x22, 0x7b, 0x7d, 0x5b, 0x5d, 0x2c, 0x3a, 0x30, 0x39, 0x2d, 0xff, 0x00, int(256)]);
+        for (let k = 1 + int(4); k > 0; k--)
+          b[12 + int(end - 12)] = pick([
+            0x22,
+            0x7b,
+            0x7d,
+            0x5b,
+            0x5d,
+            0x2c,
+            0x3a,
+            0x30,
+            0x39,
+            0x2d,
+            0xff,
+            0x00,
+            int(256),
+          ]);
         return b;
       },
       // a header value replaced with something of another type or range
@@ -536,7 +919,11 @@ describe('decodeMessage under fuzzing', () => {
       for (let k = 1 + int(2); k > 0; k--) {
         const m = pick(mutations);
         try {
-          frame = m(frame instanceof ArrayBuffer ? Buffer.from(frame) : Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength));
+          frame = m(
+            frame instanceof ArrayBuffer
+              ? Buffer.from(frame)
+              : Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength),
+          );
         } catch {
           // A mutation that cannot apply (e.g. reframe of a frame whose header is already broken) keeps the frame.
         }

@@ -1,9 +1,26 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { GanDistError } from '../../protocol/errors.ts';
-import { createRunDir, openRunDirForResume, resolveRunDir, runTimestamp, writeEndpoint, writeRunConfig } from '../../protocol/run/run-dir.ts';
+import {
+  createRunDir,
+  openRunDirForResume,
+  resolveRunDir,
+  runTimestamp,
+  writeEndpoint,
+  writeRunConfig,
+} from '../../protocol/run/run-dir.ts';
 
 let cwd: string;
 beforeEach(() => {
@@ -103,7 +120,9 @@ describe('run directories', () => {
   });
 
   it('says what is wrong with an argument that names no run', () => {
-    expect(thrown(() => resolveRunDir('nowhere', cwd)).message).toContain('nowhere: no such run directory or checkpoint');
+    expect(thrown(() => resolveRunDir('nowhere', cwd)).message).toContain(
+      'nowhere: no such run directory or checkpoint',
+    );
     mkdirSync(join(cwd, 'photos'));
     expect(thrown(() => resolveRunDir('photos', cwd)).message).toContain('not a run directory');
   });

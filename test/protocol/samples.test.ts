@@ -23,7 +23,9 @@ function handMade(): Float32Array {
   return a;
 }
 
-const pixel = (t: { width: number; rgb: Uint8Array }, x: number, y: number) => [...t.rgb.subarray((y * t.width + x) * 3, (y * t.width + x) * 3 + 3)];
+const pixel = (t: { width: number; rgb: Uint8Array }, x: number, y: number) => [
+  ...t.rgb.subarray((y * t.width + x) * 3, (y * t.width + x) * 3 + 3),
+];
 
 describe('sample grids', () => {
   it('tiles a 2x2 set row by row and rescales over the whole grid', () => {
@@ -40,7 +42,11 @@ describe('sample grids', () => {
   });
 
   it('lays 25 images out 5x5, and 3 images 2x2 with a black cell outside the rescale', () => {
-    const t25 = tileImages(new Float32Array(25 * 4 * 4 * 3).map((_, i) => i), 25, 4);
+    const t25 = tileImages(
+      new Float32Array(25 * 4 * 4 * 3).map((_, i) => i),
+      25,
+      4,
+    );
     expect([t25.columns, t25.rows, t25.width, t25.height]).toEqual([5, 5, 20, 20]);
     expect(pixel(t25, 19, 19)).toEqual([255, 255, 255]);
 

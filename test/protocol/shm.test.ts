@@ -1,11 +1,34 @@
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  readdirSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../protocol/config.ts';
-import { decodeMessage, encodeMessage, encodeMessageChunks, frameLimitFor, type Message } from '../../protocol/wire/protocol.ts';
-import { decideTransport, removeStaleRegions, ShmFile, ShmRegion, ShmWorkerFiles, SHM_HEADER_BYTES } from '../../protocol/wire/shm.ts';
+import {
+  decodeMessage,
+  encodeMessage,
+  encodeMessageChunks,
+  frameLimitFor,
+  type Message,
+} from '../../protocol/wire/protocol.ts';
+import {
+  decideTransport,
+  removeStaleRegions,
+  ShmFile,
+  ShmRegion,
+  ShmWorkerFiles,
+  SHM_HEADER_BYTES,
+} from '../../protocol/wire/shm.ts';
 import { train } from '../../coordinator/train.ts';
 
 import { repoRoot as root } from '../support/paths.ts';
@@ -17,7 +40,13 @@ const LIMITS = frameLimitFor(1000, 4, 8);
 const f32 = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i + k));
 
 function weights(version: number): Message {
-  return { type: 'weights', version, iteration: version, tensors: { 'G/proj/w': f32(600, version), 'G/bn1/mean': f32(3, -version) }, shapes: { 'G/proj/w': [20, 30], 'G/bn1/mean': [3] } };
+  return {
+    type: 'weights',
+    version,
+    iteration: version,
+    tensors: { 'G/proj/w': f32(600, version), 'G/bn1/mean': f32(3, -version) },
+    shapes: { 'G/proj/w': [20, 30], 'G/bn1/mean': [3] },
+  };
 }
 
 function gradients(shardId: number): Message {
@@ -39,7 +68,10 @@ function gradients(shardId: number): Message {
 
 /** Runs `code` (ESM, TypeScript through tsx) in a child process; resolves with it once it prints `ready`. */
 function child(code: string) {
-  const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+  const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let out = '';
   const ready = new Promise<string>((resolve, reject) => {
     p.stdout!.on('data', (d) => {
@@ -93,12 +125,15 @@ describe('shared-memory transport', () => {
     }
   });
 
-  it('keeps a round\'s gradient buffers until the next round, then reuses them', () => {
+  it("keeps a round's gradient buffers until the next round, then reuses them", () => {
     const { region } = ShmRegion.create(shmRoot);
     try {
       const worker = new ShmWorkerFiles(region.dir, region.weights.file, region.attach(1, 64 * 1024));
       const a = worker.writeGradients(encodeMessage(gradients(0)));
-      const first = decodeMessage(region.readGradients(1, a.seq, a.byteLength), LIMITS) as Extract<Message, { type: 'gradients' }>;
+      const first = decodeMessage(region.readGradients(1, a.seq, a.byteLength), LIMITS) as Extract<
+        Message,
+        { type: 'gradients' }
+      >;
       // The same worker answers a second shard of the same round: the first stays intact.
       const b = worker.writeGradients(encodeMessage(gradients(1)));
       const bufB = region.readGradients(1, b.seq, b.byteLength);
@@ -194,12 +229,21 @@ describe('shared-memory transport', () => {
   });
 
   it('falls back to the socket when /dev/shm lacks room, naming the sizes', () => {
-    const common = { transport: 'auto' as const, localWorkers: 4, weightsBytes: 37.8e6, gradientsBytes: 37.8e6, root: shmRoot };
+    const common = {
+      transport: 'auto' as const,
+      localWorkers: 4,
+      weightsBytes: 37.8e6,
+      gradientsBytes: 37.8e6,
+      root: shmRoot,
+    };
     const small = decideTransport({ ...common, free: 64 * 2 ** 20 });
     expect(small.use).toBe(false);
     expect(!small.use && small.reason).toMatch(/has 64 MiB free, 4 local worker\(s\) need 225 MiB.*--shm-size=256m/);
     expect(decideTransport({ ...common, free: 2 ** 30 }).use).toBe(true);
-    expect(decideTransport({ ...common, transport: 'socket', free: 2 ** 30 })).toEqual({ use: false, reason: '--transport socket' });
+    expect(decideTransport({ ...common, transport: 'socket', free: 2 ** 30 })).toEqual({
+      use: false,
+      reason: '--transport socket',
+    });
     expect(decideTransport({ ...common, localWorkers: 0, free: 2 ** 30 }).use).toBe(false);
   });
 });
@@ -207,8 +251,21 @@ describe('shared-memory transport', () => {
 describe('train with --transport', () => {
   const config = () => resolveConfig({ preset: 'tiny', flags: { seed: 2, iterations: 6, validationFrequency: 1000 } });
   const events = (runDir: string) =>
-    readFileSync(path.join(runDir, 'train.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.msg === 'event');
-  const common = { data: 'synthetic', listen: '127.0.0.1:0', backend: 'wasm', checkpointEvery: 0, keepCheckpoints: 1, simulateStepMs: 30, skipFinalCheckpoint: true, shmRoot };
+    readFileSync(path.join(runDir, 'train.log'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .filter((l) => l.msg === 'event');
+  const common = {
+    data: 'synthetic',
+    listen: '127.0.0.1:0',
+    backend: 'wasm',
+    checkpointEvery: 0,
+    keepCheckpoints: 1,
+    simulateStepMs: 30,
+    skipFinalCheckpoint: true,
+    shmRoot,
+  };
 
   it('logs the fallback to the socket when /dev/shm lacks room, and trains on', async () => {
     const cwd = mkdtempSync(path.join(os.tmpdir(), 'gan-dist-shm-'));
@@ -239,7 +296,10 @@ describe('train with --transport', () => {
             .filter((p) => {
               try {
                 const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-                return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('worker');
+                return (
+                  Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid &&
+                  readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('worker')
+                );
               } catch {
                 return false;
               }

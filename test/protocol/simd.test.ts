@@ -22,7 +22,7 @@ function addScaledJs(sum: Float32Array, g: Float32Array, n: number, first: boole
 function awkward(length: number, seed: number): Float32Array {
   const out = new Float32Array(length);
   let s = seed >>> 0;
-  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
   const special = [0, -0, 1e-45, -1e-45, 1.1754942e-38, 3.4028235e38, -3.4028235e38, 1, -1];
   for (let i = 0; i < length; i++) {
     out[i] = rnd() < 0.05 ? special[Math.floor(rnd() * special.length)] : (rnd() - 0.5) * 10 ** (rnd() * 12 - 8);
@@ -50,10 +50,21 @@ describe('simd.wasm', () => {
 describe('addScaled in the arena', () => {
   it('gives bitwise the floats of the JavaScript loop, first or not, at any offset and length', () => {
     const arena = simdArena();
-    for (const [length, from, to] of [[1037, 0, 1037], [1037, 3, 1030], [8, 1, 2], [5, 0, 5], [4096, 17, 4095]]) {
+    for (const [length, from, to] of [
+      [1037, 0, 1037],
+      [1037, 3, 1030],
+      [8, 1, 2],
+      [5, 0, 5],
+      [4096, 17, 4095],
+    ]) {
       const g = awkward(length, length + from);
       const start = awkward(length, 7 * length);
-      for (const [n, first] of [[1, true], [32, false], [127, false], [64, true]] as const) {
+      for (const [n, first] of [
+        [1, true],
+        [32, false],
+        [127, false],
+        [64, true],
+      ] as const) {
         const want = start.slice();
         addScaledJs(want, g, n, first, from, to);
         const sum = arenaCopy(start);
@@ -95,7 +106,12 @@ describe('addScaled in the arena', () => {
 describe('meanAdamStep in the arena', () => {
   it('gives bitwise the floats of the JavaScript float32 loop, at any offset and length', () => {
     const hyper = { lr: 2e-4, beta1: 0.5, beta2: 0.999, epsilon: 1e-8 };
-    for (const [length, from, to] of [[1037, 0, 1037], [1037, 5, 1031], [7, 1, 6], [4096, 0, 4096]]) {
+    for (const [length, from, to] of [
+      [1037, 0, 1037],
+      [1037, 5, 1031],
+      [7, 1, 6],
+      [4096, 0, 4096],
+    ]) {
       const w = awkward(length, 1).map((x) => x * 1e-3);
       const sum = awkward(length, 2);
       const m = awkward(length, 3).map((x) => x * 1e-4);

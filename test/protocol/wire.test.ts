@@ -89,7 +89,6 @@ function gradients(tensors: Record<string, Float32Array>): GradientsMessage {
   };
 }
 
-
 /** Rewrites a frame's JSON header to forge a bad one; the tensor bytes move along unchanged. */
 /** A one-row shard of an 8x8 image and a 5-long latent: a message that must travel exactly. */
 function oneRowShard(): ShardMessage {
@@ -222,7 +221,11 @@ describe('float16 with a per-tensor scale', () => {
 });
 
 describe('wire dtypes in messages', () => {
-  const big = () => ({ 'G/proj/w': spread(4000, 4, -12, 2), 'D/conv1/w': spread(1000, 5, -30, -20), 'bn/G/bn1/sum': Float32Array.of(1 / 3, 2 / 3, 1e-9) });
+  const big = () => ({
+    'G/proj/w': spread(4000, 4, -12, 2),
+    'D/conv1/w': spread(1000, 5, -30, -20),
+    'bn/G/bn1/sum': Float32Array.of(1 / 3, 2 / 3, 1e-9),
+  });
   const exact = (name: string) => name.startsWith('bn/');
 
   it('sends float32 exactly by default: the same bytes as before, values bit for bit', () => {
@@ -234,7 +237,10 @@ describe('wire dtypes in messages', () => {
     expect(plain.includes(Buffer.from('bfloat16'))).toBe(false);
   });
 
-  for (const [dtype, bound] of [['bfloat16', 2 ** -8], ['float16', 2 ** -11]] as const) {
+  for (const [dtype, bound] of [
+    ['bfloat16', 2 ** -8],
+    ['float16', 2 ** -11],
+  ] as const) {
     it(`sends gradients as ${dtype} in about half the bytes, float32 back, the exact ones untouched`, () => {
       const msg = gradients(big());
       const frame = encodeMessage(msg, { wireDtype: dtype, exact });
@@ -255,7 +261,10 @@ describe('wire dtypes in messages', () => {
     it(`refuses to send a non-finite value as ${dtype}, naming the tensor`, () => {
       const t = big();
       t['G/proj/w'][17] = NaN;
-      expectProtocolError(() => encodeMessage(gradients(t), { wireDtype: dtype, exact }), /gradients: tensor 'G\/proj\/w' holds a non-finite value \(NaN\) at index 17/);
+      expectProtocolError(
+        () => encodeMessage(gradients(t), { wireDtype: dtype, exact }),
+        /gradients: tensor 'G\/proj\/w' holds a non-finite value \(NaN\) at index 17/,
+      );
     });
   }
 
@@ -269,7 +278,10 @@ describe('wire dtypes in messages', () => {
     const frame = encodeMessage(gradients({ 'G/proj/w': spread(64, 6) }), { wireDtype: 'bfloat16' });
     // 4 bytes an element: what a float32 tensor of that shape would take, not a bfloat16 one.
     const bad = editHeader(frame, (h) => void (h.tensors[0].byteLength = 64 * 4));
-    expectProtocolError(() => decodeMessage(bad, LIMITS), /tensor 'G\/proj\/w' byteLength is 256 but bfloat16 \[64\] needs 128/);
+    expectProtocolError(
+      () => decodeMessage(bad, LIMITS),
+      /tensor 'G\/proj\/w' byteLength is 256 but bfloat16 \[64\] needs 128/,
+    );
     const short = editHeader(frame, (h) => void (h.tensors[0].shape = [65]));
     expectProtocolError(() => decodeMessage(short, LIMITS), /byteLength is 128 but bfloat16 \[65\] needs 130/);
   });
@@ -279,7 +291,10 @@ describe('wire dtypes in messages', () => {
     expect(() => decodeMessage(frame, LIMITS)).not.toThrow();
     for (const scale of [undefined, 0, -0.5, 3, '0.5', 2 ** 200]) {
       const bad = editHeader(frame, (h) => void (h.tensors[0].scale = scale));
-      expectProtocolError(() => decodeMessage(bad, LIMITS), /tensor 'G\/proj\/w' is float16, so its scale must be a power of two/);
+      expectProtocolError(
+        () => decodeMessage(bad, LIMITS),
+        /tensor 'G\/proj\/w' is float16, so its scale must be a power of two/,
+      );
     }
     const bf = encodeMessage(gradients({ 'G/proj/w': spread(64, 7) }), { wireDtype: 'bfloat16' });
     const scaled = editHeader(bf, (h) => void (h.tensors[0].scale = 1));
@@ -292,10 +307,13 @@ describe('wire dtypes in messages', () => {
     const off = (JSON.parse(frame.subarray(12, 12 + len).toString()).tensors[0] as { byteOffset: number }).byteOffset;
     const bad = Buffer.from(frame);
     bad.writeUInt16LE(0x7f80, off + 4);
-    expectProtocolError(() => decodeMessage(bad, LIMITS), /tensor 'G\/proj\/w' holds a non-finite bfloat16 value at index 2/);
+    expectProtocolError(
+      () => decodeMessage(bad, LIMITS),
+      /tensor 'G\/proj\/w' holds a non-finite bfloat16 value at index 2/,
+    );
   });
 
-  it('rejects 16-bit tensors in messages that travel exactly (a shard\'s z)', () => {
+  it("rejects 16-bit tensors in messages that travel exactly (a shard's z)", () => {
     const shard = encodeMessage(oneRowShard());
     const forged = editHeader(shard, (h) => {
       const z = h.tensors.find((t) => t.name === 'z')!;
@@ -310,7 +328,10 @@ describe('wire dtypes in messages', () => {
     const back = decodeMessage(encodeMessage({ ...base, wireDtype: 'float16' }), LIMITS);
     expect(back).toEqual({ ...base, wireDtype: 'float16' });
     expect(decodeMessage(encodeMessage(base), LIMITS)).toEqual(base);
-    expectProtocolError(() => encodeMessage({ ...base, wireDtype: 'int8' } as unknown as Message), /welcome.wireDtype must be one of float32, bfloat16, float16, got "int8"/);
+    expectProtocolError(
+      () => encodeMessage({ ...base, wireDtype: 'int8' } as unknown as Message),
+      /welcome.wireDtype must be one of float32, bfloat16, float16, got "int8"/,
+    );
   });
 
   it('names --wire-dtype and its choices for a bad value', () => {
@@ -332,11 +353,20 @@ describe('wire dtypes in messages', () => {
     const tensors: Record<string, Float32Array> = {};
     const shapes: Record<string, number[]> = {};
     table.forEach((s, i) => {
-      tensors[s.name] = spread(s.shape.reduce((a, b) => a * b, 1), 10 + i, -12, 0);
+      tensors[s.name] = spread(
+        s.shape.reduce((a, b) => a * b, 1),
+        10 + i,
+        -12,
+        0,
+      );
       shapes[s.name] = s.shape;
     });
     const msg: WeightsMessage = { type: 'weights', version: 1, iteration: 1, tensors, shapes };
-    const limits = frameLimitFor(table.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0), 16, 32);
+    const limits = frameLimitFor(
+      table.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0),
+      16,
+      32,
+    );
     const f32 = encodeMessage(msg);
     const f16 = encodeMessage(msg, { wireDtype: 'float16' });
     expect(f16.length / f32.length).toBeGreaterThan(0.45);
@@ -346,7 +376,8 @@ describe('wire dtypes in messages', () => {
   });
 });
 
-const tiny = (over: Partial<TrainConfig> = {}) => resolveConfig({ preset: 'tiny', flags: { seed: 11, validationFrequency: 1e6, ...over } });
+const tiny = (over: Partial<TrainConfig> = {}) =>
+  resolveConfig({ preset: 'tiny', flags: { seed: 11, validationFrequency: 1e6, ...over } });
 const running: Coordinator[] = [];
 afterEach(() => {
   for (const c of running.splice(0)) if (c.state !== 'finished' && c.state !== 'failed') c.requestStop('test over');
@@ -359,10 +390,18 @@ describe('wire dtypes between a coordinator and its workers', () => {
     const ws = new WebSocket(`ws://${h.endpoint}`, { perMessageDeflate: false });
     ws.on('error', () => {});
     const closed = new Promise<void>((resolve) => ws.on('close', () => resolve()));
-    const hs = createClientHandshake({ token: h.token, role: 'worker', ganDistVersion: 'test', backend: 'none', device: 'test' });
+    const hs = createClientHandshake({
+      token: h.token,
+      role: 'worker',
+      ganDistVersion: 'test',
+      backend: 'none',
+      device: 'test',
+    });
     const welcome = new Promise<Extract<Message, { type: 'welcome' }>>((resolve) => {
       ws.on('message', (d) => {
-        const step = hs.onMessage(decodeMessage(d as Buffer, { maxFrameBytes: 1 << 30, maxHeaderBytes: 1 << 20, maxTensors: 4096 }));
+        const step = hs.onMessage(
+          decodeMessage(d as Buffer, { maxFrameBytes: 1 << 30, maxHeaderBytes: 1 << 20, maxTensors: 4096 }),
+        );
         if (step.send) ws.send(encodeMessage(step.send));
         if (step.welcome) {
           ws.send(encodeMessage(hs.ready(paramTableHash(parameterTable(modelConfigOf(tiny())))).send!));
@@ -377,34 +416,70 @@ describe('wire dtypes between a coordinator and its workers', () => {
     ws.send(editHeader(frame, (hd) => void delete hd.tensors[0].scale));
     await closed;
     const left = h.events.find((e) => e.event === 'worker-left');
-    expect(String(left?.fields.reason)).toMatch(/tensor 'G\/proj\/w' is float16, so its scale must be a power of two from .* got nothing/);
+    expect(String(left?.fields.reason)).toMatch(
+      /tensor 'G\/proj\/w' is float16, so its scale must be a power of two from .* got nothing/,
+    );
   });
 
-  it('keeps the run\'s wire dtype in config.json: a resume uses it unless --wire-dtype is given again', async () => {
+  it("keeps the run's wire dtype in config.json: a resume uses it unless --wire-dtype is given again", async () => {
     const cwd = mkdtempSync(path.join(os.tmpdir(), 'gan-dist-wire-'));
-    const common = { data: 'synthetic', listen: '127.0.0.1:0', workers: 1, simulateStepMs: 1, backend: 'wasm', checkpointEvery: 0, keepCheckpoints: 1, cwd, transport: 'socket' as const };
+    const common = {
+      data: 'synthetic',
+      listen: '127.0.0.1:0',
+      workers: 1,
+      simulateStepMs: 1,
+      backend: 'wasm',
+      checkpointEvery: 0,
+      keepCheckpoints: 1,
+      cwd,
+      transport: 'socket' as const,
+    };
     const configEvent = (runDir: string) =>
-      readFileSync(path.join(runDir, 'train.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.event === 'config').at(-1);
+      readFileSync(path.join(runDir, 'train.log'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l))
+        .filter((l) => l.event === 'config')
+        .at(-1);
     const first = await train({ ...common, config: tiny({ iterations: 1 }), runDir: 'run', wireDtype: 'float16' });
     expect(JSON.parse(readFileSync(path.join(first.runDir, 'config.json'), 'utf8')).wireDtype).toBe('float16');
-    const resumed = await train({ ...common, config: tiny({ iterations: 2 }), overrides: { iterations: 2 }, resume: first.runDir });
+    const resumed = await train({
+      ...common,
+      config: tiny({ iterations: 2 }),
+      overrides: { iterations: 2 },
+      resume: first.runDir,
+    });
     expect(resumed.iteration).toBe(2);
     expect(configEvent(resumed.runDir).wireDtype).toBe('float16');
-    const changed = await train({ ...common, config: tiny({ iterations: 3 }), overrides: { iterations: 3 }, resume: first.runDir, wireDtype: 'bfloat16' });
+    const changed = await train({
+      ...common,
+      config: tiny({ iterations: 3 }),
+      overrides: { iterations: 3 },
+      resume: first.runDir,
+      wireDtype: 'bfloat16',
+    });
     expect(changed.iteration).toBe(3);
     expect(JSON.parse(readFileSync(path.join(first.runDir, 'config.json'), 'utf8')).wireDtype).toBe('bfloat16');
     // A config.json edited by hand to something unknown is named, not guessed at.
     const cfgPath = path.join(first.runDir, 'config.json');
     writeFileSync(cfgPath, JSON.stringify({ ...JSON.parse(readFileSync(cfgPath, 'utf8')), wireDtype: 'fp8' }));
-    await expect(train({ ...common, config: tiny({ iterations: 4 }), overrides: { iterations: 4 }, resume: first.runDir })).rejects.toThrow(/config.json: wireDtype: "fp8" is not a wire dtype/);
+    await expect(
+      train({ ...common, config: tiny({ iterations: 4 }), overrides: { iterations: 4 }, resume: first.runDir }),
+    ).rejects.toThrow(/config.json: wireDtype: "fp8" is not a wire dtype/);
   });
 
-  it('trains at bfloat16 with losses close to float32\'s, yet not bit-identical (the wire really is 16-bit)', async () => {
+  it("trains at bfloat16 with losses close to float32's, yet not bit-identical (the wire really is 16-bit)", async () => {
     const runs: { lossD: number[]; lossG: number[] }[] = [];
     for (const wireDtype of ['float32', 'bfloat16'] as const) {
       const h = await startCoordinator(tiny({ iterations: 6 }), { minWorkers: 1, wireDtype });
       running.push(h.coordinator);
-      const worker = runWorker({ url: `ws://${h.endpoint}`, token: h.token, backend: 'wasm', threads: 1, ganDistVersion: 'test' });
+      const worker = runWorker({
+        url: `ws://${h.endpoint}`,
+        token: h.token,
+        backend: 'wasm',
+        threads: 1,
+        ganDistVersion: 'test',
+      });
       await h.coordinator.run();
       expect((await worker).exitCode).toBe(0);
       runs.push({ lossD: h.records.map((r) => r.lossD), lossG: h.records.map((r) => r.lossG) });

@@ -13,9 +13,13 @@ describe('scripts/swd-curve', () => {
   });
 
   it("keeps a resumed run's later score of an iteration", () => {
-    const line = (iteration: number, swd: number) => JSON.stringify({ event: 'eval', iteration, swd, swdLevels: [swd], resolutions: [32], msg: 'event' });
+    const line = (iteration: number, swd: number) =>
+      JSON.stringify({ event: 'eval', iteration, swd, swdLevels: [swd], resolutions: [32], msg: 'event' });
     const c = curveFromLog([line(0, 200), line(10, 150), line(10, 140), line(5, 170)].join('\n'));
-    expect([c.iterations, c.mean]).toEqual([[0, 5, 10], [200, 170, 140]]);
+    expect([c.iterations, c.mean]).toEqual([
+      [0, 5, 10],
+      [200, 170, 140],
+    ]);
   });
 
   it('draws the mean through every score on axes from zero, the floor dashed at its height', () => {

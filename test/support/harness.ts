@@ -20,9 +20,22 @@ export interface Harness {
 
 export async function startCoordinator(
   config: TrainConfig,
-  opts: { minWorkers: number; tls?: { cert: string; key: string }; balance?: 'off' | 'throughput'; wireDtype?: WireDtype; shm?: ShmRegion; shardsAt?: (iteration: number) => number },
+  opts: {
+    minWorkers: number;
+    tls?: { cert: string; key: string };
+    balance?: 'off' | 'throughput';
+    wireDtype?: WireDtype;
+    shm?: ShmRegion;
+    shardsAt?: (iteration: number) => number;
+  },
 ): Promise<Harness> {
-  const dataset = await openDataset({ data: 'synthetic', imageSize: config.imageSize, count: 64, seed: 1, cache: false });
+  const dataset = await openDataset({
+    data: 'synthetic',
+    imageSize: config.imageSize,
+    count: 64,
+    seed: 1,
+    cache: false,
+  });
   const batches = dataset.createBatchIterator({ batchSize: config.batchSize, seed: config.seed });
   const token = newToken();
   const draws = new Map<number, { z: Float32Array; flip: Uint8Array }>();

@@ -59,7 +59,8 @@ export function layeringViolations(root: string): Violation[] {
         const top = target.split(path.sep)[0]!;
         if (top === layer || SPAWNED.has(target) || !(top in LAYERS || top === 'test')) continue;
         const allowed = LAYERS[layer]!;
-        if (!allowed.includes(top)) out.push({ file, imports: target, rule: `${layer}/ may import only ${[layer, ...allowed].join(', ')}` });
+        if (!allowed.includes(top))
+          out.push({ file, imports: target, rule: `${layer}/ may import only ${[layer, ...allowed].join(', ')}` });
       }
     }
   }

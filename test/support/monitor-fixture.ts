@@ -32,14 +32,35 @@ export const FIXTURE_SWD = { floor: 27.5, iterations: [0, 10, 20, 30], swd: [192
  * training went on); the last before the run's end.
  */
 export function fixtureEvalLines(): string[] {
-  const ev = (fields: Record<string, unknown>) => JSON.stringify({ level: 'info', time: '2026-11-28T17:41:43.000Z', ...fields, msg: 'event' });
+  const ev = (fields: Record<string, unknown>) =>
+    JSON.stringify({ level: 'info', time: '2026-11-28T17:41:43.000Z', ...fields, msg: 'event' });
   const score = (k: number) =>
-    ev({ event: 'eval', iteration: FIXTURE_SWD.iterations[k], swd: FIXTURE_SWD.swd[k], swdLevels: [FIXTURE_SWD.swd[k] - 20, FIXTURE_SWD.swd[k] + 20], resolutions: [32, 16], floor: FIXTURE_SWD.floor, count: 128, ms: 900 });
+    ev({
+      event: 'eval',
+      iteration: FIXTURE_SWD.iterations[k],
+      swd: FIXTURE_SWD.swd[k],
+      swdLevels: [FIXTURE_SWD.swd[k] - 20, FIXTURE_SWD.swd[k] + 20],
+      resolutions: [32, 16],
+      floor: FIXTURE_SWD.floor,
+      count: 128,
+      ms: 900,
+    });
   const out: string[] = [];
   for (const line of fixtureLines()) {
     if (line.includes('"to":"stopping"')) out.push(score(3));
     out.push(line);
-    if (line.includes('"event":"config"')) out.push(ev({ event: 'eval-floor', iteration: 0, swd: FIXTURE_SWD.floor, swdLevels: [17.2, 37.8], resolutions: [32, 16], count: 128, seed: 0 }));
+    if (line.includes('"event":"config"'))
+      out.push(
+        ev({
+          event: 'eval-floor',
+          iteration: 0,
+          swd: FIXTURE_SWD.floor,
+          swdLevels: [17.2, 37.8],
+          resolutions: [32, 16],
+          count: 128,
+          seed: 0,
+        }),
+      );
     if (line.includes('"to":"running"')) out.push(score(0));
     if (line.includes('"iteration":12,"epoch"')) out.push(score(1));
     if (line.includes('"iteration":22,"epoch"')) out.push(score(2));

@@ -10,7 +10,13 @@ import { lossD, lossG } from '../../worker/loss.ts';
 import { forward, imagesToInput, type ParamTensors } from '../../worker/model.ts';
 import type { Shard } from '../../worker/trainer.ts';
 
-export function tapeGradients(tf: TF, cfg: ModelConfig, weights: NamedArrays, shard: Shard, masks: { real: Tensor; gen: Tensor }): NamedArrays {
+export function tapeGradients(
+  tf: TF,
+  cfg: ModelConfig,
+  weights: NamedArrays,
+  shard: Shard,
+  masks: { real: Tensor; gen: Tensor },
+): NamedArrays {
   const out: NamedArrays = {};
   tf.tidy(() => {
     const specs = [...paramSpecs('G', cfg), ...paramSpecs('D', cfg)];

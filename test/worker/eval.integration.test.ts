@@ -46,10 +46,13 @@ async function writeImages(folder: string, n: number): Promise<void> {
     for (let b = 0; b < 3; b++) {
       const [x0, y0, w, c] = [rng.uniform() * 24, rng.uniform() * 24, 4 + rng.uniform() * 8, rng.nextU32()];
       for (let y = Math.floor(y0); y < Math.min(32, y0 + w); y++) {
-        for (let x = Math.floor(x0); x < Math.min(32, x0 + w); x++) px.set([c & 255, (c >>> 8) & 255, (c >>> 16) & 255], (y * 32 + x) * 3);
+        for (let x = Math.floor(x0); x < Math.min(32, x0 + w); x++)
+          px.set([c & 255, (c >>> 8) & 255, (c >>> 16) & 255], (y * 32 + x) * 3);
       }
     }
-    await sharp(Buffer.from(px), { raw: { width: 32, height: 32, channels: 3 } }).png().toFile(path.join(folder, `img-${i}.png`));
+    await sharp(Buffer.from(px), { raw: { width: 32, height: 32, channels: 3 } })
+      .png()
+      .toFile(path.join(folder, `img-${i}.png`));
   }
 }
 
@@ -59,7 +62,9 @@ async function makeRun(data: string): Promise<{ runPath: string; config: TrainCo
   const run = createRunDir({ cwd: dir, runDir: 'run' });
   writeRunConfig(run, { ...config, data });
   const specs = parameterTable(modelConfigOf(config));
-  const zeros = Object.fromEntries(specs.filter((s) => s.role === 'learnable').map((s) => [s.name, new Float32Array(sizeOf(s.shape))]));
+  const zeros = Object.fromEntries(
+    specs.filter((s) => s.role === 'learnable').map((s) => [s.name, new Float32Array(sizeOf(s.shape))]),
+  );
   await saveCheckpoint(run.path, {
     iteration: 40,
     epoch: 1,
@@ -139,7 +144,14 @@ describe('gan-dist eval', () => {
     const images = path.join(dir, 'images');
     await writeImages(images, 40);
     const { runPath } = await makeRun(images);
-    const opts = { checkpoint: runPath, count: 16, seed: 2, backend, swd: fast, cacheDir: path.join(dir, 'cache') } as const;
+    const opts = {
+      checkpoint: runPath,
+      count: 16,
+      seed: 2,
+      backend,
+      swd: fast,
+      cacheDir: path.join(dir, 'cache'),
+    } as const;
     const r = await evaluateCheckpoint(opts);
     expect(r).toMatchObject({ iteration: 40, runId: 'run-eval', data: images, imageSize: 32, count: 16, seed: 2 });
     expect(r.swd.resolutions).toEqual([32, 16]);
@@ -158,7 +170,9 @@ describe('gan-dist eval', () => {
     const images = path.join(dir, 'few');
     await writeImages(images, 6);
     const { runPath } = await makeRun(images);
-    await expect(evaluateCheckpoint({ checkpoint: runPath, count: 4, backend, swd: fast, cacheDir: path.join(dir, 'cache') })).rejects.toMatchObject({
+    await expect(
+      evaluateCheckpoint({ checkpoint: runPath, count: 4, backend, swd: fast, cacheDir: path.join(dir, 'cache') }),
+    ).rejects.toMatchObject({
       code: 'GAN_DIST_E_USAGE',
       message: expect.stringMatching(/--count 4 needs 8 real images .* has 6/),
       hint: 'use --count 3 or less',
@@ -169,12 +183,26 @@ describe('gan-dist eval', () => {
     const images = path.join(dir, 'images');
     await writeImages(images, 20);
     const { runPath, config } = await makeRun(images);
-    const r = await evaluateCheckpoint({ checkpoint: runPath, count: 8, seed: 1, backend, cacheDir: path.join(dir, 'cache') });
-    const dataset = await openDataset({ data: images, imageSize: 32, seed: 0, cacheDir: path.join(dir, 'cache'), log: silentLog });
+    const r = await evaluateCheckpoint({
+      checkpoint: runPath,
+      count: 8,
+      seed: 1,
+      backend,
+      cacheDir: path.join(dir, 'cache'),
+    });
+    const dataset = await openDataset({
+      data: images,
+      imageSize: 32,
+      seed: 0,
+      cacheDir: path.join(dir, 'cache'),
+      log: silentLog,
+    });
     const prepared = prepareRunEvaluation(dataset, config.latent, 8, 1);
     dataset.close();
     const cfg = modelConfigOf(config);
-    const during = await prepared.evaluator.swdAsync(generateImages(tf, cfg, initialParams(parameterTable(cfg), config.seed), prepared.z, prepared.count));
+    const during = await prepared.evaluator.swdAsync(
+      generateImages(tf, cfg, initialParams(parameterTable(cfg), config.seed), prepared.z, prepared.count),
+    );
     expect(during).toEqual(r.swd);
     expect(prepared.floor).toEqual(r.floor);
     expect(evalEventFields(40, during)).toEqual({
@@ -199,7 +227,19 @@ describe('gan-dist eval', () => {
     const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     vi.stubEnv('GAN_DIST_CACHE', path.join(dir, 'cache'));
     try {
-      await program.parseAsync(['eval', '--checkpoint', path.join(runPath, 'checkpoints', 'iter-000040'), '--count', '8', '--backend', backend, '--json'], { from: 'user' });
+      await program.parseAsync(
+        [
+          'eval',
+          '--checkpoint',
+          path.join(runPath, 'checkpoints', 'iter-000040'),
+          '--count',
+          '8',
+          '--backend',
+          backend,
+          '--json',
+        ],
+        { from: 'user' },
+      );
     } finally {
       out.mockRestore();
       err.mockRestore();

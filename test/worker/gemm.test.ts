@@ -33,7 +33,7 @@ describe('gemm.wasm', () => {
     expect(readFileSync(GEMM_MODULE_FILE, 'utf8')).toBe(gemmModuleSource(fma, plain));
   });
 
-  it('declines a heap it cannot import (a shared one, as tfjs\'s threaded build has) rather than throw', () => {
+  it("declines a heap it cannot import (a shared one, as tfjs's threaded build has) rather than throw", () => {
     const shared = new WebAssembly.Memory({ initial: 1, maximum: 16, shared: true });
     expect(() => gemmOn(shared)).toThrow();
     expect(gemmKernels({ wasm: { asm: { memory: shared } } } as never)).toBeUndefined();
@@ -49,8 +49,15 @@ describe('gemm.wasm', () => {
 for (const build of builds) {
   describe(`the ${build} GEMM`, () => {
     /** C = A B (+ C0 when acc) through packB and gemm, against float64; sentinels around C must survive. */
-    function check(m: number, n: number, k: number, o: { trans?: boolean; acc?: boolean; lda?: number; ldc?: number; misalign?: number } = {}) {
-      const h = heap(Math.ceil((((m + 8) * (k + 16) + (k + 1) * (n + 32) * 2 + (m + 1) * (n + 32)) * 4 + 2 ** 16) / 65536) + 1);
+    function check(
+      m: number,
+      n: number,
+      k: number,
+      o: { trans?: boolean; acc?: boolean; lda?: number; ldc?: number; misalign?: number } = {},
+    ) {
+      const h = heap(
+        Math.ceil((((m + 8) * (k + 16) + (k + 1) * (n + 32) * 2 + (m + 1) * (n + 32)) * 4 + 2 ** 16) / 65536) + 1,
+      );
       const g = gemmOn(h.memory, build);
       const trans = o.trans ?? false;
       const lda = o.lda ?? (trans ? m : k);
@@ -86,8 +93,17 @@ for (const build of builds) {
     }
 
     it('multiplies shapes that fill no tile, panel or k-block exactly', () => {
-      for (const [m, n, k] of [[1, 1, 1], [MR, 8, 3], [MR + 1, 9, 7], [7, 13, 9], [23, 16, KC + 5], [33, 21, 2 * KC + 1], [3, 40, 600]]) {
-        for (const trans of [false, true]) expect(check(m, n, k, { trans }), `${m}x${n}x${k} trans ${trans}`).toBeLessThan(1e-5);
+      for (const [m, n, k] of [
+        [1, 1, 1],
+        [MR, 8, 3],
+        [MR + 1, 9, 7],
+        [7, 13, 9],
+        [23, 16, KC + 5],
+        [33, 21, 2 * KC + 1],
+        [3, 40, 600],
+      ]) {
+        for (const trans of [false, true])
+          expect(check(m, n, k, { trans }), `${m}x${n}x${k} trans ${trans}`).toBeLessThan(1e-5);
       }
     });
 
@@ -100,7 +116,10 @@ for (const build of builds) {
 
     it('accumulates into C, with strided rows of A and C and misaligned buffers', () => {
       for (const trans of [false, true]) {
-        expect(check(11, 19, 37, { trans, acc: true, lda: trans ? 14 : 41, ldc: 27, misalign: 4 }), `trans ${trans}`).toBeLessThan(1e-5);
+        expect(
+          check(11, 19, 37, { trans, acc: true, lda: trans ? 14 : 41, ldc: 27, misalign: 4 }),
+          `trans ${trans}`,
+        ).toBeLessThan(1e-5);
       }
     });
 

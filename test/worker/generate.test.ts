@@ -125,7 +125,14 @@ describe('generate', () => {
     const { runPath, weights, zValidation } = await makeRun();
     const out = join(dir, 'grid.png');
     const r = await generateFromCheckpoint({ checkpoint: runPath, out, backend });
-    expect(r).toMatchObject({ iteration: 100, runId: 'run-test', count: 25, latents: 'validation', width: 160, height: 160 });
+    expect(r).toMatchObject({
+      iteration: 100,
+      runId: 'run-test',
+      count: 25,
+      latents: 'validation',
+      width: 160,
+      height: 160,
+    });
     const { data, info } = await sharp(out).raw().toBuffer({ resolveWithObject: true });
     expect([info.width, info.height, info.channels]).toEqual([160, 160, 3]);
     const expected = tileImages(generateWithTrainer(weights, zValidation, 25, 9), 25, 32);
@@ -143,7 +150,23 @@ describe('generate', () => {
       return true;
     });
     try {
-      await program.parseAsync(['generate', '--checkpoint', join(runPath, 'checkpoints', 'iter-000100'), '--count', '3', '--seed', '1', '--out', out, '--backend', backend, '--json'], { from: 'user' });
+      await program.parseAsync(
+        [
+          'generate',
+          '--checkpoint',
+          join(runPath, 'checkpoints', 'iter-000100'),
+          '--count',
+          '3',
+          '--seed',
+          '1',
+          '--out',
+          out,
+          '--backend',
+          backend,
+          '--json',
+        ],
+        { from: 'user' },
+      );
     } finally {
       spy.mockRestore();
     }

@@ -48,7 +48,8 @@ const EVAL_SEED = 0;
 const skip = process.env.GAN_DIST_SKIP_LEARNING === '1';
 const curve = process.env.GAN_DIST_LEARNING_CURVE === '1';
 
-const fmt = (r: SwdResult) => `${r.mean.toFixed(2)} (${r.levels.map((v, i) => `${r.resolutions[i]}: ${v.toFixed(1)}`).join(', ')})`;
+const fmt = (r: SwdResult) =>
+  `${r.mean.toFixed(2)} (${r.levels.map((v, i) => `${r.resolutions[i]}: ${v.toFixed(1)}`).join(', ')})`;
 
 describe('learning', () => {
   it.skipIf(skip)(
@@ -111,7 +112,9 @@ describe('learning', () => {
       ];
       if (curve) {
         for (const c of listCheckpoints(run.runDir)) {
-          lines.push(`  iteration ${c.iteration}: ${fmt(scoreGenerator(tf, cfg, (await loadCheckpoint(c.path)).params, sets.evaluator, EVAL_SEED))}`);
+          lines.push(
+            `  iteration ${c.iteration}: ${fmt(scoreGenerator(tf, cfg, (await loadCheckpoint(c.path)).params, sets.evaluator, EVAL_SEED))}`,
+          );
         }
       }
       console.log(lines.join('\n'));

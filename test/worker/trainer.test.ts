@@ -56,7 +56,7 @@ describe(`Trainer on ${backend}`, () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
-  it('with reuseGradientBuffers gives the same gradients, in arrays it reuses from step to step (a worker\'s way)', () => {
+  it("with reuseGradientBuffers gives the same gradients, in arrays it reuses from step to step (a worker's way)", () => {
     const reusing = new Trainer(tf, tinyModel, 5, { reuseGradientBuffers: true });
     reusing.setWeights(weights);
     const shards = [randomShard(tinyModel, 3, 7), randomShard(tinyModel, 3, 8, 2)];
@@ -92,14 +92,18 @@ describe(`Trainer on ${backend}`, () => {
     const layerOf = (name: string) => name.slice(0, name.lastIndexOf('/'));
     const scales = new Map<string, number>();
     for (const [name, ref] of Object.entries(tapes)) {
-      scales.set(layerOf(name), ref.reduce((m, x) => Math.max(m, Math.abs(x)), scales.get(layerOf(name)) ?? 0));
+      scales.set(
+        layerOf(name),
+        ref.reduce((m, x) => Math.max(m, Math.abs(x)), scales.get(layerOf(name)) ?? 0),
+      );
     }
     const worst: string[] = [];
     for (const [name, ref] of Object.entries(tapes)) {
       let err = 0;
       for (let i = 0; i < ref.length; i++) err = Math.max(err, Math.abs(ours[name][i] - ref[i]));
       const scale = scales.get(layerOf(name))!;
-      if (!(err <= 1e-4 * scale)) worst.push(`${name}: max abs error ${err.toExponential(2)}, the layer's max |g| ${scale.toExponential(2)}`);
+      if (!(err <= 1e-4 * scale))
+        worst.push(`${name}: max abs error ${err.toExponential(2)}, the layer's max |g| ${scale.toExponential(2)}`);
     }
     expect(Object.keys(tapes).sort()).toEqual(Object.keys(ours).sort());
     expect(worst).toEqual([]);
@@ -133,7 +137,9 @@ describe(`Trainer on ${backend}`, () => {
         }
         const gRms = Math.sqrt(g2 / count) || 1;
         for (const s of group) {
-          dir[s.name] = rng.fillNormal(new Float32Array(weights[s.name].length)).map((x, i) => x + r.grads[s.name][i] / gRms);
+          dir[s.name] = rng
+            .fillNormal(new Float32Array(weights[s.name].length))
+            .map((x, i) => x + r.grads[s.name][i] / gRms);
           analytic += dot(r.grads[s.name], dir[s.name]);
         }
         // A step of 3e-4 of the layer's weight scale: above float32 noise, small enough that few
@@ -148,7 +154,9 @@ describe(`Trainer on ${backend}`, () => {
         };
         const numeric = (-at(2) + 8 * at(1) - 8 * at(-1) + at(-2)) / (12 * h);
         const rel = Math.abs(numeric - analytic) / Math.max(Math.abs(analytic), 1e-12);
-        report.push(`${net}/${layer}: analytic ${analytic.toExponential(4)} numeric ${numeric.toExponential(4)} rel ${rel.toExponential(2)}`);
+        report.push(
+          `${net}/${layer}: analytic ${analytic.toExponential(4)} numeric ${numeric.toExponential(4)} rel ${rel.toExponential(2)}`,
+        );
         if (!(rel < 2e-2)) failures.push(report.at(-1)!);
       }
     }

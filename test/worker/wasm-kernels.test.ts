@@ -8,7 +8,14 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type TF } from '../../worker/backend.ts';
 import { forceGemmBuild } from '../../worker/kernels/gemm.ts';
 import { random, relErr as relErrOf } from '../support/numbers.ts';
-import { BN_INPUT_GRAD, BN_PARAM_GRADS, CHANNEL_SUM, LEAKY_RELU, LEAKY_RELU_GRAD, MOMENTS } from '../../worker/kernels/fused-kernels.ts';
+import {
+  BN_INPUT_GRAD,
+  BN_PARAM_GRADS,
+  CHANNEL_SUM,
+  LEAKY_RELU,
+  LEAKY_RELU_GRAD,
+  MOMENTS,
+} from '../../worker/kernels/fused-kernels.ts';
 import {
   forceConvGradWays,
   registerWasmGradientKernels,
@@ -40,15 +47,26 @@ beforeAll(async () => {
 });
 
 const prod = (s: number[]) => s.reduce((a, b) => a * b, 1);
-const filterShape = (c: Case): Tensor4D['shape'] => (c.transpose ? [c.k, c.k, c.out, c.x[3]] : [c.k, c.k, c.x[3], c.out]);
+const filterShape = (c: Case): Tensor4D['shape'] =>
+  c.transpose ? [c.k, c.k, c.out, c.x[3]] : [c.k, c.k, c.x[3], c.out];
 
 function conv(c: Case, a: Tensor, b: Tensor): Tensor {
   return c.transpose
-    ? tf.conv2dTranspose(a as Tensor4D, b as Tensor4D, [c.x[0], ...(c.size as [number, number]), c.out], c.stride, c.pad as 'same')
+    ? tf.conv2dTranspose(
+        a as Tensor4D,
+        b as Tensor4D,
+        [c.x[0], ...(c.size as [number, number]), c.out],
+        c.stride,
+        c.pad as 'same',
+      )
     : tf.conv2d(a as Tensor4D, b as Tensor4D, c.stride, c.pad as 'same');
 }
 
-interface Result { y: Float32Array; dx: Float32Array; dw: Float32Array }
+interface Result {
+  y: Float32Array;
+  dx: Float32Array;
+  dw: Float32Array;
+}
 
 /**
  * Runs `f` in a tidy and reads its tensors back outside it: a tidy walks whatever it returns, and
@@ -79,11 +97,18 @@ function im2colFilterGrad(x: Tensor4D, g: Tensor4D, c: Case): Tensor {
   const [b, h, w, cin] = x.shape;
   const info = tf.backend_util.computeConv2DInfo(x.shape, [c.k, c.k, cin, g.shape[3]], c.stride, 1, c.pad as 'same');
   const { outHeight: oh, outWidth: ow, strideHeight: sh, strideWidth: sw, padInfo } = info;
-  const xp = tf.pad(x, [[0, 0], [padInfo.top, Math.max(0, (oh - 1) * sh + c.k - h - padInfo.top)], [padInfo.left, Math.max(0, (ow - 1) * sw + c.k - w - padInfo.left)], [0, 0]]);
+  const xp = tf.pad(x, [
+    [0, 0],
+    [padInfo.top, Math.max(0, (oh - 1) * sh + c.k - h - padInfo.top)],
+    [padInfo.left, Math.max(0, (ow - 1) * sw + c.k - w - padInfo.left)],
+    [0, 0],
+  ]);
   const cols: Tensor[] = [];
   for (let i = 0; i < c.k; i++) {
     for (let j = 0; j < c.k; j++) {
-      cols.push(tf.stridedSlice(xp, [0, i, j, 0], [b, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, cin], [1, sh, sw, 1]));
+      cols.push(
+        tf.stridedSlice(xp, [0, i, j, 0], [b, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, cin], [1, sh, sw, 1]),
+      );
     }
   }
   const m = tf.reshape(tf.concat(cols, 3), [b * oh * ow, c.k * c.k * cin]);
@@ -101,7 +126,11 @@ function runWide(c: Case, xa: Float32Array, wa: Float32Array, dya: Float32Array)
     const y = conv(c, x, w);
     const dy = tf.tensor4d(dya, y.shape as Tensor4D['shape']);
     // A transposed conv's dW is that of the conv it transposes, whose input is the upstream gradient.
-    return [y, tf.grad((a: Tensor) => conv(c, a, w))(x, dy), c.transpose ? im2colFilterGrad(dy, x, c) : im2colFilterGrad(x, dy, c)];
+    return [
+      y,
+      tf.grad((a: Tensor) => conv(c, a, w))(x, dy),
+      c.transpose ? im2colFilterGrad(dy, x, c) : im2colFilterGrad(x, dy, c),
+    ];
   });
   return { y, dx, dw };
 }
@@ -135,14 +164,39 @@ function modelCases(nf: number, image: 64 | 32, b: number): Case[] {
   const cases: Case[] = [];
   let c = 3;
   for (let h: number = image, out = nf; h > 4; h /= 2, c = out, out *= 2) {
-    cases.push({ name: `D conv ${h}x${h}x${c} -> ${h / 2}x${h / 2}x${out}`, x: [b, h, h, c], k: 5, out, stride: 2, pad: 'same' });
+    cases.push({
+      name: `D conv ${h}x${h}x${c} -> ${h / 2}x${h / 2}x${out}`,
+      x: [b, h, h, c],
+      k: 5,
+      out,
+      stride: 2,
+      pad: 'same',
+    });
   }
   cases.push({ name: `D conv 4x4x${c} -> 1x1x1 valid`, x: [b, 4, 4, c], k: 4, out: 1, stride: 1, pad: 'valid' });
-  cases.push({ name: `G tconv 4x4x${8 * nf} -> 8x8x${4 * nf} s1 valid`, x: [b, 4, 4, 8 * nf], k: 5, out: 4 * nf, stride: 1, pad: 'valid', transpose: true, size: [8, 8] });
+  cases.push({
+    name: `G tconv 4x4x${8 * nf} -> 8x8x${4 * nf} s1 valid`,
+    x: [b, 4, 4, 8 * nf],
+    k: 5,
+    out: 4 * nf,
+    stride: 1,
+    pad: 'valid',
+    transpose: true,
+    size: [8, 8],
+  });
   c = 4 * nf;
   for (let h = 8; h < image; h *= 2) {
     const out = 2 * h === image ? 3 : c / 2;
-    cases.push({ name: `G tconv ${h}x${h}x${c} -> ${2 * h}x${2 * h}x${out} s2 same`, x: [b, h, h, c], k: 5, out, stride: 2, pad: 'same', transpose: true, size: [2 * h, 2 * h] });
+    cases.push({
+      name: `G tconv ${h}x${h}x${c} -> ${2 * h}x${2 * h}x${out} s2 same`,
+      x: [b, h, h, c],
+      k: 5,
+      out,
+      stride: 2,
+      pad: 'same',
+      transpose: true,
+      size: [2 * h, 2 * h],
+    });
     c = out;
   }
   return cases;
@@ -155,13 +209,61 @@ const odd: Case[] = [
   { name: 'stride 3 same', x: [1, 13, 14, 3], k: 5, out: 4, stride: 3, pad: 'same' },
   { name: 'a kernel smaller than the stride', x: [1, 8, 7, 3], k: 1, out: 4, stride: 2, pad: 'same' },
   { name: 'a numeric pad', x: [1, 9, 10, 3], k: 3, out: 4, stride: 2, pad: 1 },
-  { name: 'an explicit asymmetric pad', x: [1, 9, 10, 3], k: 5, out: 4, stride: 2, pad: [[0, 0], [3, 0], [1, 2], [0, 0]] },
-  { name: 'a transposed conv to an odd size', x: [2, 8, 8, 8], k: 5, out: 3, stride: 2, pad: 'same', transpose: true, size: [15, 16] },
-  { name: 'a transposed conv, stride 2 valid', x: [2, 5, 6, 4], k: 4, out: 3, stride: 2, pad: 'valid', transpose: true, size: [12, 14] },
-  { name: 'a transposed conv, stride 1 same', x: [2, 6, 5, 8], k: 5, out: 6, stride: 1, pad: 'same', transpose: true, size: [6, 5] },
+  {
+    name: 'an explicit asymmetric pad',
+    x: [1, 9, 10, 3],
+    k: 5,
+    out: 4,
+    stride: 2,
+    pad: [
+      [0, 0],
+      [3, 0],
+      [1, 2],
+      [0, 0],
+    ],
+  },
+  {
+    name: 'a transposed conv to an odd size',
+    x: [2, 8, 8, 8],
+    k: 5,
+    out: 3,
+    stride: 2,
+    pad: 'same',
+    transpose: true,
+    size: [15, 16],
+  },
+  {
+    name: 'a transposed conv, stride 2 valid',
+    x: [2, 5, 6, 4],
+    k: 4,
+    out: 3,
+    stride: 2,
+    pad: 'valid',
+    transpose: true,
+    size: [12, 14],
+  },
+  {
+    name: 'a transposed conv, stride 1 same',
+    x: [2, 6, 5, 8],
+    k: 5,
+    out: 6,
+    stride: 1,
+    pad: 'same',
+    transpose: true,
+    size: [6, 5],
+  },
   // 256 output pixels an image: im2col blocks of two images (BLOCK_PIXELS 512), the last of one.
   { name: 'im2col blocks of two images and a last of one', x: [5, 32, 32, 6], k: 5, out: 10, stride: 2, pad: 'same' },
-  { name: 'a transposed conv in blocks of two images and one', x: [5, 16, 16, 10], k: 5, out: 6, stride: 2, pad: 'same', transpose: true, size: [32, 32] },
+  {
+    name: 'a transposed conv in blocks of two images and one',
+    x: [5, 16, 16, 10],
+    k: 5,
+    out: 6,
+    stride: 2,
+    pad: 'same',
+    transpose: true,
+    size: [32, 32],
+  },
 ];
 
 describe('wasm gradient kernels', () => {
@@ -178,7 +280,8 @@ describe('wasm gradient kernels', () => {
     // The cpu reference is slow on wide layers: batch 1 at nf 64, 2 at the presets' nf 16. Layers
     // that both image sizes share are tested once.
     const cases = new Map<string, Case>();
-    for (const image of [64, 32] as const) for (const c of modelCases(nf, image, nf === 64 ? 1 : 2)) cases.set(c.name, c);
+    for (const image of [64, 32] as const)
+      for (const c of modelCases(nf, image, nf === 64 ? 1 : 2)) cases.set(c.name, c);
     for (const c of cases.values()) {
       it(`match cpu for y, dx and dW at nf ${nf}: ${c.name}`, async () => expectClose(await parity(c, true), c.name));
     }
@@ -191,7 +294,11 @@ describe('wasm gradient kernels', () => {
   it('match cpu with each decomposition forced', async () => {
     const model = modelCases(16, 32, 2).slice(4, 6); // G's s1 'valid' and first s2 'same' tconv
     const cases = [...odd.map((c) => ({ c, wide: false })), ...model.map((c) => ({ c, wide: true }))];
-    const ways: [InputGradWay, FilterGradWay, ConvWay][] = [['phases', 'im2col', 'xnnpack'], ['rowPhases', 'dilated', 'gemm'], ['col2im', 'im2col', 'xnnpack']];
+    const ways: [InputGradWay, FilterGradWay, ConvWay][] = [
+      ['phases', 'im2col', 'xnnpack'],
+      ['rowPhases', 'dilated', 'gemm'],
+      ['col2im', 'im2col', 'xnnpack'],
+    ];
     try {
       for (const [dx, dW, conv] of ways) {
         forceConvGradWays({ dx, dW, conv });
@@ -209,15 +316,18 @@ describe('wasm gradient kernels', () => {
 
   it('match cpu for NCHW data', async () => {
     const attrs = { strides: [2, 2], pad: 'same', dataFormat: 'NCHW' };
-    const both = () => read(() => {
-      const x = tf.tensor4d(random(2 * 3 * 9 * 8, 4), [2, 3, 9, 8]);
-      const dy = tf.tensor4d(random(2 * 4 * 5 * 4, 5), [2, 4, 5, 4]);
-      const w = tf.tensor4d(random(5 * 5 * 3 * 4, 6), [5, 5, 3, 4]);
-      return [
-        tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: [5, 5, 3, 4] }) as Tensor,
-        tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: [2, 3, 9, 8] }) as Tensor,
-      ];
-    });
+    const both = () =>
+      read(() => {
+        const x = tf.tensor4d(random(2 * 3 * 9 * 8, 4), [2, 3, 9, 8]);
+        const dy = tf.tensor4d(random(2 * 4 * 5 * 4, 5), [2, 4, 5, 4]);
+        const w = tf.tensor4d(random(5 * 5 * 3 * 4, 6), [5, 5, 3, 4]);
+        return [
+          tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: [5, 5, 3, 4] }) as Tensor,
+          tf
+            .engine()
+            .runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: [2, 3, 9, 8] }) as Tensor,
+        ];
+      });
     await tf.setBackend('cpu');
     const ref = both();
     await tf.setBackend('wasm');
@@ -237,7 +347,8 @@ describe('wasm gradient kernels', () => {
       [[2, 2, 5, 7], [7, 4], false, false],
     ];
     for (const [sa, sb, ta, tb] of cases) {
-      const mm = () => read(() => [tf.matMul(tf.tensor(random(prod(sa), 7), sa), tf.tensor(random(prod(sb), 8), sb), ta, tb)])[0];
+      const mm = () =>
+        read(() => [tf.matMul(tf.tensor(random(prod(sa), 7), sa), tf.tensor(random(prod(sb), 8), sb), ta, tb)])[0];
       await tf.setBackend('cpu');
       const ref = mm();
       await tf.setBackend('wasm');
@@ -270,7 +381,16 @@ describe('wasm gradient kernels', () => {
     const engine = tf.engine();
     // What is kept for a disposed filter goes when a conv kernel next runs: settle's own stays, once at
     // the start and once at the end.
-    const settle = () => read(() => [tf.conv2dTranspose(tf.ones([1, 2, 2, 4]) as Tensor4D, tf.ones([3, 3, 2, 4]) as Tensor4D, [1, 4, 4, 2], 2, 'same')]);
+    const settle = () =>
+      read(() => [
+        tf.conv2dTranspose(
+          tf.ones([1, 2, 2, 4]) as Tensor4D,
+          tf.ones([3, 3, 2, 4]) as Tensor4D,
+          [1, 4, 4, 2],
+          2,
+          'same',
+        ),
+      ]);
     settle();
     const start = { tensors: tf.memory().numTensors, buffers: engine.backend.numDataIds() };
     const x = tf.tensor4d(random(2 * 16 * 16 * 8, 9), [2, 16, 16, 8]);
@@ -279,8 +399,12 @@ describe('wasm gradient kernels', () => {
     const a = tf.tensor2d(random(6 * 5, 12), [6, 5]);
     const step = () =>
       tf.tidy(() => {
-        const [dx, dw] = tf.grads((xx: Tensor, ww: Tensor) => tf.sum(tf.conv2d(xx as Tensor4D, ww as Tensor4D, 2, 'same')))([x, w]);
-        const [dx2, dw2] = tf.grads((xx: Tensor, ww: Tensor) => tf.sum(tf.conv2dTranspose(xx as Tensor4D, ww as Tensor4D, [2, 32, 32, 4], 2, 'same')))([x, wt]);
+        const [dx, dw] = tf.grads((xx: Tensor, ww: Tensor) =>
+          tf.sum(tf.conv2d(xx as Tensor4D, ww as Tensor4D, 2, 'same')),
+        )([x, w]);
+        const [dx2, dw2] = tf.grads((xx: Tensor, ww: Tensor) =>
+          tf.sum(tf.conv2dTranspose(xx as Tensor4D, ww as Tensor4D, [2, 32, 32, 4], 2, 'same')),
+        )([x, wt]);
         const m = tf.matMul(a, a, true, false);
         return tf.addN([dx, dx2].map((t) => tf.sum(t)).concat([dw, dw2, m].map((t) => tf.sum(t)))).dataSync()[0];
       });
@@ -304,10 +428,17 @@ describe('wasm gradient kernels', () => {
 
   it("match tfjs's ops for the per-channel kernels of traced passes", async () => {
     await tf.setBackend('wasm');
-    for (const shape of [[2, 3, 5, 8], [1, 4, 4, 3], [3, 1, 1, 512]] as [number, number, number, number][]) {
+    for (const shape of [
+      [2, 3, 5, 8],
+      [1, 4, 4, 3],
+      [3, 1, 1, 512],
+    ] as [number, number, number, number][]) {
       const c = shape[3];
-      const [x, g, mean, rstd, k1, k2, k3] = [shape, shape, [c], [c], [c], [c], [c]].map((s, i) => tf.tensor(random(prod(s), 20 + i), s));
-      const run = (name: string, inputs: Record<string, Tensor>, attrs = {}) => tf.engine().runKernel(name, inputs as never, attrs as never) as Tensor | Tensor[];
+      const [x, g, mean, rstd, k1, k2, k3] = [shape, shape, [c], [c], [c], [c], [c]].map((s, i) =>
+        tf.tensor(random(prod(s), 20 + i), s),
+      );
+      const run = (name: string, inputs: Record<string, Tensor>, attrs = {}) =>
+        tf.engine().runKernel(name, inputs as never, attrs as never) as Tensor | Tensor[];
       const xhat = tf.mul(tf.sub(x, mean), rstd);
       const stats = tf.moments(x, [0, 1, 2]);
       const want = {
@@ -331,7 +462,10 @@ describe('wasm gradient kernels', () => {
       for (const [k, t] of Object.entries(got)) {
         const key = k as keyof typeof want;
         expect(t.shape, `${shape} ${k}`).toEqual(want[key].shape);
-        expect(relErr(t.dataSync() as Float32Array, want[key].dataSync() as Float32Array), `${shape} ${k}`).toBeLessThanOrEqual(TOL);
+        expect(
+          relErr(t.dataSync() as Float32Array, want[key].dataSync() as Float32Array),
+          `${shape} ${k}`,
+        ).toBeLessThanOrEqual(TOL);
       }
       tf.dispose([x, g, mean, rstd, k1, k2, k3, xhat, ...Object.values(want), ...Object.values(got)]);
     }

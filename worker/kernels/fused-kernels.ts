@@ -25,10 +25,19 @@ interface Engine {
  * but the channel sum also need a multiple of 4 channels.
  */
 export function fusedKernelsRun(tf: Engine): boolean {
-  return tf.getBackend() === 'wasm' && tf.getKernel(CHANNEL_SUM, 'wasm') !== undefined && gemmKernels(tf.backend() as never) !== undefined;
+  return (
+    tf.getBackend() === 'wasm' &&
+    tf.getKernel(CHANNEL_SUM, 'wasm') !== undefined &&
+    gemmKernels(tf.backend() as never) !== undefined
+  );
 }
 
 /** Runs one of the kernels above; T is what it returns (a tensor, or a list of them). */
-export function runFused<T>(tf: Engine, name: string, inputs: Record<string, unknown>, attrs: Record<string, unknown> = {}): T {
+export function runFused<T>(
+  tf: Engine,
+  name: string,
+  inputs: Record<string, unknown>,
+  attrs: Record<string, unknown> = {},
+): T {
   return tf.engine().runKernel(name, inputs as never, attrs as never) as T;
 }

@@ -20,21 +20,81 @@ export type GemmBuild = 'fma' | 'plain';
 /** The module's exports: every pointer a byte address in the heap, every stride in bytes. */
 export interface GemmKernels {
   /** C (m x n) = A B (or += when acc): A at a, row stride lda (trans: A is stored transposed); B packed by packB. */
-  gemm(a: number, lda: number, trans: number, bp: number, c: number, ldc: number, m: number, n: number, k: number, acc: number, tmp: number): void;
+  gemm(
+    a: number,
+    lda: number,
+    trans: number,
+    bp: number,
+    c: number,
+    ldc: number,
+    m: number,
+    n: number,
+    k: number,
+    acc: number,
+    tmp: number,
+  ): void;
   /** Packs B (k x n, element (kk, j) at src + kk*rs + j*cs) into 8-column panels, zeros past n: ceil(n/8)*8*k floats. */
   packB(src: number, rs: number, cs: number, k: number, n: number, dst: number): void;
   /** NHWC x [b, h, w, c] to rows [b*oh*ow, kh*kw*c] for a kh x kw kernel at strides sh, sw, padding top pt and left pl. */
-  im2col(x: number, b: number, h: number, w: number, c: number, kh: number, kw: number, sh: number, sw: number,
-    pt: number, pl: number, oh: number, ow: number, dst: number): void;
+  im2col(
+    x: number,
+    b: number,
+    h: number,
+    w: number,
+    c: number,
+    kh: number,
+    kw: number,
+    sh: number,
+    sw: number,
+    pt: number,
+    pl: number,
+    oh: number,
+    ow: number,
+    dst: number,
+  ): void;
   /** The adjoint of im2col: adds the rows' in-image segments into dx [b, h, w, c]. */
-  col2im(cols: number, b: number, h: number, w: number, c: number, kh: number, kw: number, sh: number, sw: number,
-    pt: number, pl: number, oh: number, ow: number, dx: number): void;
+  col2im(
+    cols: number,
+    b: number,
+    h: number,
+    w: number,
+    c: number,
+    kh: number,
+    kw: number,
+    sh: number,
+    sw: number,
+    pt: number,
+    pl: number,
+    oh: number,
+    ow: number,
+    dx: number,
+  ): void;
   /** out[ch] = the sum of x [rows, c] over rows. */
   channelSum(x: number, rows: number, c: number, out: number): void;
   /** BatchNorm's sums of g and g * xhat per channel, xhat = (x - mean) * rstd (c a multiple of 4). */
-  bnParamGrads(g: number, x: number, mean: number, rstd: number, rows: number, c: number, sumG: number, sumGX: number): void;
+  bnParamGrads(
+    g: number,
+    x: number,
+    mean: number,
+    rstd: number,
+    rows: number,
+    c: number,
+    sumG: number,
+    sumGX: number,
+  ): void;
   /** dx = (g - k1 - xhat * k2) * k3 per channel, xhat = (x - mean) * rstd (c a multiple of 4). */
-  bnInputGrad(g: number, x: number, mean: number, rstd: number, k1: number, k2: number, k3: number, rows: number, c: number, dx: number): void;
+  bnInputGrad(
+    g: number,
+    x: number,
+    mean: number,
+    rstd: number,
+    k1: number,
+    k2: number,
+    k3: number,
+    rows: number,
+    c: number,
+    dx: number,
+  ): void;
   /** Per channel of x [rows, c]: mean, and the biased variance around it (c a multiple of 4). */
   channelMoments(x: number, rows: number, c: number, mean: number, variance: number): void;
   /** out = x > 0 ? g : g * alpha over n floats (a multiple of 4); with g = x, leaky ReLU. */
@@ -59,7 +119,8 @@ export function bestGemmBuild(): GemmBuild {
 
 /** The build used from now on ('auto' = the best this engine runs): for benchmarks and tests. */
 export function forceGemmBuild(build: GemmBuild | 'auto'): void {
-  if (build === 'fma' && bestGemmBuild() !== 'fma') throw new Error('this engine has no relaxed SIMD: the fma GEMM cannot run');
+  if (build === 'fma' && bestGemmBuild() !== 'fma')
+    throw new Error('this engine has no relaxed SIMD: the fma GEMM cannot run');
   forced = build;
 }
 
@@ -124,6 +185,7 @@ export function heapFloats(backend: BackendWasm, t: TensorInfo & { size: number 
 /** A tensor's byte address in the backend's heap. */
 export function heapAddress(backend: BackendWasm, t: TensorInfo): number {
   const data = backend.dataIdMap.get(t.dataId) as { memoryOffset?: number } | undefined;
-  if (data?.memoryOffset === undefined || data.memoryOffset === null) throw new Error('tensor has no place in the wasm heap');
+  if (data?.memoryOffset === undefined || data.memoryOffset === null)
+    throw new Error('tensor has no place in the wasm heap');
   return data.memoryOffset;
 }

@@ -45,7 +45,9 @@ class Scratch {
   run(kernelName: string, inputs: NamedTensorInfoMap | TensorInfo[], attrs: NamedAttrMap = {}): TensorInfo {
     const config = getKernel(kernelName, BACKEND);
     if (config === undefined) throw new Error(`the wasm backend has no kernel ${kernelName}`);
-    return this.track(config.kernelFunc({ inputs: inputs as NamedTensorInfoMap, attrs, backend: this.backend }) as TensorInfo);
+    return this.track(
+      config.kernelFunc({ inputs: inputs as NamedTensorInfoMap, attrs, backend: this.backend }) as TensorInfo,
+    );
   }
 
   /** Adopts a tensor made outside run(), so it is disposed with the rest. */
@@ -110,8 +112,15 @@ const fromNHWC = (s: Scratch, t: TensorInfo, format: unknown) => (format === 'NC
 function convInfo(xShape: number[], filterShape: number[], attrs: NamedAttrMap): backend_util.Conv2DInfo {
   const nhwc = attrs.dataFormat === 'NCHW' ? [xShape[0], xShape[2], xShape[3], xShape[1]] : xShape;
   return backend_util.computeConv2DInfo(
-    nhwc as Shape4, filterShape as Shape4, attrs.strides as [number, number], 1,
-    attrs.pad as 'same', attrs.dimRoundingMode as 'round', false, 'channelsLast');
+    nhwc as Shape4,
+    filterShape as Shape4,
+    attrs.strides as [number, number],
+    1,
+    attrs.pad as 'same',
+    attrs.dimRoundingMode as 'round',
+    false,
+    'channelsLast',
+  );
 }
 
 function assertShape(what: string, got: number[], want: number[]): void {
@@ -143,12 +152,24 @@ const BLOCK_PIXELS = 512;
 
 const imagesPerBlock = (info: backend_util.Conv2DInfo, k: number) => {
   const pixels = info.outHeight * info.outWidth;
-  return Math.min(info.batchSize, Math.max(1, Math.min(Math.floor(BLOCK_PIXELS / pixels), Math.floor(IM2COL_LIMIT / (pixels * k)))));
+  return Math.min(
+    info.batchSize,
+    Math.max(1, Math.min(Math.floor(BLOCK_PIXELS / pixels), Math.floor(IM2COL_LIMIT / (pixels * k)))),
+  );
 };
 
 /** The window arguments im2col and col2im share: kh, kw, sh, sw, top, left, oh, ow. */
-const windowArgs = (info: backend_util.Conv2DInfo) => [info.filterHeight, info.filterWidth, info.strideHeight,
-  info.strideWidth, info.padInfo.top, info.padInfo.left, info.outHeight, info.outWidth] as const;
+const windowArgs = (info: backend_util.Conv2DInfo) =>
+  [
+    info.filterHeight,
+    info.filterWidth,
+    info.strideHeight,
+    info.strideWidth,
+    info.padInfo.top,
+    info.padInfo.left,
+    info.outHeight,
+    info.outWidth,
+  ] as const;
 
 /**
  * Room for gemm's packed B of k x n, and where in it the panels start: on a 64-byte line, as
@@ -166,10 +187,26 @@ function packed(s: Scratch, g: GemmKernels, src: TensorInfo, rs: number, cs: num
 }
 
 /** y [B, OH, OW, Cout] = im2col(x) W. */
-function convGemm(s: Scratch, g: GemmKernels, x: TensorInfo, filter: TensorInfo, info: backend_util.Conv2DInfo): TensorInfo {
-  const { batchSize: b, inHeight: h, inWidth: w, inChannels: cin, outHeight: oh, outWidth: ow, outChannels: cout } = info;
+function convGemm(
+  s: Scratch,
+  g: GemmKernels,
+  x: TensorInfo,
+  filter: TensorInfo,
+  info: backend_util.Conv2DInfo,
+): TensorInfo {
+  const {
+    batchSize: b,
+    inHeight: h,
+    inWidth: w,
+    inChannels: cin,
+    outHeight: oh,
+    outWidth: ow,
+    outChannels: cout,
+  } = info;
   const k = info.filterHeight * info.filterWidth * cin;
-  const [bp] = keptFilters(s, filter, `gemm W ${filter.shape}`, (make) => [packed(make, g, filter, cout * 4, 4, k, cout)]);
+  const [bp] = keptFilters(s, filter, `gemm W ${filter.shape}`, (make) => [
+    packed(make, g, filter, cout * 4, 4, k, cout),
+  ]);
   const per = imagesPerBlock(info, k);
   const y = s.alloc([b, oh, ow, cout], false);
   const cols = s.alloc([per * oh * ow * k], false);
@@ -178,14 +215,40 @@ function convGemm(s: Scratch, g: GemmKernels, x: TensorInfo, filter: TensorInfo,
   for (let n0 = 0; n0 < b; n0 += per) {
     const nb = Math.min(per, b - n0);
     g.im2col(at(x) + n0 * h * w * cin * 4, nb, h, w, cin, ...windowArgs(info), at(cols));
-    g.gemm(at(cols), k * 4, 0, panels(s, bp), at(y) + n0 * oh * ow * cout * 4, cout * 4, nb * oh * ow, cout, k, 0, at(tmp));
+    g.gemm(
+      at(cols),
+      k * 4,
+      0,
+      panels(s, bp),
+      at(y) + n0 * oh * ow * cout * 4,
+      cout * 4,
+      nb * oh * ow,
+      cout,
+      k,
+      0,
+      at(tmp),
+    );
   }
   return y;
 }
 
 /** dW [KH*KW*Cin, Cout] = im2col(x)^T dy, summed over blocks of images. */
-function filterGradGemm(s: Scratch, g: GemmKernels, x: TensorInfo, dy: TensorInfo, info: backend_util.Conv2DInfo): TensorInfo {
-  const { batchSize: b, inHeight: h, inWidth: w, inChannels: cin, outHeight: oh, outWidth: ow, outChannels: cout } = info;
+function filterGradGemm(
+  s: Scratch,
+  g: GemmKernels,
+  x: TensorInfo,
+  dy: TensorInfo,
+  info: backend_util.Conv2DInfo,
+): TensorInfo {
+  const {
+    batchSize: b,
+    inHeight: h,
+    inWidth: w,
+    inChannels: cin,
+    outHeight: oh,
+    outWidth: ow,
+    outChannels: cout,
+  } = info;
   const k = info.filterHeight * info.filterWidth * cin;
   const per = imagesPerBlock(info, k);
   const dw = s.alloc([k, cout], false);
@@ -204,11 +267,19 @@ function filterGradGemm(s: Scratch, g: GemmKernels, x: TensorInfo, dy: TensorInf
 }
 
 /** dx [B, H, W, Cx] = col2im(dy W^T). */
-function inputGradGemm(s: Scratch, g: GemmKernels, dy: TensorInfo, filter: TensorInfo, info: backend_util.Conv2DInfo): TensorInfo {
+function inputGradGemm(
+  s: Scratch,
+  g: GemmKernels,
+  dy: TensorInfo,
+  filter: TensorInfo,
+  info: backend_util.Conv2DInfo,
+): TensorInfo {
   const { batchSize: b, inHeight: h, inWidth: w, inChannels: cx, outHeight: oh, outWidth: ow, outChannels: cdy } = info;
   const k = info.filterHeight * info.filterWidth * cx;
   // W^T [Cdy, KH*KW*Cx]: element (c, j) of W^T is W's (j, c).
-  const [bp] = keptFilters(s, filter, `gemm W^T ${filter.shape}`, (make) => [packed(make, g, filter, 4, cdy * 4, cdy, k)]);
+  const [bp] = keptFilters(s, filter, `gemm W^T ${filter.shape}`, (make) => [
+    packed(make, g, filter, 4, cdy * 4, cdy, k),
+  ]);
   const per = imagesPerBlock(info, k);
   const dx = s.alloc([b, h, w, cx]);
   const cols = s.alloc([per * oh * ow * k], false);
@@ -216,7 +287,19 @@ function inputGradGemm(s: Scratch, g: GemmKernels, dy: TensorInfo, filter: Tenso
   const at = (t: TensorInfo) => heapAddress(s.backend, t);
   for (let n0 = 0; n0 < b; n0 += per) {
     const nb = Math.min(per, b - n0);
-    g.gemm(at(dy) + n0 * oh * ow * cdy * 4, cdy * 4, 0, panels(s, bp), at(cols), k * 4, nb * oh * ow, k, cdy, 0, at(tmp));
+    g.gemm(
+      at(dy) + n0 * oh * ow * cdy * 4,
+      cdy * 4,
+      0,
+      panels(s, bp),
+      at(cols),
+      k * 4,
+      nb * oh * ow,
+      k,
+      cdy,
+      0,
+      at(tmp),
+    );
     g.col2im(at(cols), nb, h, w, cx, ...windowArgs(info), at(dx) + n0 * h * w * cx * 4);
   }
   return dx;
@@ -291,9 +374,17 @@ function filterGradDilated(s: Scratch, x: TensorInfo, dy: TensorInfo, info: back
   const { inChannels: cin, outChannels: cout, filterHeight: kh, filterWidth: kw, padInfo } = info;
   const bottom = Math.max(0, kh + info.strideHeight * (info.outHeight - 1) - info.inHeight - padInfo.top);
   const right = Math.max(0, kw + info.strideWidth * (info.outWidth - 1) - info.inWidth - padInfo.left);
-  let w = s.conv(s.transpose(x, [3, 1, 2, 0]), s.transpose(dy, [1, 2, 0, 3]),
-    [[0, 0], [padInfo.top, bottom], [padInfo.left, right], [0, 0]],
-    [info.outHeight > 1 ? info.strideHeight : 1, info.outWidth > 1 ? info.strideWidth : 1]);
+  let w = s.conv(
+    s.transpose(x, [3, 1, 2, 0]),
+    s.transpose(dy, [1, 2, 0, 3]),
+    [
+      [0, 0],
+      [padInfo.top, bottom],
+      [padInfo.left, right],
+      [0, 0],
+    ],
+    [info.outHeight > 1 ? info.strideHeight : 1, info.outWidth > 1 ? info.strideWidth : 1],
+  );
   // [Cin, KH', KW', Cout]: the padded image can leave rows and columns past the kernel.
   if (w.shape[1] !== kh || w.shape[2] !== kw) w = s.slice(w, [0, 0, 0, 0], [cin, kh, kw, cout]);
   return s.transpose(w, [1, 2, 0, 3]);
@@ -309,18 +400,23 @@ function filterGradWay(info: backend_util.Conv2DInfo): Exclude<FilterGradWay, 'a
   return (m >= 4096 && info.inChannels >= 16) || info.outHeight * info.outWidth === 1 ? 'dilated' : 'im2col';
 }
 
-const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs = {} }) => withScratch(backend as BackendWasm, (s) => {
-  const info = convInfo(input(inputs, 'x').shape, attrs.filterShape as number[], attrs);
-  const x = toNHWC(s, input(inputs, 'x'), attrs.dataFormat);
-  const dy = toNHWC(s, input(inputs, 'dy'), attrs.dataFormat);
-  assertShape('Conv2DBackpropFilter dy', dy.shape, [info.batchSize, info.outHeight, info.outWidth, info.outChannels]);
-  const g = gemmFor(s, forced.dW);
-  // g is there when 'gemm' is forced or 'auto' chose it; otherwise an XNNPACK composition.
-  const way = forced.dW === 'auto' ? filterGradWay(info) : forced.dW;
-  const dw = g !== undefined ? filterGradGemm(s, g, x, dy, info)
-    : way === 'im2col' ? filterGradIm2col(s, x, dy, info) : filterGradDilated(s, x, dy, info);
-  return s.keep(s.reshape(dw, [info.filterHeight, info.filterWidth, info.inChannels, info.outChannels]));
-});
+const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs = {} }) =>
+  withScratch(backend as BackendWasm, (s) => {
+    const info = convInfo(input(inputs, 'x').shape, attrs.filterShape as number[], attrs);
+    const x = toNHWC(s, input(inputs, 'x'), attrs.dataFormat);
+    const dy = toNHWC(s, input(inputs, 'dy'), attrs.dataFormat);
+    assertShape('Conv2DBackpropFilter dy', dy.shape, [info.batchSize, info.outHeight, info.outWidth, info.outChannels]);
+    const g = gemmFor(s, forced.dW);
+    // g is there when 'gemm' is forced or 'auto' chose it; otherwise an XNNPACK composition.
+    const way = forced.dW === 'auto' ? filterGradWay(info) : forced.dW;
+    const dw =
+      g !== undefined
+        ? filterGradGemm(s, g, x, dy, info)
+        : way === 'im2col'
+          ? filterGradIm2col(s, x, dy, info)
+          : filterGradDilated(s, x, dy, info);
+    return s.keep(s.reshape(dw, [info.filterHeight, info.filterWidth, info.inChannels, info.outChannels]));
+  });
 
 // ---------------------------------------------------------------------------------------------
 // dx
@@ -329,7 +425,11 @@ const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs = {} }) => wi
  * One axis of a stride-s transposed conv split into phases: output index i = s*m + r takes the
  * kernel taps k = s*t + q, q = (r + pad) mod s, reading dy[m + c - t], c = floor((r + pad) / s).
  */
-interface Phase { q: number; taps: number; c: number }
+interface Phase {
+  q: number;
+  taps: number;
+  c: number;
+}
 
 function phases(stride: number, kernel: number, pad: number): Phase[] {
   return Array.from({ length: stride }, (_, r) => {
@@ -352,13 +452,20 @@ function convPad(lo: number, span: number, rows: number, len: number): { before:
 }
 
 /** One conv of the decomposition: output row phase rh and column phases rw, side by side in its channels. */
-interface PhaseConv { rh: number; rw: number[]; rows: { lo: number; span: number }; cols: { lo: number; span: number } }
+interface PhaseConv {
+  rh: number;
+  rw: number[];
+  rows: { lo: number; span: number };
+  cols: { lo: number; span: number };
+}
 
 function phaseConvs(info: backend_util.Conv2DInfo, byRow: boolean): PhaseConv[] {
   const ph = phases(info.strideHeight, info.filterHeight, info.padInfo.top);
   const pw = phases(info.strideWidth, info.filterWidth, info.padInfo.left);
   const colSets = byRow ? [pw.map((_, r) => r)] : pw.map((_, r) => [r]);
-  return ph.flatMap((p, rh) => colSets.map((rw) => ({ rh, rw, rows: window([p]), cols: window(rw.map((r) => pw[r])) })));
+  return ph.flatMap((p, rh) =>
+    colSets.map((rw) => ({ rh, rw, rows: window([p]), cols: window(rw.map((r) => pw[r])) })),
+  );
 }
 
 /** Each conv's filter [Th, Tw, Cdy, |rw|*Cx]: its phases' taps, flipped, in and out channels swapped. */
@@ -383,7 +490,8 @@ function phaseFilters(s: Scratch, filter: TensorInfo, info: backend_util.Conv2DI
           const src = ((info.strideHeight * tr + p.q) * kw + info.strideWidth * tc + pw[r].q) * cdy * cx;
           const dst = (u * g.cols.span + v) * cdy * np * cx + j * cx;
           if (np === 1) f.set(w.subarray(src, src + cdy * cx), dst);
-          else for (let co = 0; co < cdy; co++) f.set(w.subarray(src + co * cx, src + (co + 1) * cx), dst + co * np * cx);
+          else
+            for (let co = 0; co < cdy; co++) f.set(w.subarray(src + co * cx, src + (co + 1) * cx), dst + co * np * cx);
         });
       }
     }
@@ -427,7 +535,13 @@ function keptFilters(s: Scratch, filter: TensorInfo, key: string, make: (s: Scra
   return filters;
 }
 
-function inputGradPhases(s: Scratch, dy: TensorInfo, filter: TensorInfo, info: backend_util.Conv2DInfo, byRow: boolean): TensorInfo {
+function inputGradPhases(
+  s: Scratch,
+  dy: TensorInfo,
+  filter: TensorInfo,
+  info: backend_util.Conv2DInfo,
+  byRow: boolean,
+): TensorInfo {
   const { batchSize: b, inHeight: h, inWidth: w, inChannels: cx, strideHeight: sh, strideWidth: sw } = info;
   const convs = phaseConvs(info, byRow);
   const key = `phases ${filter.shape} ${byRow} ${sh} ${sw} ${info.padInfo.top} ${info.padInfo.left}`;
@@ -437,7 +551,12 @@ function inputGradPhases(s: Scratch, dy: TensorInfo, filter: TensorInfo, info: b
   const outs = convs.map((g, i) => {
     const ph = convPad(g.rows.lo, g.rows.span, mh, info.outHeight);
     const pw = convPad(g.cols.lo, g.cols.span, mw, info.outWidth);
-    const out = s.conv(dy, filters[i], [[0, 0], [ph.before, ph.after], [pw.before, pw.after], [0, 0]]);
+    const out = s.conv(dy, filters[i], [
+      [0, 0],
+      [ph.before, ph.after],
+      [pw.before, pw.after],
+      [0, 0],
+    ]);
     const exact = ph.skip === 0 && pw.skip === 0 && out.shape[1] === mh && out.shape[2] === mw;
     return exact ? out : s.slice(out, [0, ph.skip, pw.skip, 0], [b, mh, mw, out.shape[3]]);
   });
@@ -514,18 +633,23 @@ function inputGradWay(info: backend_util.Conv2DInfo): Exclude<InputGradWay, 'aut
   return info.inChannels < 16 ? 'rowPhases' : 'phases';
 }
 
-const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs = {} }) => withScratch(backend as BackendWasm, (s) => {
-  purgeKept(s.backend);
-  const filter = input(inputs, 'filter');
-  const info = convInfo(attrs.inputShape as number[], filter.shape, attrs);
-  const dy = toNHWC(s, input(inputs, 'dy'), attrs.dataFormat);
-  assertShape('Conv2DBackpropInput dy', dy.shape, [info.batchSize, info.outHeight, info.outWidth, info.outChannels]);
-  const g = gemmFor(s, forced.dx);
-  const way = forced.dx === 'auto' || hasEmptyPhase(info) ? inputGradWay(info) : forced.dx;
-  const dx = g !== undefined ? inputGradGemm(s, g, dy, filter, info)
-    : way === 'col2im' ? inputGradCol2im(s, dy, filter, info) : inputGradPhases(s, dy, filter, info, way === 'rowPhases');
-  return s.keep(fromNHWC(s, dx, attrs.dataFormat));
-});
+const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs = {} }) =>
+  withScratch(backend as BackendWasm, (s) => {
+    purgeKept(s.backend);
+    const filter = input(inputs, 'filter');
+    const info = convInfo(attrs.inputShape as number[], filter.shape, attrs);
+    const dy = toNHWC(s, input(inputs, 'dy'), attrs.dataFormat);
+    assertShape('Conv2DBackpropInput dy', dy.shape, [info.batchSize, info.outHeight, info.outWidth, info.outChannels]);
+    const g = gemmFor(s, forced.dx);
+    const way = forced.dx === 'auto' || hasEmptyPhase(info) ? inputGradWay(info) : forced.dx;
+    const dx =
+      g !== undefined
+        ? inputGradGemm(s, g, dy, filter, info)
+        : way === 'col2im'
+          ? inputGradCol2im(s, dy, filter, info)
+          : inputGradPhases(s, dy, filter, info, way === 'rowPhases');
+    return s.keep(fromNHWC(s, dx, attrs.dataFormat));
+  });
 
 // ---------------------------------------------------------------------------------------------
 // BatchMatMul and Tile
@@ -544,7 +668,11 @@ function matMul(s: Scratch, a: TensorInfo, b: TensorInfo): TensorInfo {
   const [m, k] = a.shape;
   const n = b.shape[1];
   const attrs = { transposeA: false, transposeB: false };
-  const out = stockKernel('BatchMatMul').kernelFunc({ inputs: { a: s.reshape(a, [1, m, k]), b: s.reshape(b, [1, k, n]) }, attrs, backend: s.backend });
+  const out = stockKernel('BatchMatMul').kernelFunc({
+    inputs: { a: s.reshape(a, [1, m, k]), b: s.reshape(b, [1, k, n]) },
+    attrs,
+    backend: s.backend,
+  });
   return s.reshape(s.track(out as TensorInfo), [m, n]);
 }
 
@@ -552,28 +680,32 @@ function matMul(s: Scratch, a: TensorInfo, b: TensorInfo): TensorInfo {
 const swapLast = (rank: number) => [...Array(rank).keys()].map((i) => (i < rank - 2 ? i : 2 * rank - 3 - i));
 
 /** Transposes made explicit and batches looped, so every product runs on XNNPACK. */
-const batchMatMul: KernelFunc = ({ inputs, backend, attrs = {} }) => withScratch(backend as BackendWasm, (s) => {
-  let a = input(inputs, 'a');
-  let b = input(inputs, 'b');
-  if (attrs.transposeA) a = s.transpose(a, swapLast(a.shape.length));
-  if (attrs.transposeB) b = s.transpose(b, swapLast(b.shape.length));
-  const [m, k] = a.shape.slice(-2);
-  const n = b.shape[b.shape.length - 1];
-  if (b.shape[b.shape.length - 2] !== k) throw new Error(`matMul: inner dimensions ${k} and ${b.shape[b.shape.length - 2]} differ`);
-  const outer = backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
-  const a3 = s.reshape(a, [-1, m, k]);
-  const b3 = s.reshape(b, [-1, k, n]);
-  // As tfjs's own kernels: the flattened batches are equal, or one of them is 1.
-  const batches = Math.max(a3.shape[0], b3.shape[0]);
-  if (a3.shape[0] !== b3.shape[0] && a3.shape[0] !== 1 && b3.shape[0] !== 1) {
-    throw new Error(`matMul: batch shapes [${a.shape.slice(0, -2)}] and [${b.shape.slice(0, -2)}] do not broadcast`);
-  }
-  const matrix = (t: TensorInfo, i: number, rows: number, cols: number) =>
-    s.reshape(t.shape[0] === 1 ? t : s.slice(t, [i, 0, 0], [1, rows, cols]), [rows, cols]);
-  const parts = Array.from({ length: batches }, (_, i) => s.reshape(matMul(s, matrix(a3, i, m, k), matrix(b3, i, k, n)), [1, m, n]));
-  const joined = parts.length === 1 ? parts[0] : s.run('Concat', parts, { axis: 0 });
-  return s.keep(s.reshape(joined, [...outer, m, n]));
-});
+const batchMatMul: KernelFunc = ({ inputs, backend, attrs = {} }) =>
+  withScratch(backend as BackendWasm, (s) => {
+    let a = input(inputs, 'a');
+    let b = input(inputs, 'b');
+    if (attrs.transposeA) a = s.transpose(a, swapLast(a.shape.length));
+    if (attrs.transposeB) b = s.transpose(b, swapLast(b.shape.length));
+    const [m, k] = a.shape.slice(-2);
+    const n = b.shape[b.shape.length - 1];
+    if (b.shape[b.shape.length - 2] !== k)
+      throw new Error(`matMul: inner dimensions ${k} and ${b.shape[b.shape.length - 2]} differ`);
+    const outer = backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+    const a3 = s.reshape(a, [-1, m, k]);
+    const b3 = s.reshape(b, [-1, k, n]);
+    // As tfjs's own kernels: the flattened batches are equal, or one of them is 1.
+    const batches = Math.max(a3.shape[0], b3.shape[0]);
+    if (a3.shape[0] !== b3.shape[0] && a3.shape[0] !== 1 && b3.shape[0] !== 1) {
+      throw new Error(`matMul: batch shapes [${a.shape.slice(0, -2)}] and [${b.shape.slice(0, -2)}] do not broadcast`);
+    }
+    const matrix = (t: TensorInfo, i: number, rows: number, cols: number) =>
+      s.reshape(t.shape[0] === 1 ? t : s.slice(t, [i, 0, 0], [1, rows, cols]), [rows, cols]);
+    const parts = Array.from({ length: batches }, (_, i) =>
+      s.reshape(matMul(s, matrix(a3, i, m, k), matrix(b3, i, k, n)), [1, m, n]),
+    );
+    const joined = parts.length === 1 ? parts[0] : s.run('Concat', parts, { axis: 0 });
+    return s.keep(s.reshape(joined, [...outer, m, n]));
+  });
 
 /**
  * Tile by block copies: each axis's first block is built once, then doubled with copyWithin. The
@@ -583,7 +715,8 @@ const batchMatMul: KernelFunc = ({ inputs, backend, attrs = {} }) => withScratch
 const tile: KernelFunc = ({ inputs, backend, attrs = {} }) => {
   const x = input(inputs, 'x');
   const reps = attrs.reps as number[];
-  if (x.dtype === 'string' || reps.length !== x.shape.length) return stockKernel('Tile').kernelFunc({ inputs, backend, attrs });
+  if (x.dtype === 'string' || reps.length !== x.shape.length)
+    return stockKernel('Tile').kernelFunc({ inputs, backend, attrs });
   const wasm = backend as BackendWasm;
   const outShape = x.shape.map((d, i) => d * reps[i]);
   const out = wasm.makeOutput(outShape, x.dtype);
@@ -616,7 +749,8 @@ const tile: KernelFunc = ({ inputs, backend, attrs = {} }) => {
 
 function heapKernels(backend: BackendWasm): GemmKernels {
   const g = gemmKernels(backend);
-  if (g === undefined) throw new Error('the wasm heap is out of reach: callers must compose tfjs ops (fusedKernelsRun)');
+  if (g === undefined)
+    throw new Error('the wasm heap is out of reach: callers must compose tfjs ops (fusedKernelsRun)');
   return g;
 }
 
@@ -650,7 +784,18 @@ const bnInputGrad: KernelFunc = ({ inputs, backend }) => {
   const [g, x, mean, rstd, k1, k2, k3] = ['g', 'x', 'mean', 'rstd', 'k1', 'k2', 'k3'].map((n) => input(inputs, n));
   const dx = b.makeOutput(x.shape, 'float32');
   const at = (t: TensorInfo) => heapAddress(b, t);
-  heapKernels(b).bnInputGrad(at(g), at(x), at(mean), at(rstd), at(k1), at(k2), at(k3), rowsOf(x), x.shape.at(-1)!, at(dx));
+  heapKernels(b).bnInputGrad(
+    at(g),
+    at(x),
+    at(mean),
+    at(rstd),
+    at(k1),
+    at(k2),
+    at(k3),
+    rowsOf(x),
+    x.shape.at(-1)!,
+    at(dx),
+  );
   return dx;
 };
 
@@ -670,12 +815,19 @@ const leakyReluGrad: KernelFunc = ({ inputs, backend, attrs = {} }) => {
   const b = backend as BackendWasm;
   const [g, x] = ['g', 'x'].map((n) => input(inputs, n));
   const out = b.makeOutput(x.shape, 'float32');
-  heapKernels(b).leakyReluGrad(heapAddress(b, g), heapAddress(b, x), attrs.alpha as number, rowsOf(x) * x.shape.at(-1)!, heapAddress(b, out));
+  heapKernels(b).leakyReluGrad(
+    heapAddress(b, g),
+    heapAddress(b, x),
+    attrs.alpha as number,
+    rowsOf(x) * x.shape.at(-1)!,
+    heapAddress(b, out),
+  );
   return out;
 };
 
 /** x -> x > 0 ? x : x * alpha: the gradient kernel with g = x. */
-const leakyRelu: KernelFunc = (args) => leakyReluGrad({ ...args, inputs: { g: input(args.inputs, 'x'), x: input(args.inputs, 'x') } });
+const leakyRelu: KernelFunc = (args) =>
+  leakyReluGrad({ ...args, inputs: { g: input(args.inputs, 'x'), x: input(args.inputs, 'x') } });
 
 // ---------------------------------------------------------------------------------------------
 // registration
