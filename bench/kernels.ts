@@ -212,13 +212,22 @@ export function benchWays(tf: TF, o: BenchOptions): string {
   const rows: string[][] = [];
   const fresh = modelLayers(tf, o.filters, o.image, o.batch, true);
   const kept = modelLayers(tf, o.filters, o.image, o.batch, false);
+  const timedWay = (ways: Parameters<typeof forceConvGradWays>[0], run: () => Tensor) =>
+    time(
+      tf,
+      () => {
+        forceConvGradWays(ways);
+        return run();
+      },
+      o.reps,
+    );
   fresh.forEach((l, i) => {
     // A transposed conv's dx is a Conv2D: its 'fwd' here.
     const convOf = l.name.startsWith('D') ? l.fwd : l.dx;
-    const conv = convWays.map((conv) => time(tf, () => (forceConvGradWays({ conv }), convOf()), o.reps));
-    const dx = dxWays.map((dx) => time(tf, () => (forceConvGradWays({ dx }), l.backpropInput()), o.reps));
-    const phasesKept = time(tf, () => (forceConvGradWays({ dx: 'phases' }), kept[i].backpropInput()), o.reps);
-    const dw = dwWays.map((dW) => time(tf, () => (forceConvGradWays({ dW }), l.dw()), o.reps));
+    const conv = convWays.map((conv) => timedWay({ conv }, convOf));
+    const dx = dxWays.map((dx) => timedWay({ dx }, l.backpropInput));
+    const phasesKept = timedWay({ dx: 'phases' }, kept[i].backpropInput);
+    const dw = dwWays.map((dW) => timedWay({ dW }, l.dw));
     rows.push([l.name, ...conv.map(fmt), ...dx.map(fmt), fmt(phasesKept), ...dw.map(fmt)]);
     l.dispose();
     kept[i].dispose();
@@ -255,7 +264,7 @@ export async function benchCpu(tf: TF, o: BenchOptions): Promise<string> {
       l.name,
       ...wasm[i].map(fmt),
       ...t.map(fmt),
-      (t.reduce((a, x) => a + x.ms, 0) / wasm[i].reduce((a, x) => a + x.ms, 0)).toFixed(0) + 'x',
+      `${(t.reduce((a, x) => a + x.ms, 0) / wasm[i].reduce((a, x) => a + x.ms, 0)).toFixed(0)}x`,
     ]);
     l.dispose();
   });

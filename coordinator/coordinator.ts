@@ -370,17 +370,18 @@ export class Coordinator {
     const cfg = this.opts.config;
     const total = this.specs.reduce((n, s) => n + sizeOf(s.shape), 0);
     const model = modelConfigOf(cfg);
+    this.frameLimits = frameLimitFor(total, cfg.batchSize, cfg.imageSize, {
+      latent: cfg.latent,
+      // A worker's answer to an evaluation carries evaluation.count images.
+      sampleCount: Math.max(cfg.numValidationImages, this.opts.evaluation?.count ?? 0),
+    });
     this.server = new PeerServer({
       host: this.opts.host,
       port: this.opts.port,
       token: this.opts.token,
       paramTableHash: paramTableHash(this.specs),
       tls: this.opts.tls,
-      limits: (this.frameLimits = frameLimitFor(total, cfg.batchSize, cfg.imageSize, {
-        latent: cfg.latent,
-        // A worker's answer to an evaluation carries evaluation.count images.
-        sampleCount: Math.max(cfg.numValidationImages, this.opts.evaluation?.count ?? 0),
-      })),
+      limits: this.frameLimits,
       welcome: (hello, id) => ({
         runId: this.runId,
         workerId: id,

@@ -100,8 +100,7 @@ export function launchWorker(
     stream.setEncoding('utf8');
     stream.on('data', (chunk: string) => {
       buf += chunk;
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
         const line = buf.slice(0, i).trim();
         buf = buf.slice(i + 1);
         if (line) onOutput(w, line);

@@ -9,7 +9,14 @@ export type RunLogger = Logger;
 export function createRunLogger(file: string, onLine?: (line: string) => void): RunLogger {
   const dest = pino.destination({ dest: file, append: true, mkdir: true, sync: false, minLength: 0 });
   // Each serialised line also goes to `onLine` (remote monitors), exactly as written to the file.
-  const hooks = onLine ? { streamWrite: (s: string) => (onLine(s), s) } : {};
+  const hooks = onLine
+    ? {
+        streamWrite: (s: string) => {
+          onLine(s);
+          return s;
+        },
+      }
+    : {};
   return pino(
     {
       base: undefined,

@@ -217,7 +217,12 @@ export async function loadOrBuild(
       );
     }
   };
-  if (entry) writer = await CacheWriter.create(entry).catch(async (err: unknown) => (await dropWriter(err), undefined));
+  if (entry) {
+    writer = await CacheWriter.create(entry).catch(async (err: unknown) => {
+      await dropWriter(err);
+      return undefined;
+    });
+  }
   if (!entry && !fits) {
     throw new GanDistError(
       'GAN_DIST_E_DATA',

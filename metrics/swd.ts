@@ -410,7 +410,7 @@ export function generatedToFloat(images: Float32Array): Float32Array {
   const out = new Float32Array(images.length);
   for (let i = 0; i < images.length; i++) {
     const v = Math.round((images[i] + 1) * 127.5);
-    out[i] = v < 0 ? 0 : v > 255 ? 255 : v;
+    out[i] = v < 0 ? 0 : Math.min(v, 255);
   }
   return out;
 }

@@ -62,7 +62,7 @@ export async function followLog(path: string, opts: FollowOptions): Promise<void
 
   /** One look at the file: opened, replaced or truncated, then whatever is new. */
   const check = async (): Promise<void> => {
-    let st;
+    let st: Awaited<ReturnType<typeof stat>>;
     try {
       st = await stat(path);
     } catch (err) {

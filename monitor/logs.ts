@@ -42,12 +42,12 @@ export async function showLogs(opts: LogsOptions): Promise<void> {
       let out = '';
       for (const raw of lines) {
         if (opts.json && !filtering) {
-          out += raw + '\n';
+          out += `${raw}\n`;
           continue;
         }
         const parsed = parseLogLine(raw);
         if (!keep(parsed)) continue;
-        out += (opts.json ? parsed.raw : formatLogLine(parsed, { color: opts.color === true, utc: opts.utc })) + '\n';
+        out += `${opts.json ? parsed.raw : formatLogLine(parsed, { color: opts.color === true, utc: opts.utc })}\n`;
       }
       if (out) opts.write(out);
     },

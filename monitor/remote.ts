@@ -12,7 +12,6 @@ import {
   PRE_AUTH_LIMITS,
   decodeMessage,
   encodeMessage,
-  type FrameLimits,
   type Message,
   type WelcomeMessage,
 } from '../protocol/wire/protocol.ts';
@@ -106,7 +105,7 @@ export async function connectMonitor(opts: MonitorOptions): Promise<MonitorConne
       }
     });
     ws.on('error', (err) => end(`connection failed: ${err.message}`));
-    ws.on('close', (code, reason) =>
+    ws.on('close', (_code, reason) =>
       end(
         reason.length
           ? `the coordinator closed the connection (${reason.toString()})`

@@ -68,14 +68,14 @@ const stateColor: Record<string, Rgb> = {
 function spread(left: string, right: string, width: number): string {
   const room = width - visibleWidth(right) - 1;
   if (room < 8) return fitWidth(left, width);
-  return fitWidth(left, room) + ' ' + right;
+  return `${fitWidth(left, room)} ${right}`;
 }
 
 /** A path shortened from the left ('…/run/train.log'), where its end says the most. */
 function shortenLeft(s: string, width: number): string {
   if (visibleWidth(s) <= width) return s;
   if (width <= 1) return '…'.slice(0, width);
-  return '…' + [...s].slice(-(width - 1)).join('');
+  return `…${[...s].slice(-(width - 1)).join('')}`;
 }
 
 /** Words of `text` in lines of at most `width` columns (a word longer than a line is cut). */

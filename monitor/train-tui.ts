@@ -67,7 +67,7 @@ export function startTrainTui(opts: TrainTuiOptions): TrainTui {
   const tui: TrainTui = {
     print(line) {
       lastPrinted = line;
-      if (stopped) opts.stdout.write(line + '\n');
+      if (stopped) opts.stdout.write(`${line}\n`);
       else ui.setStatus(line);
     },
     stop() {
@@ -76,8 +76,8 @@ export function startTrainTui(opts: TrainTuiOptions): TrainTui {
       following.abort();
       ui.stop();
       const last = ui.view.last;
-      if (last) opts.stdout.write(formatIteration(last) + '\n');
-      if (lastPrinted) opts.stdout.write(lastPrinted + '\n');
+      if (last) opts.stdout.write(`${formatIteration(last)}\n`);
+      if (lastPrinted) opts.stdout.write(`${lastPrinted}\n`);
     },
   };
   return tui;

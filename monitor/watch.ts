@@ -61,7 +61,7 @@ export async function watchRun(opts: WatchRunOptions): Promise<void> {
     await followLog(logPath, { follow: false, onLines: (lines) => ui.feed(lines.map(parseLogLine)) });
     await ui.settled();
     opts.stdout.write(
-      ui.frame(opts.width ?? opts.stdout.columns ?? 80, opts.height ?? opts.stdout.rows ?? 24).join('\n') + '\n',
+      `${ui.frame(opts.width ?? opts.stdout.columns ?? 80, opts.height ?? opts.stdout.rows ?? 24).join('\n')}\n`,
     );
     return;
   }

@@ -86,7 +86,7 @@ export const configKeys = Object.keys(defaults) as (keyof TrainConfig)[];
 
 /** camelCase key -> the flag that sets it ("batchSize" -> "--batch-size"). */
 export function flagName(key: string): string {
-  return '--' + key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+  return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 }
 
 function describeRule(rule: Rule): string {

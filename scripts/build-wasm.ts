@@ -41,13 +41,13 @@ export async function compileGemm(fma: boolean): Promise<Uint8Array> {
 }
 
 const base64Lines = (binary: Uint8Array) =>
-  (
+  `${(
     Buffer.from(binary)
       .toString('base64')
       .match(/.{1,100}/g) ?? []
   )
     .map((l) => `  '${l}'`)
-    .join(' +\n') + ';';
+    .join(' +\n')};`;
 
 /** The TypeScript module that carries the binary. */
 export function wasmModuleSource(binary: Uint8Array): string {

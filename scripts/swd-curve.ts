@@ -128,7 +128,7 @@ export function curveSvg(c: SwdCurve, opts: { title?: string; width?: number; he
     lx += 30 + label.length * 6.2 + 14;
   }
   out.push('</svg>');
-  return out.join('\n') + '\n';
+  return `${out.join('\n')}\n`;
 }
 
 function main(argv: string[]): void {

@@ -44,15 +44,13 @@ function filterGrad(
   stride: number,
   pad: 'same' | 'valid',
 ): Tensor4D {
-  return tf
-    .engine()
-    .runKernel('Conv2DBackpropFilter', { x, dy }, {
-      strides: [stride, stride],
-      pad,
-      dataFormat: 'NHWC',
-      dimRoundingMode: undefined,
-      filterShape,
-    } as never) as Tensor4D;
+  return tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, {
+    strides: [stride, stride],
+    pad,
+    dataFormat: 'NHWC',
+    dimRoundingMode: undefined,
+    filterShape,
+  } as never) as Tensor4D;
 }
 
 /** The sum over N, H and W: one pass where fused-kernels.ts's kernels run, tf.sum transposing the activation first. */

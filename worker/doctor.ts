@@ -43,7 +43,7 @@ async function findLibrary(lib: string): Promise<string | undefined> {
   for (const d of dirs) if (existsSync(path.join(d, lib))) return path.join(d, lib);
   try {
     const { stdout } = await run('ldconfig', ['-p'], { timeout: 5000 });
-    const line = stdout.split('\n').find((l) => l.trim().startsWith(lib + ' '));
+    const line = stdout.split('\n').find((l) => l.trim().startsWith(`${lib} `));
     if (line) return line.split('=>')[1]?.trim();
   } catch {
     // no ldconfig: the directories above were all we could look at

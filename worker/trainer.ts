@@ -119,7 +119,10 @@ export class Trainer {
       this.gradBuffers && this.tf.getBackend() === 'wasm' ? heapFloats(this.tf.backend() as BackendWasm, t) : undefined;
     if (view === undefined) return t.dataSync() as Float32Array;
     let buf = this.gradBuffers!.get(name);
-    if (buf?.length !== view.length) this.gradBuffers!.set(name, (buf = new Float32Array(view.length)));
+    if (buf?.length !== view.length) {
+      buf = new Float32Array(view.length);
+      this.gradBuffers!.set(name, buf);
+    }
     buf.set(view);
     return buf;
   }

@@ -220,20 +220,21 @@ export class Optimizer {
       arena !== undefined && shards.every(({ grads }) => layout.names.every((name) => arena.address(grads[name]) >= 0));
     const ns = shards.map((s) => s.n);
     if (this.threads === 1 || (this.addOn === 'main' && !inArena)) {
-      layout.names.forEach((name) =>
+      for (const name of layout.names) {
         addScaledMany(
           this.sums.views[name],
           shards.map((s) => s.grads[name]),
           ns,
           first,
-        ),
-      );
+        );
+      }
     } else {
       const tasks = shards.map(({ grads, n }, k) => {
         if (inArena)
           return { n, parts: layout.names.map((name, i) => ({ at: layout.offsets[i], g: sharedF32(grads[name]) })) };
-        const slot = (this.slots[this.added + k] ??= new FlatArrays(this.sums.layout, 'arena')).flat;
-        layout.names.forEach((name, i) => slot.set(grads[name], layout.offsets[i]));
+        this.slots[this.added + k] ??= new FlatArrays(this.sums.layout, 'arena');
+        const slot = this.slots[this.added + k].flat;
+        for (const [i, name] of layout.names.entries()) slot.set(grads[name], layout.offsets[i]);
         return { n, parts: [{ at: 0, g: sharedF32(slot) }] };
       });
       const pool = this.startPool();

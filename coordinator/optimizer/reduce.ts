@@ -93,7 +93,7 @@ export function addScaledMany(
   to = sum.length,
 ): void {
   const done = existingArena()?.addScaledMany(sum, gs, ns, first, from, to) ?? from;
-  gs.forEach((g, k) => addScaled(sum, g, ns[k], first && k === 0, done, to));
+  for (const [k, g] of gs.entries()) addScaled(sum, g, ns[k], first && k === 0, done, to);
 }
 
 export interface BnSums {

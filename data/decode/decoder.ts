@@ -172,7 +172,7 @@ function poolDecoder(pool: Piscina<DecodeTask, Skips>, options: DecodeOptions): 
       const task: DecodeTask = { files: files.slice(start, end), slots: slots.slice(start, end), shared, options };
       tasks.push(
         pool.run(task).then((chunk) => {
-          chunk.forEach((skip, k) => (skips[start + k] = skip));
+          for (const [k, skip] of chunk.entries()) skips[start + k] = skip;
           report(chunk.length);
         }),
       );

@@ -2,7 +2,7 @@
 // photo's out-of-focus background: foliage with leaves, sky with clouds over grass, soil, or
 // bokeh; and a stem drawn onto it.
 
-import { jitter, mix, PETALS, pick, shade, type RGB } from './palette.ts';
+import { jitter, mix, PETALS, pick, type RGB } from './palette.ts';
 import type { Random } from '../../protocol/random.ts';
 
 /** Smooth value noise on a grid of `cells` x `cells`, sampled at (u, v) in [0, 1]. */

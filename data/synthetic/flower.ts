@@ -1,7 +1,7 @@
 // One synthetic flower: a random model (kind, petals in layers, centre disc, tilt) and the
 // function that samples its colour at a point. The hot path of the synthetic set: no allocation.
 
-import { CENTRES, jitter, mix, PETALS, pick, shade, type RGB } from './palette.ts';
+import { CENTRES, jitter, PETALS, pick, shade, type RGB } from './palette.ts';
 import type { Random } from '../../protocol/random.ts';
 
 interface Petal {
@@ -81,7 +81,7 @@ export function makeFlower(rng: Random, x: number, y: number, r: number, colorHi
   const light = rng.range(0, TAU);
   const profile = new Float32Array(PROFILE_STEPS + 1);
   for (let i = 0; i <= PROFILE_STEPS; i++) {
-    profile[i] = Math.pow(Math.sin(Math.PI * Math.pow(i / PROFILE_STEPS, gamma)), beta);
+    profile[i] = Math.sin(Math.PI * (i / PROFILE_STEPS) ** gamma) ** beta;
   }
   const layers: Layer[] = [];
   for (let l = 0; l < layerCount; l++) {

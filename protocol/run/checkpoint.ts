@@ -172,7 +172,7 @@ function* inTableOrder(named: NamedArrays, specs: CheckpointSpec[], what: string
 /** The manifest's text with its own checksum filled in (see the format above). */
 function sealManifest(m: Omit<CheckpointManifest, 'manifestSha256'>): string {
   const { format, ...rest } = m;
-  const text = JSON.stringify({ format, manifestSha256: ZERO_SUM, ...rest }, null, 2) + '\n';
+  const text = `${JSON.stringify({ format, manifestSha256: ZERO_SUM, ...rest }, null, 2)}\n`;
   return text.replace(ZERO_SUM, createHash('sha256').update(text).digest('hex'));
 }
 

@@ -188,10 +188,10 @@ function writeAtomic(path: string, text: string, mode?: number): void {
 
 /** config.json: the resolved config, as nanoGPT stores it with every run. */
 export function writeRunConfig(run: RunDir, config: unknown): void {
-  writeAtomic(run.configPath, JSON.stringify(config, null, 2) + '\n');
+  writeAtomic(run.configPath, `${JSON.stringify(config, null, 2)}\n`);
 }
 
 /** endpoint: the address the coordinator actually bound (useful with port 0). */
 export function writeEndpoint(run: RunDir, endpoint: string): void {
-  writeAtomic(run.endpointPath, endpoint + '\n');
+  writeAtomic(run.endpointPath, `${endpoint}\n`);
 }

@@ -390,13 +390,13 @@ const nameList =
   (v, path) => {
     if (!Array.isArray(v)) fail(`${path} must be an array, got ${describe(v)}`);
     if (v.length > max) fail(`${path} has ${v.length} entries; at most ${max} are allowed`);
-    v.forEach((s, i) => text(200, 1)(s, `${path}[${i}]`));
+    for (const [i, s] of v.entries()) text(200, 1)(s, `${path}[${i}]`);
   };
 
 const uint = int(0);
 
 /** An absolute path of plain characters (a shared-memory region or one of its files). */
-const SHM_PATH = /^\/[A-Za-z0-9_.\/-]{1,255}$/;
+const SHM_PATH = /^\/[A-Za-z0-9_./-]{1,255}$/;
 const shmPath: Check = (v, path) => {
   if (typeof v !== 'string' || !SHM_PATH.test(v) || v.split('/').includes('..'))
     fail(`${path} must be an absolute path without '..', got ${describe(v)}`);

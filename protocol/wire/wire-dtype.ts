@@ -110,7 +110,10 @@ export function encodeFloat16(src: Float32Array, scale: number, dst: Uint16Array
   // quotient is a normal float16 (|x| >= 2^(e-14)) when that bound is itself a normal float32:
   // any tensor whose largest |x| is above about 1e-29.
   const threshold = 0x38800000 + e * 0x800000;
-  if (threshold < 0x00800000) return encodeFloat16Scaled(src, scale, dst);
+  if (threshold < 0x00800000) {
+    encodeFloat16Scaled(src, scale, dst);
+    return;
+  }
   const shift = e * 0x800000;
   const inv = 1 / scale;
   const bits = i32(src);

@@ -210,7 +210,7 @@ describe('Optimizer', () => {
   });
 
   it('refuses weights missing a tensor or of the wrong size', () => {
-    const { ['D/c/b']: _gone, ...partial } = params;
+    const { 'D/c/b': _gone, ...partial } = params;
     expect(() => new Optimizer(specs, { params: partial })).toThrow(/weights: missing tensor D\/c\/b/);
     expect(() => new Optimizer(specs, { params: { ...params, 'D/c/b': new Float32Array(2) } })).toThrow(
       /D\/c\/b has 2 values, expected 1/,

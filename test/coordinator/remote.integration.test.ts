@@ -96,10 +96,11 @@ describe('remote workers: who gets in', () => {
     expect(outcome.reason).toMatch(/proof does not match this token/);
     // The worker found the coordinator's proof wrong first and said so before it hung up.
     await new Promise<void>((resolve) => {
-      const t = setInterval(
-        () => h.events.some((e) => e.event === 'peer-rejected') && (clearInterval(t), resolve()),
-        10,
-      );
+      const t = setInterval(() => {
+        if (!h.events.some((e) => e.event === 'peer-rejected')) return;
+        clearInterval(t);
+        resolve();
+      }, 10);
     });
     expect(h.events.find((e) => e.event === 'peer-rejected')?.fields.reason).toMatch(/gave up the handshake.*token/);
   });

@@ -23,7 +23,7 @@ function peer(id: number, role = 'monitor') {
 }
 
 const line = (fields: Record<string, unknown>) =>
-  JSON.stringify({ level: 'info', time: '2025-01-01T00:00:00.000Z', ...fields }) + '\n';
+  `${JSON.stringify({ level: 'info', time: '2025-01-01T00:00:00.000Z', ...fields })}\n`;
 const iter = (n: number) => line({ iteration: n, scoreG: 0.5, scoreD: 0.5, msg: 'iteration' });
 
 describe('log broadcasting to monitors', () => {
@@ -80,7 +80,7 @@ describe('log broadcasting to monitors', () => {
     const m = peer(1);
     b.add(m.peer);
     b.write('not json\n');
-    b.write(JSON.stringify(Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`k${i}`, i]))) + '\n');
+    b.write(`${JSON.stringify(Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`k${i}`, i])))}\n`);
     b.write(iter(1));
     expect(m.got.map((l) => l.iteration)).toEqual([1]);
   });

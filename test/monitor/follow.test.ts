@@ -63,7 +63,7 @@ describe('following a log', () => {
       for (let i = 0; i < 5; i++) {
         const line = `{"msg":"iteration","iteration":${i}}`;
         const t0 = performance.now();
-        appendFileSync(path, line + '\n');
+        appendFileSync(path, `${line}\n`);
         await f.next(line);
         latencies.push(performance.now() - t0);
       }

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { appendFileSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { GanDistError } from '../../protocol/errors.ts';
 import { stripAnsi } from '../../monitor/ansi.ts';
@@ -37,7 +37,7 @@ describe('gan-dist logs', () => {
 
   it('--json prints the lines exactly as written', async () => {
     const lines = await collect({ json: true });
-    expect(lines.join('\n') + '\n').toBe(readFileSync(join(fixture, 'train.log'), 'utf8'));
+    expect(`${lines.join('\n')}\n`).toBe(readFileSync(join(fixture, 'train.log'), 'utf8'));
   });
 
   it('--since N starts at iteration N', async () => {
@@ -53,14 +53,14 @@ describe('gan-dist logs', () => {
     const path = join(dir, 'train.log');
     writeFileSync(
       path,
-      JSON.stringify({
+      `${JSON.stringify({
         level: 'warn',
         time: '2025-01-01T10:00:00Z',
         event: 'worker-left',
         worker: 3,
         reason: 'missed the step deadline',
         msg: 'event',
-      }) + '\n',
+      })}\n`,
     );
     let plain = '';
     await showLogs({ target: path, utc: true, write: (t) => (plain += t) });
@@ -123,7 +123,7 @@ describe('gan-dist logs', () => {
           msg: 'iteration',
         };
         const t0 = performance.now();
-        appendFileSync(log, JSON.stringify(line) + '\n');
+        appendFileSync(log, `${JSON.stringify(line)}\n`);
         await appears(`iter ${i} `);
         latencies.push(performance.now() - t0);
       }

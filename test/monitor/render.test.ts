@@ -116,7 +116,7 @@ describe('the watch screen', () => {
     expect(imageRows).toHaveLength(10);
     // 40x40 pixels in 20 columns: a tile is 4 columns and 2 rows, in its own colour top and bottom.
     const cell = (c: readonly number[]) => `\x1b[38;2;${c.join(';')};48;2;${c.join(';')}m▀▀▀▀`;
-    expect(imageRows[0]).toContain(cell(tileColour(0)) + `\x1b[38;2;${tileColour(1).join(';')}`);
+    expect(imageRows[0]).toContain(`${cell(tileColour(0))}\x1b[38;2;${tileColour(1).join(';')}`);
     expect(imageRows[9]).toContain(cell(tileColour(24)));
     expect(plain.some((l) => /…\S*\/iter-000030\.png$/.test(l))).toBe(true);
   });

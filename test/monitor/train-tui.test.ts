@@ -59,7 +59,7 @@ describe("train's terminal UI", () => {
   it('charts the SWD once --eval-every lines reach the log, and follows each new score', async () => {
     const lines = fixtureEvalLines();
     const cut = lines.findIndex((l) => l.includes('"event":"eval","iteration":20'));
-    writeFileSync(join(run, 'train.log'), lines.slice(0, cut).join('\n') + '\n');
+    writeFileSync(join(run, 'train.log'), `${lines.slice(0, cut).join('\n')}\n`);
     const term = new VirtualTerminal(80, 24);
     const tui = startTrainTui({
       coordinator: { requestStop: () => {} },
@@ -69,7 +69,7 @@ describe("train's terminal UI", () => {
     });
     await term.until('SWD x1e3 150.4');
     expect(term.lines.join('\n')).toContain('real-vs-real floor 27.5');
-    appendFileSync(join(run, 'train.log'), lines.slice(cut).join('\n') + '\n');
+    appendFileSync(join(run, 'train.log'), `${lines.slice(cut).join('\n')}\n`);
     await term.until('SWD x1e3 95.5');
     tui.stop();
   });

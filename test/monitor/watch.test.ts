@@ -19,7 +19,15 @@ describe('gan-dist watch on a run directory', () => {
     let out = '';
     await watchRun({
       target: fixtureRun,
-      stdout: { isTTY: false, write: (s: string) => ((out += s), true), on: () => {}, off: () => {} },
+      stdout: {
+        isTTY: false,
+        write: (s: string) => {
+          out += s;
+          return true;
+        },
+        on: () => {},
+        off: () => {},
+      },
       width: 80,
       height: 24,
     });
@@ -36,11 +44,19 @@ describe('gan-dist watch on a run directory', () => {
   it('replays a run scored with --eval-every: the SWD chart and its floor under the scores', async () => {
     const run = join(dir, 'run');
     cpSync(fixtureRun, run, { recursive: true });
-    writeFileSync(join(run, 'train.log'), fixtureEvalLines().join('\n') + '\n');
+    writeFileSync(join(run, 'train.log'), `${fixtureEvalLines().join('\n')}\n`);
     let out = '';
     await watchRun({
       target: run,
-      stdout: { isTTY: false, write: (s: string) => ((out += s), true), on: () => {}, off: () => {} },
+      stdout: {
+        isTTY: false,
+        write: (s: string) => {
+          out += s;
+          return true;
+        },
+        on: () => {},
+        off: () => {},
+      },
       width: 100,
       height: 30,
     });
@@ -62,7 +78,7 @@ describe('gan-dist watch on a run directory', () => {
     cpSync(fixtureRun, run, { recursive: true });
     const lines = fixtureLines();
     const at20 = lines.findIndex((l) => l.includes('"iteration":20,'));
-    writeFileSync(join(run, 'train.log'), lines.slice(0, at20 + 1).join('\n') + '\n');
+    writeFileSync(join(run, 'train.log'), `${lines.slice(0, at20 + 1).join('\n')}\n`);
     const term = new VirtualTerminal(80, 24);
     const keys = new VirtualKeyboard();
     const watching = watchRun({ target: run, stdout: term, stdin: keys, colorMode: 'truecolor' });
@@ -71,7 +87,7 @@ describe('gan-dist watch on a run directory', () => {
     expect(keys.raw).toBe(true);
     expect(term.lines[0]).toMatch(/RUNNING · 2 workers · 22\.7 img\/s\s*$/);
 
-    appendFileSync(join(run, 'train.log'), lines.slice(at20 + 1).join('\n') + '\n');
+    appendFileSync(join(run, 'train.log'), `${lines.slice(at20 + 1).join('\n')}\n`);
     await term.until(/iter 30\/30 .* 100%/);
     await term.until('FINISHED');
 
@@ -98,7 +114,7 @@ describe('gan-dist watch ws://', () => {
     const token = newToken();
     const { server: started, url, monitors, stops } = await monitorEndpoint(token);
     server = started;
-    for (const l of fixtureLines().slice(0, 20)) monitors.write(l + '\n');
+    for (const l of fixtureLines().slice(0, 20)) monitors.write(`${l}\n`);
 
     const term = new VirtualTerminal(80, 24);
     const keys = new VirtualKeyboard();
@@ -113,7 +129,7 @@ describe('gan-dist watch ws://', () => {
     await term.until(/iter 9\/30/);
     expect(term.lines[0]).toContain(`gan-dist · ${url}`);
     expect(term.text).toContain('on the coordinator');
-    for (const l of fixtureLines().slice(20)) monitors.write(l + '\n');
+    for (const l of fixtureLines().slice(20)) monitors.write(`${l}\n`);
     await term.until(/iter 30\/30/);
 
     const stopped = new Promise<void>((resolve) => server!.once('message', () => setImmediate(resolve)));

@@ -45,7 +45,7 @@ describe('architecture', () => {
     expect(layersOf('G', tinyModel).filter((l) => l.kind === 'tconv')).toHaveLength(3);
     const dl = layersOf('D', tinyModel);
     const d = activationShapes(dl);
-    expect(dl.filter((l) => l.kind === 'conv').map((l, i) => d[dl.indexOf(l)].join('x') + `#${i}`)).toEqual([
+    expect(dl.filter((l) => l.kind === 'conv').map((l, i) => `${d[dl.indexOf(l)].join('x')}#${i}`)).toEqual([
       '16x16x16#0',
       '8x8x32#1',
       '4x4x64#2',

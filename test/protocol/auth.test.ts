@@ -103,7 +103,7 @@ describe('token files', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const FP = 'AB:'.repeat(31) + 'AB';
+  const FP = `${'AB:'.repeat(31)}AB`;
 
   it('writes mode 0600 and reads back the token and the normalised fingerprint', async () => {
     const path = join(dir, 'token');

@@ -18,7 +18,6 @@ import {
   type GradientsMessage,
   type Message,
   type ShardMessage,
-  type WeightsMessage,
 } from '../../protocol/wire/protocol.ts';
 
 const LIMITS: FrameLimits = frameLimitFor(100_000, 8, 8);
@@ -272,7 +271,13 @@ describe('encodeMessage / decodeMessage', () => {
     expect(frame.readUInt16LE(4)).toBe(PROTOCOL_VERSION + 1);
     expect(decodeMessage(frame, PRE_AUTH_LIMITS)).toEqual(hello);
     // Fields a later version adds to hello are ignored rather than fatal.
-    const later = reframe(frame, (h) => void (h.fields.compression = 'zstd'), { version: PROTOCOL_VERSION + 1 });
+    const later = reframe(
+      frame,
+      (h) => {
+        h.fields.compression = 'zstd';
+      },
+      { version: PROTOCOL_VERSION + 1 },
+    );
     expect(decodeMessage(later, PRE_AUTH_LIMITS)).toEqual(hello);
   });
 
@@ -407,18 +412,27 @@ describe('decodeMessage rejects', () => {
     ],
     [
       'a hello whose version disagrees with its frame',
-      () => reframe(encodeMessage(byType('hello')), (h) => void (h.fields.protocolVersion = 3)),
+      () =>
+        reframe(encodeMessage(byType('hello')), (h) => {
+          h.fields.protocolVersion = 3;
+        }),
       new RegExp(`hello\\.protocolVersion 3 disagrees with its frame's version ${PROTOCOL_VERSION}`),
     ],
     ['a missing field', () => rawFrame({ type: 'heartbeat', fields: {}, tensors: [] }), /heartbeat\.t is missing/],
     [
       'a field of the wrong type',
-      () => reframe(encodeMessage(byType('welcome')), (h) => void (h.fields.workerId = '3')),
+      () =>
+        reframe(encodeMessage(byType('welcome')), (h) => {
+          h.fields.workerId = '3';
+        }),
       /welcome\.workerId must be an integer from 0 to \d+, got "3"/,
     ],
     [
       'a non-integer count',
-      () => reframe(grads(), (h) => void (h.fields.n = 1.5)),
+      () =>
+        reframe(grads(), (h) => {
+          h.fields.n = 1.5;
+        }),
       /gradients\.n must be an integer from 1 to \d+, got 1\.5/,
     ],
     [
@@ -428,57 +442,90 @@ describe('decodeMessage rejects', () => {
     ],
     [
       'a score out of range',
-      () => reframe(grads(), (h) => void (h.fields.scoreG = 1.5)),
+      () =>
+        reframe(grads(), (h) => {
+          h.fields.scoreG = 1.5;
+        }),
       /gradients\.scoreG must be from 0 to 1, got 1\.5/,
     ],
     [
       'timings without computeMs',
-      () => reframe(grads(), (h) => void (h.fields.timings = { uploadMs: 1 })),
+      () =>
+        reframe(grads(), (h) => {
+          h.fields.timings = { uploadMs: 1 };
+        }),
       /gradients\.timings\.computeMs is missing/,
     ],
     [
       'a negative timing',
-      () => reframe(grads(), (h) => void (h.fields.timings = { computeMs: -1 })),
+      () =>
+        reframe(grads(), (h) => {
+          h.fields.timings = { computeMs: -1 };
+        }),
       /gradients\.timings\.computeMs must be from 0/,
     ],
     [
       'a nonce that is not 32 bytes of hex',
-      () => reframe(encodeMessage(byType('hello')), (h) => void (h.fields.nonce = 'abc')),
+      () =>
+        reframe(encodeMessage(byType('hello')), (h) => {
+          h.fields.nonce = 'abc';
+        }),
       /hello\.nonce must be 64 lowercase hex digits, got "abc"/,
     ],
     [
       'an unknown role',
-      () => reframe(encodeMessage(byType('hello')), (h) => void (h.fields.role = 'admin')),
+      () =>
+        reframe(encodeMessage(byType('hello')), (h) => {
+          h.fields.role = 'admin';
+        }),
       /hello\.role must be one of worker, monitor, got "admin"/,
     ],
     [
       'an error code outside GAN_DIST_E_',
-      () => reframe(encodeMessage(byType('reject')), (h) => void (h.fields.code = 'EPERM')),
+      () =>
+        reframe(encodeMessage(byType('reject')), (h) => {
+          h.fields.code = 'EPERM';
+        }),
       /reject\.code must be a GAN_DIST_E_\.\.\. code, got "EPERM"/,
     ],
     [
       'a model config that is not an object',
-      () => reframe(encodeMessage(byType('welcome')), (h) => void (h.fields.modelConfig = [1])),
+      () =>
+        reframe(encodeMessage(byType('welcome')), (h) => {
+          h.fields.modelConfig = [1];
+        }),
       /welcome\.modelConfig must be an object, got an array of 1/,
     ],
     [
       'an unknown field',
-      () => reframe(encodeMessage(byType('stop')), (h) => void (h.fields.extra = true)),
+      () =>
+        reframe(encodeMessage(byType('stop')), (h) => {
+          h.fields.extra = true;
+        }),
       /stop has unknown field "extra"/,
     ],
     [
       'a shared-memory path that climbs out',
-      () => reframe(encodeMessage(byType('shmReady')), (h) => void (h.fields.gradientsFile = '/dev/shm/../etc/passwd')),
+      () =>
+        reframe(encodeMessage(byType('shmReady')), (h) => {
+          h.fields.gradientsFile = '/dev/shm/../etc/passwd';
+        }),
       /shmReady\.gradientsFile must be an absolute path without '\.\.'/,
     ],
     [
       'a relative shared-memory region',
-      () => reframe(encodeMessage(byType('shmAttach')), (h) => void (h.fields.region = 'gan-dist-1')),
+      () =>
+        reframe(encodeMessage(byType('shmAttach')), (h) => {
+          h.fields.region = 'gan-dist-1';
+        }),
       /shmAttach\.region must be an absolute path/,
     ],
     [
       'a gradientsRef of sequence 0',
-      () => reframe(encodeMessage(byType('gradientsRef')), (h) => void (h.fields.seq = 0)),
+      () =>
+        reframe(encodeMessage(byType('gradientsRef')), (h) => {
+          h.fields.seq = 0;
+        }),
       /gradientsRef\.seq must be an integer from 1/,
     ],
     [
@@ -497,42 +544,66 @@ describe('decodeMessage rejects', () => {
     ],
     [
       'a byte length that disagrees with dtype and shape',
-      () => reframe(grads(), (h) => void (h.tensors[0].byteLength = 12)),
+      () =>
+        reframe(grads(), (h) => {
+          h.tensors[0].byteLength = 12;
+        }),
       /tensor 'G\/proj\/w' byteLength is 12 but float32 \[2,3\] needs 24/,
     ],
     [
       'a shape larger than the frame',
-      () => reframe(grads(), (h) => void (h.tensors[0].shape = [1e9, 1e9])),
+      () =>
+        reframe(grads(), (h) => {
+          h.tensors[0].shape = [1e9, 1e9];
+        }),
       /tensor 'G\/proj\/w' shape \[1000000000,1000000000\] is larger than the frame can hold/,
     ],
     [
       'a negative dimension',
-      () => reframe(grads(), (h) => void (h.tensors[0].shape = [-2, -3])),
+      () =>
+        reframe(grads(), (h) => {
+          h.tensors[0].shape = [-2, -3];
+        }),
       /tensor 'G\/proj\/w' shape\[0\] must be a non-negative integer, got -2/,
     ],
     [
       'an unknown dtype',
-      () => reframe(grads(), (h) => void (h.tensors[0].dtype = 'float64')),
+      () =>
+        reframe(grads(), (h) => {
+          h.tensors[0].dtype = 'float64';
+        }),
       /tensor 'G\/proj\/w' dtype must be one of float32, int32, uint8, uint16, bfloat16, float16, got "float64"/,
     ],
     [
       'an offset that is not 8-aligned',
-      () => reframe(grads(), (h) => void (h.tensors[0].byteOffset += 4)),
+      () =>
+        reframe(grads(), (h) => {
+          h.tensors[0].byteOffset += 4;
+        }),
       /tensor 'G\/proj\/w' byteOffset must be a multiple of 8, got 1028/,
     ],
     [
       'an offset inside the header',
-      () => reframe(grads(), (h) => void (h.tensors[0].byteOffset = 16)),
+      () =>
+        reframe(grads(), (h) => {
+          h.tensors[0].byteOffset = 16;
+        }),
       /tensor 'G\/proj\/w' byteOffset 16 lies inside the header/,
     ],
     [
       'bytes past the end of the frame',
-      () => reframe(grads(), (h) => void (h.tensors[2].byteOffset += 64)),
+      () =>
+        reframe(grads(), (h) => {
+          h.tensors[2].byteOffset += 64;
+        }),
       /tensor 'D\/bn2:sumsq' bytes \[\d+, \d+\) run past the end of the \d+-byte frame/,
     ],
     [
       'overlapping tensors',
-      () => reframe(grads(), (h) => void (h.tensors[1].byteOffset = h.tensors[0].byteOffset + 8)),
+      () =>
+        reframe(grads(), (h) => {
+          h.tensors[1].byteOffset = h.tensors[0].byteOffset + 8;
+        }),
       /tensors 'G\/proj\/w' and 'D\/bn2:sum' overlap at byte 1032/,
     ],
     [
@@ -548,17 +619,26 @@ describe('decodeMessage rejects', () => {
     ],
     [
       'a duplicate tensor name',
-      () => reframe(grads(), (h) => void (h.tensors[1].name = 'G/proj/w')),
+      () =>
+        reframe(grads(), (h) => {
+          h.tensors[1].name = 'G/proj/w';
+        }),
       /tensor 'G\/proj\/w' appears twice in the tensor table/,
     ],
     [
       'a tensor name with odd characters',
-      () => reframe(grads(), (h) => void (h.tensors[1].name = 'a b')),
+      () =>
+        reframe(grads(), (h) => {
+          h.tensors[1].name = 'a b';
+        }),
       /tensor name "a b" must be 1-200 characters/,
     ],
     [
       'a tensor named __proto__',
-      () => reframe(grads(), (h) => void (h.tensors[1].name = '__proto__')),
+      () =>
+        reframe(grads(), (h) => {
+          h.tensors[1].name = '__proto__';
+        }),
       /tensor name '__proto__' is not allowed/,
     ],
     [
@@ -619,7 +699,10 @@ describe('decodeMessage rejects', () => {
     ],
     [
       'a shard whose rows disagree with rowCount',
-      () => reframe(encodeMessage(shard()), (h) => void (h.fields.rowCount = 3)),
+      () =>
+        reframe(encodeMessage(shard()), (h) => {
+          h.fields.rowCount = 3;
+        }),
       /shard: tensor 'images' must have shape \[rowCount=3, H, W, 3\], got \[4,8,8,3\]/,
     ],
     [
@@ -637,7 +720,10 @@ describe('decodeMessage rejects', () => {
     ],
     [
       'a shard with an extra tensor',
-      () => reframe(encodeMessage(shard()), (h) => void (h.tensors[2].name = 'labels')),
+      () =>
+        reframe(encodeMessage(shard()), (h) => {
+          h.tensors[2].name = 'labels';
+        }),
       /shard: unexpected tensor 'labels'; expected images, z, flip/,
     ],
     [

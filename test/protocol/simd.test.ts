@@ -22,7 +22,10 @@ function addScaledJs(sum: Float32Array, g: Float32Array, n: number, first: boole
 function awkward(length: number, seed: number): Float32Array {
   const out = new Float32Array(length);
   let s = seed >>> 0;
-  const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+  const rnd = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
   const special = [0, -0, 1e-45, -1e-45, 1.1754942e-38, 3.4028235e38, -3.4028235e38, 1, -1];
   for (let i = 0; i < length; i++) {
     out[i] = rnd() < 0.05 ? special[Math.floor(rnd() * special.length)] : (rnd() - 0.5) * 10 ** (rnd() * 12 - 8);
@@ -83,7 +86,7 @@ describe('addScaled in the arena', () => {
       const ns = gs.map((_, k) => [32, 31, 1, 127, 64, 5, 9][k]);
       for (const first of [true, false]) {
         const want = awkward(length, 9);
-        gs.forEach((g, k) => addScaledJs(want, g, ns[k], first && k === 0, 2, 1029));
+        for (const [k, g] of gs.entries()) addScaledJs(want, g, ns[k], first && k === 0, 2, 1029);
         const sum = arenaCopy(awkward(length, 9));
         addScaledMany(sum, gs.map(arenaCopy), ns, first, 2, 1029);
         expect(bits(sum), `${shards} shards, first ${first}`).toEqual(bits(want));

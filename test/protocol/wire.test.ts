@@ -3,7 +3,7 @@ import WebSocket from 'ws';
 import { createClientHandshake } from '../../protocol/wire/auth.ts';
 import { modelConfigOf, resolveConfig, type TrainConfig } from '../../protocol/config.ts';
 import type { Coordinator } from '../../coordinator/coordinator.ts';
-import { GanDistError } from '../../protocol/errors.ts';
+import type { GanDistError } from '../../protocol/errors.ts';
 import {
   decodeMessage,
   encodeMessage,
@@ -47,9 +47,6 @@ function spread(n: number, seed: number, minExp = -30, maxExp = 10): Float32Arra
   return a;
 }
 
-function bits(x: number): number {
-  return new Uint32Array(Float32Array.of(x).buffer)[0];
-}
 function fromBits(b: number): number {
   return new Float32Array(Uint32Array.of(b).buffer)[0];
 }
@@ -277,12 +274,16 @@ describe('wire dtypes in messages', () => {
   it('rejects a 16-bit tensor whose byteLength does not match its shape', () => {
     const frame = encodeMessage(gradients({ 'G/proj/w': spread(64, 6) }), { wireDtype: 'bfloat16' });
     // 4 bytes an element: what a float32 tensor of that shape would take, not a bfloat16 one.
-    const bad = editHeader(frame, (h) => void (h.tensors[0].byteLength = 64 * 4));
+    const bad = editHeader(frame, (h) => {
+      h.tensors[0].byteLength = 64 * 4;
+    });
     expectProtocolError(
       () => decodeMessage(bad, LIMITS),
       /tensor 'G\/proj\/w' byteLength is 256 but bfloat16 \[64\] needs 128/,
     );
-    const short = editHeader(frame, (h) => void (h.tensors[0].shape = [65]));
+    const short = editHeader(frame, (h) => {
+      h.tensors[0].shape = [65];
+    });
     expectProtocolError(() => decodeMessage(short, LIMITS), /byteLength is 128 but bfloat16 \[65\] needs 130/);
   });
 
@@ -290,14 +291,18 @@ describe('wire dtypes in messages', () => {
     const frame = encodeMessage(gradients({ 'G/proj/w': spread(64, 7) }), { wireDtype: 'float16' });
     expect(() => decodeMessage(frame, LIMITS)).not.toThrow();
     for (const scale of [undefined, 0, -0.5, 3, '0.5', 2 ** 200]) {
-      const bad = editHeader(frame, (h) => void (h.tensors[0].scale = scale));
+      const bad = editHeader(frame, (h) => {
+        h.tensors[0].scale = scale;
+      });
       expectProtocolError(
         () => decodeMessage(bad, LIMITS),
         /tensor 'G\/proj\/w' is float16, so its scale must be a power of two/,
       );
     }
     const bf = encodeMessage(gradients({ 'G/proj/w': spread(64, 7) }), { wireDtype: 'bfloat16' });
-    const scaled = editHeader(bf, (h) => void (h.tensors[0].scale = 1));
+    const scaled = editHeader(bf, (h) => {
+      h.tensors[0].scale = 1;
+    });
     expectProtocolError(() => decodeMessage(scaled, LIMITS), /is bfloat16; only float16 tensors carry a scale/);
   });
 

@@ -25,7 +25,7 @@ export function tapeGradients(
     const learn = (net: 'G' | 'D') => specs.filter((s) => s.net === net && s.role === 'learnable');
     const withParams = (names: ParamSpec[], values: Tensor[]): ParamTensors => {
       const p = { ...params };
-      names.forEach((spec, i) => (p[spec.name] = values[i]));
+      for (const [i, spec] of names.entries()) p[spec.name] = values[i];
       return p;
     };
     const [gLayers, dLayers] = [layersOf('G', cfg), layersOf('D', cfg)];
@@ -44,8 +44,8 @@ export function tapeGradients(
       const lg = forward(tf, 'D', dLayers, p, generated, { training: true, dropoutMask: masks.gen }) as Tensor1D;
       return lossD(tf, lr, lg, flip);
     })(learn('D').map((s) => params[s.name]));
-    learn('G').forEach((s, i) => (out[s.name] = g[i].dataSync() as Float32Array));
-    learn('D').forEach((s, i) => (out[s.name] = d[i].dataSync() as Float32Array));
+    for (const [i, s] of learn('G').entries()) out[s.name] = g[i].dataSync() as Float32Array;
+    for (const [i, s] of learn('D').entries()) out[s.name] = d[i].dataSync() as Float32Array;
     generated.dispose();
   });
   return out;

@@ -130,7 +130,10 @@ export function gemmBuild(): GemmBuild {
 
 function compiled(build: GemmBuild): WebAssembly.Module {
   let mod = modules.get(build);
-  if (mod === undefined) modules.set(build, (mod = new WebAssembly.Module(bytes(build))));
+  if (mod === undefined) {
+    mod = new WebAssembly.Module(bytes(build));
+    modules.set(build, mod);
+  }
   return mod;
 }
 
@@ -145,7 +148,10 @@ function heapMemory(backend: BackendWasm): WebAssembly.Memory | undefined {
 /** The kernels of one build on a memory (an unshared one: the tfjs heap is), one instance per pair. */
 export function gemmOn(memory: WebAssembly.Memory, build: GemmBuild = gemmBuild()): GemmKernels {
   let byBuild = instances.get(memory);
-  if (byBuild === undefined) instances.set(memory, (byBuild = new Map()));
+  if (byBuild === undefined) {
+    byBuild = new Map();
+    instances.set(memory, byBuild);
+  }
   let kernels = byBuild.get(build);
   if (kernels === undefined) {
     kernels = new WebAssembly.Instance(compiled(build), { env: { memory } }).exports as unknown as GemmKernels;

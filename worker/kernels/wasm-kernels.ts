@@ -508,7 +508,10 @@ const kept = new WeakMap<BackendWasm, Map<object, Map<string, TensorInfo[]>>>();
 
 function keptFor(b: BackendWasm): Map<object, Map<string, TensorInfo[]>> {
   let entries = kept.get(b);
-  if (!entries) kept.set(b, (entries = new Map()));
+  if (!entries) {
+    entries = new Map();
+    kept.set(b, entries);
+  }
   return entries;
 }
 
@@ -530,7 +533,10 @@ function keptFilters(s: Scratch, filter: TensorInfo, key: string, make: (s: Scra
   const hit = byKey?.get(key);
   if (hit !== undefined) return hit;
   const filters = withScratch(s.backend, (m) => make(m).map((f) => m.keep(f)));
-  if (byKey === undefined) entries.set(filter.dataId, (byKey = new Map()));
+  if (byKey === undefined) {
+    byKey = new Map();
+    entries.set(filter.dataId, byKey);
+  }
   byKey.set(key, filters);
   return filters;
 }
