@@ -20,6 +20,7 @@ import {
 import { benchTrainRun, best, median, steady } from './util.ts';
 import type { WireDtype } from '../protocol/wire/wire-dtype.ts';
 import { initialParams, parameterTable, sizeOf } from '../protocol/model/architecture.ts';
+import { bnLayers, isBnTensor, putBnSums } from '../protocol/wire/bn-sums.ts';
 
 export interface WireBenchOptions {
   dtypes: WireDtype[];
@@ -100,12 +101,13 @@ function frames(config: TrainConfig, rows: number, dtype: WireDtype) {
   const weights: WeightsMessage = { type: 'weights', version: 1, iteration: 1, tensors: params, shapes };
   const grads: Record<string, Float32Array> = {};
   const gradShapes: Record<string, number[]> = {};
+  // What a worker returns: a gradient per learnable, a sum and a sum of squares per BatchNorm layer.
   for (const s of specs) {
-    // What a worker returns: a gradient per learnable, a sum and a sum of squares per BatchNorm layer.
     if (learnable.has(s.name)) grads[s.name] = params[s.name].map((w, i) => w * 1e-3 + Math.sin(i) * 1e-6);
-    else if (s.name.endsWith('/mean'))
-      for (const part of ['sum', 'sumSq'])
-        grads[`bn/${s.name.slice(0, -5)}/${part}`] = new Float32Array(s.shape[0]).fill(1);
+  }
+  for (const l of bnLayers(modelConfigOf(config))) {
+    const ones = new Float32Array(l.channels).fill(1);
+    putBnSums(grads, { [l.key]: { sum: ones, sumSq: ones, count: 1 } });
   }
   for (const [k, a] of Object.entries(grads)) gradShapes[k] = [a.length];
   const gradients: GradientsMessage = {
@@ -147,7 +149,7 @@ function frames(config: TrainConfig, rows: number, dtype: WireDtype) {
   );
   return {
     weightsFrameBytes: weightsFrame.length,
-    gradientsFrameBytes: encodeMessage(gradients, { wireDtype: dtype, exact: (name) => name.startsWith('bn/') }).length,
+    gradientsFrameBytes: encodeMessage(gradients, { wireDtype: dtype, exact: isBnTensor }).length,
     shardFrameBytes: encodeMessage(shard).length,
     encodeWeightsMs: best(3, () => void encodeMessage(weights, { wireDtype: dtype, exact: exactWeights })),
     decodeWeightsMs: best(3, () => void decodeMessage(weightsFrame, limits)),

@@ -4,7 +4,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { ADAM_EPSILON } from './optimizer/adam.ts';
-import { modelConfigOf, type TrainConfig } from '../protocol/config.ts';
+import { modelConfigOf, workerModelConfigOf, type TrainConfig } from '../protocol/config.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import { Dispatcher, type ShardTask, type WorkerSlot } from './dispatcher.ts';
 import { logEvent, type RunLogger } from './logger.ts';
@@ -23,7 +23,15 @@ import {
   type WireDtype,
 } from '../protocol/wire/protocol.ts';
 import { Optimizer } from './optimizer/optimizer.ts';
-import { poolBatchStats, splitRows, updateRunningStats, type BnSums } from './optimizer/reduce.ts';
+import { poolBatchStats, splitRows, updateRunningStats } from './optimizer/reduce.ts';
+import {
+  bnLayers,
+  bnTensorCount,
+  checkBnSums,
+  readBnSums,
+  type BnLayer,
+  type BnSumsByLayer,
+} from '../protocol/wire/bn-sums.ts';
 import { Rng, type RngState } from '../protocol/rng.ts';
 import { PeerServer, type Peer } from './server.ts';
 import type { ShmRegion } from '../protocol/wire/shm.ts';
@@ -169,7 +177,7 @@ export class Coordinator {
   /** The SWD being computed while training goes on (at most one), and the iteration it scores. */
   private evaluating?: Promise<void>;
   private lastEvaluated?: number;
-  private readonly bnCounts: Record<string, number> = {};
+  private readonly bnLayers: BnLayer[];
   readonly maxIterations: number;
   endpoint?: string;
   private readonly iterationWatchers = new Set<(r: IterationRecord) => void>();
@@ -180,14 +188,7 @@ export class Coordinator {
     this.specs = parameterTable(model);
     this.learnables = this.specs.filter((s) => s.role === 'learnable');
     this.learnableNames = new Set(this.learnables.map((s) => s.name));
-    // Elements per channel each BatchNorm layer normalises over, per image: H x W of its input.
-    for (const net of ['G', 'D'] as const) {
-      const layers = layersOf(net, model);
-      const shapes = activationShapes(layers);
-      layers.forEach((l, i) => {
-        if (l.kind === 'bn') this.bnCounts[`${net}/${l.name}`] = shapes[i][0] * shapes[i][1];
-      });
-    }
+    this.bnLayers = bnLayers(model);
     const r = opts.resume;
     this.runId = r?.runId ?? randomUUID();
     // Weights and Adam's moments live in the optimizer's flat buffers (shared with its threads);
@@ -352,14 +353,9 @@ export class Coordinator {
       if (!g) return `missing gradient for ${s.name}`;
       if (g.length !== sizeOf(s.shape)) return `gradient ${s.name} has ${g.length} values, expected ${sizeOf(s.shape)}`;
     }
-    for (const key of Object.keys(this.bnCounts)) {
-      const c = this.params[`${key}/mean`].length;
-      for (const part of ['sum', 'sumSq']) {
-        const a = m.tensors[`bn/${key}/${part}`];
-        if (!a || a.length !== c) return `missing or mis-sized BatchNorm statistic bn/${key}/${part}`;
-      }
-    }
-    const expected = this.learnables.length + 2 * Object.keys(this.bnCounts).length;
+    const bad = checkBnSums(m.tensors, this.bnLayers);
+    if (bad) return bad;
+    const expected = this.learnables.length + bnTensorCount(this.bnLayers);
     if (Object.keys(m.tensors).length !== expected)
       return `carries ${Object.keys(m.tensors).length} tensors, expected ${expected}`;
     return undefined;
@@ -385,7 +381,7 @@ export class Coordinator {
       welcome: (hello, id) => ({
         runId: this.runId,
         workerId: id,
-        modelConfig: { ...model, batchSize: cfg.batchSize },
+        modelConfig: workerModelConfigOf(cfg),
         seed: cfg.seed,
         ...(hello.role === 'worker' ? this.welcomeWireDtype(id) : {}),
       }),
@@ -619,7 +615,7 @@ export class Coordinator {
     let scoreD = 0;
     let lossG = 0;
     let lossD = 0;
-    const bn: Record<string, BnSums>[] = [];
+    const bn: BnSumsByLayer[] = [];
     // In shard order, whatever order they arrived in: the sums, hence the run, are reproducible.
     results.sort((a, b) => a.task.shardId - b.task.shardId);
     for (const { msg } of results) {
@@ -627,15 +623,7 @@ export class Coordinator {
       scoreD += msg.n * msg.scoreD;
       lossG += msg.n * msg.lossG;
       lossD += msg.n * msg.lossD;
-      const sums: Record<string, BnSums> = {};
-      for (const [key, perImage] of Object.entries(this.bnCounts)) {
-        sums[key] = {
-          sum: msg.tensors[`bn/${key}/sum`],
-          sumSq: msg.tensors[`bn/${key}/sumSq`],
-          count: perImage * msg.n,
-        };
-      }
-      bn.push(sums);
+      bn.push(readBnSums(msg.tensors, this.bnLayers, msg.n));
     }
     const tAdam = performance.now();
     // The mean and Adam in one pass (threads: one slice each), bitwise the single-threaded result.

@@ -194,3 +194,29 @@ export interface ModelConfig {
 export function modelConfigOf(cfg: TrainConfig): ModelConfig {
   return { latent: cfg.latent, filters: cfg.filters, imageSize: cfg.imageSize };
 }
+
+/** What a worker's welcome carries: the networks' shape, and the global batch its frame limits are sized for. */
+export interface WorkerModelConfig extends ModelConfig {
+  batchSize: number;
+}
+
+const WORKER_MODEL_KEYS = ['latent', 'filters', 'imageSize', 'batchSize'] as const;
+
+export function workerModelConfigOf(cfg: TrainConfig): WorkerModelConfig {
+  return { ...modelConfigOf(cfg), batchSize: cfg.batchSize };
+}
+
+/** Why `v` (an object from the wire) is not a WorkerModelConfig, as a suffix of its path; undefined when it is one. */
+export function workerModelConfigProblem(v: Record<string, unknown>): string | undefined {
+  const known: readonly string[] = WORKER_MODEL_KEYS;
+  for (const k of Object.keys(v)) if (!known.includes(k)) return `.${k} is not a model setting`;
+  for (const k of WORKER_MODEL_KEYS) {
+    if (!(k in v)) return `.${k} is missing`;
+    try {
+      validateValue(k, v[k], k);
+    } catch {
+      return `.${k} must be ${describeRule(rules[k])}, got ${JSON.stringify(v[k])}`;
+    }
+  }
+  return undefined;
+}

@@ -22,6 +22,7 @@ import { parameterTable, sizeOf, type NamedArrays } from '../protocol/model/arch
 import type { BackendName } from '../protocol/backends.ts';
 import { loadBackend } from './backend.ts';
 import { Trainer, type Shard, type ShardResult } from './trainer.ts';
+import { bnLayers, isBnTensor, putBnSums, type BnSumsByLayer } from '../protocol/wire/bn-sums.ts';
 
 /** Exit codes of `gan-dist worker`, documented in the README for cluster launchers. */
 export const WorkerExit = {
@@ -73,7 +74,7 @@ interface Compute {
 function simulatedCompute(cfg: ModelConfig, delayMs: number, nonFinite = false): Compute {
   const table = parameterTable(cfg);
   const learnables = table.filter((s) => s.role === 'learnable');
-  const bn = table.filter((s) => s.name.endsWith('/mean'));
+  const layers = bnLayers(cfg);
   const grads: NamedArrays = {};
   for (const s of learnables) grads[s.name] = new Float32Array(sizeOf(s.shape));
   if (nonFinite) grads[learnables[0].name][0] = NaN;
@@ -83,10 +84,11 @@ function simulatedCompute(cfg: ModelConfig, delayMs: number, nonFinite = false):
     step: async (shard) => {
       const t0 = performance.now();
       await new Promise((r) => setTimeout(r, delayMs));
-      const sums: ShardResult['bn'] = {};
-      for (const s of bn) {
-        const key = s.name.slice(0, -'/mean'.length);
-        sums[key] = { sum: new Float32Array(s.shape[0]), sumSq: new Float32Array(s.shape[0]).fill(1), count: shard.n };
+      const sums: BnSumsByLayer = {};
+      for (const l of layers) {
+        const count = l.perImage * shard.n;
+        // The statistics of a unit normal: mean 0, variance 1.
+        sums[l.key] = { sum: new Float32Array(l.channels), sumSq: new Float32Array(l.channels).fill(count), count };
       }
       return {
         n: shard.n,
@@ -244,7 +246,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
           });
         }
         if (step.welcome) {
-          const cfg = step.welcome.modelConfig as unknown as ModelConfig & { batchSize: number };
+          const cfg = step.welcome.modelConfig;
           const table = parameterTable(cfg);
           // Each shard's gradients are sent before the next shard is stepped: they can live in reused arrays.
           trainer = loaded
@@ -252,7 +254,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
             : simulatedCompute(cfg, simulate!, opts.simulateNonFinite);
           wireDtype = step.welcome.wireDtype ?? 'float32';
           const total = table.reduce((n, s) => n + sizeOf(s.shape), 0);
-          limits = frameLimitFor(total, cfg.batchSize ?? 128, cfg.imageSize, { latent: cfg.latent });
+          limits = frameLimitFor(total, cfg.batchSize, cfg.imageSize, { latent: cfg.latent });
           const r = handshake.ready(paramTableHash(table));
           if (r.send) send(r.send);
           ready = true;
@@ -311,10 +313,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
             flip: msg.tensors.flip,
           });
           const tensors: Record<string, Float32Array> = { ...r.grads };
-          for (const [key, b] of Object.entries(r.bn)) {
-            tensors[`bn/${key}/sum`] = b.sum;
-            tensors[`bn/${key}/sumSq`] = b.sumSq;
-          }
+          putBnSums(tensors, r.bn);
           // On shared memory the coordinator checks the frame itself and takes non-finite
           // gradients as this report (one check of 37.8 MB instead of two); over a socket the
           // worker checks, as a non-finite gradient frame costs its sender the connection.
@@ -345,7 +344,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
             // BatchNorm sums stay float32: the coordinator pools the batch variance as
             // E[x^2] - E[x]^2, a difference that a 2^-8 relative error in each term could swamp
             // (or make negative); they are a few KB against the 37.8 MB of gradients.
-            ws.send(encodeGradients(gradients, { wireDtype, exact: (name) => name.startsWith('bn/') }));
+            ws.send(encodeGradients(gradients, { wireDtype, exact: isBnTensor }));
             return;
           }
           // The same frame, through this worker's file; the socket carries where to find it.

@@ -18,6 +18,7 @@ import { lossD, lossG, scores } from './loss.ts';
 import { backward } from './backprop.ts';
 import { heapFloats } from './kernels/gemm.ts';
 import { forward, imagesToInput, type BatchStats, type LayerTrace, type ParamTensors } from './model.ts';
+import { bnSumsFromMoments, type BnSumsByLayer } from '../protocol/wire/bn-sums.ts';
 
 /** One shard of a mini-batch: `n` contiguous rows starting at global row `rowStart`. */
 export interface Shard {
@@ -32,19 +33,12 @@ export interface Shard {
   flip: Uint8Array;
 }
 
-/** Per-channel sums over the shard's rows x H x W, so the coordinator can pool exact batch statistics. */
-export interface BnSums {
-  sum: Float32Array;
-  sumSq: Float32Array;
-  count: number;
-}
-
 export interface ShardResult {
   n: number;
   /** Gradients of lossG w.r.t. G's learnables and of lossD w.r.t. D's, by parameter name. */
   grads: NamedArrays;
   /** By layer key ("G/bn1", "D/bn2"): G's from its forward pass, D's from the real-image pass. */
-  bn: Record<string, BnSums>;
+  bn: BnSumsByLayer;
   lossG: number;
   lossD: number;
   scoreG: number;
@@ -199,17 +193,9 @@ export class Trainer {
         scoreD: sc.scoreD.dataSync()[0],
       };
     });
-    const bn: Record<string, BnSums> = {};
+    const bn: BnSumsByLayer = {};
     for (const [key, st] of stats) {
-      const mean = st.mean.dataSync() as Float32Array;
-      const variance = st.variance.dataSync() as Float32Array;
-      const sum = new Float32Array(mean.length);
-      const sumSq = new Float32Array(mean.length);
-      for (let c = 0; c < mean.length; c++) {
-        sum[c] = mean[c] * st.count;
-        sumSq[c] = (variance[c] + mean[c] * mean[c]) * st.count;
-      }
-      bn[key] = { sum, sumSq, count: st.count };
+      bn[key] = bnSumsFromMoments(st.mean.dataSync() as Float32Array, st.variance.dataSync() as Float32Array, st.count);
       tf.dispose([st.mean, st.variance]);
     }
     return { n: shard.n, ...out, grads, bn, computeMs: performance.now() - t0 };

@@ -2,6 +2,7 @@
 // BatchNorm batch statistics pooled exactly over the whole batch, and running statistics updated.
 
 import { BN_DECAY } from '../../protocol/model/architecture.ts';
+import type { BnSumsByLayer } from '../../protocol/wire/bn-sums.ts';
 import type { NamedArrays, ParamSpec } from '../../protocol/model/architecture.ts';
 import { existingArena } from '../../protocol/arena/simd.ts';
 
@@ -96,15 +97,9 @@ export function addScaledMany(
   for (const [k, g] of gs.entries()) addScaled(sum, g, ns[k], first && k === 0, done, to);
 }
 
-export interface BnSums {
-  sum: Float32Array;
-  sumSq: Float32Array;
-  count: number;
-}
-
 /** Pools per-shard sums into the whole batch's mean and (biased) variance per BatchNorm layer. */
 export function poolBatchStats(
-  shards: Record<string, BnSums>[],
+  shards: BnSumsByLayer[],
 ): Record<string, { mean: Float64Array; variance: Float64Array; count: number }> {
   const out: Record<string, { mean: Float64Array; variance: Float64Array; count: number }> = {};
   if (shards.length === 0) return out;

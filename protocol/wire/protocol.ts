@@ -29,6 +29,7 @@
 
 import { createHash } from 'node:crypto';
 import { GanDistError } from '../errors.ts';
+import { workerModelConfigProblem, type WorkerModelConfig } from '../config.ts';
 import {
   PREAMBLE_BYTES,
   describe,
@@ -89,7 +90,7 @@ export interface WelcomeMessage {
   type: 'welcome';
   runId: string;
   workerId: number;
-  modelConfig: Record<string, unknown>;
+  modelConfig: WorkerModelConfig;
   seed: number;
   /** The dtype of the weights this worker is sent and the gradients it sends; absent: float32. */
   wireDtype?: WireDtype;
@@ -369,6 +370,12 @@ const object =
     if (n > maxKeys) fail(`${path} has ${n} keys; at most ${maxKeys} are allowed`);
   };
 
+const workerModel: Check = (v, path) => {
+  object(8)(v, path);
+  const problem = workerModelConfigProblem(v as Record<string, unknown>);
+  if (problem) fail(`${path}${problem}`);
+};
+
 const ERROR_CODE = /^GAN_DIST_E_[A-Z_]{1,40}$/;
 const errorCode: Check = (v, path) => {
   if (typeof v !== 'string' || !ERROR_CODE.test(v)) fail(`${path} must be a GAN_DIST_E_... code, got ${describe(v)}`);
@@ -485,7 +492,7 @@ const SPECS = new Map<string, MessageSpec>([
   [
     'welcome',
     {
-      fields: { runId: text(128, 1), workerId: uint, modelConfig: object(256), seed: uint },
+      fields: { runId: text(128, 1), workerId: uint, modelConfig: workerModel, seed: uint },
       optional: { wireDtype: oneOf(...WIRE_DTYPES) },
       tensors: noTensors,
       finite: [],

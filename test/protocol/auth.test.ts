@@ -35,7 +35,12 @@ import {
 
 const TOKEN = newToken();
 const TABLE_HASH = paramTableHash([{ name: 'G/proj/w', shape: [100, 8192] }]);
-const WELCOME = { runId: 'run-1', workerId: 2, modelConfig: { latent: 100, filters: 64, imageSize: 64 }, seed: 7 };
+const WELCOME = {
+  runId: 'run-1',
+  workerId: 2,
+  modelConfig: { latent: 100, filters: 64, imageSize: 64 as const, batchSize: 128 },
+  seed: 7,
+};
 
 /** Every message crosses a real encode/decode under the pre-authentication limits. */
 function wire(msg: Message): Message {

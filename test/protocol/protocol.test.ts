@@ -75,7 +75,13 @@ function everyMessage(): Message[] {
     },
     { type: 'challenge', nonce: HEX('b'), proof: HEX('c') },
     { type: 'proof', proof: HEX('d') },
-    { type: 'welcome', runId: 'run-1', workerId: 3, modelConfig: { latent: 5, filters: 4, imageSize: 8 }, seed: 42 },
+    {
+      type: 'welcome',
+      runId: 'run-1',
+      workerId: 3,
+      modelConfig: { latent: 5, filters: 4, imageSize: 32, batchSize: 8 },
+      seed: 42,
+    },
     { type: 'ready', paramTableHash: HEX('e') },
     { type: 'reject', reason: 'wrong token', code: 'GAN_DIST_E_AUTH' },
     {
@@ -495,6 +501,30 @@ describe('decodeMessage rejects', () => {
           h.fields.modelConfig = [1];
         }),
       /welcome\.modelConfig must be an object, got an array of 1/,
+    ],
+    [
+      'a model config without the batch size',
+      () =>
+        reframe(encodeMessage(byType('welcome')), (h) => {
+          delete (h.fields.modelConfig as Record<string, unknown>).batchSize;
+        }),
+      /welcome\.modelConfig\.batchSize is missing/,
+    ],
+    [
+      'a model config with an image size the networks do not have',
+      () =>
+        reframe(encodeMessage(byType('welcome')), (h) => {
+          (h.fields.modelConfig as Record<string, unknown>).imageSize = 48;
+        }),
+      /welcome\.modelConfig\.imageSize must be one of 32, 64, got 48/,
+    ],
+    [
+      'a model config with a key no model has',
+      () =>
+        reframe(encodeMessage(byType('welcome')), (h) => {
+          (h.fields.modelConfig as Record<string, unknown>).depth = 3;
+        }),
+      /welcome\.modelConfig\.depth is not a model setting/,
     ],
     [
       'an unknown field',

@@ -329,7 +329,13 @@ describe('wire dtypes in messages', () => {
   });
 
   it('carries welcome.wireDtype, leaves it out by default, and refuses an unknown one', () => {
-    const base = { type: 'welcome', runId: 'r', workerId: 1, modelConfig: {}, seed: 0 } as const;
+    const base = {
+      type: 'welcome',
+      runId: 'r',
+      workerId: 1,
+      modelConfig: { latent: 8, filters: 4, imageSize: 32, batchSize: 16 },
+      seed: 0,
+    } as const;
     const back = decodeMessage(encodeMessage({ ...base, wireDtype: 'float16' }), LIMITS);
     expect(back).toEqual({ ...base, wireDtype: 'float16' });
     expect(decodeMessage(encodeMessage(base), LIMITS)).toEqual(base);

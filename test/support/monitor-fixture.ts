@@ -87,7 +87,12 @@ export async function monitorEndpoint(token: string, tls?: TlsIdentity) {
     token,
     paramTableHash: 'f'.repeat(64),
     limits: { ...PRE_AUTH_LIMITS, maxFrameBytes: 1 << 20, maxHeaderBytes: 1 << 19 },
-    welcome: (_hello, id) => ({ runId: 'run-1', workerId: id, modelConfig: {}, seed: 0 }),
+    welcome: (_hello, id) => ({
+      runId: 'run-1',
+      workerId: id,
+      modelConfig: { latent: 8, filters: 4, imageSize: 32, batchSize: 16 },
+      seed: 0,
+    }),
     tls,
   });
   attachMonitors(server, monitors, (r) => stops.push(r));
