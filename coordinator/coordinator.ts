@@ -6,47 +6,44 @@ import { randomUUID } from 'node:crypto';
 import { ADAM_EPSILON } from './optimizer/adam.ts';
 import { modelConfigOf, workerModelConfigOf, type TrainConfig } from '../protocol/config.ts';
 import { GanDistError } from '../protocol/errors.ts';
-import { Dispatcher, type ShardTask, type WorkerSlot } from './dispatcher.ts';
+import { Dispatcher, type ShardAnswer, type ShardTask } from './dispatcher.ts';
 import { logEvent, type RunLogger } from './logger.ts';
 import {
-  decodeMessage,
-  encodeMessage,
-  encodeMessageChunks,
   frameLimitFor,
   paramTableHash,
   type FrameLimits,
   type GradientsMessage,
-  type GradientsNonFiniteMessage,
-  type GradientsRefMessage,
-  type Message,
   type SampleMessage,
   type WireDtype,
 } from '../protocol/wire/protocol.ts';
 import { Optimizer } from './optimizer/optimizer.ts';
-import { poolBatchStats, splitRows, updateRunningStats } from './optimizer/reduce.ts';
-import {
-  bnLayers,
-  bnTensorCount,
-  checkBnSums,
-  readBnSums,
-  type BnLayer,
-  type BnSumsByLayer,
-} from '../protocol/wire/bn-sums.ts';
+import { poolBatchStats, updateRunningStats } from './optimizer/reduce.ts';
+import { bnLayers, bnTensorCount, checkBnSums, type BnLayer } from '../protocol/wire/bn-sums.ts';
 import { Rng, type RngState } from '../protocol/rng.ts';
 import { PeerServer, type Peer } from './server.ts';
 import type { ShmRegion } from '../protocol/wire/shm.ts';
 import { evalEventFields, type RunEvaluation } from '../metrics/swd.ts';
 import { attachMonitors, type LogBroadcaster } from './broadcast.ts';
 import {
-  activationShapes,
   initialParams,
-  layersOf,
   parameterTable,
   sizeOf,
   type NamedArrays,
   type ParamSpec,
 } from '../protocol/model/architecture.ts';
 import type { BatchIterator, IteratorState } from '../data/batches.ts';
+import {
+  iterationRecord,
+  logIteration,
+  poolAnswers,
+  shardTasks,
+  type IterationInputs,
+  type IterationRecord,
+} from './iteration.ts';
+import { WorkerLinks } from './links.ts';
+
+/** How long a shutdown waits for a worker's socket to take its stop frame. */
+const STOP_DRAIN_MS = 2_000;
 
 export type RunState = 'starting' | 'waiting' | 'running' | 'stopping' | 'finished' | 'failed';
 
@@ -62,28 +59,6 @@ export interface RunSnapshot {
   zValidation: Float32Array;
   rng: { z: RngState; flip: RngState };
   data: IteratorState;
-}
-
-export interface IterationRecord {
-  iteration: number;
-  epoch: number;
-  iterationInEpoch: number;
-  scoreG: number;
-  scoreD: number;
-  lossG: number;
-  lossD: number;
-  imagesPerSec: number;
-  stepMs: number;
-  computeMsMax: number;
-  computeMsMean: number;
-  commMs: number;
-  adamMs: number;
-  /** Time spent summing gradients as they arrived (overlapping the gather). */
-  reduceMs: number;
-  /** Distinct workers that computed this iteration's shards. */
-  workers: number;
-  /** Per shard: who computed it, its rows and compute time (the workers table's img/s). */
-  shards: { worker: number; rows: number; computeMs: number }[];
 }
 
 export interface CoordinatorOptions {
@@ -143,7 +118,6 @@ export class Coordinator {
   readonly runId: string;
   readonly specs: ParamSpec[];
   readonly learnables: ParamSpec[];
-  private readonly learnableNames: Set<string>;
   readonly params: NamedArrays;
   readonly adamM: NamedArrays;
   readonly adamV: NamedArrays;
@@ -151,25 +125,13 @@ export class Coordinator {
   iteration: number;
   epoch: number;
   private version = 0;
-  /** The weights frame of the current version, one per wire dtype asked for. */
-  private readonly weightsFrames = new Map<WireDtype, { version: number; frame: Buffer }>();
-  /**
-   * Per wire dtype, two buffers the weights frames are encoded into, by version parity. Version v's
-   * buffer is rewritten for v + 2 only: every send of v went out during iteration v + 1 and was
-   * received whole before its worker's answer came back (or its socket was destroyed), so no
-   * send still reads it. A fresh 38 MB buffer per version cost its page faults and the GC's time.
-   */
-  private readonly weightsBuffers = new Map<WireDtype, (Buffer | undefined)[]>();
-  /** What each worker was told in its welcome (--wire-dtype, for socket workers). */
-  private readonly peerWireDtype = new Map<number, WireDtype>();
-  /** The weightsRef control frame of the version last written to shared memory. */
-  private shmWeights?: { version: number; frame: Buffer };
   /** Limits for authenticated peers' frames (set by listen), shared-memory frames included. */
   private frameLimits?: FrameLimits;
   private readonly rngZ: Rng;
   private readonly rngFlip: Rng;
   private readonly optimizer: Optimizer;
   private readonly dispatcher: Dispatcher;
+  private readonly links: WorkerLinks;
   private server?: PeerServer;
   private stopReason?: string;
   private readonly stopController = new AbortController();
@@ -187,7 +149,6 @@ export class Coordinator {
     const model = modelConfigOf(cfg);
     this.specs = parameterTable(model);
     this.learnables = this.specs.filter((s) => s.role === 'learnable');
-    this.learnableNames = new Set(this.learnables.map((s) => s.name));
     this.bnLayers = bnLayers(model);
     const r = opts.resume;
     this.runId = r?.runId ?? randomUUID();
@@ -210,8 +171,15 @@ export class Coordinator {
       r?.zValidation ?? new Rng(cfg.seed, 4).fillNormal(new Float32Array(cfg.numValidationImages * cfg.latent));
     const byEpochs = cfg.epochs * opts.iterationsPerEpoch;
     this.maxIterations = cfg.iterations > 0 ? Math.min(cfg.iterations, byEpochs) : byEpochs;
+    this.links = new WorkerLinks({
+      specs: this.specs,
+      wireDtype: opts.wireDtype,
+      shm: opts.shm,
+      event: (name, fields) => this.event(name, fields),
+    });
     this.dispatcher = new Dispatcher({
-      weights: (slot) => this.weightsFor(slot),
+      weights: (slot) =>
+        this.links.weightsFor(slot.peer.id, { version: this.version, iteration: this.iteration, params: this.params }),
       validate: (m) => this.validateGradients(m),
       event: (name, fields, level) => this.event(name, fields, level),
     });
@@ -232,121 +200,6 @@ export class Coordinator {
     return this.dispatcher.workers;
   }
 
-  /** What to send `slot` for the current weights: the frame itself, or for a shm worker where to find it. */
-  private weightsFor(slot: WorkerSlot): { version: number; frame: Buffer } {
-    const shm = this.opts.shm;
-    if (!shm?.attached(slot.peer.id)) return this.currentWeights(this.peerWireDtype.get(slot.peer.id) ?? 'float32');
-    if (this.shmWeights?.version !== this.version) {
-      // Written once per version, whatever the number of local workers reading it, in one
-      // vectored write straight from the parameters: no copy into a frame buffer.
-      const shapes: Record<string, number[]> = {};
-      for (const s of this.specs) shapes[s.name] = s.shape;
-      const ref = shm.writeWeights(
-        encodeMessageChunks({
-          type: 'weights',
-          version: this.version,
-          iteration: this.iteration,
-          tensors: this.params,
-          shapes,
-        }),
-      );
-      this.shmWeights = {
-        version: this.version,
-        frame: encodeMessage({ type: 'weightsRef', version: this.version, iteration: this.iteration, ...ref }),
-      };
-    }
-    return this.shmWeights;
-  }
-
-  /** A local worker offers to use this run's shared-memory region: accept it when it names ours. */
-  private onShmAttach(peer: Peer, region: string): void {
-    const shm = this.opts.shm;
-    if (!shm || region !== shm.dir) {
-      this.event('shm-declined', {
-        worker: peer.id,
-        region,
-        reason: shm ? `not this run's region (${shm.dir})` : 'this run uses the socket',
-      });
-      return;
-    }
-    const gradientsFile = shm.attach(peer.id, this.frameLimits!.maxFrameBytes);
-    // From the next weights on, this worker is served through the region.
-    const slot = this.dispatcher.workers.get(peer.id);
-    if (slot) slot.weightsVersion = -1;
-    peer.send({ type: 'shmReady', weightsFile: shm.weights.file, gradientsFile });
-    this.event('shm-attached', { worker: peer.id, gradientsFile });
-  }
-
-  /**
-   * A shm worker's gradients: read from its file (on libuv's thread pool, while the main thread
-   * checks and adds the gradients before them), then decoded and validated as a socket frame is,
-   * except that the finiteness check is the worker's own: a local worker leaves it to the
-   * coordinator (one check of the frame instead of two), and non-finite gradients count as the
-   * gradientsNonFinite report the worker would have sent.
-   */
-  private async onGradientsRef(peer: Peer, ref: GradientsRefMessage): Promise<void> {
-    let msg: Message;
-    try {
-      if (!this.opts.shm)
-        throw new GanDistError('GAN_DIST_E_PROTOCOL', 'gradientsRef, but this run has no shared-memory region');
-      msg = decodeMessage(await this.opts.shm.readGradientsAsync(peer.id, ref.seq, ref.byteLength), this.frameLimits!, {
-        reportNonFinite: true,
-      });
-    } catch (err) {
-      peer.close((err as Error).message);
-      return;
-    }
-    const same =
-      (msg.type === 'gradients' || msg.type === 'gradientsNonFinite') &&
-      msg.iteration === ref.iteration &&
-      msg.shardId === ref.shardId &&
-      msg.weightsVersion === ref.weightsVersion &&
-      msg.n === ref.n;
-    if (!same) {
-      peer.close(
-        `gradientsRef for shard ${ref.shardId} of iteration ${ref.iteration} points at a frame that does not match it`,
-      );
-      return;
-    }
-    this.dispatcher.onGradients(peer, msg as GradientsMessage | GradientsNonFiniteMessage);
-  }
-
-  /**
-   * The welcome's wireDtype for worker `id` (left out at float32, the protocol's default). A worker
-   * that later moves to shared memory gets float32 weights there and sends float32 gradients.
-   */
-  private welcomeWireDtype(id: number): { wireDtype?: WireDtype } {
-    const dtype = this.opts.wireDtype ?? 'float32';
-    if (dtype === 'float32') return {};
-    this.peerWireDtype.set(id, dtype);
-    return { wireDtype: dtype };
-  }
-
-  /** The current weights in `dtype`, encoded once per version and dtype. */
-  private currentWeights(dtype: WireDtype = 'float32'): { version: number; frame: Buffer } {
-    let cached = this.weightsFrames.get(dtype);
-    if (cached?.version !== this.version) {
-      const shapes: Record<string, number[]> = {};
-      for (const s of this.specs) shapes[s.name] = s.shape;
-      const msg = {
-        type: 'weights',
-        version: this.version,
-        iteration: this.iteration,
-        tensors: this.params,
-        shapes,
-      } as const;
-      // BatchNorm running statistics stay float32: a few KB, and workers' sample grids use them.
-      const buffers = this.weightsBuffers.get(dtype) ?? [undefined, undefined];
-      this.weightsBuffers.set(dtype, buffers);
-      const into = buffers[this.version % 2];
-      const frame = encodeMessage(msg, { wireDtype: dtype, exact: (name) => !this.learnableNames.has(name), into });
-      if (frame.buffer !== into?.buffer) buffers[this.version % 2] = frame;
-      cached = { version: this.version, frame };
-      this.weightsFrames.set(dtype, cached);
-    }
-    return cached;
-  }
-
   private validateGradients(m: GradientsMessage): string | undefined {
     for (const s of this.learnables) {
       const g = m.tensors[s.name];
@@ -365,7 +218,6 @@ export class Coordinator {
   async listen(): Promise<string> {
     const cfg = this.opts.config;
     const total = this.specs.reduce((n, s) => n + sizeOf(s.shape), 0);
-    const model = modelConfigOf(cfg);
     this.frameLimits = frameLimitFor(total, cfg.batchSize, cfg.imageSize, {
       latent: cfg.latent,
       // A worker's answer to an evaluation carries evaluation.count images.
@@ -383,7 +235,7 @@ export class Coordinator {
         workerId: id,
         modelConfig: workerModelConfigOf(cfg),
         seed: cfg.seed,
-        ...(hello.role === 'worker' ? this.welcomeWireDtype(id) : {}),
+        ...(hello.role === 'worker' ? this.links.welcome(id) : {}),
       }),
     });
     if (this.opts.monitors) attachMonitors(this.server, this.opts.monitors, (reason) => this.requestStop(reason));
@@ -404,9 +256,7 @@ export class Coordinator {
         this.state === 'running' ? 'warn' : 'info',
       );
       this.dispatcher.remove(peer.id, reason);
-      this.peerWireDtype.delete(peer.id);
-      // Its file goes; gradients already read from it stay valid (they live in our own buffers).
-      this.opts.shm?.detach(peer.id);
+      this.links.forget(peer.id);
       if (this.pendingSample?.peerId === peer.id)
         this.pendingSample.reject(new Error(`worker ${peer.id} left: ${reason}`));
     });
@@ -422,10 +272,16 @@ export class Coordinator {
           if (this.pendingSample?.peerId === peer.id) this.pendingSample.resolve(msg);
           return;
         case 'shmAttach':
-          this.onShmAttach(peer, msg.region);
+          if (this.links.attach(peer, msg.region, this.frameLimits!)) {
+            // From the next weights on, this worker is served through the region.
+            const slot = this.dispatcher.workers.get(peer.id);
+            if (slot) slot.weightsVersion = -1;
+          }
           return;
         case 'gradientsRef':
-          void this.onGradientsRef(peer, msg);
+          void this.links.readGradients(peer, msg, this.frameLimits!).then((m) => {
+            if (m) this.dispatcher.onGradients(peer, m);
+          });
           return;
         case 'heartbeat':
           return;
@@ -541,9 +397,10 @@ export class Coordinator {
 
   private async shutdown(reason: string): Promise<void> {
     this.dispatcher.stop();
-    for (const slot of this.dispatcher.workers.values()) slot.peer.send({ type: 'stop', reason });
-    // Give the stop frames a moment to leave before the sockets go.
-    await new Promise((r) => setTimeout(r, 50));
+    const peers = [...this.dispatcher.workers.values()].map((slot) => slot.peer);
+    for (const peer of peers) peer.send({ type: 'stop', reason });
+    // The stop frames leave before the sockets go.
+    await Promise.all(peers.map((peer) => peer.drained(STOP_DRAIN_MS)));
     await this.server?.close();
     await this.optimizer.close();
   }
@@ -551,54 +408,63 @@ export class Coordinator {
   /** One iteration: batch, Z and flips for the whole batch, shards, gather, reduce, Adam. */
   async step(): Promise<IterationRecord> {
     const cfg = this.opts.config;
-    const t0 = performance.now();
-    const batch = this.opts.batches.next();
-    const t = this.iteration + 1;
-    const B = cfg.batchSize;
-    // Drawn for the whole batch, so no draw depends on how many workers there are.
-    const z = this.rngZ.fillNormal(new Float32Array(B * cfg.latent));
-    const flip = this.rngFlip.bernoulli(B, cfg.flipProb);
-    this.opts.onDraw?.(t, z, flip);
-
+    const start = performance.now();
+    const inputs = this.draw();
     if (this.dispatcher.liveCount === 0) {
-      this.event('waiting-for-workers', { iteration: t }, 'warn');
+      this.event('waiting-for-workers', { iteration: inputs.iteration }, 'warn');
       await this.dispatcher.waitForWorkers(1);
     }
-    const px = cfg.imageSize * cfg.imageSize * 3;
-    const tasks: ShardTask[] = splitRows(B, this.shardWeights(t)).map((s, shardId) => ({
-      shardId,
-      ...s,
-      done: false,
-      nonFiniteFrom: new Set<number>(),
-      frame: encodeMessage({
-        type: 'shard',
-        iteration: t,
-        weightsVersion: this.version,
-        shardId,
-        rowStart: s.rowStart,
-        rowCount: s.rowCount,
-        tensors: {
-          images: batch.images.subarray(s.rowStart * px, (s.rowStart + s.rowCount) * px),
-          z: z.subarray(s.rowStart * cfg.latent, (s.rowStart + s.rowCount) * cfg.latent),
-          flip: flip.subarray(s.rowStart, s.rowStart + s.rowCount),
-        },
-        shapes: {
-          images: [s.rowCount, cfg.imageSize, cfg.imageSize, 3],
-          z: [s.rowCount, cfg.latent],
-          flip: [s.rowCount],
-        },
-      }),
-    }));
-    // (1) Sum n_k g_k as results arrive, in shard order (shard k waits for shards before it), so
-    // the reduction overlaps the other workers' transfers and its float sums never depend on timing.
-    // Last round's gradient buffers (shared memory) are reduced and done with: reuse them.
-    this.opts.shm?.newRound();
+    const tasks = shardTasks(cfg, inputs, this.shardWeights(inputs.iteration));
+    // (1) Gather, summing n_k g_k as results arrive.
+    const sent = performance.now();
+    const { answers, reduceMs } = await this.gather(inputs.iteration, tasks);
+    const gathered = performance.now();
+    // (2) Pool BatchNorm statistics and scores; (3) Adam on the mean gradient.
+    const pooled = poolAnswers(answers, this.bnLayers, cfg.batchSize);
+    // The mean and Adam in one pass (threads: one slice each), bitwise the single-threaded result.
+    await this.optimizer.step(inputs.iteration, {
+      lr: cfg.lr,
+      beta1: cfg.beta1,
+      beta2: cfg.beta2,
+      epsilon: ADAM_EPSILON,
+    });
+    updateRunningStats(this.params, poolBatchStats(pooled.bn));
+    const adamMs = performance.now() - gathered;
+    this.version++;
+    this.iteration = inputs.iteration;
+    this.epoch = inputs.batch.epoch;
+
+    const times = { start, sent, gathered, end: performance.now(), adamMs, reduceMs };
+    const rec = iterationRecord(inputs, answers, pooled, times);
+    logIteration(this.opts.log, rec);
+    this.opts.onIteration?.(rec);
+    for (const w of this.iterationWatchers) w(rec);
+    return rec;
+  }
+
+  /** The next batch, and Z and flips drawn for the whole batch, so no draw depends on how many workers there are. */
+  private draw(): IterationInputs {
+    const cfg = this.opts.config;
+    const iteration = this.iteration + 1;
+    const batch = this.opts.batches.next();
+    const z = this.rngZ.fillNormal(new Float32Array(cfg.batchSize * cfg.latent));
+    const flip = this.rngFlip.bernoulli(cfg.batchSize, cfg.flipProb);
+    this.opts.onDraw?.(iteration, z, flip);
+    return { iteration, weightsVersion: this.version, batch, z, flip };
+  }
+
+  /**
+   * Runs the shards and adds each answer to the optimizer's sum in shard order (shard k waits for
+   * the shards before it), so the reduction overlaps the other workers' transfers and its float
+   * sums never depend on timing.
+   */
+  private async gather(iteration: number, tasks: ShardTask[]): Promise<{ answers: ShardAnswer[]; reduceMs: number }> {
+    this.links.newRound();
     this.optimizer.begin();
     const arrived: (GradientsMessage | undefined)[] = new Array(tasks.length);
     let nextToAdd = 0;
     let reduceMs = 0;
-    const tSend = performance.now();
-    const results = await this.dispatcher.run(t, tasks, ({ task, msg }) => {
+    const answers = await this.dispatcher.run(iteration, tasks, ({ task, msg }) => {
       const r0 = performance.now();
       arrived[task.shardId] = msg;
       // Every shard now ready in order, added in one fused pass (several when results bunch up).
@@ -608,78 +474,7 @@ export class Coordinator {
       this.optimizer.addMany(ready);
       reduceMs += performance.now() - r0;
     });
-    const tGathered = performance.now();
-
-    // (2) pool BatchNorm statistics and scores; (3) Adam on the mean gradient.
-    let scoreG = 0;
-    let scoreD = 0;
-    let lossG = 0;
-    let lossD = 0;
-    const bn: BnSumsByLayer[] = [];
-    // In shard order, whatever order they arrived in: the sums, hence the run, are reproducible.
-    results.sort((a, b) => a.task.shardId - b.task.shardId);
-    for (const { msg } of results) {
-      scoreG += msg.n * msg.scoreG;
-      scoreD += msg.n * msg.scoreD;
-      lossG += msg.n * msg.lossG;
-      lossD += msg.n * msg.lossD;
-      bn.push(readBnSums(msg.tensors, this.bnLayers, msg.n));
-    }
-    const tAdam = performance.now();
-    // The mean and Adam in one pass (threads: one slice each), bitwise the single-threaded result.
-    await this.optimizer.step(t, { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, epsilon: ADAM_EPSILON });
-    updateRunningStats(this.params, poolBatchStats(bn));
-    const adamMs = performance.now() - tAdam;
-    this.version++;
-    this.iteration = t;
-    this.epoch = batch.epoch;
-
-    const computes = results.map((r) => r.msg.timings.computeMs);
-    const stepMs = performance.now() - t0;
-    const rec: IterationRecord = {
-      iteration: t,
-      epoch: batch.epoch,
-      iterationInEpoch: batch.iteration,
-      scoreG: scoreG / B,
-      scoreD: scoreD / B,
-      lossG: lossG / B,
-      lossD: lossD / B,
-      imagesPerSec: (B * 1000) / stepMs,
-      stepMs,
-      computeMsMax: Math.max(...computes),
-      computeMsMean: computes.reduce((a, b) => a + b, 0) / computes.length,
-      // Time the gather took beyond the slowest worker's compute: framing, transfer, waiting.
-      commMs: Math.max(0, tGathered - tSend - Math.max(...computes)),
-      adamMs,
-      reduceMs,
-      workers: new Set(results.map((r) => r.workerId)).size,
-      shards: results.map((r) => ({
-        worker: r.workerId,
-        rows: r.task.rowCount,
-        computeMs: Math.round(r.msg.timings.computeMs),
-      })),
-    };
-    const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
-    this.opts.log.info(
-      {
-        ...rec,
-        scoreG: round(rec.scoreG, 5),
-        scoreD: round(rec.scoreD, 5),
-        lossG: round(rec.lossG, 5),
-        lossD: round(rec.lossD, 5),
-        imagesPerSec: round(rec.imagesPerSec, 2),
-        stepMs: round(rec.stepMs, 1),
-        computeMsMax: round(rec.computeMsMax, 1),
-        computeMsMean: round(rec.computeMsMean, 1),
-        commMs: round(rec.commMs, 1),
-        adamMs: round(rec.adamMs, 1),
-        reduceMs: round(rec.reduceMs, 1),
-      },
-      'iteration',
-    );
-    this.opts.onIteration?.(rec);
-    for (const w of this.iterationWatchers) w(rec);
-    return rec;
+    return { answers, reduceMs };
   }
 
   /**

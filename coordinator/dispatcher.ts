@@ -35,13 +35,21 @@ export interface ShardTask {
   assignedAt?: number;
 }
 
+/** A shard's accepted answer: its gradients, who computed them and how long the round trip took. */
+export interface ShardAnswer {
+  task: ShardTask;
+  msg: GradientsMessage;
+  workerId: number;
+  roundTripMs: number;
+}
+
 export interface Round {
   iteration: number;
   tasks: ShardTask[];
   queue: ShardTask[];
-  results: { task: ShardTask; msg: GradientsMessage; workerId: number; roundTripMs: number }[];
+  results: ShardAnswer[];
   /** Called as each shard's result is accepted, so reduction overlaps the others' transfers. */
-  onResult?: (r: { task: ShardTask; msg: GradientsMessage; workerId: number; roundTripMs: number }) => void;
+  onResult?: (r: ShardAnswer) => void;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -107,11 +115,7 @@ export class Dispatcher {
   }
 
   /** Runs one iteration's shards to completion on whichever workers are live. */
-  run(
-    iteration: number,
-    tasks: ShardTask[],
-    onResult?: (r: Round['results'][number]) => void,
-  ): Promise<Round['results']> {
+  run(iteration: number, tasks: ShardTask[], onResult?: (r: ShardAnswer) => void): Promise<ShardAnswer[]> {
     return new Promise((resolve, reject) => {
       const round: Round = {
         iteration,

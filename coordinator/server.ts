@@ -26,6 +26,11 @@ export interface Peer {
   /** Bytes queued on the socket and not yet handed to the OS. */
   bufferedBytes(): number;
   /**
+   * Resolves once every frame sent so far has been handed to the OS, or the socket is gone, or
+   * after `timeoutMs` (a peer that stopped reading must not hold up a shutdown).
+   */
+  drained(timeoutMs: number): Promise<void>;
+  /**
    * The peer is computing a shard: a worker's step runs on its main thread (seconds for the
    * full model on a CPU) and cannot answer pings meanwhile, so the heartbeat leaves it alone and
    * the dispatcher's step deadline watches it instead.
@@ -176,15 +181,38 @@ export class PeerServer extends EventEmitter {
       }
       if (step.done) {
         clearTimeout(timer);
+        // Sends not yet written out, and who waits for them to be.
+        let unwritten = 0;
+        const waiting = new Set<() => void>();
+        const written = () => {
+          if (--unwritten > 0) return;
+          for (const w of waiting) w();
+          waiting.clear();
+        };
         peer = {
           id,
           role: step.done.role,
           address,
           hello: step.done.hello,
           send: (m) => {
-            if (ws.readyState === ws.OPEN) ws.send(Buffer.isBuffer(m) ? m : encodeMessage(m));
+            if (ws.readyState !== ws.OPEN) return;
+            unwritten++;
+            // ws calls back once the frame is written, or with an error when the socket went first.
+            ws.send(Buffer.isBuffer(m) ? m : encodeMessage(m), written);
           },
           bufferedBytes: () => ws.bufferedAmount,
+          drained: (timeoutMs) =>
+            new Promise<void>((resolve) => {
+              if (unwritten === 0 || ws.readyState !== ws.OPEN) return resolve();
+              const done = () => {
+                clearTimeout(t);
+                waiting.delete(done);
+                resolve();
+              };
+              const t = setTimeout(done, timeoutMs);
+              waiting.add(done);
+              ws.once('close', done);
+            }),
           setComputing: (on) => void (on ? this.computing.add(ws) : this.computing.delete(ws)),
           close: (reason) => {
             drop(reason);

@@ -3,7 +3,8 @@
 import { pino } from 'pino';
 import { newToken } from '../../protocol/wire/auth.ts';
 import type { TrainConfig } from '../../protocol/config.ts';
-import { Coordinator, type IterationRecord } from '../../coordinator/coordinator.ts';
+import { Coordinator } from '../../coordinator/coordinator.ts';
+import type { IterationRecord } from '../../coordinator/iteration.ts';
 import type { ShmRegion } from '../../protocol/wire/shm.ts';
 import { openDataset } from '../../data/index.ts';
 import type { WireDtype } from '../../protocol/wire/wire-dtype.ts';

@@ -1,0 +1,167 @@
+// The pieces of one iteration that are plain data: the shard frames cut from the batch, the
+// scores and BatchNorm sums pooled over the answers, and the record (and log line) it leaves.
+
+import type { TrainConfig } from '../protocol/config.ts';
+import { readBnSums, type BnLayer, type BnSumsByLayer } from '../protocol/wire/bn-sums.ts';
+import { encodeMessage } from '../protocol/wire/protocol.ts';
+import type { Batch } from '../data/batches.ts';
+import type { ShardAnswer, ShardTask } from './dispatcher.ts';
+import type { RunLogger } from './logger.ts';
+import { splitRows } from './optimizer/reduce.ts';
+
+export interface IterationRecord {
+  iteration: number;
+  epoch: number;
+  iterationInEpoch: number;
+  scoreG: number;
+  scoreD: number;
+  lossG: number;
+  lossD: number;
+  imagesPerSec: number;
+  stepMs: number;
+  computeMsMax: number;
+  computeMsMean: number;
+  commMs: number;
+  adamMs: number;
+  /** Time spent summing gradients as they arrived (overlapping the gather). */
+  reduceMs: number;
+  /** Distinct workers that computed this iteration's shards. */
+  workers: number;
+  /** Per shard: who computed it, its rows and compute time (the workers table's img/s). */
+  shards: { worker: number; rows: number; computeMs: number }[];
+}
+
+/** What every shard of iteration `iteration` is cut from: the batch and its whole-batch draws. */
+export interface IterationInputs {
+  iteration: number;
+  weightsVersion: number;
+  batch: Batch;
+  z: Float32Array;
+  flip: Uint8Array;
+}
+
+/** The shards of one iteration, one per weight, each with its frame encoded once. */
+export function shardTasks(cfg: TrainConfig, inputs: IterationInputs, weights: number[]): ShardTask[] {
+  const { batch, z, flip } = inputs;
+  const px = cfg.imageSize * cfg.imageSize * 3;
+  return splitRows(cfg.batchSize, weights).map((s, shardId) => ({
+    shardId,
+    ...s,
+    done: false,
+    nonFiniteFrom: new Set<number>(),
+    frame: encodeMessage({
+      type: 'shard',
+      iteration: inputs.iteration,
+      weightsVersion: inputs.weightsVersion,
+      shardId,
+      rowStart: s.rowStart,
+      rowCount: s.rowCount,
+      tensors: {
+        images: batch.images.subarray(s.rowStart * px, (s.rowStart + s.rowCount) * px),
+        z: z.subarray(s.rowStart * cfg.latent, (s.rowStart + s.rowCount) * cfg.latent),
+        flip: flip.subarray(s.rowStart, s.rowStart + s.rowCount),
+      },
+      shapes: {
+        images: [s.rowCount, cfg.imageSize, cfg.imageSize, 3],
+        z: [s.rowCount, cfg.latent],
+        flip: [s.rowCount],
+      },
+    }),
+  }));
+}
+
+/** Scores and losses as batch means, and each shard's BatchNorm sums, in shard order. */
+export interface PooledAnswers {
+  scoreG: number;
+  scoreD: number;
+  lossG: number;
+  lossD: number;
+  bn: BnSumsByLayer[];
+}
+
+/**
+ * Pools the answers in shard order, whatever order they arrived in: the sums, hence the run, are
+ * reproducible. Sorts `answers` in place.
+ */
+export function poolAnswers(answers: ShardAnswer[], layers: BnLayer[], batchSize: number): PooledAnswers {
+  answers.sort((a, b) => a.task.shardId - b.task.shardId);
+  const out: PooledAnswers = { scoreG: 0, scoreD: 0, lossG: 0, lossD: 0, bn: [] };
+  for (const { msg } of answers) {
+    out.scoreG += msg.n * msg.scoreG;
+    out.scoreD += msg.n * msg.scoreD;
+    out.lossG += msg.n * msg.lossG;
+    out.lossD += msg.n * msg.lossD;
+    out.bn.push(readBnSums(msg.tensors, layers, msg.n));
+  }
+  out.scoreG /= batchSize;
+  out.scoreD /= batchSize;
+  out.lossG /= batchSize;
+  out.lossD /= batchSize;
+  return out;
+}
+
+/** When the iteration's phases ended (performance.now()), and the time its reduction took. */
+export interface IterationTimes {
+  start: number;
+  sent: number;
+  gathered: number;
+  end: number;
+  adamMs: number;
+  reduceMs: number;
+}
+
+export function iterationRecord(
+  inputs: IterationInputs,
+  answers: ShardAnswer[],
+  pooled: PooledAnswers,
+  times: IterationTimes,
+): IterationRecord {
+  const computes = answers.map((r) => r.msg.timings.computeMs);
+  const stepMs = times.end - times.start;
+  return {
+    iteration: inputs.iteration,
+    epoch: inputs.batch.epoch,
+    iterationInEpoch: inputs.batch.iteration,
+    scoreG: pooled.scoreG,
+    scoreD: pooled.scoreD,
+    lossG: pooled.lossG,
+    lossD: pooled.lossD,
+    imagesPerSec: (inputs.batch.batchSize * 1000) / stepMs,
+    stepMs,
+    computeMsMax: Math.max(...computes),
+    computeMsMean: computes.reduce((a, b) => a + b, 0) / computes.length,
+    // Time the gather took beyond the slowest worker's compute: framing, transfer, waiting.
+    commMs: Math.max(0, times.gathered - times.sent - Math.max(...computes)),
+    adamMs: times.adamMs,
+    reduceMs: times.reduceMs,
+    workers: new Set(answers.map((r) => r.workerId)).size,
+    shards: answers.map((r) => ({
+      worker: r.workerId,
+      rows: r.task.rowCount,
+      computeMs: Math.round(r.msg.timings.computeMs),
+    })),
+  };
+}
+
+const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
+
+/** The `iteration` log line: the record, with scores to 5 decimals and times to 0.1 ms. */
+export function logIteration(log: RunLogger, rec: IterationRecord): void {
+  log.info(
+    {
+      ...rec,
+      scoreG: round(rec.scoreG, 5),
+      scoreD: round(rec.scoreD, 5),
+      lossG: round(rec.lossG, 5),
+      lossD: round(rec.lossD, 5),
+      imagesPerSec: round(rec.imagesPerSec, 2),
+      stepMs: round(rec.stepMs, 1),
+      computeMsMax: round(rec.computeMsMax, 1),
+      computeMsMean: round(rec.computeMsMean, 1),
+      commMs: round(rec.commMs, 1),
+      adamMs: round(rec.adamMs, 1),
+      reduceMs: round(rec.reduceMs, 1),
+    },
+    'iteration',
+  );
+}
