@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { resolveConfig, type TrainConfig } from '../../protocol/config.ts';
 import { Rng } from '../../protocol/rng.ts';
 import { startCoordinator } from '../support/harness.ts';
+import { waitFor } from '../support/wait.ts';
 
 import { cliPath as cli } from '../support/paths.ts';
 const children = new Set<ChildProcess>();
@@ -27,13 +28,10 @@ const exited = (c: ChildProcess) =>
     c.exitCode !== null || c.signalCode !== null ? resolve(c.exitCode) : c.on('exit', (code) => resolve(code)),
   );
 
-async function until(cond: () => boolean, what: string, timeoutMs = 120_000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+const until = (cond: () => boolean, what: string) => waitFor(cond, what, 120_000, 25);
+
+/** Seeds which worker is killed and when; the test's title names it, so a failing run's draws can be replayed. */
+const SEED = 0x5eed;
 
 const freePort = () =>
   new Promise<number>((resolve) => {
@@ -49,7 +47,7 @@ const tiny = (over: Partial<TrainConfig> = {}) =>
 /** Trains `config` with 3 worker processes; `disturb` may kill and replace them while it runs. */
 async function runWithWorkers(
   config: TrainConfig,
-  disturb?: (h: { killOne: () => void; iteration: () => number }) => Promise<void>,
+  disturb?: (h: { killOne: (u: number) => void; iteration: () => number }) => Promise<void>,
 ) {
   const h = await startCoordinator(config, { minWorkers: 3, balance: 'off' });
   const workers: ChildProcess[] = [];
@@ -65,8 +63,9 @@ async function runWithWorkers(
   if (disturb) {
     await disturb({
       iteration: () => h.coordinator.iteration,
-      killOne: () => {
-        const [victim] = workers.splice(Math.floor(Math.random() * workers.length), 1);
+      /** Kills the worker at `u` in [0, 1) along the list, and starts a replacement. */
+      killOne: (u) => {
+        const [victim] = workers.splice(Math.floor(u * workers.length), 1);
         victim.kill('SIGKILL');
         start();
       },
@@ -79,8 +78,8 @@ async function runWithWorkers(
 }
 
 describe('elastic training', () => {
-  it('loses nothing when one of 3 workers is killed -9 at random moments, 20 times', async () => {
-    const rng = new Rng(Date.now() >>> 0);
+  it(`loses nothing when one of 3 workers is killed -9 at random moments, 20 times (seed ${SEED})`, async () => {
+    const rng = new Rng(SEED);
     const disturbed = await runWithWorkers(tiny({ iterations: 1_000_000 }), async ({ killOne, iteration }) => {
       await until(() => iteration() >= 1, 'the first iteration');
       // Each kill lands at a random moment after training has moved on since the previous one,
@@ -89,7 +88,7 @@ describe('elastic training', () => {
         const seen = iteration();
         await until(() => iteration() > seen, `progress before kill ${k + 1}`);
         await new Promise((r) => setTimeout(r, rng.uniform() * 300));
-        killOne();
+        killOne(rng.uniform());
       }
       const last = iteration();
       await until(() => iteration() >= last + 2, 'two more iterations after the last kill');

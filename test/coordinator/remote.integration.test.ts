@@ -20,6 +20,7 @@ import os from 'node:os';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { startCoordinator, type Harness } from '../support/harness.ts';
+import { deadline, waitFor } from '../support/wait.ts';
 
 const tiny = (over: Partial<TrainConfig> = {}) =>
   resolveConfig({ preset: 'tiny', flags: { seed: 9, validationFrequency: 1e6, ...over } });
@@ -95,13 +96,11 @@ describe('remote workers: who gets in', () => {
     expect(outcome.exitCode).toBe(WorkerExit.REJECTED);
     expect(outcome.reason).toMatch(/proof does not match this token/);
     // The worker found the coordinator's proof wrong first and said so before it hung up.
-    await new Promise<void>((resolve) => {
-      const t = setInterval(() => {
-        if (!h.events.some((e) => e.event === 'peer-rejected')) return;
-        clearInterval(t);
-        resolve();
-      }, 10);
-    });
+    await waitFor(
+      () => h.events.some((e) => e.event === 'peer-rejected'),
+      'the coordinator to log the rejection',
+      10_000,
+    );
     expect(h.events.find((e) => e.event === 'peer-rejected')?.fields.reason).toMatch(/gave up the handshake.*token/);
   });
 
@@ -258,14 +257,7 @@ describe('remote workers: hostile input', () => {
       await c.closed;
     }
     const before = h.coordinator.iteration;
-    await new Promise<void>((resolve) => {
-      const t = setInterval(() => {
-        if (h.coordinator.iteration >= before + 2) {
-          clearInterval(t);
-          resolve();
-        }
-      }, 50);
-    });
+    await waitFor(() => h.coordinator.iteration >= before + 2, 'two iterations after the fuzzing', 60_000, 50);
     expect(h.coordinator.state).toBe('running');
     expect(sent).toBeGreaterThanOrEqual(Number(process.env.FZ_ALL ?? 10000));
     h.coordinator.requestStop('fuzz over');
@@ -297,7 +289,9 @@ describe('remote workers: elastic', () => {
     };
     for (let i = 0; i < 16; i++) join();
     let churn = 0;
+    const expired = deadline('60 iterations under churn', 100_000);
     while (h.coordinator.state !== 'finished' && h.coordinator.state !== 'failed') {
+      expired();
       await new Promise((r) => setTimeout(r, 30));
       if (live.length > 1 && rng.uniform() < 0.5) {
         const [gone] = live.splice(rng.nextU32() % live.length, 1);

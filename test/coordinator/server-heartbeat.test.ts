@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PRE_AUTH_LIMITS } from '../../protocol/wire/protocol.ts';
 import { PeerServer, type Peer } from '../../coordinator/server.ts';
+import { waitFor } from '../support/wait.ts';
 
 const TOKEN = 'k'.repeat(64);
 const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
@@ -66,16 +67,14 @@ describe('heartbeat', () => {
       const busyChild = blockablePeer(`ws://127.0.0.1:${port}`);
       const [idleId, busyId] = await Promise.all([idleChild.id, busyChild.id]);
       const [idle, busy] = [idleChild.child, busyChild.child];
-      while (peers.length < 2) await new Promise((r) => setTimeout(r, 20));
+      await waitFor(() => peers.length >= 2, 'both peers to finish the handshake', 10_000);
       const first = peers.find((p) => p.id === idleId)!;
       const second = peers.find((p) => p.id === busyId)!;
       second.setComputing(true);
       // Both stop answering for 2.5 s, 25 heartbeat periods (room for a loaded machine's timers).
       const unblocked = (c: ChildProcess) => new Promise((r) => c.stdout!.once('data', r));
-      const goneIn = async (id: number, ms: number) => {
-        for (const end = Date.now() + ms; Date.now() < end && !gone.some((g) => g.id === id); )
-          await new Promise((r) => setTimeout(r, 20));
-      };
+      const goneIn = (id: number, ms: number) =>
+        waitFor(() => gone.some((g) => g.id === id), `the heartbeat to drop peer ${id}`, ms);
       const done = Promise.all([unblocked(idle), unblocked(busy)]);
       idle.stdin!.write('2500\n');
       busy.stdin!.write('2500\n');

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { GanDistError } from '../../protocol/errors.ts';
 import { followLog } from '../../monitor/follow.ts';
+import { withDeadline } from '../support/wait.ts';
 
 let dir: string;
 beforeEach(() => {
@@ -11,7 +12,7 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A follower whose lines can be awaited: `next(text)` resolves when a line equal to text arrives. */
+/** A follower whose lines can be awaited: `next(text)` resolves when a line equal to text arrives, or fails after 10 s. */
 function follower(path: string, extra: { useWatch?: boolean; pollMs?: number } = {}) {
   const lines: string[] = [];
   const waiters: { text: string; resolve: () => void }[] = [];
@@ -31,10 +32,14 @@ function follower(path: string, extra: { useWatch?: boolean; pollMs?: number } =
     },
   });
   const next = (text: string) =>
-    new Promise<void>((resolve) => {
-      if (lines.includes(text)) resolve();
-      else waiters.push({ text, resolve });
-    });
+    withDeadline(
+      new Promise<void>((resolve) => {
+        if (lines.includes(text)) resolve();
+        else waiters.push({ text, resolve });
+      }),
+      `the line ${text}`,
+      10_000,
+    );
   return { lines, next, stop: () => stop.abort(), done };
 }
 

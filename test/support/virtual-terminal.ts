@@ -72,10 +72,28 @@ export class VirtualTerminal extends EventEmitter {
     return this.lines.join('\n');
   }
 
-  /** Resolves once the screen shows `pattern`. */
-  until(pattern: string | RegExp): Promise<void> {
+  /** Resolves once the screen shows `pattern`; rejects, showing the screen, after `timeoutMs`. */
+  until(pattern: string | RegExp, timeoutMs = 20_000): Promise<void> {
     const test = () => (typeof pattern === 'string' ? this.text.includes(pattern) : pattern.test(this.text));
-    return new Promise((resolve) => (test() ? resolve() : this.waiters.push({ test, resolve })));
+    if (test()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        test,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        reject(
+          new Error(
+            `timed out after ${timeoutMs} ms waiting for the screen to show ${pattern}; it shows:\n${this.text}`,
+          ),
+        );
+      }, timeoutMs);
+      this.waiters.push(waiter);
+    });
   }
 
   resize(columns: number, rows: number): void {
