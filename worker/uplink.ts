@@ -1,0 +1,95 @@
+// How a worker's weights arrive and its gradients leave: over the socket (in the wire dtype its
+// welcome named) or, once the coordinator answered shmReady, through the run's shared memory. The
+// session hands a gradients message here and never asks which transport carries it.
+
+import type WebSocket from 'ws';
+import { GanDistError } from '../protocol/errors.ts';
+import { isBnTensor } from '../protocol/wire/bn-sums.ts';
+import {
+  allFinite,
+  decodeMessage,
+  encodeMessage,
+  encodeMessageChunks,
+  type FrameLimits,
+  type GradientsMessage,
+  type Message,
+  type WeightsRefMessage,
+  type WireDtype,
+} from '../protocol/wire/protocol.ts';
+import { ShmWorkerFiles } from '../protocol/wire/shm.ts';
+
+export class Uplink {
+  private shm?: ShmWorkerFiles;
+  /**
+   * Gradient frames for the socket are encoded into one reused buffer: a fresh 38 MB one per shard
+   * costs its page faults, as much again as the copy. Safe to reuse: ws copies what a client
+   * sends (masking) before send returns.
+   */
+  private gradFrame: Buffer = Buffer.alloc(0);
+
+  constructor(
+    private readonly ws: WebSocket,
+    /** The dtype of gradients sent over the socket (shared memory is always float32). */
+    private readonly wireDtype: WireDtype,
+    private readonly shmRegion?: string,
+  ) {}
+
+  send(m: Message): void {
+    this.ws.send(encodeMessage(m));
+  }
+
+  /** The coordinator accepted our shmAttach: from now on weights and gradients use these files. */
+  attach(weightsFile: string, gradientsFile: string): void {
+    this.shm?.close();
+    this.shm = new ShmWorkerFiles(this.shmRegion ?? '', weightsFile, gradientsFile);
+  }
+
+  /**
+   * The names of non-finite tensors, where this side must check. On shared memory the coordinator
+   * checks the frame itself and takes non-finite gradients as this report (one check of 37.8 MB
+   * instead of two); over a socket the worker checks, as a non-finite gradient frame costs its
+   * sender the connection.
+   */
+  nonFinite(tensors: Record<string, Float32Array>): string[] {
+    if (this.shm) return [];
+    return Object.entries(tensors)
+      .filter(([, a]) => !allFinite(a))
+      .map(([k]) => k);
+  }
+
+  /** The weights a weightsRef points at, validated as the socket's frame would be, but for the values. */
+  weightsAt(ref: WeightsRefMessage, limits: FrameLimits): Record<string, Float32Array> {
+    if (!this.shm) throw new GanDistError('GAN_DIST_E_PROTOCOL', 'weightsRef before shmReady');
+    // The coordinator's own weights: non-finite ones would show in the gradients.
+    const w = decodeMessage(this.shm.readWeights(ref.seq, ref.byteLength), limits, { skipFiniteCheck: true });
+    if (w.type !== 'weights' || w.version !== ref.version) {
+      const held = w.type === 'weights' ? `version ${w.version}` : `a '${w.type}' frame`;
+      throw new GanDistError(
+        'GAN_DIST_E_PROTOCOL',
+        `weightsRef announced weights version ${ref.version}, the region holds ${held}`,
+      );
+    }
+    return w.tensors;
+  }
+
+  sendGradients(gradients: GradientsMessage): void {
+    if (!this.shm) {
+      // BatchNorm sums stay float32: the coordinator pools the batch variance as
+      // E[x^2] - E[x]^2, a difference that a 2^-8 relative error in each term could swamp
+      // (or make negative); they are a few KB against the 37.8 MB of gradients.
+      const f = encodeMessage(gradients, { wireDtype: this.wireDtype, exact: isBnTensor, into: this.gradFrame });
+      if (f.byteLength > this.gradFrame.byteLength) this.gradFrame = f;
+      this.ws.send(f);
+      return;
+    }
+    // The same frame, through this worker's file; the socket carries where to find it.
+    // In one vectored write straight from the gradients' memory: no copy into a frame buffer.
+    const ref = this.shm.writeGradients(encodeMessageChunks(gradients));
+    const { iteration, shardId, weightsVersion, n } = gradients;
+    this.send({ type: 'gradientsRef', iteration, shardId, weightsVersion, n, ...ref });
+  }
+
+  close(): void {
+    this.shm?.close();
+  }
+}
