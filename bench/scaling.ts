@@ -6,17 +6,19 @@
 //    reduction, Adam), set against a bare transfer of the same bytes over the same socket kind
 //    and, per transport (socket, shm), against a memcpy of the same bytes in the same run.
 // JSON keys are stable: later transports and step times add runs, never rename keys.
+// The report's shape and text form are scaling-report.ts; the floors and the ceiling it is set
+// against are transfer-floors.ts and parallel-ceiling.ts.
 
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { WebSocketServer, type WebSocket } from 'ws';
 import { modelConfigOf, resolveConfig, type TrainConfig } from '../protocol/config.ts';
 import { benchTrainRun, median, steady } from './util.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import { parameterTable, sizeOf } from '../protocol/model/architecture.ts';
+import { concurrentStepImagesPerSec } from './parallel-ceiling.ts';
+import type { InterleavedRun, ParallelCeiling, RealRun, ScalingReport, SimulatedRun } from './scaling-report.ts';
+import { bareTransferMs, memcpyMs } from './transfer-floors.ts';
 
 export interface ScalingOptions {
   /** Preset of the real part; 'seed' is the seed's full model (at a global batch of SEED_REAL_BATCH unless told). */
@@ -52,82 +54,6 @@ export interface ScalingOptions {
   rowsPerShard: number;
   simulatedIterations: number;
   progress?: (line: string) => void;
-}
-
-export interface RealRun {
-  transport: 'socket' | 'shm';
-  workers: number;
-  threadsPerWorker: number;
-  globalBatch: number;
-  imagesPerSec: number;
-  stepMsMedian: number;
-  /** Median over rounds of imagesPerSec / the first worker count's, from the same round. */
-  speedupVsFirst: number;
-  /** That ratio in each round, in order. */
-  speedupByRound: number[];
-}
-
-export interface SimulatedRun {
-  transport: 'socket' | 'shm';
-  workers: number;
-  simulateStepMs: number;
-  rowsPerShard: number;
-  globalBatch: number;
-  iterationMsMedian: number;
-  /** iterationMs - simulateStepMs: what the coordinator and the wire add. */
-  overheadMs: number;
-  /** The part of it spent on the reduction and Adam (reported on their own). */
-  reduceAdamMs: number;
-  /** overheadMs - reduceAdamMs: the transport's part (framing, copies, checks, waiting on the wire). */
-  transportMs: number;
-  bytesPerIteration: number;
-  /** The same bytes moved as plain ws messages with no framing, checks or arithmetic (socket runs; null for shm). */
-  bareTransferMs: number | null;
-  /** overheadMs / bareTransferMs (null for shm). */
-  overheadVsBare: number | null;
-  /** Buffer.copy of bytesPerIteration, in this run: the floor of any transport. */
-  memcpyMs: number;
-  /** transportMs / memcpyMs. */
-  transportVsMemcpy: number;
-  imagesPerSec: number;
-  /** Weak scaling, same transport and delay: imagesPerSec / imagesPerSec of the first worker count. */
-  speedupVsFirst: number;
-  /** speedupVsFirst / (workers / first worker count): 1 is perfect weak scaling. */
-  efficiency: number;
-}
-
-/** One worker count of the interleaved real run: its iterations, set against the first count's in the same cycle. */
-export interface InterleavedRun {
-  transport: 'socket' | 'shm';
-  workers: number;
-  threadsPerWorker: number;
-  globalBatch: number;
-  /** Iterations of this count that were counted (warm-up cycles excluded). */
-  iterations: number;
-  imagesPerSec: number;
-  stepMsMedian: number;
-  /** Median over cycles of this count's imagesPerSec / the first count's in the same cycle. */
-  speedupVsFirst: number;
-  speedupByCycle: number[];
-}
-
-/**
- * What the machine allows the real part right now, with no coordinator: N independent processes
- * each stepping a shard of global / N rows at once, against one process stepping the whole batch.
- */
-export interface ParallelCeiling {
-  workers: number;
-  rowsPerProcess: number;
-  imagesPerSec: number;
-  /** imagesPerSec / the one-process figure (median over rounds): the most N workers can reach over 1 here, now. */
-  speedupVsOne: number;
-  speedupByRound: number[];
-}
-
-export interface ScalingReport {
-  machine: { cores: number; cpu: string; node: string };
-  real: { preset: string; note: string; runs: RealRun[]; interleaved: InterleavedRun[]; ceiling: ParallelCeiling[] };
-  simulated: { model: string; note: string; runs: SimulatedRun[] };
 }
 
 async function trainedLines(
@@ -168,75 +94,6 @@ async function trainedLines(
   return lines;
 }
 
-/** ms to Buffer.copy `bytes` in `chunk`-sized pieces into a reused destination: best of 3, in this process. */
-export function memcpyMs(bytes: number, chunk: number): number {
-  const src = Buffer.alloc(chunk, 1);
-  const dst = Buffer.alloc(chunk);
-  let best = Infinity;
-  for (let r = 0; r < 3; r++) {
-    const t0 = performance.now();
-    for (let done = 0; done < bytes; done += chunk) src.copy(dst, 0, 0, Math.min(chunk, bytes - done));
-    best = Math.min(best, performance.now() - t0);
-  }
-  return best;
-}
-
-/** Moves the simulated run's bytes as plain ws messages to echo processes: the floor for any framing. */
-export async function bareTransferMs(
-  workers: number,
-  sendBytes: number,
-  replyBytes: number,
-  rounds: number,
-): Promise<number> {
-  const wss = new WebSocketServer({
-    host: '127.0.0.1',
-    port: 0,
-    perMessageDeflate: false,
-    maxPayload: 2 * Math.max(sendBytes, replyBytes),
-  });
-  await new Promise((r) => wss.once('listening', r));
-  const port = (wss.address() as { port: number }).port;
-  const client = `
-    const WebSocket = require(${JSON.stringify(require_ws())});
-    const ws = new WebSocket('ws://127.0.0.1:${port}', { perMessageDeflate: false, maxPayload: ${2 * Math.max(sendBytes, replyBytes)} });
-    const reply = Buffer.alloc(${replyBytes}, 1);
-    ws.on('message', () => ws.send(reply));
-    ws.on('close', () => process.exit(0));
-    ws.on('error', () => process.exit(1));`;
-  const children = Array.from({ length: workers }, () => spawn(process.execPath, ['-e', client], { stdio: 'ignore' }));
-  const sockets: WebSocket[] = [];
-  await new Promise<void>((resolve) =>
-    wss.on('connection', (ws) => {
-      ws.on('error', () => {});
-      sockets.push(ws);
-      if (sockets.length === workers) resolve();
-    }),
-  );
-  const payload = Buffer.alloc(sendBytes, 2);
-  const times: number[] = [];
-  for (let r = 0; r < rounds; r++) {
-    const t0 = performance.now();
-    await Promise.all(
-      sockets.map(
-        (ws) =>
-          new Promise<void>((resolve) => {
-            ws.once('message', () => resolve());
-            ws.send(payload);
-          }),
-      ),
-    );
-    times.push(performance.now() - t0);
-  }
-  for (const ws of sockets) ws.close();
-  await new Promise((r) => wss.close(r));
-  for (const c of children) c.kill();
-  return median(steady(times));
-}
-
-function require_ws(): string {
-  return path.join(path.dirname(new URL(import.meta.resolve('ws')).pathname), 'index.js');
-}
-
 /**
  * The real part's global batch on the seed's model: half its own 128, so that one CPU worker's
  * iteration takes seconds, not 17 of them; each of 2 workers still steps 32 rows.
@@ -248,42 +105,6 @@ export const defaultRealIterations = (preset: ScalingOptions['preset']): number 
 
 /** The least --iterations the interleaved real part can use: two warm-up cycles and one counted. */
 export const MIN_INTERLEAVED_ITERATIONS = 3;
-
-/** img/s of `processes` concurrent `gan-dist bench step` processes (wasm, one thread), summed. */
-async function concurrentStepImagesPerSec(preset: string, rows: number, processes: number): Promise<number> {
-  const bin = fileURLToPath(new URL('../cmd/gan-dist.mjs', import.meta.url));
-  const model = preset === 'seed' ? [] : ['--preset', preset];
-  // The seed's steps take seconds: fewer of them say as much.
-  const steps = preset === 'seed' ? 4 : 8;
-  const args = [
-    bin,
-    'bench',
-    'step',
-    ...model,
-    '--batch',
-    String(rows),
-    '--backend',
-    'wasm',
-    '--threads',
-    '1',
-    '--steps',
-    String(steps),
-    '--json',
-  ];
-  const one = () =>
-    new Promise<number>((resolve, reject) => {
-      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'ignore'] });
-      let out = '';
-      child.stdout.on('data', (d) => (out += d));
-      child.on('error', reject);
-      child.on('exit', (code) => {
-        if (code !== 0) return reject(new Error(`bench step exited with ${code}`));
-        resolve((JSON.parse(out) as { rows: { imagesPerSec: number }[] }).rows[0].imagesPerSec);
-      });
-    });
-  const rates = await Promise.all(Array.from({ length: processes }, one));
-  return rates.reduce((a, b) => a + b, 0);
-}
 
 /**
  * The interleaved run's figures from its iteration lines: iteration t used counts[(t - 1) % k]
@@ -488,44 +309,4 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
   } finally {
     rmSync(cwd, { recursive: true, force: true });
   }
-}
-
-const each = (what: string, xs: number[]) =>
-  xs.length > 1 ? ` (${what}: ${xs.map((x) => x.toFixed(2)).join(', ')})` : '';
-const byRound = (xs: number[]) => each('rounds', xs);
-
-export function formatScaling(r: ScalingReport): string {
-  const lines = [
-    `machine: ${r.machine.cores} cores, ${r.machine.cpu}, Node ${r.machine.node}`,
-    `real (${r.real.preset}; ${r.real.note}):`,
-  ];
-  for (const c of r.real.ceiling) {
-    lines.push(
-      `  ceiling, ${c.workers} independent process(es) of ${c.rowsPerProcess} rows stepping at once (no coordinator): ${c.imagesPerSec.toFixed(1)} img/s, ${c.speedupVsOne.toFixed(2)}x${byRound(c.speedupByRound)}`,
-    );
-  }
-  for (const x of r.real.runs) {
-    lines.push(
-      `  ${x.transport}, ${x.workers} worker(s), global batch ${x.globalBatch}: ${x.imagesPerSec.toFixed(1)} img/s, step ${x.stepMsMedian.toFixed(0)} ms, ${x.speedupVsFirst.toFixed(2)}x${byRound(x.speedupByRound)}`,
-    );
-  }
-  for (const x of r.real.interleaved) {
-    lines.push(
-      `  interleaved, ${x.transport}, ${x.workers} worker(s), global batch ${x.globalBatch}, ${x.iterations} iterations: ${x.imagesPerSec.toFixed(1)} img/s, ` +
-        `step ${x.stepMsMedian.toFixed(0)} ms, ${x.speedupVsFirst.toFixed(2)}x${each('cycles', x.speedupByCycle)}`,
-    );
-  }
-  lines.push(`simulated (${r.simulated.model}; ${r.simulated.note}):`);
-  for (const x of r.simulated.runs) {
-    const bare =
-      x.bareTransferMs === null
-        ? ''
-        : `, bare transfer ${x.bareTransferMs.toFixed(0)} ms, overhead ${x.overheadVsBare!.toFixed(2)}x bare`;
-    lines.push(
-      `  ${x.transport}, ${x.workers} worker(s), S=${x.simulateStepMs} ms: iteration ${x.iterationMsMedian.toFixed(0)} ms, overhead ${x.overheadMs.toFixed(0)} ms ` +
-        `(reduce+Adam ${x.reduceAdamMs.toFixed(0)} ms, transport ${x.transportMs.toFixed(0)} ms = ${x.transportVsMemcpy.toFixed(2)}x memcpy ${x.memcpyMs.toFixed(0)} ms)${bare}, ` +
-        `${(x.bytesPerIteration / 1e6).toFixed(0)} MB/iteration, ${x.imagesPerSec.toFixed(0)} img/s, ${x.speedupVsFirst.toFixed(2)}x (efficiency ${(100 * x.efficiency).toFixed(0)} %)`,
-    );
-  }
-  return lines.join('\n');
 }

@@ -2,7 +2,8 @@
 
 import type { Command } from 'commander';
 import { GanDistError } from '../protocol/errors.ts';
-import { MIN_INTERLEAVED_ITERATIONS, SEED_REAL_BATCH, benchScaling, formatScaling } from '../bench/scaling.ts';
+import { MIN_INTERLEAVED_ITERATIONS, SEED_REAL_BATCH, benchScaling } from '../bench/scaling.ts';
+import { formatScaling } from '../bench/scaling-report.ts';
 import { benchMemory } from '../bench/memory.ts';
 import { benchAdam, formatAdamBench } from '../bench/adam.ts';
 import { benchWire, formatWireBench } from '../bench/wire.ts';

@@ -31,28 +31,27 @@
 // checkpoint is an error naming the file and the fault, and loadLatestCheckpoint falls back to
 // the previous one with a warning: garbage is never loaded.
 
-import { createHash } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { dirname, join } from 'node:path';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import type { TrainConfig } from '../config.ts';
 import { GanDistError } from '../errors.ts';
-import type { NamedArrays } from '../model/architecture.ts';
+import { sizeOf, type NamedArrays } from '../model/architecture.ts';
+import { bytesOf, inTableOrder, readVerified, split, syncDir, writeChunks } from './checkpoint-files.ts';
+import {
+  CHECKPOINT_FORMAT,
+  CHECKPOINT_VERSION,
+  checkpointError,
+  MANIFEST,
+  readManifest,
+  sealManifest,
+  type CheckpointSpec,
+  type FileEntry,
+} from './checkpoint-manifest.ts';
 
-export const CHECKPOINT_FORMAT = 'gan-dist-checkpoint';
-export const CHECKPOINT_VERSION = 1;
 export const CHECKPOINTS_DIR = 'checkpoints';
 export const DEFAULT_KEEP = 3;
-const MANIFEST = 'manifest.json';
-const ZERO_SUM = '0'.repeat(64);
-
-/** One row of the parameter table as a checkpoint records it. */
-export interface CheckpointSpec {
-  name: string;
-  shape: number[];
-  role: 'learnable' | 'state';
-}
 
 export interface CheckpointState {
   /** Iterations completed. */
@@ -73,26 +72,6 @@ export interface CheckpointState {
   specs: CheckpointSpec[];
 }
 
-export interface FileEntry {
-  bytes: number;
-  sha256: string;
-}
-
-export interface CheckpointManifest {
-  format: typeof CHECKPOINT_FORMAT;
-  manifestSha256: string;
-  version: number;
-  iteration: number;
-  epoch: number;
-  runId: string;
-  createdAt: string;
-  config: TrainConfig;
-  parameters: CheckpointSpec[];
-  data: unknown;
-  rng: unknown;
-  files: Record<string, FileEntry>;
-}
-
 export interface LoadedCheckpoint extends CheckpointState {
   /** The checkpoint's directory. */
   path: string;
@@ -101,10 +80,6 @@ export interface LoadedCheckpoint extends CheckpointState {
 
 export const checkpointName = (iteration: number): string => `iter-${String(iteration).padStart(6, '0')}`;
 const CHECKPOINT_RE = /^iter-(\d+)$/;
-
-const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-
-const fail = (message: string, hint?: string) => new GanDistError('GAN_DIST_E_CHECKPOINT', message, hint);
 
 /** The checkpoints of a run directory, oldest first; [] when it has none (or no checkpoints/). */
 export function listCheckpoints(runDir: string): { iteration: number; path: string }[] {
@@ -121,59 +96,6 @@ export function listCheckpoints(runDir: string): { iteration: number; path: stri
     .filter((e): e is { name: string; m: RegExpExecArray } => e.m !== null)
     .map((e) => ({ iteration: Number(e.m[1]), path: join(dir, e.name) }))
     .sort((a, b) => a.iteration - b.iteration);
-}
-
-/** fsync of a directory makes a rename inside it durable; Windows cannot open directories for it. */
-async function syncDir(dir: string): Promise<void> {
-  if (process.platform === 'win32') return;
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Writes `chunks` to a new file, fsyncs it, and returns its size and SHA-256. */
-async function writeChunks(path: string, chunks: Iterable<Uint8Array>): Promise<FileEntry> {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  const fh = await open(path, 'wx');
-  try {
-    for (const c of chunks) {
-      hash.update(c);
-      let off = 0;
-      while (off < c.byteLength) off += (await fh.write(c, off, c.byteLength - off)).bytesWritten;
-      bytes += c.byteLength;
-    }
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  return { bytes, sha256: hash.digest('hex') };
-}
-
-const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-
-/** The arrays of `named` in table order, each checked against its shape. */
-function* inTableOrder(named: NamedArrays, specs: CheckpointSpec[], what: string): Generator<Uint8Array> {
-  for (const s of specs) {
-    const a = named[s.name];
-    if (!a) throw fail(`cannot save a checkpoint: ${what} has no "${s.name}"`);
-    if (a.length !== sizeOf(s.shape)) {
-      throw fail(
-        `cannot save a checkpoint: ${what} "${s.name}" has ${a.length} values, its shape [${s.shape}] needs ${sizeOf(s.shape)}`,
-      );
-    }
-    yield bytesOf(a);
-  }
-}
-
-/** The manifest's text with its own checksum filled in (see the format above). */
-function sealManifest(m: Omit<CheckpointManifest, 'manifestSha256'>): string {
-  const { format, ...rest } = m;
-  const text = `${JSON.stringify({ format, manifestSha256: ZERO_SUM, ...rest }, null, 2)}\n`;
-  return text.replace(ZERO_SUM, createHash('sha256').update(text).digest('hex'));
 }
 
 export interface SaveOptions {
@@ -197,7 +119,8 @@ export async function saveCheckpoint(
   const keep = opts.keep ?? DEFAULT_KEEP;
   if (!Number.isInteger(keep) || keep < 1) throw new RangeError('options.keep must be an integer >= 1');
   // The .f32 files are the host's bytes: say so loudly on the rare big-endian machine.
-  if (endianness() !== 'LE') throw fail('checkpoints are little-endian float32 and this machine is big-endian');
+  if (endianness() !== 'LE')
+    throw checkpointError('checkpoints are little-endian float32 and this machine is big-endian');
   const dir = join(runDir, CHECKPOINTS_DIR);
   await mkdir(dir, { recursive: true });
   for (const name of await readdir(dir)) {
@@ -252,94 +175,6 @@ export async function saveCheckpoint(
   return { path: final, bytes, removed };
 }
 
-function checkManifest(m: unknown, where: string): CheckpointManifest {
-  const bad = (what: string) =>
-    fail(`checkpoint ${where}: manifest.json ${what}`, 'the checkpoint is damaged; use an older one');
-  if (m === null || typeof m !== 'object' || Array.isArray(m)) throw bad('is not a JSON object');
-  const o = m as Record<string, unknown>;
-  if (o.format !== CHECKPOINT_FORMAT)
-    throw bad(`has format ${JSON.stringify(o.format)}, expected "${CHECKPOINT_FORMAT}"`);
-  if (typeof o.version !== 'number' || o.version > CHECKPOINT_VERSION) {
-    throw fail(
-      `checkpoint ${where}: format version ${String(o.version)} is newer than this gan-dist reads (${CHECKPOINT_VERSION})`,
-      'upgrade gan-dist to read it',
-    );
-  }
-  const isCount = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 0;
-  if (!isCount(o.iteration)) throw bad('has no valid "iteration"');
-  if (!isCount(o.epoch)) throw bad('has no valid "epoch"');
-  if (typeof o.runId !== 'string') throw bad('has no "runId"');
-  if (o.config === null || typeof o.config !== 'object') throw bad('has no "config" object');
-  const params = o.parameters;
-  if (
-    !Array.isArray(params) ||
-    !params.every(
-      (p) =>
-        p !== null &&
-        typeof p === 'object' &&
-        typeof p.name === 'string' &&
-        Array.isArray(p.shape) &&
-        p.shape.every(isCount) &&
-        (p.role === 'learnable' || p.role === 'state'),
-    )
-  ) {
-    throw bad('has no valid "parameters" table');
-  }
-  const files = o.files as Record<string, FileEntry> | undefined;
-  for (const f of ['weights.f32', 'adam-m.f32', 'adam-v.f32', 'zvalidation.f32']) {
-    const e = files?.[f];
-    if (!e || !isCount(e.bytes) || typeof e.sha256 !== 'string') throw bad(`has no valid entry for ${f}`);
-  }
-  return o as unknown as CheckpointManifest;
-}
-
-/** Reads one binary file, checking its size against the manifest and the table, then its SHA-256. */
-async function readVerified(
-  dir: string,
-  file: string,
-  entry: FileEntry,
-  expectedBytes: number | undefined,
-): Promise<Float32Array> {
-  const path = join(dir, file);
-  let buf: Buffer;
-  try {
-    buf = await readFile(path);
-  } catch (err) {
-    throw fail(
-      `checkpoint ${dir}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
-    );
-  }
-  if (buf.byteLength !== entry.bytes) {
-    throw fail(
-      `checkpoint ${dir}: ${file} has ${buf.byteLength} bytes, the manifest says ${entry.bytes} (truncated or overwritten)`,
-    );
-  }
-  if (expectedBytes !== undefined && entry.bytes !== expectedBytes) {
-    throw fail(`checkpoint ${dir}: ${file} has ${entry.bytes} bytes, the parameter table needs ${expectedBytes}`);
-  }
-  if (entry.bytes % 4 !== 0)
-    throw fail(`checkpoint ${dir}: ${file} has ${entry.bytes} bytes, not a whole number of float32 values`);
-  const sum = createHash('sha256').update(buf).digest('hex');
-  if (sum !== entry.sha256) {
-    throw fail(`checkpoint ${dir}: ${file} is corrupt (sha256 ${sum}, the manifest says ${entry.sha256})`);
-  }
-  // A fresh, aligned copy: a Buffer from readFile may sit at any offset of a shared pool.
-  const out = new Float32Array(buf.byteLength / 4);
-  new Uint8Array(out.buffer).set(buf);
-  return out;
-}
-
-function split(flat: Float32Array, specs: CheckpointSpec[]): NamedArrays {
-  const out: NamedArrays = {};
-  let o = 0;
-  for (const s of specs) {
-    const n = sizeOf(s.shape);
-    out[s.name] = flat.slice(o, o + n);
-    o += n;
-  }
-  return out;
-}
-
 export interface LoadOptions {
   /** The table the caller's model has: a checkpoint of another model is refused, naming the difference. */
   expectSpecs?: { name: string; shape: number[]; role: string }[];
@@ -357,7 +192,7 @@ export function assertSameTable(
     const desc = (s?: { name: string; shape: number[]; role: string }) =>
       s ? `${s.name} [${s.shape}] ${s.role}` : 'nothing';
     if (!g || !w || g.name !== w.name || g.role !== w.role || g.shape.join() !== w.shape.join()) {
-      throw fail(
+      throw checkpointError(
         `checkpoint ${where} is of another model: parameter ${i} is ${desc(g)}, this model has ${desc(w)}`,
         'use the same --image-size, --filters and --latent as the run that wrote it',
       );
@@ -371,29 +206,9 @@ export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Prom
   try {
     if ((await stat(path)).isFile()) dir = dirname(path);
   } catch {
-    throw fail(`no checkpoint at ${path}`);
+    throw checkpointError(`no checkpoint at ${path}`);
   }
-  let text: string;
-  try {
-    text = await readFile(join(dir, MANIFEST), 'utf8');
-  } catch {
-    throw fail(`checkpoint ${dir}: manifest.json is missing`, 'the checkpoint is incomplete; use an older one');
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw fail(
-      `checkpoint ${dir}: manifest.json is not valid JSON (${(err as Error).message})`,
-      'the checkpoint is damaged; use an older one',
-    );
-  }
-  const sealed = (parsed as { manifestSha256?: unknown } | null)?.manifestSha256;
-  if (typeof sealed !== 'string' || !/^[0-9a-f]{64}$/.test(sealed))
-    throw fail(`checkpoint ${dir}: manifest.json has no valid manifestSha256`);
-  const sum = createHash('sha256').update(text.replace(sealed, ZERO_SUM)).digest('hex');
-  if (sum !== sealed) throw fail(`checkpoint ${dir}: manifest.json is corrupt (sha256 ${sum}, it says ${sealed})`);
-  const m = checkManifest(parsed, dir);
+  const m = await readManifest(dir);
   if (opts.expectSpecs) assertSameTable(dir, m.parameters, opts.expectSpecs);
 
   const learnables = m.parameters.filter((s) => s.role === 'learnable');
@@ -428,7 +243,7 @@ export interface LoadLatestOptions extends LoadOptions {
 export async function loadLatestCheckpoint(runDir: string, opts: LoadLatestOptions = {}): Promise<LoadedCheckpoint> {
   const all = listCheckpoints(runDir);
   if (all.length === 0) {
-    throw fail(
+    throw checkpointError(
       `no checkpoint in ${runDir} (${join(runDir, CHECKPOINTS_DIR)} is empty or missing)`,
       'give a run directory that has saved at least one checkpoint',
     );
@@ -447,7 +262,7 @@ export async function loadLatestCheckpoint(runDir: string, opts: LoadLatestOptio
       );
     }
   }
-  throw fail(
+  throw checkpointError(
     `no intact checkpoint in ${runDir}:\n  ${problems.join('\n  ')}`,
     'the run cannot be resumed from these; start a new run',
   );

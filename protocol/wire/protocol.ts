@@ -33,20 +33,18 @@ import { workerModelConfigProblem, type WorkerModelConfig } from '../config.ts';
 import {
   PREAMBLE_BYTES,
   describe,
-  encodeFrame,
-  frameChunks,
   type FrameChunks,
   firstNonFinite,
   isPlainObject,
-  parseFrame,
   protocolError,
   tableFor,
-  tensorData,
   type Dtype,
   type FrameLimits,
   type OutgoingTensor,
   type TypedArray,
 } from './framing.ts';
+import { encodeFrame, frameChunks } from './frame-encoder.ts';
+import { parseFrame, tensorData } from './frame-decoder.ts';
 import { WIRE_DTYPES, isHalfDtype, type WireDtype } from './wire-dtype.ts';
 
 export {

@@ -4,18 +4,13 @@ import {
   createSwdEvaluator,
   SWD_DIRECTION_BLOCK,
   evalLatents,
-  laplacianPyramid,
-  normalizeDescriptors,
-  patchDescriptors,
   pickRealImages,
   prepareRunEvaluation,
   pyramidResolutions,
-  pyrDown,
-  pyrUp,
-  sortedProjections,
-  sortFloat32,
-  randomDirections,
 } from '../../metrics/swd.ts';
+import { laplacianPyramid, pyrDown, pyrUp } from '../../metrics/pyramid.ts';
+import { normalizeDescriptors, patchDescriptors } from '../../metrics/descriptors.ts';
+import { randomDirections, sortedProjections, sortFloat32 } from '../../metrics/projections.ts';
 
 const randomImages = (count: number, size: number, seed: number, lo = 0, hi = 256) => {
   const rng = new Rng(seed);

@@ -21,15 +21,10 @@ import {
   frameLimitFor,
   type Message,
 } from '../../protocol/wire/protocol.ts';
-import {
-  decideTransport,
-  removeStaleRegions,
-  ShmFile,
-  ShmRegion,
-  ShmWorkerFiles,
-  SHM_HEADER_BYTES,
-} from '../../protocol/wire/shm.ts';
+import { decideTransport, removeStaleRegions, ShmRegion, ShmWorkerFiles } from '../../protocol/wire/shm.ts';
+import { ShmFile, SHM_HEADER_BYTES } from '../../protocol/wire/shm-file.ts';
 import { train } from '../../coordinator/train.ts';
+import { Rng } from '../../protocol/rng.ts';
 
 import { repoRoot as root } from '../support/paths.ts';
 // Test regions live in a folder of their own, so no test touches another run's region.
@@ -173,20 +168,22 @@ describe('shared-memory transport', () => {
     }
   });
 
-  it('never hands out a torn frame when the writer is killed -9 mid-write', async () => {
+  // Seeds the moment of the kill; the title names it, so a failing run can be replayed.
+  const KILL_SEED = 0x5eed;
+  it(`never hands out a torn frame when the writer is killed -9 mid-write (seed ${KILL_SEED})`, async () => {
     const { region } = ShmRegion.create(shmRoot);
     try {
       const file = region.attach(5, 8 * 2 ** 20);
       // The child writes 8 MB frames, each filled with its own sequence number, as fast as it can.
       const c = child(`
-        import { ShmFile } from './protocol/wire/shm.ts';
+        import { ShmFile } from './protocol/wire/shm-file.ts';
         const f = new ShmFile(${JSON.stringify(file)}, 'open');
         const frame = Buffer.alloc(8 * 2 ** 20);
         console.log('ready go');
         for (let seq = 1; ; seq++) { frame.fill(seq % 251); f.write(frame, seq); }
       `);
       await c.ready;
-      await new Promise((r) => setTimeout(r, 150 + Math.random() * 100));
+      await new Promise((r) => setTimeout(r, 150 + new Rng(KILL_SEED).uniform() * 100));
       c.p.kill('SIGKILL');
       await c.exited;
       const header = Buffer.alloc(SHM_HEADER_BYTES);

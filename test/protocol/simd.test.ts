@@ -11,7 +11,8 @@ import { firstNonFinite } from '../../protocol/wire/framing.ts';
 import { meanAdamStep } from '../../coordinator/optimizer/adam.ts';
 import { addScaled, addScaledMany } from '../../coordinator/optimizer/reduce.ts';
 import { simdArena } from '../../protocol/arena/simd.ts';
-import { arenaMemory, ShmFile } from '../../protocol/wire/shm.ts';
+import { arenaMemory } from '../../protocol/wire/receive-memory.ts';
+import { ShmFile } from '../../protocol/wire/shm-file.ts';
 
 /** The JavaScript loop the kernel must match, element by element (reduce.ts before the arena). */
 function addScaledJs(sum: Float32Array, g: Float32Array, n: number, first: boolean, from: number, to: number): void {
