@@ -4,26 +4,17 @@
 
 import { randomUUID } from 'node:crypto';
 import { ADAM_EPSILON } from './optimizer/adam.ts';
-import { modelConfigOf, workerModelConfigOf, type TrainConfig } from '../protocol/config.ts';
+import { modelConfigOf, workerModelConfigOf } from '../protocol/config.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import { Dispatcher, type ShardAnswer, type ShardTask } from './dispatcher.ts';
-import { logEvent, type RunLogger } from './logger.ts';
-import {
-  frameLimitFor,
-  paramTableHash,
-  type FrameLimits,
-  type GradientsMessage,
-  type SampleMessage,
-  type WireDtype,
-} from '../protocol/wire/protocol.ts';
+import { logEvent } from './logger.ts';
+import { frameLimitFor, paramTableHash, type FrameLimits, type GradientsMessage } from '../protocol/wire/protocol.ts';
 import { Optimizer } from './optimizer/optimizer.ts';
 import { poolBatchStats, updateRunningStats } from './optimizer/reduce.ts';
-import { bnLayers, bnTensorCount, checkBnSums, type BnLayer } from '../protocol/wire/bn-sums.ts';
-import { Rng, type RngState } from '../protocol/rng.ts';
+import { bnLayers, type BnLayer } from '../protocol/wire/bn-sums.ts';
+import { Rng } from '../protocol/rng.ts';
 import { PeerServer, type Peer } from './server.ts';
-import type { ShmRegion } from '../protocol/wire/shm.ts';
-import { evalEventFields, type RunEvaluation } from '../metrics/swd.ts';
-import { attachMonitors, type LogBroadcaster } from './broadcast.ts';
+import { attachMonitors } from './broadcast.ts';
 import {
   initialParams,
   parameterTable,
@@ -31,9 +22,10 @@ import {
   type NamedArrays,
   type ParamSpec,
 } from '../protocol/model/architecture.ts';
-import type { BatchIterator, IteratorState } from '../data/batches.ts';
 import {
+  gradientsProblem,
   iterationRecord,
+  shardWeights,
   logIteration,
   poolAnswers,
   shardTasks,
@@ -41,77 +33,11 @@ import {
   type IterationRecord,
 } from './iteration.ts';
 import { WorkerLinks } from './links.ts';
+import type { CoordinatorOptions, RunSnapshot, RunState } from './options.ts';
+import { Generation } from './generation.ts';
 
 /** How long a shutdown waits for a worker's socket to take its stop frame. */
 const STOP_DRAIN_MS = 2_000;
-
-export type RunState = 'starting' | 'waiting' | 'running' | 'stopping' | 'finished' | 'failed';
-
-/** Everything a checkpoint holds so that a resume continues the same run. */
-export interface RunSnapshot {
-  runId: string;
-  iteration: number;
-  epoch: number;
-  config: TrainConfig;
-  params: NamedArrays;
-  adamM: NamedArrays;
-  adamV: NamedArrays;
-  zValidation: Float32Array;
-  rng: { z: RngState; flip: RngState };
-  data: IteratorState;
-}
-
-export interface CoordinatorOptions {
-  config: TrainConfig;
-  /** Remote monitors (`gan-dist watch ws://...`): they get every log line and may ask for Stop. */
-  monitors?: LogBroadcaster;
-  /**
-   * The shared-memory region of this run (--transport auto|shm with local workers): a worker that
-   * attaches to it gets weights and returns gradients through /dev/shm; others use the socket.
-   */
-  shm?: ShmRegion;
-  batches: BatchIterator;
-  iterationsPerEpoch: number;
-  log: RunLogger;
-  token: string;
-  host: string;
-  port: number;
-  /** wss with this certificate; plain ws on loopback without. */
-  tls?: { cert: string; key: string };
-  minWorkers: number;
-  /** Shard sizes: equal ('off', the default: a run's arithmetic then does not depend on who computes), or by measured throughput. */
-  balance?: 'off' | 'throughput';
-  /** --adam-threads: threads of the reduction and Adam (default optimizer.ts DEFAULT_OPTIMIZER_THREADS; 1: main thread). Never changes the floats. */
-  adamThreads?: number;
-  /** Resume from this snapshot instead of initialising. */
-  resume?: RunSnapshot;
-  checkpointEvery: number;
-  /** Checkpoint at the end of the run and on Stop (default true). */
-  finalCheckpoint?: boolean;
-  /** Persists a snapshot (checkpoint); called at checkpointEvery and at stop. */
-  saveSnapshot: (s: RunSnapshot) => Promise<string>;
-  /** Writes a sample grid for `iteration` (k images HWC in [-1, 1]). */
-  writeSamples: (iteration: number, images: Float32Array, count: number) => Promise<string>;
-  /** --eval-every K: score G by SWD every K iterations, at iteration 0 of a new run and at the iteration bound (0 or absent: never). */
-  evalEvery?: number;
-  /** The fixed real sample, floor and latents of those scores (swd.ts prepareRunEvaluation); required with evalEvery. */
-  evaluation?: RunEvaluation;
-  /** Called after every iteration, for the console and the terminal UI. */
-  onIteration?: (r: IterationRecord) => void;
-  onEvent?: (event: string, fields: Record<string, unknown>) => void;
-  /** Sees each iteration's whole-batch draws (tests check they do not depend on the workers). */
-  onDraw?: (iteration: number, z: Float32Array, flip: Uint8Array) => void;
-  /**
-   * --wire-dtype: the form of the weights sent to socket workers and of the gradients they send
-   * back (default float32, exact). Master weights and Adam stay float32 here whatever it is.
-   */
-  wireDtype?: WireDtype;
-  /**
-   * Benchmarks only: the number of shards of iteration t, overriding min-workers and the live
-   * count (bench scaling alternates 1 and 2 shards so both see the same minutes of a noisy host).
-   */
-  shardsAt?: (iteration: number) => number;
-}
 
 export class Coordinator {
   state: RunState = 'starting';
@@ -135,10 +61,7 @@ export class Coordinator {
   private server?: PeerServer;
   private stopReason?: string;
   private readonly stopController = new AbortController();
-  private pendingSample?: { peerId: number; resolve: (m: SampleMessage) => void; reject: (e: Error) => void };
-  /** The SWD being computed while training goes on (at most one), and the iteration it scores. */
-  private evaluating?: Promise<void>;
-  private lastEvaluated?: number;
+  private readonly generation: Generation;
   private readonly bnLayers: BnLayer[];
   readonly maxIterations: number;
   endpoint?: string;
@@ -180,8 +103,15 @@ export class Coordinator {
     this.dispatcher = new Dispatcher({
       weights: (slot) =>
         this.links.weightsFor(slot.peer.id, { version: this.version, iteration: this.iteration, params: this.params }),
-      validate: (m) => this.validateGradients(m),
+      validate: (m) => gradientsProblem(m, this.learnables, this.bnLayers),
       event: (name, fields, level) => this.event(name, fields, level),
+    });
+    this.generation = new Generation({
+      dispatcher: this.dispatcher,
+      latent: cfg.latent,
+      event: (name, fields, level) => this.event(name, fields, level),
+      writeSamples: opts.writeSamples,
+      evaluation: opts.evaluation,
     });
   }
 
@@ -194,24 +124,6 @@ export class Coordinator {
     const from = this.state;
     this.state = to;
     this.event('state', { from, to, ...fields });
-  }
-
-  get workers(): Dispatcher['workers'] {
-    return this.dispatcher.workers;
-  }
-
-  private validateGradients(m: GradientsMessage): string | undefined {
-    for (const s of this.learnables) {
-      const g = m.tensors[s.name];
-      if (!g) return `missing gradient for ${s.name}`;
-      if (g.length !== sizeOf(s.shape)) return `gradient ${s.name} has ${g.length} values, expected ${sizeOf(s.shape)}`;
-    }
-    const bad = checkBnSums(m.tensors, this.bnLayers);
-    if (bad) return bad;
-    const expected = this.learnables.length + bnTensorCount(this.bnLayers);
-    if (Object.keys(m.tensors).length !== expected)
-      return `carries ${Object.keys(m.tensors).length} tensors, expected ${expected}`;
-    return undefined;
   }
 
   /** Opens the endpoint workers join. Returns "host:port" actually bound. */
@@ -257,8 +169,7 @@ export class Coordinator {
       );
       this.dispatcher.remove(peer.id, reason);
       this.links.forget(peer.id);
-      if (this.pendingSample?.peerId === peer.id)
-        this.pendingSample.reject(new Error(`worker ${peer.id} left: ${reason}`));
+      this.generation.onGone(peer, reason);
     });
     this.server.on('rejected', (r: { address: string; reason: string }) => this.event('peer-rejected', r, 'warn'));
     this.server.on('message', (peer: Peer, msg) => {
@@ -269,14 +180,11 @@ export class Coordinator {
           this.dispatcher.onGradients(peer, msg);
           return;
         case 'sample':
-          if (this.pendingSample?.peerId === peer.id) this.pendingSample.resolve(msg);
+          this.generation.onSample(peer, msg);
           return;
         case 'shmAttach':
-          if (this.links.attach(peer, msg.region, this.frameLimits!)) {
-            // From the next weights on, this worker is served through the region.
-            const slot = this.dispatcher.workers.get(peer.id);
-            if (slot) slot.weightsVersion = -1;
-          }
+          // From the next weights on, this worker is served through the region.
+          if (this.links.attach(peer, msg.region, this.frameLimits!)) this.dispatcher.resendWeights(peer.id);
           return;
         case 'gradientsRef':
           void this.links.readGradients(peer, msg, this.frameLimits!).then((m) => {
@@ -355,8 +263,8 @@ export class Coordinator {
         }
       }
       // The run's end is scored too, so its curve ends at its last iteration.
-      if (evalEvery > 0 && !this.stopReason && this.lastEvaluated !== this.iteration) await this.evaluate();
-      await this.evaluating;
+      if (evalEvery > 0 && !this.stopReason && this.generation.lastEvaluated !== this.iteration) await this.evaluate();
+      await this.generation.settled();
       this.transition('stopping', { reason: this.stopReason ?? 'iteration bound reached' });
       if (this.iteration !== lastCheckpoint && this.opts.finalCheckpoint !== false) await this.checkpoint();
       // The last lines first, so remote monitors see the end before their connections close.
@@ -414,7 +322,11 @@ export class Coordinator {
       this.event('waiting-for-workers', { iteration: inputs.iteration }, 'warn');
       await this.dispatcher.waitForWorkers(1);
     }
-    const tasks = shardTasks(cfg, inputs, this.shardWeights(inputs.iteration));
+    // At least min-workers shards, so that a lost worker's shard is recomputed whole by another and
+    // the split, hence the arithmetic, stays as it was.
+    const live = [...this.dispatcher.workers.values()];
+    const count = this.opts.shardsAt?.(inputs.iteration) ?? Math.max(this.opts.minWorkers, live.length);
+    const tasks = shardTasks(cfg, inputs, shardWeights(live, count, this.opts.balance));
     // (1) Gather, summing n_k g_k as results arrive.
     const sent = performance.now();
     const { answers, reduceMs } = await this.gather(inputs.iteration, tasks);
@@ -422,12 +334,8 @@ export class Coordinator {
     // (2) Pool BatchNorm statistics and scores; (3) Adam on the mean gradient.
     const pooled = poolAnswers(answers, this.bnLayers, cfg.batchSize);
     // The mean and Adam in one pass (threads: one slice each), bitwise the single-threaded result.
-    await this.optimizer.step(inputs.iteration, {
-      lr: cfg.lr,
-      beta1: cfg.beta1,
-      beta2: cfg.beta2,
-      epsilon: ADAM_EPSILON,
-    });
+    const { lr, beta1, beta2 } = cfg;
+    await this.optimizer.step(inputs.iteration, { lr, beta1, beta2, epsilon: ADAM_EPSILON });
     updateRunningStats(this.params, poolBatchStats(pooled.bn));
     const adamMs = performance.now() - gathered;
     this.version++;
@@ -477,94 +385,13 @@ export class Coordinator {
     return { answers, reduceMs };
   }
 
-  /**
-   * One weight per shard. At least min-workers shards, so that a lost worker's shard is
-   * recomputed whole by another and the split, hence the arithmetic, stays as it was.
-   */
-  private shardWeights(iteration: number): number[] {
-    const live = [...this.dispatcher.workers.values()];
-    const count = this.opts.shardsAt?.(iteration) ?? Math.max(this.opts.minWorkers, live.length);
-    if (this.opts.balance !== 'throughput') return Array(count).fill(1);
-    const known = live.map((w) => w.rowsPerMs).filter((x): x is number => x !== undefined);
-    const mean = known.length ? known.reduce((a, b) => a + b, 0) / known.length : 1;
-    return Array.from({ length: count }, (_, i) => live[i]?.rowsPerMs ?? mean);
-  }
-
-  /** G(z) in inference mode on one idle worker (k rows of z); undefined when none could do it. */
-  private async generateOnWorker(
-    z: Float32Array,
-    k: number,
-    what: 'sample' | 'eval',
-  ): Promise<Float32Array | undefined> {
-    const cfg = this.opts.config;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const slot = this.dispatcher.idleWorker();
-      if (!slot) return undefined;
-      this.dispatcher.syncWeights(slot);
-      const got = new Promise<SampleMessage>((resolve, reject) => {
-        this.pendingSample = { peerId: slot.peer.id, resolve, reject };
-      });
-      slot.peer.send({
-        type: 'sampleRequest',
-        iteration: this.iteration,
-        tensors: { z },
-        shapes: { z: [k, cfg.latent] },
-      });
-      try {
-        return (await got).tensors.images;
-      } catch (err) {
-        this.event(`${what}-failed`, { iteration: this.iteration, error: (err as Error).message }, 'warn');
-      } finally {
-        this.pendingSample = undefined;
-      }
-    }
-    return undefined;
-  }
-
   /** G(ZValidation) in inference mode on one worker, written as the 5x5 tile PNG. */
   async sample(): Promise<string | undefined> {
-    const k = this.opts.config.numValidationImages;
-    const images = await this.generateOnWorker(this.zValidation, k, 'sample');
-    if (!images) return undefined;
-    try {
-      const file = await this.opts.writeSamples(this.iteration, images, k);
-      this.event('sample-written', { iteration: this.iteration, path: file });
-      return file;
-    } catch (err) {
-      this.event('sample-failed', { iteration: this.iteration, error: (err as Error).message }, 'warn');
-      return undefined;
-    }
+    return this.generation.sample(this.iteration, this.zValidation, this.opts.config.numValidationImages);
   }
 
-  /**
-   * SWD of G at this iteration, on the run's fixed evaluation latents against its fixed real
-   * sample: one `eval` event. Only the images are made now (one worker, between iterations);
-   * the distance is computed in slices of tens of ms on this thread while training goes on
-   * (swdAsync). Where the workers leave the coordinator a core, that hides most of its seconds;
-   * where they fill every core, it still takes its CPU time from them. One at a time: a due
-   * evaluation first waits for the previous one. Resolves once the images are in hand.
-   */
+  /** SWD of G at this iteration (generation.ts): resolves once the images are in hand. */
   async evaluate(): Promise<void> {
-    const e = this.opts.evaluation;
-    if (!e) return;
-    await this.evaluating;
-    const iteration = this.iteration;
-    this.lastEvaluated = iteration;
-    const t0 = performance.now();
-    const images = await this.generateOnWorker(e.z, e.count, 'eval');
-    if (!images) return;
-    this.evaluating = e.evaluator
-      .swdAsync(images)
-      .then((r) =>
-        this.event(
-          'eval',
-          evalEventFields(iteration, r, {
-            floor: Math.round(e.floor.mean * 1000) / 1000,
-            count: e.count,
-            ms: Math.round(performance.now() - t0),
-          }),
-        ),
-      )
-      .catch((err: Error) => this.event('eval-failed', { iteration, error: err.message }, 'warn'));
+    await this.generation.evaluate(this.iteration);
   }
 }

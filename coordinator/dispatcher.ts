@@ -85,6 +85,12 @@ export class Dispatcher {
     this.pump();
   }
 
+  /** The worker's next task comes with the current weights again (it now gets them another way). */
+  resendWeights(peerId: number): void {
+    const slot = this.workers.get(peerId);
+    if (slot) slot.weightsVersion = -1;
+  }
+
   remove(peerId: number, reason: string): void {
     const slot = this.workers.get(peerId);
     if (!slot) return;

@@ -1,11 +1,13 @@
-// The pieces of one iteration that are plain data: the shard frames cut from the batch, the
-// scores and BatchNorm sums pooled over the answers, and the record (and log line) it leaves.
+// The pieces of one iteration that are plain data: the shard split and frames cut from the batch,
+// the check of each answer, the scores and BatchNorm sums pooled over them, and the record (and
+// log line) the iteration leaves.
 
 import type { TrainConfig } from '../protocol/config.ts';
-import { readBnSums, type BnLayer, type BnSumsByLayer } from '../protocol/wire/bn-sums.ts';
-import { encodeMessage } from '../protocol/wire/protocol.ts';
+import { sizeOf, type ParamSpec } from '../protocol/model/architecture.ts';
+import { bnTensorCount, checkBnSums, readBnSums, type BnLayer, type BnSumsByLayer } from '../protocol/wire/bn-sums.ts';
+import { encodeMessage, type GradientsMessage } from '../protocol/wire/protocol.ts';
 import type { Batch } from '../data/batches.ts';
-import type { ShardAnswer, ShardTask } from './dispatcher.ts';
+import type { ShardAnswer, ShardTask, WorkerSlot } from './dispatcher.ts';
 import type { RunLogger } from './logger.ts';
 import { splitRows } from './optimizer/reduce.ts';
 
@@ -40,6 +42,14 @@ export interface IterationInputs {
   flip: Uint8Array;
 }
 
+/** One weight per shard: equal, or (--balance throughput) each live worker's measured rows per ms. */
+export function shardWeights(live: WorkerSlot[], count: number, balance: 'off' | 'throughput' = 'off'): number[] {
+  if (balance !== 'throughput') return Array(count).fill(1);
+  const known = live.map((w) => w.rowsPerMs).filter((x): x is number => x !== undefined);
+  const mean = known.length ? known.reduce((a, b) => a + b, 0) / known.length : 1;
+  return Array.from({ length: count }, (_, i) => live[i]?.rowsPerMs ?? mean);
+}
+
 /** The shards of one iteration, one per weight, each with its frame encoded once. */
 export function shardTasks(cfg: TrainConfig, inputs: IterationInputs, weights: number[]): ShardTask[] {
   const { batch, z, flip } = inputs;
@@ -68,6 +78,21 @@ export function shardTasks(cfg: TrainConfig, inputs: IterationInputs, weights: n
       },
     }),
   }));
+}
+
+/** What is wrong with a worker's gradients message, or undefined: one tensor per learnable and BatchNorm sum, each of its size. */
+export function gradientsProblem(m: GradientsMessage, learnables: ParamSpec[], layers: BnLayer[]): string | undefined {
+  for (const s of learnables) {
+    const g = m.tensors[s.name];
+    if (!g) return `missing gradient for ${s.name}`;
+    if (g.length !== sizeOf(s.shape)) return `gradient ${s.name} has ${g.length} values, expected ${sizeOf(s.shape)}`;
+  }
+  const bad = checkBnSums(m.tensors, layers);
+  if (bad) return bad;
+  const expected = learnables.length + bnTensorCount(layers);
+  if (Object.keys(m.tensors).length !== expected)
+    return `carries ${Object.keys(m.tensors).length} tensors, expected ${expected}`;
+  return undefined;
 }
 
 /** Scores and losses as batch means, and each shard's BatchNorm sums, in shard order. */

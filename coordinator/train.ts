@@ -1,35 +1,23 @@
 // `gan-dist train`: the run directory, the data, the token, the coordinator and its local
 // workers, wired together; Ctrl-C finishes the iteration, checkpoints and exits.
 
-import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { newToken, resolveToken, writeTokenFile, readTokenFile } from '../protocol/wire/auth.ts';
-import { loadTlsIdentity, runTlsIdentity } from '../protocol/wire/tls.ts';
-import { LogBroadcaster } from './broadcast.ts';
-import { loadLatestCheckpoint, saveCheckpoint } from '../protocol/run/checkpoint.ts';
-import type { TrainConfig } from '../protocol/config.ts';
-import { Coordinator, type RunSnapshot } from './coordinator.ts';
-import type { IterationRecord } from './iteration.ts';
-import { GanDistError } from '../protocol/errors.ts';
-import { launchWorker, planWorkers, type LaunchedWorker } from './launcher.ts';
-import { createRunLogger, flushLogger, logEvent } from './logger.ts';
-import {
-  createRunDir,
-  openRunDirForResume,
-  writeEndpoint,
-  writeRunConfig,
-  type RunDir,
-} from '../protocol/run/run-dir.ts';
-import { sampleFileName, writeSampleGrid } from '../protocol/run/samples.ts';
-import { decideTransport, removeStaleRegions, ShmRegion, type TransportChoice } from '../protocol/wire/shm.ts';
-import { evalEventFields, prepareRunEvaluation, type RunEvaluation } from '../metrics/swd.ts';
-import { openDataset } from '../data/index.ts';
-import type { IteratorState } from '../data/batches.ts';
 import type { DataEvent } from '../data/events.ts';
 import { GPU_PACKAGE, installedVersion, parseBackendName } from '../protocol/backends.ts';
-import { parameterTable, sizeOf } from '../protocol/model/architecture.ts';
-import { modelConfigOf } from '../protocol/config.ts';
-import { parseWireDtype, type WireDtype } from '../protocol/wire/wire-dtype.ts';
+import { modelConfigOf, type TrainConfig } from '../protocol/config.ts';
+import { GanDistError } from '../protocol/errors.ts';
+import { parameterTable } from '../protocol/model/architecture.ts';
+import { saveCheckpoint } from '../protocol/run/checkpoint.ts';
+import { writeEndpoint, type RunDir } from '../protocol/run/run-dir.ts';
+import { sampleFileName, writeSampleGrid } from '../protocol/run/samples.ts';
+import type { ShmRegion, TransportChoice } from '../protocol/wire/shm.ts';
+import type { WireDtype } from '../protocol/wire/wire-dtype.ts';
+import { LogBroadcaster } from './broadcast.ts';
+import { Coordinator } from './coordinator.ts';
+import type { IterationRecord } from './iteration.ts';
+import { launchWorker, planWorkers, type LaunchedWorker } from './launcher.ts';
+import { createRunLogger, flushLogger, logEvent, type RunLogger } from './logger.ts';
+import { chooseTransport, openData, openRun, secureRun } from './run-setup.ts';
 
 export interface TrainOptions {
   config: TrainConfig;
@@ -115,120 +103,19 @@ const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const cwd = opts.cwd ?? process.cwd();
   const print = opts.print ?? (() => {});
-  const backend = parseBackendName(opts.backend);
-  if (opts.gpus?.length && (backend === 'auto' || backend === 'tensorflow-gpu') && !installedVersion(GPU_PACKAGE)) {
-    throw new GanDistError(
-      'GAN_DIST_E_BACKEND',
-      `--gpus ${opts.gpus.join(',')} needs ${GPU_PACKAGE}, which is not installed (it requires CUDA 11.2 and cuDNN 8.1)`,
-      `install it with \`npm install ${GPU_PACKAGE}\` on a machine with the NVIDIA libraries (\`gan-dist doctor\` checks them), or train on CPUs with --workers N`,
-    );
-  }
-  const { host, port } = parseListen(opts.listen);
-  // Beyond loopback the connection is always TLS: the user's certificate or one made for the run.
-  const useTls = opts.tls === true || !LOOPBACK.has(host) || !!opts.tlsCert;
-  if (!!opts.tlsCert !== !!opts.tlsKey) {
-    throw new GanDistError(
-      'GAN_DIST_E_CONFIG',
-      '--tls-cert and --tls-key go together',
-      'give both, or neither for a certificate made for the run',
-    );
-  }
+  const { host, port, useTls } = checkOptions(opts);
 
-  // The run directory, and what a resume continues from.
-  let run: RunDir;
-  let resume: RunSnapshot | undefined;
-  let config = opts.config;
-  let data = opts.data ?? 'synthetic';
-  let wireDtype = opts.wireDtype ?? 'float32';
-  const warnings: string[] = [];
-  if (opts.resume) {
-    run = openRunDirForResume(opts.resume, cwd);
-    const {
-      data: storedData,
-      wireDtype: storedWire,
-      ...stored
-    } = JSON.parse(readFileSync(run.configPath, 'utf8')) as TrainConfig & { data?: string; wireDtype?: unknown };
-    config = { ...stored, ...(opts.overrides ?? {}) };
-    data = opts.data ?? storedData ?? 'synthetic';
-    // A resume keeps the run's wire dtype unless --wire-dtype is given again.
-    wireDtype =
-      opts.wireDtype ??
-      (storedWire === undefined ? 'float32' : parseWireDtype(storedWire, `${run.configPath}: wireDtype`));
-    const ckpt = await loadLatestCheckpoint(run.path, {
-      expectSpecs: parameterTable(modelConfigOf(config)),
-      onWarning: (m) => warnings.push(m),
-    });
-    resume = {
-      runId: ckpt.runId,
-      iteration: ckpt.iteration,
-      epoch: ckpt.epoch,
-      config,
-      params: ckpt.params,
-      adamM: ckpt.adamM,
-      adamV: ckpt.adamV,
-      zValidation: ckpt.zValidation,
-      rng: ckpt.rng as RunSnapshot['rng'],
-      data: ckpt.data as IteratorState,
-    };
-  } else {
-    run = createRunDir({ runDir: opts.runDir, cwd });
-  }
-  // config.json: the resolved config, and the data source a resume reads again.
-  writeRunConfig(run, { ...config, data, wireDtype });
+  // The run directory and what a resume continues from; the log; the token and certificate.
+  const opened = await openRun(opts, cwd);
+  const { run, resume, config, data, wireDtype } = opened;
   const monitors = new LogBroadcaster();
   const log = createRunLogger(run.logPath, (line) => monitors.write(line));
-  for (const w of warnings) logEvent(log, 'checkpoint-skipped', { warning: w }, 'warn');
+  for (const w of opened.warnings) logEvent(log, 'checkpoint-skipped', { warning: w }, 'warn');
   logEvent(log, 'config', { config, data, wireDtype, resume: !!resume });
+  const { token, identity } = await secureRun(opts, run, !!resume, useTls);
 
-  // The token: a resume reuses the run's; else --token-file, GAN_DIST_TOKEN, or a new one.
-  let token: string;
-  if (resume && existsSync(run.tokenPath)) token = (await readTokenFile(run.tokenPath)).token;
-  else if (opts.tokenFile || process.env.GAN_DIST_TOKEN)
-    token = (await resolveToken({ tokenFile: opts.tokenFile })).token;
-  else token = newToken();
-  const identity = useTls
-    ? opts.tlsCert
-      ? loadTlsIdentity(opts.tlsCert, opts.tlsKey!)
-      : await runTlsIdentity(run.path)
-    : undefined;
-  // One file gives a worker both the secret and the server's identity.
-  await writeTokenFile(run.tokenPath, { token, fingerprint: identity?.fingerprint });
-
-  if (data === 'synthetic')
-    print('data: synthetic flowers drawn by gan-dist (the default; --data DIR or --data flowers for photos)');
-  const dataset = await openDataset({
-    data,
-    imageSize: config.imageSize,
-    seed: config.seed,
-    miniBatchSize: config.batchSize,
-    threads: opts.dataThreads,
-    resize: opts.resize,
-    log: (e) => {
-      opts.onData?.(e);
-      // Progress ticks are for the console; the log keeps what a person would look back for.
-      if (e.event !== 'data-progress') {
-        const { level, ...fields } = e;
-        log[level](fields, 'event');
-      }
-    },
-  });
-  const batches = dataset.createBatchIterator({ batchSize: config.batchSize, seed: config.seed, state: resume?.data });
-
-  // Training-time SWD: a fixed real sample and its floor, prepared (seconds) before any worker joins.
-  let evaluation: RunEvaluation | undefined;
-  if ((opts.evalEvery ?? 0) > 0) {
-    evaluation = prepareRunEvaluation(dataset, config.latent, opts.evalCount);
-    logEvent(
-      log,
-      'eval-floor',
-      evalEventFields(resume?.iteration ?? 0, evaluation.floor, { count: evaluation.count, seed: evaluation.seed }),
-    );
-    print(
-      `eval: SWD every ${opts.evalEvery} iterations on ${evaluation.count} images; real-vs-real floor ${evaluation.floor.mean.toFixed(2)}`,
-    );
-  }
-
-  // Local workers exchange tensors through /dev/shm when it has room; remote ones use the socket.
+  // The data, the evaluation's fixed real sample, the local workers and how they exchange tensors.
+  const { dataset, batches, evaluation } = await openData(opts, opened, log, print);
   const plan = planWorkers({
     gpus: opts.gpus,
     workers: opts.workers,
@@ -236,35 +123,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     simulateStepMs: opts.simulateStepMs,
     threads: opts.threadsPerWorker,
   });
-  const frameBytes = 4 * parameterTable(modelConfigOf(config)).reduce((n, s) => n + sizeOf(s.shape), 0) + 65536;
-  const transport = opts.transport ?? 'auto';
-  const decision = decideTransport({
-    transport,
-    localWorkers: plan.length,
-    weightsBytes: frameBytes,
-    gradientsBytes: frameBytes,
-    root: opts.shmRoot,
-    free: opts.shmFreeBytes,
-  });
-  let shm: ShmRegion | undefined;
-  if (decision.use) {
-    const made = ShmRegion.create(opts.shmRoot);
-    shm = made.region;
-    if (made.removed.length > 0) logEvent(log, 'shm-stale-removed', { regions: made.removed }, 'warn');
-    logEvent(log, 'transport', {
-      local: 'shm',
-      region: shm.dir,
-      needMB: Math.round(decision.needBytes / 2 ** 20),
-      freeMB: Math.round(decision.freeBytes / 2 ** 20),
-    });
-  } else {
-    // Regions of coordinators killed earlier are removed even by a run that does not use one.
-    const removed = removeStaleRegions(opts.shmRoot);
-    if (removed.length > 0) logEvent(log, 'shm-stale-removed', { regions: removed }, 'warn');
-    const forced = transport === 'shm' && plan.length > 0;
-    logEvent(log, 'transport', { local: 'socket', reason: decision.reason }, forced ? 'warn' : 'info');
-    if (forced) print(`--transport shm: falling back to the socket: ${decision.reason}`);
-  }
+  const shm = chooseTransport(opts, config, plan.length, log, print);
 
   const coordinator = new Coordinator({
     monitors,
@@ -293,31 +152,16 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         );
     },
     finalCheckpoint: !opts.skipFinalCheckpoint,
-    saveSnapshot: async (s) =>
-      (
-        await saveCheckpoint(
-          run.path,
-          {
-            ...s,
-            specs: parameterTable(modelConfigOf(config)).map(({ name, shape, role }) => ({ name, shape, role })),
-          },
-          { keep: opts.keepCheckpoints },
-        )
-      ).path,
+    saveSnapshot: async (s) => {
+      const specs = parameterTable(modelConfigOf(config)).map(({ name, shape, role }) => ({ name, shape, role }));
+      return (await saveCheckpoint(run.path, { ...s, specs }, { keep: opts.keepCheckpoints })).path;
+    },
     writeSamples: async (iteration, images, count) => {
       const file = path.join(run.samplesDir, sampleFileName(iteration));
       await writeSampleGrid(file, images, count, config.imageSize);
       return file;
     },
-    onIteration: (r: IterationRecord) => {
-      const every = opts.printEvery ?? 10;
-      if (r.iteration === 1 || r.iteration % every === 0 || r.iteration === coordinator.maxIterations) {
-        print(
-          `iter ${r.iteration}/${coordinator.maxIterations}  epoch ${r.epoch}  scoreG ${r.scoreG.toFixed(3)}  scoreD ${r.scoreD.toFixed(3)}  ` +
-            `lossG ${r.lossG.toFixed(3)}  lossD ${r.lossD.toFixed(3)}  ${r.imagesPerSec.toFixed(1)} img/s  ${r.workers} worker${r.workers === 1 ? '' : 's'}`,
-        );
-      }
-    },
+    onIteration: (r) => printIteration(r, coordinator.maxIterations, opts.printEvery ?? 10, print),
   });
   opts.onCoordinator?.(coordinator, run.path);
   const endpoint = await coordinator.listen();
@@ -327,24 +171,82 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     `run ${run.path}${resume ? ` (resumed at iteration ${resume.iteration})` : ''}; workers join ${scheme}://${endpoint} with --token-file ${run.tokenPath}`,
   );
   const localUrl = `${scheme}://${LOOPBACK.has(host) ? endpoint : `127.0.0.1:${endpoint.split(':').pop()}`}`;
+  const launched = launchLocalWorkers(plan, { url: localUrl, token, run, tls: !!identity, shm, log });
+  const offSignals = opts.handleSignals ? stopOnSignals(coordinator, launched, print) : () => {};
 
-  const launched: LaunchedWorker[] = [];
-  for (const spec of plan) {
-    spec.shmRegion = shm?.dir;
-    launched.push(
-      launchWorker(
-        spec,
-        localUrl,
-        token,
-        identity ? run.tokenPath : undefined,
-        (w, code, signal) =>
-          logEvent(log, 'worker-exited', { rank: w.rank, gpu: w.gpu, code, signal }, code === 0 ? 'info' : 'warn'),
-        (w, line) => log.debug({ event: 'worker-output', rank: w.rank, line }, 'event'),
-      ),
+  try {
+    const state = await coordinator.run();
+    print(`${state} at iteration ${coordinator.iteration}; run directory ${run.path}`);
+    return { runDir: run.path, state, iteration: coordinator.iteration, runId: coordinator.runId };
+  } finally {
+    offSignals();
+    await Promise.all(launched.map((w) => exited(w, 5000)));
+    dataset.close();
+    shm?.close();
+    // Its final checkpoint is written: the optimizer's memory goes back to this process's arena.
+    await coordinator.dispose();
+    await flushLogger(log);
+  }
+}
+
+/** Flags that contradict each other or the installation, before anything is created. */
+function checkOptions(opts: TrainOptions): { host: string; port: number; useTls: boolean } {
+  const backend = parseBackendName(opts.backend);
+  if (opts.gpus?.length && (backend === 'auto' || backend === 'tensorflow-gpu') && !installedVersion(GPU_PACKAGE)) {
+    throw new GanDistError(
+      'GAN_DIST_E_BACKEND',
+      `--gpus ${opts.gpus.join(',')} needs ${GPU_PACKAGE}, which is not installed (it requires CUDA 11.2 and cuDNN 8.1)`,
+      `install it with \`npm install ${GPU_PACKAGE}\` on a machine with the NVIDIA libraries (\`gan-dist doctor\` checks them), or train on CPUs with --workers N`,
+    );
+  }
+  if (!!opts.tlsCert !== !!opts.tlsKey) {
+    throw new GanDistError(
+      'GAN_DIST_E_CONFIG',
+      '--tls-cert and --tls-key go together',
+      'give both, or neither for a certificate made for the run',
+    );
+  }
+  const { host, port } = parseListen(opts.listen);
+  // Beyond loopback the connection is always TLS: the user's certificate or one made for the run.
+  return { host, port, useTls: opts.tls === true || !LOOPBACK.has(host) || !!opts.tlsCert };
+}
+
+function printIteration(r: IterationRecord, max: number, every: number, print: (line: string) => void): void {
+  if (r.iteration !== 1 && r.iteration % every !== 0 && r.iteration !== max) return;
+  print(
+    `iter ${r.iteration}/${max}  epoch ${r.epoch}  scoreG ${r.scoreG.toFixed(3)}  scoreD ${r.scoreD.toFixed(3)}  ` +
+      `lossG ${r.lossG.toFixed(3)}  lossD ${r.lossD.toFixed(3)}  ${r.imagesPerSec.toFixed(1)} img/s  ${r.workers} worker${r.workers === 1 ? '' : 's'}`,
+  );
+}
+
+/** Starts the planned local workers, their exits and output going to the run's log. */
+function launchLocalWorkers(
+  plan: ReturnType<typeof planWorkers>,
+  to: { url: string; token: string; run: RunDir; tls: boolean; shm?: ShmRegion; log: RunLogger },
+): LaunchedWorker[] {
+  const { log } = to;
+  return plan.map((spec) => {
+    spec.shmRegion = to.shm?.dir;
+    const w = launchWorker(
+      spec,
+      to.url,
+      to.token,
+      to.tls ? to.run.tokenPath : undefined,
+      (w, code, signal) =>
+        logEvent(log, 'worker-exited', { rank: w.rank, gpu: w.gpu, code, signal }, code === 0 ? 'info' : 'warn'),
+      (w, line) => log.debug({ event: 'worker-output', rank: w.rank, line }, 'event'),
     );
     logEvent(log, 'worker-launched', { rank: spec.rank, gpu: spec.gpu, backend: spec.backend, threads: spec.threads });
-  }
+    return w;
+  });
+}
 
+/** Ctrl-C / SIGTERM: the first finishes the iteration and checkpoints, a second quits at once. Returns the uninstall. */
+function stopOnSignals(
+  coordinator: Coordinator,
+  launched: LaunchedWorker[],
+  print: (line: string) => void,
+): () => void {
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
@@ -357,36 +259,22 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       process.exit(130);
     }
   };
-  if (opts.handleSignals) {
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  }
-  try {
-    const state = await coordinator.run();
-    print(`${state} at iteration ${coordinator.iteration}; run directory ${run.path}`);
-    return { runDir: run.path, state, iteration: coordinator.iteration, runId: coordinator.runId };
-  } finally {
-    if (opts.handleSignals) {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    }
-    await Promise.all(
-      launched.map(
-        (w) =>
-          new Promise<void>((resolve) => {
-            if (w.child.exitCode !== null || w.child.signalCode !== null) return resolve();
-            const t = setTimeout(() => w.child.kill('SIGKILL'), 5000);
-            w.child.once('exit', () => {
-              clearTimeout(t);
-              resolve();
-            });
-          }),
-      ),
-    );
-    dataset.close();
-    shm?.close();
-    // Its final checkpoint is written: the optimizer's memory goes back to this process's arena.
-    await coordinator.dispose();
-    await flushLogger(log);
-  }
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
+}
+
+/** Resolves when the worker process has exited, killing it after `graceMs`. */
+function exited(w: LaunchedWorker, graceMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (w.child.exitCode !== null || w.child.signalCode !== null) return resolve();
+    const t = setTimeout(() => w.child.kill('SIGKILL'), graceMs);
+    w.child.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
 }

@@ -1,0 +1,175 @@
+// What `gan-dist train` sets up before the coordinator listens: the run directory (new, or the
+// one a resume continues), its token and certificate, the data, and the local transport.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { evalEventFields, prepareRunEvaluation, type RunEvaluation } from '../metrics/swd.ts';
+import type { IteratorState } from '../data/batches.ts';
+import { openDataset } from '../data/index.ts';
+import { modelConfigOf, type TrainConfig } from '../protocol/config.ts';
+import { parameterTable, sizeOf } from '../protocol/model/architecture.ts';
+import { loadLatestCheckpoint } from '../protocol/run/checkpoint.ts';
+import { createRunDir, openRunDirForResume, writeRunConfig, type RunDir } from '../protocol/run/run-dir.ts';
+import { newToken, readTokenFile, resolveToken, writeTokenFile } from '../protocol/wire/auth.ts';
+import { decideTransport, removeStaleRegions, ShmRegion } from '../protocol/wire/shm.ts';
+import { loadTlsIdentity, runTlsIdentity, type TlsIdentity } from '../protocol/wire/tls.ts';
+import { parseWireDtype, type WireDtype } from '../protocol/wire/wire-dtype.ts';
+import type { RunSnapshot } from './options.ts';
+import { logEvent, type RunLogger } from './logger.ts';
+import type { TrainOptions } from './train.ts';
+
+export interface OpenedRun {
+  run: RunDir;
+  /** What a resume continues from. */
+  resume?: RunSnapshot;
+  config: TrainConfig;
+  data: string;
+  wireDtype: WireDtype;
+  /** Checkpoints a resume skipped, for the log. */
+  warnings: string[];
+}
+
+/** A new run directory, or the one a resume continues with its stored config and latest checkpoint. */
+export async function openRun(opts: TrainOptions, cwd: string): Promise<OpenedRun> {
+  const warnings: string[] = [];
+  let opened: OpenedRun;
+  if (opts.resume) {
+    const run = openRunDirForResume(opts.resume, cwd);
+    const {
+      data: storedData,
+      wireDtype: storedWire,
+      ...stored
+    } = JSON.parse(readFileSync(run.configPath, 'utf8')) as TrainConfig & { data?: string; wireDtype?: unknown };
+    const config = { ...stored, ...(opts.overrides ?? {}) };
+    // A resume keeps the run's wire dtype unless --wire-dtype is given again.
+    const wireDtype =
+      opts.wireDtype ??
+      (storedWire === undefined ? 'float32' : parseWireDtype(storedWire, `${run.configPath}: wireDtype`));
+    const ckpt = await loadLatestCheckpoint(run.path, {
+      expectSpecs: parameterTable(modelConfigOf(config)),
+      onWarning: (m) => warnings.push(m),
+    });
+    const resume: RunSnapshot = {
+      runId: ckpt.runId,
+      iteration: ckpt.iteration,
+      epoch: ckpt.epoch,
+      config,
+      params: ckpt.params,
+      adamM: ckpt.adamM,
+      adamV: ckpt.adamV,
+      zValidation: ckpt.zValidation,
+      rng: ckpt.rng as RunSnapshot['rng'],
+      data: ckpt.data as IteratorState,
+    };
+    opened = { run, resume, config, data: opts.data ?? storedData ?? 'synthetic', wireDtype, warnings };
+  } else {
+    const run = createRunDir({ runDir: opts.runDir, cwd });
+    opened = {
+      run,
+      config: opts.config,
+      data: opts.data ?? 'synthetic',
+      wireDtype: opts.wireDtype ?? 'float32',
+      warnings,
+    };
+  }
+  // config.json: the resolved config, and the data source a resume reads again.
+  writeRunConfig(opened.run, { ...opened.config, data: opened.data, wireDtype: opened.wireDtype });
+  return opened;
+}
+
+/**
+ * The token (a resume reuses the run's; else --token-file, GAN_DIST_TOKEN, or a new one) and, with
+ * TLS, the certificate; one token file gives a worker both the secret and the server's identity.
+ */
+export async function secureRun(
+  opts: TrainOptions,
+  run: RunDir,
+  resumed: boolean,
+  useTls: boolean,
+): Promise<{ token: string; identity?: TlsIdentity }> {
+  let token: string;
+  if (resumed && existsSync(run.tokenPath)) token = (await readTokenFile(run.tokenPath)).token;
+  else if (opts.tokenFile || process.env.GAN_DIST_TOKEN)
+    token = (await resolveToken({ tokenFile: opts.tokenFile })).token;
+  else token = newToken();
+  let identity: TlsIdentity | undefined;
+  if (useTls) identity = opts.tlsCert ? loadTlsIdentity(opts.tlsCert, opts.tlsKey!) : await runTlsIdentity(run.path);
+  await writeTokenFile(run.tokenPath, { token, fingerprint: identity?.fingerprint });
+  return { token, identity };
+}
+
+/** The dataset and its batch order (resumed where the checkpoint left it), and the SWD's fixed real sample. */
+export async function openData(opts: TrainOptions, opened: OpenedRun, log: RunLogger, print: (line: string) => void) {
+  const { config, data, resume } = opened;
+  if (data === 'synthetic')
+    print('data: synthetic flowers drawn by gan-dist (the default; --data DIR or --data flowers for photos)');
+  const dataset = await openDataset({
+    data,
+    imageSize: config.imageSize,
+    seed: config.seed,
+    miniBatchSize: config.batchSize,
+    threads: opts.dataThreads,
+    resize: opts.resize,
+    log: (e) => {
+      opts.onData?.(e);
+      // Progress ticks are for the console; the log keeps what a person would look back for.
+      if (e.event !== 'data-progress') {
+        const { level, ...fields } = e;
+        log[level](fields, 'event');
+      }
+    },
+  });
+  const batches = dataset.createBatchIterator({ batchSize: config.batchSize, seed: config.seed, state: resume?.data });
+
+  // Training-time SWD: a fixed real sample and its floor, prepared (seconds) before any worker joins.
+  let evaluation: RunEvaluation | undefined;
+  if ((opts.evalEvery ?? 0) > 0) {
+    evaluation = prepareRunEvaluation(dataset, config.latent, opts.evalCount);
+    const fields = evalEventFields(resume?.iteration ?? 0, evaluation.floor, {
+      count: evaluation.count,
+      seed: evaluation.seed,
+    });
+    logEvent(log, 'eval-floor', fields);
+    print(
+      `eval: SWD every ${opts.evalEvery} iterations on ${evaluation.count} images; real-vs-real floor ${evaluation.floor.mean.toFixed(2)}`,
+    );
+  }
+  return { dataset, batches, evaluation };
+}
+
+/** Local workers exchange tensors through /dev/shm when it has room; remote ones use the socket. */
+export function chooseTransport(
+  opts: TrainOptions,
+  config: TrainConfig,
+  localWorkers: number,
+  log: RunLogger,
+  print: (line: string) => void,
+): ShmRegion | undefined {
+  const frameBytes = 4 * parameterTable(modelConfigOf(config)).reduce((n, s) => n + sizeOf(s.shape), 0) + 65536;
+  const transport = opts.transport ?? 'auto';
+  const decision = decideTransport({
+    transport,
+    localWorkers,
+    weightsBytes: frameBytes,
+    gradientsBytes: frameBytes,
+    root: opts.shmRoot,
+    free: opts.shmFreeBytes,
+  });
+  if (decision.use) {
+    const made = ShmRegion.create(opts.shmRoot);
+    if (made.removed.length > 0) logEvent(log, 'shm-stale-removed', { regions: made.removed }, 'warn');
+    logEvent(log, 'transport', {
+      local: 'shm',
+      region: made.region.dir,
+      needMB: Math.round(decision.needBytes / 2 ** 20),
+      freeMB: Math.round(decision.freeBytes / 2 ** 20),
+    });
+    return made.region;
+  }
+  // Regions of coordinators killed earlier are removed even by a run that does not use one.
+  const removed = removeStaleRegions(opts.shmRoot);
+  if (removed.length > 0) logEvent(log, 'shm-stale-removed', { regions: removed }, 'warn');
+  const forced = transport === 'shm' && localWorkers > 0;
+  logEvent(log, 'transport', { local: 'socket', reason: decision.reason }, forced ? 'warn' : 'info');
+  if (forced) print(`--transport shm: falling back to the socket: ${decision.reason}`);
+  return undefined;
+}
