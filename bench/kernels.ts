@@ -291,32 +291,32 @@ export async function profileStep(tf: TF, o: BenchOptions): Promise<string> {
     z: rng.fillNormal(new Float32Array(o.batch * cfg.latent)),
     flip: rng.bernoulli(o.batch, 0.35),
   });
-  const timed = (iteration: number) => {
+  const timed = async (iteration: number) => {
     const t0 = performance.now();
-    trainer.step(shard(iteration));
+    await trainer.step(shard(iteration));
     return performance.now() - t0;
   };
-  trainer.step(shard(1)); // warm-up
+  await trainer.step(shard(1)); // warm-up
   const steps: number[] = [];
-  for (let i = 0; i < o.reps; i++) steps.push(timed(2 + i));
+  for (let i = 0; i < o.reps; i++) steps.push(await timed(2 + i));
   steps.sort((a, b) => a - b);
   // The same step on XNNPACK's compositions, in pairs with ours, so the machine's drift (this VM's
   // one-core rate moves by half from minute to minute) falls on both alike.
   const pairs: { ours: number; xnnpack: number }[] = [];
   const xnnpack = { conv: 'xnnpack', dx: 'phases', dW: 'dilated' } as const;
   forceConvGradWays(xnnpack);
-  trainer.step(shard(50)); // warm-up: XNNPACK builds its operators
+  await trainer.step(shard(50)); // warm-up: XNNPACK builds its operators
   for (let i = 0; i < o.reps; i++) {
     forceConvGradWays(xnnpack);
-    const x = timed(60 + 2 * i);
+    const x = await timed(60 + 2 * i);
     forceConvGradWays({ conv: 'auto', dx: 'auto', dW: 'auto' });
-    pairs.push({ xnnpack: x, ours: timed(61 + 2 * i) });
+    pairs.push({ xnnpack: x, ours: await timed(61 + 2 * i) });
   }
   const ratios = pairs.map((p) => p.xnnpack / p.ours).sort((a, b) => a - b);
   const byKernel = new Map<string, { ms: number; calls: number }>();
   const p0 = performance.now();
-  const profile = await tf.profile(() => {
-    trainer.step(shard(100));
+  const profile = await tf.profile(async () => {
+    await trainer.step(shard(100));
     return [];
   });
   const profiledMs = performance.now() - p0;

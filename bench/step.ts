@@ -63,12 +63,12 @@ export async function benchStep(opts: StepBenchOptions): Promise<StepBenchReport
     opts.progress?.(`${info.name}: ${info.device}, batch ${batch}, ${opts.warmup} warm-up + ${opts.steps} timed steps`);
     const trainer = new Trainer(tf, model, 1);
     trainer.setWeights(weights);
-    for (let i = 0; i < opts.warmup; i++) trainer.step(shard(i + 1));
+    for (let i = 0; i < opts.warmup; i++) await trainer.step(shard(i + 1));
     const tensorsBefore = tf.memory().numTensors;
     const times: number[] = [];
     for (let i = 0; i < opts.steps; i++) {
       const t0 = performance.now();
-      trainer.step(shard(opts.warmup + i + 1));
+      await trainer.step(shard(opts.warmup + i + 1));
       times.push(performance.now() - t0);
       opts.progress?.(`  step ${i + 1}/${opts.steps}: ${times.at(-1)!.toFixed(0)} ms`);
     }

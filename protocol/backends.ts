@@ -4,7 +4,7 @@
 import { createRequire } from 'node:module';
 import { GanDistError } from './errors.ts';
 
-export const backendNames = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
+export const backendNames = ['auto', 'webgpu', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof backendNames)[number];
 
 export interface BackendInfo {
@@ -43,7 +43,10 @@ export function parseBackendName(raw: string): BackendName {
   );
 }
 
-/** auto = tfjs-node-gpu when GPUs were asked for, else tfjs-node when installed, else wasm. */
+/**
+ * auto without GPUs: tfjs-node when installed, else wasm; CPU workers never pick webgpu. (With
+ * GPUs the worker tries tfjs-node-gpu, then WebGPU on a hardware adapter: worker/backend.ts.)
+ */
 export function resolveBackendName(requested: BackendName, wantsGpu: boolean): Exclude<BackendName, 'auto'> {
   if (requested !== 'auto') return requested;
   if (wantsGpu) return 'tensorflow-gpu';

@@ -2,6 +2,13 @@
 
 import { GanDistError } from '../protocol/errors.ts';
 import {
+  adapterLabel,
+  NO_ADAPTER_FIX,
+  openWebgpuDevice,
+  TFJS_WEBGPU_PACKAGE,
+  type AdapterDescription,
+} from './webgpu.ts';
+import {
   GPU_PACKAGE,
   NODE_PACKAGE,
   installedVersion,
@@ -15,6 +22,10 @@ export type TF = typeof import('@tensorflow/tfjs');
 export interface LoadedBackend {
   tf: TF;
   info: BackendInfo;
+  /** WebGPU: the adapter the device is on. */
+  adapter?: AdapterDescription;
+  /** Releases what keeps the process alive (Dawn's instance); the backend is unusable after. */
+  close(): void;
 }
 
 function missing(pkg: string, what: string): GanDistError {
@@ -54,7 +65,7 @@ async function loadNative(
   await tf.ready();
   const gpus = process.env.CUDA_VISIBLE_DEVICES;
   const device = name === 'tensorflow-gpu' ? `GPU ${gpus ?? 'all visible'} (CUDA)` : 'CPU (libtensorflow)';
-  return { tf, info: { requested, name, package: pkg, version, device, threads: 0 } };
+  return { tf, info: { requested, name, package: pkg, version, device, threads: 0 }, close: () => {} };
 }
 
 async function loadWasm(requested: BackendName, threads: number | undefined): Promise<LoadedBackend> {
@@ -83,6 +94,42 @@ async function loadWasm(requested: BackendName, threads: number | undefined): Pr
       threads: used,
       simd,
     },
+    close: () => {},
+  };
+}
+
+async function loadWebgpu(requested: BackendName, requireHardware: boolean): Promise<LoadedBackend> {
+  const opened = await openWebgpuDevice({ requireHardware });
+  const tf = (await import('@tensorflow/tfjs')) as TF;
+  const pkg = TFJS_WEBGPU_PACKAGE; // optional: a variable keeps type-checkers from requiring it
+  const { WebGPUBackend } = (await import(pkg)) as {
+    WebGPUBackend: new (device: GPUDevice, info?: GPUAdapterInfo) => unknown;
+  };
+  // The package registers a backend of its own (on an adapter it picks) when navigator.gpu
+  // exists at import: ours, on the device opened above, replaces it.
+  if (tf.findBackendFactory('webgpu')) tf.removeBackend('webgpu');
+  tf.registerBackend('webgpu', () => new WebGPUBackend(opened.device, opened.adapter.info) as never);
+  if (!(await tf.setBackend('webgpu'))) {
+    opened.close();
+    throw new GanDistError('GAN_DIST_E_BACKEND', 'the webgpu backend failed to initialise', 'try --backend wasm');
+  }
+  await tf.ready();
+  const d = opened.description;
+  return {
+    tf,
+    adapter: d,
+    info: {
+      requested,
+      name: 'webgpu',
+      package: TFJS_WEBGPU_PACKAGE,
+      version: installedVersion(TFJS_WEBGPU_PACKAGE) ?? 'unknown',
+      device: `${d.isFallbackAdapter ? 'software' : 'GPU'} ${adapterLabel(d)} (WebGPU, Dawn)`,
+      threads: 0,
+    },
+    close: () => {
+      tf.removeBackend('webgpu');
+      opened.close();
+    },
   };
 }
 
@@ -100,6 +147,7 @@ async function loadCpu(requested: BackendName): Promise<LoadedBackend> {
       device: 'CPU (plain JavaScript, slow: for checks only)',
       threads: 1,
     },
+    close: () => {},
   };
 }
 
@@ -110,10 +158,37 @@ export interface LoadBackendOptions {
   threads?: number;
 }
 
+/**
+ * GPUs asked for with --backend auto: tfjs-node-gpu where it is installed and loads, else WebGPU on
+ * a hardware adapter, else an error naming both.
+ */
+async function loadAnyGpu(requested: BackendName): Promise<LoadedBackend> {
+  let native: string;
+  if (installedVersion(GPU_PACKAGE)) {
+    try {
+      return await loadNative(GPU_PACKAGE, 'tensorflow-gpu', requested);
+    } catch (err) {
+      native = (err as Error).message;
+    }
+  } else native = `${GPU_PACKAGE} is not installed`;
+  try {
+    return await loadWebgpu(requested, true);
+  } catch (err) {
+    throw new GanDistError(
+      'GAN_DIST_E_BACKEND',
+      `no GPU backend loads here: ${native}; and ${(err as Error).message}`,
+      `${NO_ADAPTER_FIX}; \`gan-dist doctor\` shows what is found; or train on CPUs with --workers N`,
+    );
+  }
+}
+
 /** Loads the backend once per process and reports what it is. */
 export async function loadBackend(requested: BackendName, opts: LoadBackendOptions = {}): Promise<LoadedBackend> {
+  if (requested === 'auto' && opts.wantsGpu) return loadAnyGpu(requested);
   const name = resolveBackendName(requested, opts.wantsGpu ?? false);
   switch (name) {
+    case 'webgpu':
+      return loadWebgpu(requested, false);
     case 'tensorflow-gpu':
       return loadNative(GPU_PACKAGE, name, requested);
     case 'tensorflow':

@@ -264,8 +264,7 @@ class WorkerSession {
       case 'shard':
         return this.answerShard(msg);
       case 'sampleRequest':
-        this.answerSample(msg);
-        return;
+        return this.answerSample(msg);
       case 'heartbeat':
         this.send({ type: 'heartbeat', t: msg.t });
         return;
@@ -317,9 +316,9 @@ class WorkerSession {
     });
   }
 
-  private answerSample(msg: SampleRequestMessage): void {
+  private async answerSample(msg: SampleRequestMessage): Promise<void> {
     const k = msg.shapes.z[0];
-    const images = this.compute!.generate(msg.tensors.z, k);
+    const images = await this.compute!.generate(msg.tensors.z, k);
     const s = this.compute!.cfg.imageSize;
     this.send({ type: 'sample', iteration: msg.iteration, tensors: { images }, shapes: { images: [k, s, s, 3] } });
   }

@@ -23,15 +23,15 @@ import { loadBackend, type TF } from './backend.ts';
 import { generateImages } from './export.ts';
 
 /** SWD of G (given by its parameters) against an evaluator's real set, on evalLatents(count, latent, seed). */
-export function scoreGenerator(
+export async function scoreGenerator(
   tf: TF,
   cfg: ModelConfig,
   params: NamedArrays,
   evaluator: SwdEvaluator,
   seed: number,
-): SwdResult {
+): Promise<SwdResult> {
   const z = evalLatents(evaluator.count, cfg.latent, seed);
-  return evaluator.swd(generateImages(tf, cfg, params, z, evaluator.count));
+  return evaluator.swd(await generateImages(tf, cfg, params, z, evaluator.count));
 }
 
 export interface EvalOptions {
@@ -138,7 +138,7 @@ export async function evaluateCheckpoint(opts: EvalOptions): Promise<EvalResult>
   }
 
   const { tf, info } = await loadBackend(opts.backend ?? 'auto');
-  const swd = scoreGenerator(tf, cfg, cp.params, sets.evaluator, seed);
+  const swd = await scoreGenerator(tf, cfg, cp.params, sets.evaluator, seed);
   const floor = sets.evaluator.swdUint8(sets.holdout);
   return {
     checkpoint: cp.path,

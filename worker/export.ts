@@ -266,13 +266,13 @@ export interface GenerateResult {
 const GENERATE_BATCH = 64;
 
 /** G(z) in inference mode for `count` latent rows, in passes of GENERATE_BATCH: count x s x s x 3 in [-1, 1]. */
-export function generateImages(
+export async function generateImages(
   tf: TF,
   cfg: ModelConfig,
   params: NamedArrays,
   z: Float32Array,
   count: number,
-): Float32Array {
+): Promise<Float32Array> {
   const per = cfg.imageSize * cfg.imageSize * 3;
   const images = new Float32Array(count * per);
   // The seed only keys dropout, which inference does not use.
@@ -281,7 +281,7 @@ export function generateImages(
     trainer.setWeights(params);
     for (let i = 0; i < count; i += GENERATE_BATCH) {
       const n = Math.min(GENERATE_BATCH, count - i);
-      images.set(trainer.generate(z.subarray(i * cfg.latent, (i + n) * cfg.latent), n), i * per);
+      images.set(await trainer.generate(z.subarray(i * cfg.latent, (i + n) * cfg.latent), n), i * per);
     }
   } finally {
     trainer.dispose();
@@ -327,7 +327,7 @@ export async function generateFromCheckpoint(opts: GenerateOptions): Promise<Gen
 
   const out = opts.out ?? 'grid.png';
   const latents = chooseLatents(count, cfg.latent, cp.zValidation, opts.seed, cp.config.seed);
-  const images = generateImages(tf, cfg, cp.params, latents.z, count);
+  const images = await generateImages(tf, cfg, cp.params, latents.z, count);
   const grid = await writeSampleGrid(out, images, count, cfg.imageSize);
   return { ...base, out, count, latents: latents.source, seed: latents.seed, width: grid.width, height: grid.height };
 }

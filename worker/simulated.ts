@@ -10,7 +10,7 @@ import type { Shard, ShardResult } from './trainer.ts';
 export interface Compute {
   setWeights(named: Record<string, Float32Array>): void;
   step(shard: Shard): ShardResult | Promise<ShardResult>;
-  generate(z: Float32Array, count: number): Float32Array;
+  generate(z: Float32Array, count: number): Float32Array | Promise<Float32Array>;
   dispose(): void;
   readonly cfg: ModelConfig;
 }

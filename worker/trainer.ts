@@ -107,18 +107,25 @@ export class Trainer {
     this.disposeWeights();
   }
 
-  /** A gradient's values: into its reused array from the wasm heap when asked and reachable, else a fresh copy. */
-  private readGradient(name: string, t: Tensor): Float32Array {
+  /**
+   * A gradient's values, inside the step's tidy: on wasm (when asked and the heap is in reach)
+   * copied at once into its reused array; on every other backend the tensor is kept and read
+   * asynchronously after the tidy (a GPU backend has no synchronous read under Node).
+   */
+  private readGradient(name: string, t: Tensor, into: NamedArrays, later: Map<string, Tensor>): void {
     const view =
       this.gradBuffers && this.tf.getBackend() === 'wasm' ? heapFloats(this.tf.backend() as BackendWasm, t) : undefined;
-    if (view === undefined) return t.dataSync() as Float32Array;
+    if (view === undefined) {
+      later.set(name, this.tf.keep(t));
+      return;
+    }
     let buf = this.gradBuffers!.get(name);
     if (buf?.length !== view.length) {
       buf = new Float32Array(view.length);
       this.gradBuffers!.set(name, buf);
     }
     buf.set(view);
-    return buf;
+    into[name] = buf;
   }
 
   /** The dropout multipliers of D's input for `shard` in `pass`, keyed by global row. */
@@ -135,7 +142,7 @@ export class Trainer {
    * generated-image pass (lossG's input gradient, lossD's parameter gradient) instead of
    * recomputing it, as two tfjs tapes would.
    */
-  step(shard: Shard, masks?: { real: Tensor; gen: Tensor }): ShardResult {
+  async step(shard: Shard, masks?: { real: Tensor; gen: Tensor }): Promise<ShardResult> {
     const tf = this.tf;
     const t0 = performance.now();
     const { params } = this;
@@ -143,6 +150,7 @@ export class Trainer {
     // Results leave the tidy through this closure, not its return value: tidy walks whatever it
     // returns looking for tensors, element by element through a 9.45 M-float gradient.
     const grads: NamedArrays = {};
+    const later = new Map<string, Tensor>();
     const out = tf.tidy(() => {
       const s = this.cfg.imageSize;
       const z = tf.tensor2d(shard.z, [shard.n, this.cfg.latent]);
@@ -179,53 +187,78 @@ export class Trainer {
       const dReal = backward(tf, 'D', params, traceReal, d.grads[0], { params: true, input: false }).grads;
       const dGen = backward(tf, 'D', params, traceGen, d.grads[1], { params: true, input: false }).grads;
       for (const spec of this.dLearn)
-        grads[spec.name] = this.readGradient(spec.name, tf.add(dReal.get(spec.name)!, dGen.get(spec.name)!));
+        this.readGradient(spec.name, tf.add(dReal.get(spec.name)!, dGen.get(spec.name)!), grads, later);
       // lossG through D (its input gradient only) and on into G's learnables.
       const dImages = backward(tf, 'D', params, traceGen, g.grads[0], { params: false, input: true }).dx!;
       const gGrads = backward(tf, 'G', params, traceG, dImages, { params: true, input: false }).grads;
-      for (const spec of this.gLearn) grads[spec.name] = this.readGradient(spec.name, gGrads.get(spec.name)!);
+      for (const spec of this.gLearn) this.readGradient(spec.name, gGrads.get(spec.name)!, grads, later);
 
       const sc = scores(tf, logitsReal, logitsGen);
-      return {
-        lossG: g.value.dataSync()[0],
-        lossD: d.value.dataSync()[0],
-        scoreG: sc.scoreG.dataSync()[0],
-        scoreD: sc.scoreD.dataSync()[0],
-      };
+      // The four scalars in one tensor: one read.
+      return tf.keep(tf.stack([g.value, d.value, sc.scoreG, sc.scoreD]));
     });
-    const bn: BnSumsByLayer = {};
-    for (const [key, st] of stats) {
-      bn[key] = bnSumsFromMoments(st.mean.dataSync() as Float32Array, st.variance.dataSync() as Float32Array, st.count);
-      tf.dispose([st.mean, st.variance]);
+    // Reads after the tidy, all in flight at once; kept tensors are disposed whatever happens.
+    const statList = [...stats];
+    try {
+      const [scalars, gradValues, statValues] = await Promise.all([
+        out.data() as Promise<Float32Array>,
+        Promise.all([...later.values()].map((t) => t.data() as Promise<Float32Array>)),
+        Promise.all(statList.flatMap(([, st]) => [st.mean.data(), st.variance.data()]) as Promise<Float32Array>[]),
+      ]);
+      [...later.keys()].forEach((name, i) => {
+        grads[name] = gradValues[i];
+      });
+      const bn: BnSumsByLayer = {};
+      statList.forEach(([key, st], i) => {
+        bn[key] = bnSumsFromMoments(statValues[2 * i], statValues[2 * i + 1], st.count);
+      });
+      const [lossGValue, lossDValue, scoreG, scoreD] = scalars;
+      return {
+        n: shard.n,
+        lossG: lossGValue,
+        lossD: lossDValue,
+        scoreG,
+        scoreD,
+        grads,
+        bn,
+        computeMs: performance.now() - t0,
+      };
+    } finally {
+      tf.dispose([out, ...later.values(), ...statList.flatMap(([, st]) => [st.mean, st.variance])]);
     }
-    return { n: shard.n, ...out, grads, bn, computeMs: performance.now() - t0 };
   }
 
   /** G(z) in inference mode (BatchNorm with running statistics, as MATLAB's predict): k x s x s x 3 in [-1, 1]. */
-  generate(z: Float32Array, count: number): Float32Array {
+  async generate(z: Float32Array, count: number): Promise<Float32Array> {
     const tf = this.tf;
-    let images!: Float32Array;
-    tf.tidy(() => {
+    const images = tf.tidy(() => {
       const zt = tf.tensor2d(z, [count, this.cfg.latent]) as Tensor2D;
-      images = forward(tf, 'G', this.gLayers, this.params, zt, { training: false }).dataSync() as Float32Array;
+      return forward(tf, 'G', this.gLayers, this.params, zt, { training: false });
     });
-    return images;
+    try {
+      return (await images.data()) as Float32Array;
+    } finally {
+      images.dispose();
+    }
   }
 
   /** D's logits in training mode for given weights: used by the gradient check. */
-  lossesFor(shard: Shard, masks: { real: Tensor; gen: Tensor }): { lossG: number; lossD: number } {
+  async lossesFor(shard: Shard, masks: { real: Tensor; gen: Tensor }): Promise<{ lossG: number; lossD: number }> {
     const tf = this.tf;
-    return tf.tidy(() => {
+    const losses = tf.tidy(() => {
       const z = tf.tensor2d(shard.z, [shard.n, this.cfg.latent]);
       const real = imagesToInput(tf, shard.images, shard.n, this.cfg.imageSize);
       const flip = tf.tensor1d(shard.flip, 'float32');
       const generated = forward(tf, 'G', this.gLayers, this.params, z, { training: true });
       const lg = forward(tf, 'D', this.dLayers, this.params, generated, { training: true, dropoutMask: masks.gen });
       const lr = forward(tf, 'D', this.dLayers, this.params, real, { training: true, dropoutMask: masks.real });
-      return {
-        lossG: lossG(tf, lg as Tensor1D).dataSync()[0],
-        lossD: lossD(tf, lr as Tensor1D, lg as Tensor1D, flip).dataSync()[0],
-      };
+      return tf.stack([lossG(tf, lg as Tensor1D), lossD(tf, lr as Tensor1D, lg as Tensor1D, flip)]);
     });
+    try {
+      const [g, d] = await losses.data();
+      return { lossG: g, lossD: d };
+    } finally {
+      losses.dispose();
+    }
   }
 }

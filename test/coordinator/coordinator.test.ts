@@ -102,7 +102,8 @@ describe('Coordinator', () => {
           z: z.subarray(8 * k * 100, 8 * (k + 1) * 100),
           flip: flip.subarray(8 * k, 8 * (k + 1)),
         });
-      const [a, b] = [half(0), half(1)];
+      const a = await half(0);
+      const b = await half(1);
       trainer.dispose();
       const expected: NamedArrays = {};
       for (const s of specs.filter((s) => s.role === 'learnable')) {

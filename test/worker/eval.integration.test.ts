@@ -98,7 +98,7 @@ describe('SWD on real photos', () => {
       }
     })();
     const floor = evaluator.swdUint8(holdout).mean;
-    const untrained = scoreGenerator(tf, cfg, initialParams(parameterTable(cfg), 1), evaluator, 0).mean;
+    const untrained = (await scoreGenerator(tf, cfg, initialParams(parameterTable(cfg), 1), evaluator, 0)).mean;
     // A 3x3 box blur of the other real set.
     const blurred = new Uint8Array(holdout.length);
     for (let i = 0; i < count; i++) {
@@ -201,7 +201,7 @@ describe('gan-dist eval', () => {
     dataset.close();
     const cfg = modelConfigOf(config);
     const during = await prepared.evaluator.swdAsync(
-      generateImages(tf, cfg, initialParams(parameterTable(cfg), config.seed), prepared.z, prepared.count),
+      await generateImages(tf, cfg, initialParams(parameterTable(cfg), config.seed), prepared.z, prepared.count),
     );
     expect(during).toEqual(r.swd);
     expect(prepared.floor).toEqual(r.floor);

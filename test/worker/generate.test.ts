@@ -49,11 +49,16 @@ function randomWeights(seed: number): NamedArrays {
   return out;
 }
 
-function generateWithTrainer(weights: NamedArrays, z: Float32Array, count: number, seed = 0): Float32Array {
+async function generateWithTrainer(
+  weights: NamedArrays,
+  z: Float32Array,
+  count: number,
+  seed = 0,
+): Promise<Float32Array> {
   const trainer = new Trainer(tf, tinyModel, seed);
   try {
     trainer.setWeights(weights);
-    return trainer.generate(z, count);
+    return await trainer.generate(z, count);
   } finally {
     trainer.dispose();
   }
@@ -102,11 +107,11 @@ describe('exporting the generator', () => {
     const z = new Rng(2).fillNormal(new Float32Array(3 * 100));
     const y = model.predict(tf.tensor2d(z, [3, 100])) as Tensor;
     const exported = y.dataSync() as Float32Array;
-    const expected = generateWithTrainer(weights, z, 3);
+    const expected = await generateWithTrainer(weights, z, 3);
     expect(exported.length).toBe(expected.length);
     expect(maxAbsDiff(exported, expected)).toBeLessThan(1e-4);
     // The check can fail: a different G is far off.
-    expect(maxAbsDiff(exported, generateWithTrainer(randomWeights(2), z, 3))).toBeGreaterThan(1e-2);
+    expect(maxAbsDiff(exported, await generateWithTrainer(randomWeights(2), z, 3))).toBeGreaterThan(1e-2);
     y.dispose();
     model.dispose();
   });
@@ -135,7 +140,7 @@ describe('generate', () => {
     });
     const { data, info } = await sharp(out).raw().toBuffer({ resolveWithObject: true });
     expect([info.width, info.height, info.channels]).toEqual([160, 160, 3]);
-    const expected = tileImages(generateWithTrainer(weights, zValidation, 25, 9), 25, 32);
+    const expected = tileImages(await generateWithTrainer(weights, zValidation, 25, 9), 25, 32);
     expect(Buffer.from(expected.rgb).equals(data)).toBe(true);
   });
 
@@ -184,7 +189,7 @@ describe('generate', () => {
     const model = await loadExportedGenerator(tf, out);
     const z = new Rng(3).fillNormal(new Float32Array(100));
     const y = model.predict(tf.tensor2d(z, [1, 100])) as Tensor;
-    expect(maxAbsDiff(y.dataSync() as Float32Array, generateWithTrainer(weights, z, 1))).toBeLessThan(1e-4);
+    expect(maxAbsDiff(y.dataSync() as Float32Array, await generateWithTrainer(weights, z, 1))).toBeLessThan(1e-4);
     y.dispose();
     model.dispose();
   });

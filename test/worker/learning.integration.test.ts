@@ -87,16 +87,21 @@ describe('learning', () => {
       const floor = sets.evaluator.swdUint8(sets.holdout);
       // Iteration 0: the coordinator's own initial weights (initialParams with the run seed).
       const initial = initialParams(parameterTable(cfg), config.seed);
-      const start = scoreGenerator(tf, cfg, initial, sets.evaluator, EVAL_SEED);
+      const start = await scoreGenerator(tf, cfg, initial, sets.evaluator, EVAL_SEED);
       const final = await loadLatestCheckpoint(run.runDir);
       expect(final.iteration).toBe(ITERATIONS);
-      const end = scoreGenerator(tf, cfg, final.params, sets.evaluator, EVAL_SEED);
+      const end = await scoreGenerator(tf, cfg, final.params, sets.evaluator, EVAL_SEED);
       const evalSeconds = (performance.now() - t1) / 1000;
 
       const grid = path.join(cwd, `grid-iter-${ITERATIONS}.png`);
-      await writeSampleGrid(grid, generateImages(tf, cfg, final.params, final.zValidation, 25), 25, cfg.imageSize);
+      await writeSampleGrid(
+        grid,
+        await generateImages(tf, cfg, final.params, final.zValidation, 25),
+        25,
+        cfg.imageSize,
+      );
       const before = path.join(cwd, 'grid-iter-0.png');
-      await writeSampleGrid(before, generateImages(tf, cfg, initial, final.zValidation, 25), 25, cfg.imageSize);
+      await writeSampleGrid(before, await generateImages(tf, cfg, initial, final.zValidation, 25), 25, cfg.imageSize);
 
       const closed = (pick: (r: SwdResult) => number) => 1 - (pick(end) - pick(floor)) / (pick(start) - pick(floor));
       const lines = [
@@ -113,7 +118,7 @@ describe('learning', () => {
       if (curve) {
         for (const c of listCheckpoints(run.runDir)) {
           lines.push(
-            `  iteration ${c.iteration}: ${fmt(scoreGenerator(tf, cfg, (await loadCheckpoint(c.path)).params, sets.evaluator, EVAL_SEED))}`,
+            `  iteration ${c.iteration}: ${fmt(await scoreGenerator(tf, cfg, (await loadCheckpoint(c.path)).params, sets.evaluator, EVAL_SEED))}`,
           );
         }
       }

@@ -27,9 +27,9 @@ const dot = (a: Float32Array, b: Float32Array) => {
 };
 
 describe(`Trainer on ${backend}`, () => {
-  it('returns a gradient for every learnable, BN sums for every BN layer, and finite losses', () => {
+  it('returns a gradient for every learnable, BN sums for every BN layer, and finite losses', async () => {
     const shard = randomShard(tinyModel, 4);
-    const r = trainer.step(shard);
+    const r = await trainer.step(shard);
     for (const s of parameterTable(tinyModel)) {
       if (s.role === 'learnable') {
         expect(r.grads[s.name]?.length, s.name).toBe(weights[s.name].length);
@@ -46,45 +46,45 @@ describe(`Trainer on ${backend}`, () => {
     expect(r.scoreD).toBeLessThan(1);
   });
 
-  it('leaks no tensor over several steps and a sample', () => {
+  it('leaks no tensor over several steps and a sample', async () => {
     const shard = randomShard(tinyModel, 2);
-    trainer.step(shard);
+    await trainer.step(shard);
     const before = tf.memory().numTensors;
-    for (let i = 0; i < 3; i++) trainer.step({ ...shard, iteration: i + 2 });
-    trainer.generate(new Float32Array(2 * 100), 2);
+    for (let i = 0; i < 3; i++) await trainer.step({ ...shard, iteration: i + 2 });
+    await trainer.generate(new Float32Array(2 * 100), 2);
     trainer.setWeights(weights);
     expect(tf.memory().numTensors).toBe(before);
   });
 
-  it("with reuseGradientBuffers gives the same gradients, in arrays it reuses from step to step (a worker's way)", () => {
+  it("with reuseGradientBuffers gives the same gradients, in arrays it reuses from step to step (a worker's way)", async () => {
     const reusing = new Trainer(tf, tinyModel, 5, { reuseGradientBuffers: true });
     reusing.setWeights(weights);
     const shards = [randomShard(tinyModel, 3, 7), randomShard(tinyModel, 3, 8, 2)];
     const before = tf.memory().numTensors;
     for (const shard of shards) {
-      const fresh = trainer.step(shard).grads;
-      const reused = reusing.step(shard).grads;
+      const fresh = (await trainer.step(shard)).grads;
+      const reused = (await reusing.step(shard)).grads;
       for (const name of Object.keys(fresh)) expect(reused[name], name).toEqual(fresh[name]);
     }
     expect(tf.memory().numTensors).toBe(before);
-    const first = reusing.step(shards[0]).grads;
-    const second = reusing.step(shards[1]).grads;
+    const first = (await reusing.step(shards[0])).grads;
+    const second = (await reusing.step(shards[1])).grads;
     // The embedded backend reads its heap into the same arrays; others hand out fresh copies.
     expect(first['G/tconv1/w'] === second['G/tconv1/w']).toBe(backend === 'wasm');
     reusing.dispose();
   });
 
-  it('generates images in [-1, 1] of the configured size in inference mode', () => {
-    const out = trainer.generate(new Rng(1).fillNormal(new Float32Array(3 * 100)), 3);
+  it('generates images in [-1, 1] of the configured size in inference mode', async () => {
+    const out = await trainer.generate(new Rng(1).fillNormal(new Float32Array(3 * 100)), 3);
     expect(out.length).toBe(3 * 32 * 32 * 3);
     expect(Math.max(...out)).toBeLessThanOrEqual(1);
     expect(Math.min(...out)).toBeGreaterThanOrEqual(-1);
   });
 
-  it("equals tfjs's two tapes (MATLAB's two dlgradient calls) for every learnable", () => {
+  it("equals tfjs's two tapes (MATLAB's two dlgradient calls) for every learnable", async () => {
     const shard = randomShard(tinyModel, 3, 7);
     const masks = { real: trainer.dropout(shard, PASS_REAL), gen: trainer.dropout(shard, PASS_GEN) };
-    const ours = trainer.step(shard, masks).grads;
+    const ours = (await trainer.step(shard, masks)).grads;
     const tapes = tapeGradients(tf, tinyModel, weights, shard, masks);
     tf.dispose([masks.real, masks.gen]);
     // Relative to the largest gradient of the layer: a conv's bias before BatchNorm has an exact
@@ -109,10 +109,10 @@ describe(`Trainer on ${backend}`, () => {
     expect(worst).toEqual([]);
   });
 
-  it('has analytic gradients that match central differences for every layer (tiny preset)', () => {
+  it('has analytic gradients that match central differences for every layer (tiny preset)', async () => {
     const shard = randomShard(tinyModel, 2, 3);
     const masks = { real: trainer.dropout(shard, PASS_REAL), gen: trainer.dropout(shard, PASS_GEN) };
-    const r = trainer.step(shard, masks);
+    const r = await trainer.step(shard, masks);
     const rng = new Rng(21);
     const failures: string[] = [];
     const report: string[] = [];
@@ -145,14 +145,14 @@ describe(`Trainer on ${backend}`, () => {
         // A step of 3e-4 of the layer's weight scale: above float32 noise, small enough that few
         // ReLU kinks fall inside it. The 4-point stencil removes the cubic term of the error.
         const h = 3e-4 * Math.sqrt(w2 / count);
-        const at = (sign: number) => {
+        const at = async (sign: number) => {
           const w = { ...weights };
           for (const s of group) w[s.name] = weights[s.name].map((x, i) => x + sign * h * dir[s.name][i]);
           trainer.setWeights(w);
-          const l = trainer.lossesFor(shard, masks);
+          const l = await trainer.lossesFor(shard, masks);
           return net === 'G' ? l.lossG : l.lossD;
         };
-        const numeric = (-at(2) + 8 * at(1) - 8 * at(-1) + at(-2)) / (12 * h);
+        const numeric = (-(await at(2)) + 8 * (await at(1)) - 8 * (await at(-1)) + (await at(-2))) / (12 * h);
         const rel = Math.abs(numeric - analytic) / Math.max(Math.abs(analytic), 1e-12);
         report.push(
           `${net}/${layer}: analytic ${analytic.toExponential(4)} numeric ${numeric.toExponential(4)} rel ${rel.toExponential(2)}`,

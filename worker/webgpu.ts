@@ -1,0 +1,147 @@
+// WebGPU through Dawn's Node bindings (the `webgpu` package, whose dawn.node ships inside it):
+// finding an adapter, describing it, and opening a device for tfjs-backend-webgpu. On NVIDIA,
+// Dawn drives the GPU through the driver's own Vulkan; on a machine without a GPU, a software
+// Vulkan (Mesa's lavapipe) gives a fallback adapter that is always labelled as one.
+
+import { GanDistError } from '../protocol/errors.ts';
+import { installedVersion } from '../protocol/backends.ts';
+
+export const WEBGPU_PACKAGE = 'webgpu';
+export const TFJS_WEBGPU_PACKAGE = '@tensorflow/tfjs-backend-webgpu';
+
+/** What a worker logs and `gan-dist doctor` prints about an adapter. */
+export interface AdapterDescription {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** A software (CPU) implementation: its figures are never GPU figures. */
+  isFallbackAdapter: boolean;
+  /** The limits that bound this model's buffers. */
+  maxBufferSize: number;
+  maxStorageBufferBindingSize: number;
+}
+
+export interface OpenedDevice {
+  device: GPUDevice;
+  adapter: GPUAdapter;
+  description: AdapterDescription;
+  /** Drops the process's reference to Dawn, without which Node would not exit. */
+  close(): void;
+}
+
+interface DawnModule {
+  create(options: string[]): GPU;
+  globals: Record<string, unknown>;
+}
+
+/** The fix for "no adapter", for error messages and `gan-dist doctor`. */
+export const NO_ADAPTER_FIX =
+  'install the Vulkan loader and a driver: `apt-get install libvulkan1` plus, on NVIDIA, the driver (its Vulkan ICD ships ' +
+  'with it); without a GPU, Mesa 25 from bookworm-backports gives a software adapter (scripts/install-vulkan.sh)';
+
+function missingPackages(): string[] {
+  return [WEBGPU_PACKAGE, TFJS_WEBGPU_PACKAGE].filter((p) => !installedVersion(p));
+}
+
+/** Why the webgpu backend cannot load here, or undefined. */
+export function webgpuUnavailable(): string | undefined {
+  const missing = missingPackages();
+  if (missing.length > 0)
+    return `${missing.join(' and ')} not installed (optional dependencies: \`npm install ${missing.join(' ')}\`)`;
+  if (process.platform !== 'linux' && process.platform !== 'darwin' && process.platform !== 'win32')
+    return `no dawn.node for ${process.platform}`;
+  return undefined;
+}
+
+async function dawn(): Promise<DawnModule> {
+  const why = webgpuUnavailable();
+  if (why) throw new GanDistError('GAN_DIST_E_BACKEND', `the webgpu backend needs ${why}`, 'or use --backend wasm');
+  const name = WEBGPU_PACKAGE; // a variable keeps type-checkers from requiring the optional package
+  return (await import(name)) as DawnModule;
+}
+
+export function describeAdapter(adapter: GPUAdapter): AdapterDescription {
+  const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  const legacy = (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter;
+  return {
+    vendor: info.vendor || 'unknown',
+    architecture: info.architecture || 'unknown',
+    device: info.device || '',
+    description: info.description || '',
+    isFallbackAdapter: info.isFallbackAdapter ?? legacy ?? false,
+    maxBufferSize: adapter.limits.maxBufferSize,
+    maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+  };
+}
+
+/** One line for logs: "llvmpipe (mesa, software fallback)". */
+export function adapterLabel(d: AdapterDescription): string {
+  const name = d.description || d.device || d.architecture;
+  return `${name} (${d.vendor}${d.architecture && d.architecture !== name ? ` ${d.architecture}` : ''}${d.isFallbackAdapter ? ', software fallback' : ''})`;
+}
+
+/**
+ * The adapter Dawn picks (high-performance), or undefined with the reason. Dawn prints its
+ * Vulkan warnings to stderr; they are not errors.
+ */
+export async function findAdapter(): Promise<{ adapter?: GPUAdapter; gpu?: GPU; reason?: string }> {
+  let mod: DawnModule;
+  try {
+    mod = await dawn();
+  } catch (err) {
+    return { reason: (err as Error).message };
+  }
+  const gpu = mod.create([]);
+  const adapter = (await gpu.requestAdapter({ powerPreference: 'high-performance' })) ?? undefined;
+  if (!adapter) return { gpu, reason: 'Dawn found no WebGPU adapter (no Vulkan driver that offers one)' };
+  return { adapter, gpu };
+}
+
+/**
+ * Opens a device on the adapter with the limits raised to the adapter's own (tfjs's defaults are
+ * the web's, far below a GPU's), and makes `navigator.gpu` and the GPU* constants global, as
+ * tfjs-backend-webgpu expects. `requireHardware`: a fallback adapter is an error.
+ */
+export async function openWebgpuDevice(opts: { requireHardware?: boolean } = {}): Promise<OpenedDevice> {
+  const mod = await dawn();
+  const found = await findAdapter();
+  if (!found.adapter || !found.gpu)
+    throw new GanDistError('GAN_DIST_E_BACKEND', `the webgpu backend: ${found.reason}`, NO_ADAPTER_FIX);
+  const { adapter, gpu } = found;
+  const description = describeAdapter(adapter);
+  if (opts.requireHardware && description.isFallbackAdapter) {
+    throw new GanDistError(
+      'GAN_DIST_E_BACKEND',
+      `GPUs were asked for, but the only WebGPU adapter is a software fallback (${adapterLabel(description)})`,
+      `check the GPU driver's Vulkan ICD (\`gan-dist doctor\`), or use --backend webgpu to train on it anyway`,
+    );
+  }
+  const l = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredFeatures: adapter.features.has('timestamp-query') ? ['timestamp-query'] : [],
+    requiredLimits: {
+      maxBufferSize: l.maxBufferSize,
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+      maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+      maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+      maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+    },
+  });
+  for (const [k, v] of Object.entries(mod.globals))
+    if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
+  // tfjs-backend-webgpu checks navigator.gpu; on Node 21+ navigator is a built-in: add to it.
+  const g = globalThis as { navigator?: { gpu?: GPU } };
+  if (g.navigator) Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true, writable: true });
+  else g.navigator = { gpu };
+  return {
+    device,
+    adapter,
+    description,
+    close: () => {
+      device.destroy();
+      if (g.navigator?.gpu === gpu) delete g.navigator.gpu;
+    },
+  };
+}
