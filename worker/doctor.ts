@@ -1,5 +1,6 @@
-// What this machine offers gan-dist: Node, cores, which backends load, and for GPUs whether the
-// CUDA 11.2 / cuDNN 8.1 libraries tfjs-node-gpu needs are found and which GPUs nvidia-smi lists.
+// What this machine offers gan-dist: Node, cores, which backends load, the WebGPU adapters Dawn
+// finds (with the limits that bound this model), and for tfjs-node-gpu whether the CUDA 11.2 /
+// cuDNN 8.1 libraries it needs are found and which GPUs nvidia-smi lists.
 
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -7,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { GPU_PACKAGE, NODE_PACKAGE, installedVersion } from '../protocol/backends.ts';
+import { adapterLabel, listAdapters, NO_ADAPTER_FIX, webgpuUnavailable, type AdapterDescription } from './webgpu.ts';
 
 const run = promisify(execFile);
 
@@ -24,6 +26,42 @@ export interface DoctorReport {
   cores: number;
   memoryGiB: number;
   checks: Check[];
+  /** Every WebGPU adapter Dawn offers, hardware first. */
+  adapters: AdapterDescription[];
+}
+
+const MiB = (n: number) => `${Math.round(n / 2 ** 20)} MiB`;
+
+async function probeWebgpu(): Promise<{ check: Check; adapters: AdapterDescription[] }> {
+  const name = 'WebGPU adapters (--backend webgpu, --gpus)';
+  const why = webgpuUnavailable();
+  if (why)
+    return {
+      check: { name, ok: false, detail: why, fix: `npm install webgpu @tensorflow/tfjs-backend-webgpu` },
+      adapters: [],
+    };
+  const { adapters, reason } = await listAdapters();
+  if (adapters.length === 0)
+    return { check: { name, ok: false, detail: reason ?? 'none', fix: NO_ADAPTER_FIX }, adapters };
+  const hardware = adapters.filter((a) => !a.isFallbackAdapter);
+  const detail = adapters
+    .map(
+      (a) =>
+        `${adapterLabel(a)}: maxBufferSize ${MiB(a.maxBufferSize)}, maxStorageBufferBindingSize ${MiB(a.maxStorageBufferBindingSize)}`,
+    )
+    .join('; ');
+  return {
+    check: {
+      name,
+      ok: hardware.length > 0,
+      detail,
+      fix:
+        hardware.length > 0
+          ? undefined
+          : `only a software adapter: fine for checks, not for speed; for a GPU, ${NO_ADAPTER_FIX}`,
+    },
+    adapters,
+  };
 }
 
 const CUDA_LIBS = [
@@ -108,8 +146,10 @@ export async function doctor(): Promise<DoctorReport> {
     fix: major >= 20 ? undefined : 'install Node.js 20.19 or newer',
   });
   checks.push(await probeWasm());
+  const webgpu = await probeWebgpu();
+  checks.push(webgpu.check);
   checks.push(probePackage(NODE_PACKAGE, 'native CPU backend, optional'));
-  checks.push(probePackage(GPU_PACKAGE, 'GPU backend, needed for --gpus'));
+  checks.push(probePackage(GPU_PACKAGE, 'CUDA GPU backend, optional: --gpus uses WebGPU without it'));
   for (const { lib, what } of CUDA_LIBS) {
     const found = await findLibrary(lib);
     checks.push({
@@ -128,6 +168,7 @@ export async function doctor(): Promise<DoctorReport> {
     cores: os.availableParallelism(),
     memoryGiB: Math.round(os.totalmem() / 2 ** 30),
     checks,
+    adapters: webgpu.adapters,
   };
 }
 

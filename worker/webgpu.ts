@@ -99,6 +99,36 @@ export async function findAdapter(): Promise<{ adapter?: GPUAdapter; gpu?: GPU; 
 }
 
 /**
+ * Every adapter Dawn offers for the three ways WebGPU asks for one (high-performance, low-power,
+ * the fallback), without duplicates, hardware first.
+ */
+export async function listAdapters(): Promise<{ adapters: AdapterDescription[]; reason?: string }> {
+  let mod: DawnModule;
+  try {
+    mod = await dawn();
+  } catch (err) {
+    return { adapters: [], reason: (err as Error).message };
+  }
+  const gpu = mod.create([]);
+  const seen = new Map<string, AdapterDescription>();
+  const asks: GPURequestAdapterOptions[] = [
+    { powerPreference: 'high-performance' },
+    { powerPreference: 'low-power' },
+    { forceFallbackAdapter: true },
+  ];
+  for (const ask of asks) {
+    const a = await gpu.requestAdapter(ask);
+    if (!a) continue;
+    const d = describeAdapter(a);
+    seen.set(`${d.vendor}|${d.architecture}|${d.device}|${d.description}|${d.isFallbackAdapter}`, d);
+  }
+  const adapters = [...seen.values()].sort((x, y) => Number(x.isFallbackAdapter) - Number(y.isFallbackAdapter));
+  return adapters.length > 0
+    ? { adapters }
+    : { adapters, reason: 'Dawn found no WebGPU adapter (no Vulkan driver that offers one)' };
+}
+
+/**
  * Opens a device on the adapter with the limits raised to the adapter's own (tfjs's defaults are
  * the web's, far below a GPU's), and makes `navigator.gpu` and the GPU* constants global, as
  * tfjs-backend-webgpu expects. `requireHardware`: a fallback adapter is an error.
