@@ -22,8 +22,9 @@ export type TF = typeof import('@tensorflow/tfjs');
 export interface LoadedBackend {
   tf: TF;
   info: BackendInfo;
-  /** WebGPU: the adapter the device is on. */
+  /** WebGPU: the adapter the device is on, and the device's health (a Trainer's `device` option). */
   adapter?: AdapterDescription;
+  device?: { maxStorageBufferBindingSize: number; health(): string | undefined };
   /** Releases what keeps the process alive (Dawn's instance); the backend is unusable after. */
   close(): void;
 }
@@ -118,6 +119,7 @@ async function loadWebgpu(requested: BackendName, requireHardware: boolean): Pro
   return {
     tf,
     adapter: d,
+    device: { maxStorageBufferBindingSize: d.maxStorageBufferBindingSize, health: opened.health },
     info: {
       requested,
       name: 'webgpu',

@@ -4,9 +4,11 @@
 import type { Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { ModelConfig } from '../protocol/config.ts';
+import { GanDistError } from '../protocol/errors.ts';
 import { dropoutMask } from '../protocol/rng.ts';
 import type { TF } from './backend.ts';
 import {
+  activationShapes,
   DROPOUT_RATE,
   layersOf,
   paramSpecs,
@@ -57,6 +59,11 @@ export interface TrainerOptions {
    * steps again, and saves a fresh 37.8 MB per step (the seed's model) and its page faults.
    */
   reuseGradientBuffers?: boolean;
+  /**
+   * A GPU device's bounds: a shard whose largest activation would not fit one storage binding is
+   * refused before it runs, naming the limit; `health` reports a device lost or an error it raised.
+   */
+  device?: { maxStorageBufferBindingSize: number; health(): string | undefined };
 }
 
 export class Trainer {
@@ -67,6 +74,7 @@ export class Trainer {
   private readonly gLearn: ParamSpec[];
   private readonly dLearn: ParamSpec[];
   private params: ParamTensors = {};
+  private readonly device?: TrainerOptions['device'];
   /** The reused gradient arrays by parameter name (reuseGradientBuffers). */
   private readonly gradBuffers?: Map<string, Float32Array>;
 
@@ -78,6 +86,7 @@ export class Trainer {
     opts: TrainerOptions = {},
   ) {
     if (opts.reuseGradientBuffers) this.gradBuffers = new Map();
+    this.device = opts.device;
     this.gLayers = layersOf('G', cfg);
     this.dLayers = layersOf('D', cfg);
     this.gSpecs = paramSpecs('G', cfg);
@@ -143,6 +152,46 @@ export class Trainer {
    * recomputing it, as two tfjs tapes would.
    */
   async step(shard: Shard, masks?: { real: Tensor; gen: Tensor }): Promise<ShardResult> {
+    this.checkFits(shard.n);
+    const result = await this.runStep(shard, masks);
+    this.checkDevice();
+    return result;
+  }
+
+  /** The largest activation of either network for `rows` images must fit one storage binding. */
+  private checkFits(rows: number): void {
+    if (!this.device) return;
+    let largest = { bytes: 0, layer: '' };
+    for (const [net, layers] of [
+      ['G', this.gLayers],
+      ['D', this.dLayers],
+    ] as const) {
+      activationShapes(layers).forEach((shape, i) => {
+        const bytes = 4 * rows * shape.reduce((a, b) => a * b, 1);
+        if (bytes > largest.bytes) largest = { bytes, layer: `${net}/${layers[i].name}` };
+      });
+    }
+    const limit = this.device.maxStorageBufferBindingSize;
+    if (largest.bytes <= limit) return;
+    const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
+    throw new GanDistError(
+      'GAN_DIST_E_BACKEND',
+      `a shard of ${rows} rows needs a ${mib(largest.bytes)} buffer (${largest.layer}), above this GPU's maxStorageBufferBindingSize of ${mib(limit)}`,
+      `shard the batch over more workers, or lower --batch-size to at most ${Math.floor((rows * limit) / largest.bytes)} rows a worker`,
+    );
+  }
+
+  private checkDevice(): void {
+    const bad = this.device?.health();
+    if (bad)
+      throw new GanDistError(
+        'GAN_DIST_E_BACKEND',
+        `the GPU device failed: ${bad}`,
+        'restart the worker; `gan-dist doctor` checks the driver',
+      );
+  }
+
+  private async runStep(shard: Shard, masks?: { real: Tensor; gen: Tensor }): Promise<ShardResult> {
     const tf = this.tf;
     const t0 = performance.now();
     const { params } = this;

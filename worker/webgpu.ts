@@ -26,6 +26,8 @@ export interface OpenedDevice {
   device: GPUDevice;
   adapter: GPUAdapter;
   description: AdapterDescription;
+  /** A device lost, or the first error it raised that nothing caught; undefined while healthy. */
+  health(): string | undefined;
   /** Drops the process's reference to Dawn, without which Node would not exit. */
   close(): void;
 }
@@ -159,6 +161,14 @@ export async function openWebgpuDevice(opts: { requireHardware?: boolean } = {})
       maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
     },
   });
+  let failure: string | undefined;
+  let closing = false;
+  void device.lost.then((info) => {
+    if (!closing) failure ??= `device lost (${info.reason}): ${info.message}`;
+  });
+  device.addEventListener('uncapturederror', (e) => {
+    failure ??= (e as GPUUncapturedErrorEvent).error.message;
+  });
   for (const [k, v] of Object.entries(mod.globals))
     if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
   // tfjs-backend-webgpu checks navigator.gpu; on Node 21+ navigator is a built-in: add to it.
@@ -169,7 +179,9 @@ export async function openWebgpuDevice(opts: { requireHardware?: boolean } = {})
     device,
     adapter,
     description,
+    health: () => failure,
     close: () => {
+      closing = true;
       device.destroy();
       if (g.navigator?.gpu === gpu) delete g.navigator.gpu;
     },
