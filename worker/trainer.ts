@@ -173,7 +173,7 @@ export class Trainer {
     }
     const limit = this.device.maxStorageBufferBindingSize;
     if (largest.bytes <= limit) return;
-    const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
+    const mib = (n: number) => (n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(0)} MiB` : `${(n / 1024).toFixed(0)} KiB`);
     throw new GanDistError(
       'GAN_DIST_E_BACKEND',
       `a shard of ${rows} rows needs a ${mib(largest.bytes)} buffer (${largest.layer}), above this GPU's maxStorageBufferBindingSize of ${mib(limit)}`,

@@ -7,7 +7,7 @@ import { randomShard, tinyModel } from '../support/fixtures.ts';
 import { tapeGradients } from '../support/tape-step.ts';
 
 // The embedded backend is what users and CI run; TEST_BACKEND=cpu checks against plain tfjs.
-const backend = (process.env.TEST_BACKEND ?? 'wasm') as 'wasm' | 'cpu';
+const backend = (process.env.TEST_BACKEND ?? 'wasm') as 'wasm' | 'cpu' | 'webgpu';
 
 let tf: TF;
 let trainer: Trainer;
@@ -85,7 +85,7 @@ describe(`Trainer on ${backend}`, () => {
     const shard = randomShard(tinyModel, 3, 7);
     const masks = { real: trainer.dropout(shard, PASS_REAL), gen: trainer.dropout(shard, PASS_GEN) };
     const ours = (await trainer.step(shard, masks)).grads;
-    const tapes = tapeGradients(tf, tinyModel, weights, shard, masks);
+    const tapes = await tapeGradients(tf, tinyModel, weights, shard, masks);
     tf.dispose([masks.real, masks.gen]);
     // Relative to the largest gradient of the layer: a conv's bias before BatchNorm has an exact
     // gradient of 0, so its own scale is rounding noise.
@@ -166,5 +166,28 @@ describe(`Trainer on ${backend}`, () => {
     expect(failures).toEqual([]);
     // G: proj, tconv1-3, bn1-2; D: conv1-4, bn2-3.
     expect(report.length).toBe(12);
+  });
+});
+
+describe('Trainer on a GPU device', () => {
+  it("refuses a shard whose largest activation exceeds the device's storage binding limit, naming it", async () => {
+    // The tiny preset's largest activation is G's 16 x 16 x 32 floats (32 KiB) an image: 4 rows need 128 KiB.
+    const small = new Trainer(tf, tinyModel, 5, {
+      device: { maxStorageBufferBindingSize: 64 * 1024, health: () => undefined },
+    });
+    small.setWeights(weights);
+    await expect(small.step(randomShard(tinyModel, 4))).rejects.toThrow(
+      /a shard of 4 rows needs a 128 KiB buffer \(G\/\w+\), above this GPU's maxStorageBufferBindingSize of 64 KiB/,
+    );
+    small.dispose();
+  });
+
+  it('fails the step when the device reports an error', async () => {
+    const failing = new Trainer(tf, tinyModel, 5, {
+      device: { maxStorageBufferBindingSize: 2 ** 31, health: () => 'device lost (destroyed): test' },
+    });
+    failing.setWeights(weights);
+    await expect(failing.step(randomShard(tinyModel, 2))).rejects.toThrow(/the GPU device failed: device lost/);
+    failing.dispose();
   });
 });
