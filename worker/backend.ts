@@ -99,8 +99,8 @@ async function loadWasm(requested: BackendName, threads: number | undefined): Pr
   };
 }
 
-async function loadWebgpu(requested: BackendName, requireHardware: boolean): Promise<LoadedBackend> {
-  const opened = await openWebgpuDevice({ requireHardware });
+async function loadWebgpu(requested: BackendName, requireHardware: boolean, gpu?: string): Promise<LoadedBackend> {
+  const opened = await openWebgpuDevice({ requireHardware, gpu });
   const tf = (await import('@tensorflow/tfjs')) as TF;
   const pkg = TFJS_WEBGPU_PACKAGE; // optional: a variable keeps type-checkers from requiring it
   const { WebGPUBackend } = (await import(pkg)) as {
@@ -156,6 +156,11 @@ async function loadCpu(requested: BackendName): Promise<LoadedBackend> {
 export interface LoadBackendOptions {
   /** GPUs were asked for (--gpus): auto then means tensorflow-gpu. */
   wantsGpu?: boolean;
+  /**
+   * The GPU that is this worker's (a CUDA index or UUID, placement.ts): WebGPU pins Vulkan to it
+   * (gpu-select.ts); tfjs-node-gpu gets it through CUDA_VISIBLE_DEVICES instead.
+   */
+  gpu?: string;
   /** wasm threads; tfjs runs wasm single-threaded under Node whatever this says. */
   threads?: number;
 }
@@ -164,7 +169,7 @@ export interface LoadBackendOptions {
  * GPUs asked for with --backend auto: tfjs-node-gpu where it is installed and loads, else WebGPU on
  * a hardware adapter, else an error naming both.
  */
-async function loadAnyGpu(requested: BackendName): Promise<LoadedBackend> {
+async function loadAnyGpu(requested: BackendName, gpu?: string): Promise<LoadedBackend> {
   let native: string;
   if (installedVersion(GPU_PACKAGE)) {
     try {
@@ -174,7 +179,7 @@ async function loadAnyGpu(requested: BackendName): Promise<LoadedBackend> {
     }
   } else native = `${GPU_PACKAGE} is not installed`;
   try {
-    return await loadWebgpu(requested, true);
+    return await loadWebgpu(requested, true, gpu);
   } catch (err) {
     throw new GanDistError(
       'GAN_DIST_E_BACKEND',
@@ -186,11 +191,11 @@ async function loadAnyGpu(requested: BackendName): Promise<LoadedBackend> {
 
 /** Loads the backend once per process and reports what it is. */
 export async function loadBackend(requested: BackendName, opts: LoadBackendOptions = {}): Promise<LoadedBackend> {
-  if (requested === 'auto' && opts.wantsGpu) return loadAnyGpu(requested);
+  if (requested === 'auto' && opts.wantsGpu) return loadAnyGpu(requested, opts.gpu);
   const name = resolveBackendName(requested, opts.wantsGpu ?? false);
   switch (name) {
     case 'webgpu':
-      return loadWebgpu(requested, false);
+      return loadWebgpu(requested, false, opts.gpu);
     case 'tensorflow-gpu':
       return loadNative(GPU_PACKAGE, name, requested);
     case 'tensorflow':

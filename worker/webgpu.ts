@@ -5,6 +5,7 @@
 
 import { GanDistError } from '../protocol/errors.ts';
 import { installedVersion } from '../protocol/backends.ts';
+import { pinGpu } from './gpu-select.ts';
 
 export const WEBGPU_PACKAGE = 'webgpu';
 export const TFJS_WEBGPU_PACKAGE = '@tensorflow/tfjs-backend-webgpu';
@@ -20,6 +21,8 @@ export interface AdapterDescription {
   /** The limits that bound this model's buffers. */
   maxBufferSize: number;
   maxStorageBufferBindingSize: number;
+  /** The GPU this process was pinned to (gpu-select.ts), or why it was not. */
+  pinned?: { gpu: string; pciBusId: string } | { reason: string };
 }
 
 export interface OpenedDevice {
@@ -80,7 +83,9 @@ export function describeAdapter(adapter: GPUAdapter): AdapterDescription {
 /** One line for logs: "llvmpipe (mesa, software fallback)". */
 export function adapterLabel(d: AdapterDescription): string {
   const name = d.description || d.device || d.architecture;
-  return `${name} (${d.vendor}${d.architecture && d.architecture !== name ? ` ${d.architecture}` : ''}${d.isFallbackAdapter ? ', software fallback' : ''})`;
+  const arch = d.architecture && d.architecture !== name ? ` ${d.architecture}` : '';
+  const pin = d.pinned && 'pciBusId' in d.pinned ? `, GPU ${d.pinned.gpu} at PCI ${d.pinned.pciBusId}` : '';
+  return `${name} (${d.vendor}${arch}${d.isFallbackAdapter ? ', software fallback' : ''}${pin})`;
 }
 
 /**
@@ -135,13 +140,22 @@ export async function listAdapters(): Promise<{ adapters: AdapterDescription[]; 
  * the web's, far below a GPU's), and makes `navigator.gpu` and the GPU* constants global, as
  * tfjs-backend-webgpu expects. `requireHardware`: a fallback adapter is an error.
  */
-export async function openWebgpuDevice(opts: { requireHardware?: boolean } = {}): Promise<OpenedDevice> {
+export async function openWebgpuDevice(opts: { requireHardware?: boolean; gpu?: string } = {}): Promise<OpenedDevice> {
+  // Before Dawn's instance exists: the Vulkan loader reads the device-select variables once.
+  const pin = opts.gpu === undefined ? undefined : pinGpu(opts.gpu);
+  if (pin) Object.assign(process.env, pin.env);
   const mod = await dawn();
   const found = await findAdapter();
   if (!found.adapter || !found.gpu)
     throw new GanDistError('GAN_DIST_E_BACKEND', `the webgpu backend: ${found.reason}`, NO_ADAPTER_FIX);
   const { adapter, gpu } = found;
   const description = describeAdapter(adapter);
+  if (pin) {
+    description.pinned =
+      pin.gpu && Object.keys(pin.env).length > 0
+        ? { gpu: pin.gpu.index, pciBusId: pin.gpu.pciBusId }
+        : { reason: pin.reason ?? 'unknown' };
+  }
   if (opts.requireHardware && description.isFallbackAdapter) {
     throw new GanDistError(
       'GAN_DIST_E_BACKEND',
