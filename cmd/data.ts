@@ -4,7 +4,7 @@
 import { Argument, type Command, Option } from 'commander';
 import { GanDistError } from '../protocol/errors.ts';
 import { checkData, formatCheckReport } from '../data/check.ts';
-import { fetchFlowers } from '../data/fetch.ts';
+import { FLOWERS_URL, fetchFlowers } from '../data/fetch.ts';
 import { formatBytes, stderrLog } from '../data/progress.ts';
 import { writeSyntheticPngs } from '../data/synthetic/synthetic.ts';
 import { integerArg } from './options.ts';
@@ -18,13 +18,14 @@ export function registerDataCommands(program: Command): void {
 
   data
     .command('fetch')
-    .description("download and extract a dataset (the seed's flower_photos, 218 MB)")
+    .description("download, check (size, SHA-256) and extract a dataset (the seed's flower_photos, 218 MB)")
     .addArgument(new Argument('<name>', 'dataset').choices(['flowers']))
     .option('--dir <dir>', 'folder to extract flower_photos/ into (default: <cache root>/datasets)')
-    .option('--url <url>', 'where to download the archive from')
+    .option('--url <url>', `an https mirror of the archive (default: ${FLOWERS_URL})`)
+    .option('--sha256 <hex>', "the SHA-256 the archive must have (default: the seed's flower_photos.tgz's)")
     .option('--json', 'print the result as JSON')
-    .action(async (_name: string, opts: { dir?: string; url?: string; json?: boolean }) => {
-      const result = await fetchFlowers({ dir: opts.dir, url: opts.url, log: stderrLog() });
+    .action(async (_name: string, opts: { dir?: string; url?: string; sha256?: string; json?: boolean }) => {
+      const result = await fetchFlowers({ dir: opts.dir, url: opts.url, sha256: opts.sha256, log: stderrLog() });
       const use = opts.dir ? `--data ${result.dir}` : '--data flowers';
       print(
         opts.json === true,

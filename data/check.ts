@@ -2,7 +2,7 @@
 // file with its reason, and how fast it decodes — without writing the cache.
 
 import { decodeListed, DEFAULT_THREADS } from './decode/decoder.ts';
-import { DEFAULT_MAX_INPUT_PIXELS, type ResizeMode } from './decode/decode.ts';
+import { DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_INPUT_PIXELS, type ResizeMode } from './decode/decode.ts';
 import { silentLog, type DataLog } from './events.ts';
 import { listImages } from './listing.ts';
 import { resolveDataFolder } from './locations.ts';
@@ -14,6 +14,7 @@ export interface CheckOptions {
   resize?: ResizeMode;
   threads?: number;
   maxInputPixels?: number;
+  maxFileBytes?: number;
   log?: DataLog;
 }
 
@@ -39,6 +40,7 @@ export async function checkData(dir: string, options: CheckOptions = {}): Promis
     imageSize,
     resize: options.resize ?? 'stretch',
     maxInputPixels: options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS,
+    maxFileBytes: options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES,
     threads,
     groupSize: GROUP,
   };

@@ -41,6 +41,8 @@ export type DataEvent =
       bytes: number;
     }
   | { event: 'data-fetch-skipped'; level: 'info'; dir: string }
+  | { event: 'data-download-resumed'; level: 'info'; file: string; from: number }
+  | { event: 'data-verified'; level: 'info'; file: string; bytes: number; sha256: string; seconds: number }
   | { event: 'data-fetched'; level: 'info'; dir: string; bytes: number; seconds: number };
 
 export type DataLog = (event: DataEvent) => void;

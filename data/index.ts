@@ -16,6 +16,7 @@
 //     cache: true,              // false: decode every time, write nothing
 //     memoryBudgetBytes,        // images beyond this are streamed from the cache file (1 GiB default)
 //     maxInputPixels,           // decompression-bomb guard: larger images are skipped (100 MP default)
+//     maxFileBytes,             // image files larger than this are skipped unread (64 MiB default)
 //     miniBatchSize,            // when given, fewer usable images than one batch is an error now
 //     log: (event) => {},       // structured DataEvent objects (data/events.ts); by default
 //                               // stderrLog(): a progress bar on a TTY, plain lines otherwise
@@ -46,7 +47,7 @@
 import { GanDistError } from '../protocol/errors.ts';
 import { cacheEntry, loadOrBuild, pathTag, type BuildPlan } from './cache.ts';
 import { Dataset } from './dataset.ts';
-import { DEFAULT_MAX_INPUT_PIXELS, type ResizeMode } from './decode/decode.ts';
+import { DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_INPUT_PIXELS, type ResizeMode } from './decode/decode.ts';
 import { decodeListed, DEFAULT_THREADS, validateThreads } from './decode/decoder.ts';
 import type { DataLog } from './events.ts';
 import { listImages } from './listing.ts';
@@ -66,6 +67,7 @@ export interface OpenDatasetOptions {
   cache?: boolean;
   memoryBudgetBytes?: number;
   maxInputPixels?: number;
+  maxFileBytes?: number;
   miniBatchSize?: number;
   log?: DataLog;
 }
@@ -169,7 +171,12 @@ async function openFolder(
     skipped: listing.skipped.length,
     ignored: listing.ignored,
   });
-  const decodeOptions = { imageSize, resize, maxInputPixels: options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS };
+  const decodeOptions = {
+    imageSize,
+    resize,
+    maxInputPixels: options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS,
+    maxFileBytes: options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES,
+  };
   // Keyed by every file's path, size and mtime and by the decode options: any change rebuilds.
   const entry = cacheDir
     ? cacheEntry(cacheDir, `${pathTag(listing.root)}-${imageSize}-${resize}`, {

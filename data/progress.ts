@@ -9,6 +9,8 @@ type ProgressEvent = Extract<DataEvent, { event: 'data-progress' }>;
 export class ProgressTracker {
   private readonly started = performance.now();
   private lastEmit = -Infinity;
+  /** Units already done before this task began (a resumed download): not counted in the rate. */
+  private base = 0;
 
   constructor(
     private readonly log: DataLog,
@@ -18,6 +20,11 @@ export class ProgressTracker {
     private readonly intervalMs = 100,
   ) {}
 
+  /** The task continues earlier work that had reached `done`. */
+  startAt(done: number): void {
+    this.base = done;
+  }
+
   update(done: number, total = this.total): void {
     this.total = total;
     const now = performance.now();
@@ -25,7 +32,7 @@ export class ProgressTracker {
     if (!final && done > 0 && now - this.lastEmit < this.intervalMs) return;
     this.lastEmit = now;
     const seconds = (now - this.started) / 1000;
-    const rate = seconds > 0 ? done / seconds : 0;
+    const rate = seconds > 0 ? Math.max(0, done - this.base) / seconds : 0;
     const etaS = total > 0 && rate > 0 ? Math.max(0, (total - done) / rate) : null;
     this.log({ event: 'data-progress', level: 'info', task: this.task, done, total, unit: this.unit, rate, etaS });
   }
@@ -90,6 +97,10 @@ function describeEvent(event: Exclude<DataEvent, ProgressEvent>): string | undef
       return `data: ${event.images} images of ${event.imageSize}x${event.imageSize} from ${event.source}, ${event.storage === 'memory' ? 'in memory' : 'streamed from the cache file'} (${formatBytes(event.bytes)})`;
     case 'data-fetch-skipped':
       return `data: ${event.dir} already exists; nothing to fetch`;
+    case 'data-download-resumed':
+      return `data: resuming the download of ${event.file} at ${formatBytes(event.from)}`;
+    case 'data-verified':
+      return `data: ${event.file} is ${event.bytes} bytes with SHA-256 ${event.sha256}, as expected`;
     case 'data-fetched':
       return `data: fetched ${formatBytes(event.bytes)} into ${event.dir} in ${event.seconds.toFixed(1)} s`;
     default:

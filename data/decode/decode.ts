@@ -1,9 +1,10 @@
 // Decodes one image file with sharp into uint8 HWC RGB of the configured size, or says why it
 // cannot: the one place that knows how a photo becomes training pixels.
 
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import sharp from 'sharp';
 import { describeContent, sniffFormat } from './formats.ts';
+import { formatBytes } from '../progress.ts';
 import type { Skip } from '../skips.ts';
 
 export type ResizeMode = 'stretch' | 'cover';
@@ -18,6 +19,8 @@ export interface DecodeOptions {
   resize: ResizeMode;
   /** Images with more pixels than this (by their header) are refused: decompression bombs. */
   maxInputPixels: number;
+  /** Files larger than this are refused unread; DEFAULT_MAX_FILE_BYTES when not given. */
+  maxFileBytes?: number;
 }
 
 /** Transparent pixels are composited on white, as a photo printed on paper. */
@@ -27,13 +30,21 @@ export const ALPHA_BACKGROUND = { r: 255, g: 255, b: 255 } as const;
 export const DEFAULT_MAX_INPUT_PIXELS = 100_000_000;
 
 /**
+ * 64 MiB: over twice a 50 MP camera JPEG (~25 MB). A file is read whole before decoding, one per
+ * decode lane at a time, so this bounds the memory a folder of huge (or endless) files can take.
+ */
+export const DEFAULT_MAX_FILE_BYTES = 64 * 1024 ** 2;
+
+/**
  * Decodes `file` into `target` (imageSize * imageSize * 3 bytes, HWC RGB). Returns undefined on
  * success or why the file was refused; never throws for a bad file.
  */
 export async function decodeInto(file: string, options: DecodeOptions, target: Uint8Array): Promise<Skip | undefined> {
   let bytes: Buffer;
   try {
-    bytes = await readFile(file);
+    const read = await readCapped(file, options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES);
+    if ('kind' in read) return read;
+    bytes = read;
   } catch (err) {
     return { kind: 'unreadable', reason: `cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})` };
   }
@@ -79,6 +90,39 @@ export async function decodeInto(file: string, options: DecodeOptions, target: U
   } catch (err) {
     return describeSharpError(err, bytes);
   }
+}
+
+/**
+ * The whole file, or a too-large skip when it holds more than `maxBytes`. Reads at most one byte
+ * past the cap, so a file that grows past it after its size was taken is refused, never read whole.
+ */
+async function readCapped(file: string, maxBytes: number): Promise<Buffer | Skip> {
+  const handle = await open(file, 'r');
+  try {
+    const { size } = await handle.stat();
+    const tooLarge = (bytes: string): Skip => ({
+      kind: 'too-large',
+      reason: `file too large: ${bytes}, over the ${exactBytes(maxBytes)} limit on an image file's size`,
+    });
+    if (size > maxBytes) return tooLarge(exactBytes(size));
+    const buffer = Buffer.allocUnsafe(size + 1);
+    let length = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+      if (length > maxBytes) return tooLarge(`over ${maxBytes} bytes`);
+      if (length === buffer.length) break;
+    }
+    return buffer.subarray(0, length);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** "313 bytes", or "1.2 KB (1234 bytes)": a limit and a size just over it must read apart. */
+function exactBytes(n: number): string {
+  return n < 1024 ? `${n} bytes` : `${formatBytes(n)} (${n} bytes)`;
 }
 
 function megapixels(pixels: number): string {

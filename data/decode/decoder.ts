@@ -87,8 +87,8 @@ export async function decodeFiles(
   onGroup: (group: DecodedGroup) => void | Promise<void>,
 ): Promise<DecodeSummary> {
   validateThreads(options.threads);
-  const { imageSize, resize, maxInputPixels } = options;
-  const decodeOptions: DecodeOptions = { imageSize, resize, maxInputPixels };
+  const { imageSize, resize, maxInputPixels, maxFileBytes } = options;
+  const decodeOptions: DecodeOptions = { imageSize, resize, maxInputPixels, maxFileBytes };
   const bytesPerImage = imageSize * imageSize * 3;
   const groupSize = Math.max(1, Math.min(options.groupSize ?? files.length, files.length));
   const summary: DecodeSummary = { decoded: [], failures: [] };

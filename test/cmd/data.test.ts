@@ -1,12 +1,11 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import https from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
-import * as tar from 'tar';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { registerDataCommands } from '../../cmd/data.ts';
+import { type ArchiveServer, makeArchive, serveFile, sha256, startArchiveServer } from '../data/archive-server.ts';
 
 let work: string;
 
@@ -86,27 +85,29 @@ describe('gan-dist data check', () => {
 });
 
 describe('gan-dist data fetch', () => {
-  let server: Server;
+  let server: ArchiveServer;
+  let archive: Buffer;
   let url: string;
+  const trusted = https.globalAgent.options.ca;
 
   beforeAll(async () => {
-    const src = path.join(work, 'archive-src');
-    await mkdir(path.join(src, 'flower_photos', 'tulips'), { recursive: true });
-    await writeFile(path.join(src, 'flower_photos', 'tulips', 'a.jpg'), 'bytes');
-    await tar.c({ gzip: true, cwd: src, file: path.join(src, 'f.tgz') }, ['flower_photos']);
-    const body = await readFile(path.join(src, 'f.tgz'));
-    server = createServer((_req, res) => res.end(body));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/f.tgz`;
+    archive = await makeArchive(work, 'flower_photos');
+    server = await startArchiveServer();
+    server.routes.set('/f.tgz', serveFile(archive));
+    url = `${server.base}/f.tgz`;
+    // The command takes no certificate option: the test's self-signed one is trusted through the
+    // default agent that every https request of this process uses.
+    https.globalAgent.options.ca = server.ca;
   });
 
   afterAll(async () => {
-    await new Promise((resolve) => server.close(resolve));
+    https.globalAgent.options.ca = trusted;
+    await server.close();
   });
 
-  it('fetches into --dir from --url, then says there is nothing to do', async () => {
+  it('fetches into --dir from an https --url checked against --sha256, then says there is nothing to do', async () => {
     const dir = path.join(work, 'fetched');
-    expect(await run('data', 'fetch', 'flowers', '--dir', dir, '--url', url)).toMatch(
+    expect(await run('data', 'fetch', 'flowers', '--dir', dir, '--url', url, '--sha256', sha256(archive))).toMatch(
       /^flower_photos is at .*flower_photos \(\d+(\.\d)? (B|KB) downloaded\); train with --data .*flower_photos\n$/,
     );
     expect(JSON.parse(await run('data', 'fetch', 'flowers', '--dir', dir, '--url', url, '--json'))).toEqual({
@@ -114,6 +115,24 @@ describe('gan-dist data fetch', () => {
       fetched: false,
       bytes: 0,
     });
+  });
+
+  it('refuses an archive that is not the one --sha256 names, naming both hashes, with nothing extracted', async () => {
+    const dir = path.join(work, 'mismatch');
+    const wanted = sha256('a different archive');
+    await expect(run('data', 'fetch', 'flowers', '--dir', dir, '--url', url, '--sha256', wanted)).rejects.toMatchObject(
+      {
+        code: 'GAN_DIST_E_NETWORK',
+        message: expect.stringContaining(`has SHA-256 ${sha256(archive)}, expected ${wanted}`),
+      },
+    );
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('refuses a plain http --url', async () => {
+    await expect(
+      run('data', 'fetch', 'flowers', '--dir', path.join(work, 'plain'), '--url', 'http://127.0.0.1:1/f.tgz'),
+    ).rejects.toMatchObject({ code: 'GAN_DIST_E_CONFIG', message: expect.stringMatching(/^--url http:.*https:\/\//) });
   });
 
   it('knows only the flowers dataset', async () => {

@@ -1,9 +1,9 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeInto, type DecodeOptions } from '../../data/decode/decode.ts';
+import { DEFAULT_MAX_FILE_BYTES, decodeInto, type DecodeOptions } from '../../data/decode/decode.ts';
 
 const W = 48;
 const H = 32;
@@ -133,6 +133,17 @@ describe('decodeInto', () => {
     const { skip } = await decode('truncated.jpg');
     expect(skip?.kind).toBe('truncated');
     expect(skip?.reason).toMatch(/truncated/);
+  });
+
+  it('refuses a file over the size cap unread, naming its size and the cap', async () => {
+    expect(DEFAULT_MAX_FILE_BYTES).toBe(64 * 1024 ** 2);
+    const { size } = await stat(path.join(dir, 'plain.jpg'));
+    expect(size).toBeLessThan(1024);
+    expect((await decode('plain.jpg', { ...options, maxFileBytes: size - 1 })).skip).toEqual({
+      kind: 'too-large',
+      reason: `file too large: ${size} bytes, over the ${size - 1} bytes limit on an image file's size`,
+    });
+    expect((await decode('plain.jpg', { ...options, maxFileBytes: size })).skip).toBeUndefined();
   });
 
   it('names empty files and text dressed as JPEG', async () => {

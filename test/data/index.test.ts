@@ -163,6 +163,36 @@ describe('openDataset on a folder', () => {
     streamed.close();
   });
 
+  it('skips and counts an image file over the size cap, warning with its name and the cap', async () => {
+    const capped = path.join(work, 'capped', 'roses');
+    await mkdir(capped, { recursive: true });
+    const solid = sharp({ create: { width: 16, height: 16, channels: 3, background: '#cc3366' } }).png();
+    await solid.clone().toFile(path.join(capped, 'a.png'));
+    await solid.clone().toFile(path.join(capped, 'c.png'));
+    // Pseudo-random pixels do not compress: about 180 KB of PNG.
+    const noise = Buffer.alloc(300 * 200 * 3);
+    let x = 1;
+    for (let i = 0; i < noise.length; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      noise[i] = x >>> 24;
+    }
+    await sharp(noise, { raw: { width: 300, height: 200, channels: 3 } })
+      .png()
+      .toFile(path.join(capped, 'b.png'));
+    const events: DataEvent[] = [];
+    const dataset = await open({ data: path.dirname(capped), maxFileBytes: 64 * 1024, log: (e) => events.push(e) });
+    expect([...dataset.files]).toEqual(['roses/a.png', 'roses/c.png']);
+    expect(dataset.skipped.byKind).toEqual({ 'too-large': 1 });
+    const reason = expect.stringMatching(
+      /^file too large: .* \(\d+ bytes\), over the 64\.0 KB \(65536 bytes\) limit on an image file's size$/,
+    );
+    expect(dataset.skipped.files).toEqual([{ rel: 'roses/b.png', kind: 'too-large', reason }]);
+    expect(events.filter((e) => e.event === 'data-skip')).toEqual([
+      { event: 'data-skip', level: 'warn', file: 'roses/b.png', kind: 'too-large', reason },
+    ]);
+    dataset.close();
+  });
+
   it('stops with a data error naming the folder, the counts and the fix when no image decodes', async () => {
     const junk = path.join(work, 'junk');
     await mkdir(junk);
