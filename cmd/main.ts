@@ -19,7 +19,9 @@ import { addConfigOptions, configFromOptions } from './options.ts';
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 
 export function buildProgram(): Command {
+  // Set before any subcommand is added, so each inherits it: a usage error anywhere exits 2, not commander's 1.
   const program = new Command('gan-dist')
+    .exitOverride()
     .description("Distributed DCGAN training (MATLAB's Flowers GAN) across GPUs and machines")
     .version(version)
     .showHelpAfterError('(add --help for usage)');
@@ -55,12 +57,17 @@ export function buildProgram(): Command {
   return program;
 }
 
+/**
+ * Runs the CLI; resolves to the process's exit status. A command that ends without an error may
+ * still set one in process.exitCode (`gan-dist worker`'s 10, 11, 12; a run that did not finish):
+ * it is returned, not overwritten. README's "Error codes and exit codes" lists them all.
+ */
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
-  program.exitOverride();
+  process.exitCode = undefined;
   try {
     await program.parseAsync(argv);
-    return 0;
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof CommanderError) {
       // commander already printed its message (or the help / version text).

@@ -12,6 +12,7 @@ import { SHM_ENV, TRANSPORTS } from '../protocol/wire/shm.ts';
 import { stderrLog } from '../data/progress.ts';
 import { backendNames, parseBackendName } from '../protocol/backends.ts';
 import { runWorkerWithReconnect } from '../worker/client.ts';
+import { workerPlacement } from '../worker/placement.ts';
 import { readFileSync } from 'node:fs';
 import { addConfigOptions, configFromOptions } from './options.ts';
 import { trainTuiHooks } from '../monitor/train-tui.ts';
@@ -195,7 +196,10 @@ export function registerTrainCommands(program: Command): void {
     .requiredOption('--join <url>', 'the coordinator, e.g. ws://127.0.0.1:7070')
     .option('--token-file <file>', 'the run token file (or set GAN_DIST_TOKEN)')
     .addOption(new Option('--backend <name>', 'compute backend').choices([...backendNames]).default('auto'))
-    .option('--gpu <id>', 'GPU id (sets CUDA_VISIBLE_DEVICES before the backend loads)')
+    .option(
+      '--gpu <index>',
+      "GPU index among those this process may see (CUDA_VISIBLE_DEVICES when a launcher set it, else all); default: the launcher's pin, else SLURM_LOCALID",
+    )
     .option('--threads <n>', 'wasm threads (default: all cores)', positiveInt('--threads', 1))
     .option(
       '--ca <file>',
@@ -216,25 +220,67 @@ export function registerTrainCommands(program: Command): void {
         .hideHelp(),
     )
     .action(async (opts) => {
-      if (opts.gpu !== undefined && process.env.CUDA_VISIBLE_DEVICES === undefined)
-        process.env.CUDA_VISIBLE_DEVICES = opts.gpu;
-      const { token, fingerprint } = await resolveToken({ tokenFile: opts.tokenFile });
-      const outcome = await runWorkerWithReconnect({
-        reconnectTimeoutMs: opts.reconnectTimeout * 1000,
-        fingerprint,
-        ca: opts.ca ? readFileSync(opts.ca, 'utf8') : undefined,
-        url: opts.join,
-        token,
-        backend: parseBackendName(opts.backend),
-        wantsGpu: opts.gpu !== undefined,
-        threads: opts.threads ?? os.availableParallelism(),
-        ganDistVersion: version,
-        simulateStepMs: opts.simulateStepMs,
-        // Set by the launcher for the workers of a coordinator on this machine.
-        shmRegion: process.env[SHM_ENV] || undefined,
-        log: (e) => console.error(JSON.stringify({ rank: process.env.GAN_DIST_RANK, ...e })),
+      // Rank and GPU from the launcher (srun, a Kubernetes Job, gan-dist train), before the backend loads.
+      const placement = workerPlacement({ gpu: opts.gpu });
+      if (placement.cudaVisibleDevices !== undefined) process.env.CUDA_VISIBLE_DEVICES = placement.cudaVisibleDevices;
+      // Every line says which worker wrote it; under srun, all tasks write to one stream.
+      const log = (e: Record<string, unknown>) => console.error(JSON.stringify({ rank: placement.rank, ...e }));
+      log({
+        event: 'placement',
+        rankFrom: placement.rankFrom,
+        cudaVisibleDevices: placement.cudaVisibleDevices,
+        gpuFrom: placement.gpuFrom,
       });
-      console.error(JSON.stringify({ event: 'exit', code: outcome.exitCode, reason: outcome.reason }));
-      process.exitCode = outcome.exitCode;
+      const leaving = leaveOnSignals(log);
+      try {
+        const { token, fingerprint } = await resolveToken({ tokenFile: opts.tokenFile });
+        const outcome = await runWorkerWithReconnect({
+          reconnectTimeoutMs: opts.reconnectTimeout * 1000,
+          fingerprint,
+          ca: opts.ca ? readFileSync(opts.ca, 'utf8') : undefined,
+          url: opts.join,
+          token,
+          backend: parseBackendName(opts.backend),
+          wantsGpu: placement.wantsGpu,
+          threads: opts.threads ?? os.availableParallelism(),
+          ganDistVersion: version,
+          simulateStepMs: opts.simulateStepMs,
+          // Set by the launcher for the workers of a coordinator on this machine.
+          shmRegion: process.env[SHM_ENV] || undefined,
+          rank: placement.rank,
+          signal: leaving.signal,
+          log,
+        });
+        log({ event: 'exit', code: outcome.exitCode, reason: outcome.reason });
+        process.exitCode = outcome.exitCode;
+        // Told to go: the goodbye is written; whatever still holds the process (a close handshake, a shard's timer) gets 2 s.
+        if (leaving.signal.aborted) setTimeout(() => process.exit(outcome.exitCode), 2000).unref();
+      } finally {
+        leaving.off();
+      }
     });
+}
+
+/**
+ * SIGTERM (scancel, srun ending its step, a pod's deletion, `kill`) or SIGINT: the worker says
+ * goodbye and exits 0. It left when told to, which is no failure: srun, which exits with the
+ * highest code of its tasks, then reports the task that did fail (10 for a wrong token), not the
+ * tasks it terminated because of it. A second signal quits at once with 128 + its number.
+ */
+function leaveOnSignals(log: (e: Record<string, unknown>) => void): { signal: AbortSignal; off: () => void } {
+  const leave = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (leave.signal.aborted) process.exit(128 + os.constants.signals[sig]);
+    log({ event: 'signal', signal: sig });
+    leave.abort(sig);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: leave.signal,
+    off: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
 }

@@ -126,6 +126,11 @@ export class Coordinator {
     this.event('state', { from, to, ...fields });
   }
 
+  /** The live workers, by peer id. */
+  get workers(): Dispatcher['workers'] {
+    return this.dispatcher.workers;
+  }
+
   /** Opens the endpoint workers join. Returns "host:port" actually bound. */
   async listen(): Promise<string> {
     const cfg = this.opts.config;
@@ -154,6 +159,7 @@ export class Coordinator {
     this.server.on('peer', (peer: Peer) => {
       this.event('worker-joined', {
         worker: peer.id,
+        rank: peer.hello.rank,
         role: peer.role,
         address: peer.address,
         backend: peer.hello.backend,
@@ -164,7 +170,7 @@ export class Coordinator {
     this.server.on('gone', (peer: Peer, reason: string) => {
       this.event(
         'worker-left',
-        { worker: peer.id, address: peer.address, reason },
+        { worker: peer.id, rank: peer.hello.rank, address: peer.address, reason },
         this.state === 'running' ? 'warn' : 'info',
       );
       this.dispatcher.remove(peer.id, reason);
@@ -192,6 +198,10 @@ export class Coordinator {
           });
           return;
         case 'heartbeat':
+          return;
+        case 'leave':
+          // A goodbye (SIGTERM, SIGINT): drop it now, so its shard is reassigned without waiting for the socket to end.
+          peer.close(`left: ${msg.reason}`);
           return;
         case 'error':
           this.event('worker-error', { worker: peer.id, code: msg.code, message: msg.message }, 'warn');

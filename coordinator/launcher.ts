@@ -89,7 +89,8 @@ export function launchWorker(
   // A local worker lives and dies with its coordinator: no reconnecting to a later one.
   const args = [CLI, 'worker', '--join', url, '--backend', spec.backend, '--reconnect-timeout', '0'];
   if (spec.threads !== undefined) args.push('--threads', String(spec.threads));
-  if (spec.gpu !== undefined) args.push('--gpu', spec.gpu);
+  // CUDA_VISIBLE_DEVICES (workerEnv) already narrows the worker to its GPU; --gpu counts within it.
+  if (spec.gpu !== undefined) args.push('--gpu', '0');
   if (tokenFile !== undefined) args.push('--token-file', tokenFile);
   if (spec.simulateStepMs !== undefined) args.push('--simulate-step-ms', String(spec.simulateStepMs));
   const env = workerEnv(spec, token);

@@ -34,6 +34,15 @@ export const WorkerExit = {
   COORDINATOR_GONE: 12,
 } as const;
 
+/** A coordinator turned this worker away: 11 when the two differ in version or model (redeploying fixes it), else 10. */
+function rejectionExit(reason: string): number {
+  return /protocol version|parameter table/.test(reason) ? WorkerExit.VERSION_MISMATCH : WorkerExit.REJECTED;
+}
+
+function leaveReason(signal: AbortSignal | undefined): string {
+  return typeof signal?.reason === 'string' ? signal.reason : 'aborted';
+}
+
 export interface WorkerOptions {
   url: string;
   token: string;
@@ -57,8 +66,14 @@ export interface WorkerOptions {
   fingerprint?: string;
   /** wss: a CA certificate (PEM) that signed the coordinator's certificate (--ca). */
   ca?: string;
-  /** Leaving: aborting closes the connection (the coordinator reassigns what this worker held). */
+  /**
+   * Leaving: aborting says goodbye (a `leave` message with the abort's reason, e.g. 'SIGTERM') and
+   * closes the connection, so the coordinator reassigns what this worker held at once. A worker
+   * that leaves when told to has not failed: it ends as DONE.
+   */
   signal?: AbortSignal;
+  /** This worker's rank from its launcher (placement.ts), for the coordinator's events. */
+  rank?: number;
   log?: (event: Record<string, unknown>) => void;
 }
 
@@ -89,9 +104,23 @@ export async function runWorkerWithReconnect(
     if (Date.now() + delay > deadline)
       return { ...o, reason: `${o.reason}; gave up reconnecting after ${opts.reconnectTimeoutMs} ms` };
     log({ event: 'reconnecting', inMs: delay, reason: o.reason });
-    await new Promise((r) => setTimeout(r, delay));
+    await abortableSleep(delay, opts.signal);
+    if (opts.signal?.aborted)
+      return { exitCode: WorkerExit.DONE, reason: `left while reconnecting: ${leaveReason(opts.signal)}` };
     delay = Math.min(delay * 2, 5000);
   }
+}
+
+function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }
 
 function tlsOptions(opts: WorkerOptions): Record<string, unknown> {
@@ -132,6 +161,7 @@ class WorkerSession {
   /** Messages are handled one at a time: a shard waits for the weights before it. */
   private queue: Promise<void> = Promise.resolve();
   private resolve: (o: WorkerOutcome) => void = () => {};
+  private readonly onAbort = () => this.leave();
 
   constructor(
     private readonly opts: WorkerOptions,
@@ -151,6 +181,7 @@ class WorkerSession {
       ganDistVersion: opts.ganDistVersion,
       backend: info.name,
       device: info.device,
+      rank: opts.rank,
     });
   }
 
@@ -158,7 +189,6 @@ class WorkerSession {
     return new Promise<WorkerOutcome>((resolve) => {
       this.resolve = resolve;
       const { ws, opts } = this;
-      opts.signal?.addEventListener('abort', () => this.finish(WorkerExit.DONE, 'left (aborted)'), { once: true });
       ws.on('error', (err) => this.finish(WorkerExit.COORDINATOR_GONE, `connection failed: ${err.message}`));
       ws.on('close', () => this.finish(WorkerExit.COORDINATOR_GONE, 'the coordinator closed the connection'));
       ws.on('upgrade', (res) => this.checkCertificate(res.socket as TLSSocket));
@@ -168,6 +198,9 @@ class WorkerSession {
         if (step.send) this.send(step.send);
       });
       ws.on('message', (data) => this.onFrame(data as Buffer));
+      // Aborted while the backend loaded: leave before a byte is sent.
+      if (opts.signal?.aborted) this.leave();
+      else opts.signal?.addEventListener('abort', this.onAbort, { once: true });
     });
   }
 
@@ -175,8 +208,25 @@ class WorkerSession {
     this.ws.send(encodeMessage(m));
   }
 
+  /**
+   * Leaving on purpose (the signal was aborted). A shard's compute runs on this thread, so a
+   * signal is seen only between steps: the step under way has finished and its gradients are
+   * sent, and any shard not yet answered is abandoned. The goodbye lets the coordinator reassign
+   * at once instead of when the socket's end reaches it.
+   */
+  private leave(): void {
+    if (this.outcome) return;
+    const reason = leaveReason(this.opts.signal);
+    if (this.ready && this.ws.readyState === this.ws.OPEN) this.send({ type: 'leave', reason });
+    this.log({ event: 'leaving', reason });
+    this.finish(WorkerExit.DONE, `left: ${reason}`);
+    // The coordinator hangs up on a goodbye; one that does not answer the close frame is not waited for.
+    setTimeout(() => this.ws.terminate(), 1000).unref();
+  }
+
   private finish(exitCode: number, reason: string): void {
     if (!this.outcome) this.outcome = { exitCode, reason, joined: this.ready };
+    this.opts.signal?.removeEventListener('abort', this.onAbort);
     this.compute?.dispose();
     this.uplink?.close();
     if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) this.ws.close();
@@ -197,6 +247,7 @@ class WorkerSession {
   }
 
   private onFrame(data: Buffer): void {
+    if (this.outcome) return; // finished: what is still in flight is not for us any more
     let msg: Message;
     try {
       msg = decodeMessage(data, this.limits);
@@ -221,8 +272,7 @@ class WorkerSession {
     const step = this.handshake.onMessage(msg);
     if (step.send) this.send(step.send);
     if (step.error) {
-      const mismatch = /protocol version|parameter table/.test(step.error.message);
-      this.finish(mismatch ? WorkerExit.VERSION_MISMATCH : WorkerExit.REJECTED, step.error.message);
+      this.finish(rejectionExit(step.error.message), step.error.message);
       return;
     }
     if (step.welcome) this.join(step.welcome);
@@ -234,7 +284,7 @@ class WorkerSession {
     const table = parameterTable(cfg);
     // Each shard's gradients are sent before the next shard is stepped: they can live in reused arrays.
     this.compute = this.loaded
-      ? new Trainer(this.loaded.tf, cfg, welcome.seed, { reuseGradientBuffers: true })
+      ? new Trainer(this.loaded.tf, cfg, welcome.seed, { reuseGradientBuffers: true, device: this.loaded.device })
       : simulatedCompute(cfg, this.opts.simulateStepMs!, this.opts.simulateNonFinite);
     this.uplink = new Uplink(this.ws, welcome.wireDtype ?? 'float32', this.opts.shmRegion);
     const total = table.reduce((n, s) => n + sizeOf(s.shape), 0);
@@ -273,7 +323,8 @@ class WorkerSession {
         this.finish(WorkerExit.DONE, msg.reason);
         return;
       case 'reject':
-        this.finish(WorkerExit.REJECTED, msg.reason);
+        // After `ready`: the coordinator found another parameter table than its own.
+        this.finish(rejectionExit(msg.reason), msg.reason);
         return;
       case 'error':
         this.finish(WorkerExit.REJECTED, msg.message);
@@ -293,6 +344,7 @@ class WorkerSession {
       z: msg.tensors.z,
       flip: msg.tensors.flip,
     });
+    if (this.outcome) return; // left during the step: the coordinator has reassigned the shard
     const tensors: Record<string, Float32Array> = { ...r.grads };
     putBnSums(tensors, r.bn);
     const bad = this.uplink!.nonFinite(tensors);

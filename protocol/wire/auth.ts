@@ -323,6 +323,8 @@ export interface ClientHandshakeOptions {
   ganDistVersion: string;
   backend: string;
   device: string;
+  /** The worker's rank from its launcher, sent in the hello for the coordinator's events. */
+  rank?: number;
   /** The worker's nonce; tests fix it, everyone else leaves it to newNonce(). */
   nonce?: string;
 }
@@ -374,6 +376,7 @@ export function createClientHandshake(opts: ClientHandshakeOptions): ClientHands
           device: opts.device,
           nonce: nonceW,
           role: opts.role,
+          ...(opts.rank === undefined ? {} : { rank: opts.rank }),
         },
       };
     },

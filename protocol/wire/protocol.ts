@@ -74,6 +74,11 @@ export interface HelloMessage {
   /** 32 random bytes, hex. */
   nonce: string;
   role: Role;
+  /**
+   * A worker's rank as its launcher numbered it (SLURM_PROCID, a Kubernetes completion index,
+   * GAN_DIST_RANK), for logs and events only; absent when nothing numbered it.
+   */
+  rank?: number;
 }
 export interface ChallengeMessage {
   type: 'challenge';
@@ -209,6 +214,11 @@ export interface StopMessage {
   type: 'stop';
   reason: string;
 }
+/** A worker leaving on purpose (SIGTERM, SIGINT): whatever shard it holds is reassigned at once. */
+export interface LeaveMessage {
+  type: 'leave';
+  reason: string;
+}
 export interface ErrorMessage {
   type: 'error';
   code: string;
@@ -238,6 +248,7 @@ export type Message =
   | GradientsRefMessage
   | HeartbeatMessage
   | StopMessage
+  | LeaveMessage
   | ErrorMessage
   | LogMessage;
 export type MessageType = Message['type'];
@@ -481,6 +492,7 @@ const SPECS = new Map<string, MessageSpec>([
         nonce: hex64,
         role: oneOf('worker', 'monitor'),
       },
+      optional: { rank: int(0, 9_999_999) },
       tensors: noTensors,
       finite: [],
     },
@@ -552,6 +564,7 @@ const SPECS = new Map<string, MessageSpec>([
   ],
   ['heartbeat', { fields: { t: finite(0) }, tensors: noTensors, finite: [] }],
   ['stop', { fields: { reason: text(2048) }, tensors: noTensors, finite: [] }],
+  ['leave', { fields: { reason: text(2048) }, tensors: noTensors, finite: [] }],
   ['error', { fields: { code: errorCode, message: text(4096) }, tensors: noTensors, finite: [] }],
   ['log', { fields: { line: object(256) }, tensors: noTensors, finite: [] }],
 ]);

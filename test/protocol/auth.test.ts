@@ -212,6 +212,22 @@ describe('handshake', () => {
     expect([c.state, s.state]).toEqual(['done', 'done']);
   });
 
+  it("tells the coordinator the worker's launcher rank in the hello, and nothing when it has none", () => {
+    const c = createClientHandshake({
+      token: TOKEN,
+      role: 'worker',
+      ganDistVersion: '0.1.0',
+      backend: 'wasm',
+      device: 'cpu',
+      rank: 3,
+    });
+    const s = server();
+    const { hello } = run(c, s);
+    expect(hello).toMatchObject({ type: 'hello', rank: 3 });
+    expect(s.onMessage(wire(c.ready(TABLE_HASH).send!)).done?.hello.rank).toBe(3);
+    expect(sent(client().start())).not.toHaveProperty('rank');
+  });
+
   it('lets a monitor in at welcome, without a parameter table', () => {
     const c = client(TOKEN, 'monitor');
     const s = server();

@@ -106,6 +106,7 @@ function everyMessage(): Message[] {
     { type: 'gradientsRef', iteration: 7, shardId: 1, weightsVersion: 6, n: 4, seq: 3, byteLength: 37_800_960 },
     { type: 'heartbeat', t: 1_700_000_000_000 },
     { type: 'stop', reason: 'training finished' },
+    { type: 'leave', reason: 'SIGTERM' },
     { type: 'error', code: 'GAN_DIST_E_WORKER', message: 'out of memory' },
     { type: 'log', line: { msg: 'iteration', iteration: 7, lossD: 0.5 } },
   ];
@@ -167,6 +168,13 @@ describe('encodeMessage / decodeMessage', () => {
       const back = decodeMessage(encodeMessage(msg), LIMITS);
       expect(back).toEqual(msg);
     }
+  });
+
+  it("carries a worker's launcher rank in its hello, and refuses one that is not a rank", () => {
+    const hello = { ...byType('hello'), rank: 7 };
+    expect(decodeMessage(encodeMessage(hello), PRE_AUTH_LIMITS)).toEqual(hello);
+    expectProtocolError(() => encodeMessage({ ...hello, rank: -1 }), /hello\.rank must be an integer from 0/);
+    expectProtocolError(() => encodeMessage({ ...hello, rank: 1.5 }), /hello\.rank must be an integer/);
   });
 
   it('gives the same bytes in pieces (for a vectored write) as in one buffer, for every message type', () => {

@@ -16,7 +16,8 @@ export interface Harness {
   draws: Map<number, { z: Float32Array; flip: Uint8Array }>;
   images: Map<number, Uint8Array>;
   records: IterationRecord[];
-  events: { event: string; fields: Record<string, unknown> }[];
+  /** Every event, with when it happened (performance.now(), this process's clock). */
+  events: { event: string; fields: Record<string, unknown>; at: number }[];
 }
 
 export async function startCoordinator(
@@ -68,7 +69,7 @@ export async function startCoordinator(
     saveSnapshot: async () => 'memory',
     writeSamples: async () => 'nowhere',
     onIteration: (r) => records.push(r),
-    onEvent: (event, fields) => events.push({ event, fields }),
+    onEvent: (event, fields) => events.push({ event, fields, at: performance.now() }),
     onDraw: (t, z, flip) => draws.set(t, { z: z.slice(), flip: flip.slice() }),
   });
   const endpoint = await coordinator.listen();
