@@ -242,6 +242,8 @@ export function registerTrainCommands(program: Command): void {
           token,
           backend: parseBackendName(opts.backend),
           wantsGpu: placement.wantsGpu,
+          // One GPU of its own (not a list a launcher left visible): WebGPU pins Vulkan to it.
+          gpu: placement.cudaVisibleDevices?.includes(',') ? undefined : placement.cudaVisibleDevices,
           threads: opts.threads ?? os.availableParallelism(),
           ganDistVersion: version,
           simulateStepMs: opts.simulateStepMs,

@@ -60,6 +60,8 @@ export class Coordinator {
   private readonly links: WorkerLinks;
   private server?: PeerServer;
   private stopReason?: string;
+  /** Why the run cannot go on (fail()), thrown by run(). */
+  private failure?: Error;
   private readonly stopController = new AbortController();
   private readonly generation: Generation;
   private readonly bnLayers: BnLayer[];
@@ -230,6 +232,12 @@ export class Coordinator {
     this.stopController.abort();
   }
 
+  /** The run cannot go on (every local worker failed to start, say): run() ends failed with `err`. */
+  fail(err: Error): void {
+    this.failure ??= err;
+    this.stopController.abort();
+  }
+
   snapshot(): RunSnapshot {
     return {
       runId: this.runId,
@@ -283,15 +291,16 @@ export class Coordinator {
       await this.shutdown(this.stopReason ?? 'training finished');
       return this.state;
     } catch (err) {
-      if (this.stopReason && err instanceof GanDistError && err.code === 'GAN_DIST_E_WORKER') {
+      if (this.stopReason && !this.failure && err instanceof GanDistError && err.code === 'GAN_DIST_E_WORKER') {
         // Stopped while waiting for workers: nothing changed since the last checkpoint.
         this.transition('finished', { iteration: this.iteration });
         await this.shutdown(this.stopReason);
         return this.state;
       }
-      this.transition('failed', { error: (err as Error).message });
-      await this.shutdown(`run failed: ${(err as Error).message}`);
-      throw err;
+      const failure = this.failure ?? (err as Error);
+      this.transition('failed', { error: failure.message });
+      await this.shutdown(`run failed: ${failure.message}`);
+      throw failure;
     }
   }
 

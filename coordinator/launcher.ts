@@ -50,7 +50,8 @@ export function planWorkers(opts: {
     return opts.gpus.map((gpu, rank) => ({
       rank,
       gpu,
-      backend: opts.backend === 'auto' ? 'tensorflow-gpu' : opts.backend,
+      // auto with a GPU: each worker takes tfjs-node-gpu where it loads, else WebGPU (worker/backend.ts).
+      backend: opts.backend,
     }));
   }
   const cores = opts.cores ?? os.availableParallelism();

@@ -3,9 +3,15 @@
 
 import path from 'node:path';
 import type { DataEvent } from '../data/events.ts';
-import { GPU_PACKAGE, installedVersion, parseBackendName } from '../protocol/backends.ts';
+import {
+  GPU_PACKAGE,
+  installedVersion,
+  parseBackendName,
+  TFJS_WEBGPU_PACKAGE,
+  WEBGPU_PACKAGE,
+} from '../protocol/backends.ts';
 import { modelConfigOf, type TrainConfig } from '../protocol/config.ts';
-import { GanDistError } from '../protocol/errors.ts';
+import { GanDistError, type ErrorCode } from '../protocol/errors.ts';
 import { parameterTable } from '../protocol/model/architecture.ts';
 import { saveCheckpoint } from '../protocol/run/checkpoint.ts';
 import { writeEndpoint, type RunDir } from '../protocol/run/run-dir.ts';
@@ -171,7 +177,28 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     `run ${run.path}${resume ? ` (resumed at iteration ${resume.iteration})` : ''}; workers join ${scheme}://${endpoint} with --token-file ${run.tokenPath}`,
   );
   const localUrl = `${scheme}://${LOOPBACK.has(host) ? endpoint : `127.0.0.1:${endpoint.split(':').pop()}`}`;
-  const launched = launchLocalWorkers(plan, { url: localUrl, token, run, tls: !!identity, shm, log });
+  const launched = launchLocalWorkers(plan, {
+    url: localUrl,
+    token,
+    run,
+    tls: !!identity,
+    shm,
+    log,
+    // Nobody left to train: every local worker died before joining (its backend did not load, say)
+    // and no other worker is here. Fail with the first worker's own error instead of waiting.
+    allFailed: (errors) => {
+      if (coordinator.workers.size > 0) return;
+      const first = errors[0];
+      const code = /\[(GAN_DIST_E_[A-Z_]+)\]$/.exec(first.line ?? '')?.[1] as ErrorCode | undefined;
+      coordinator.fail(
+        new GanDistError(
+          code ?? 'GAN_DIST_E_WORKER',
+          `every local worker exited before joining; rank ${first.rank} exited ${first.code}: ${first.line?.replace(/^gan-dist: /, '').replace(/ \[GAN_DIST_E_[A-Z_]+\]$/, '') ?? 'no output'}`,
+          '`gan-dist doctor` shows which backends load here',
+        ),
+      );
+    },
+  });
   const offSignals = opts.handleSignals ? stopOnSignals(coordinator, launched, print) : () => {};
 
   try {
@@ -192,11 +219,17 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 /** Flags that contradict each other or the installation, before anything is created. */
 function checkOptions(opts: TrainOptions): { host: string; port: number; useTls: boolean } {
   const backend = parseBackendName(opts.backend);
-  if (opts.gpus?.length && (backend === 'auto' || backend === 'tensorflow-gpu') && !installedVersion(GPU_PACKAGE)) {
+  // Whether a GPU works is for each worker to find out (worker/backend.ts); here, only whether
+  // any GPU backend is installed at all.
+  const webgpu = [WEBGPU_PACKAGE, TFJS_WEBGPU_PACKAGE].every((p) => installedVersion(p));
+  const cuda = !!installedVersion(GPU_PACKAGE);
+  if (opts.gpus?.length && ((backend === 'auto' && !webgpu && !cuda) || (backend === 'tensorflow-gpu' && !cuda))) {
     throw new GanDistError(
       'GAN_DIST_E_BACKEND',
-      `--gpus ${opts.gpus.join(',')} needs ${GPU_PACKAGE}, which is not installed (it requires CUDA 11.2 and cuDNN 8.1)`,
-      `install it with \`npm install ${GPU_PACKAGE}\` on a machine with the NVIDIA libraries (\`gan-dist doctor\` checks them), or train on CPUs with --workers N`,
+      backend === 'auto'
+        ? `--gpus ${opts.gpus.join(',')} needs a GPU backend: neither ${WEBGPU_PACKAGE} with ${TFJS_WEBGPU_PACKAGE} nor ${GPU_PACKAGE} is installed`
+        : `--backend tensorflow-gpu needs ${GPU_PACKAGE}, which is not installed (it requires CUDA 11.2 and cuDNN 8.1)`,
+      `install \`npm install ${WEBGPU_PACKAGE} ${TFJS_WEBGPU_PACKAGE}\` (WebGPU: a Vulkan driver, no CUDA; \`gan-dist doctor\` checks it), or train on CPUs with --workers N`,
     );
   }
   if (!!opts.tlsCert !== !!opts.tlsKey) {
@@ -220,11 +253,28 @@ function printIteration(r: IterationRecord, max: number, every: number, print: (
 }
 
 /** Starts the planned local workers, their exits and output going to the run's log. */
+/** A local worker that exited non-zero, with its last error line ("gan-dist: ... [CODE]"). */
+interface FailedWorker {
+  rank: number;
+  code: number | null;
+  line?: string;
+}
+
 function launchLocalWorkers(
   plan: ReturnType<typeof planWorkers>,
-  to: { url: string; token: string; run: RunDir; tls: boolean; shm?: ShmRegion; log: RunLogger },
+  to: {
+    url: string;
+    token: string;
+    run: RunDir;
+    tls: boolean;
+    shm?: ShmRegion;
+    log: RunLogger;
+    allFailed: (errors: FailedWorker[]) => void;
+  },
 ): LaunchedWorker[] {
   const { log } = to;
+  const lastError = new Map<number, string>();
+  const failed: FailedWorker[] = [];
   return plan.map((spec) => {
     spec.shmRegion = to.shm?.dir;
     const w = launchWorker(
@@ -232,9 +282,16 @@ function launchLocalWorkers(
       to.url,
       to.token,
       to.tls ? to.run.tokenPath : undefined,
-      (w, code, signal) =>
-        logEvent(log, 'worker-exited', { rank: w.rank, gpu: w.gpu, code, signal }, code === 0 ? 'info' : 'warn'),
-      (w, line) => log.debug({ event: 'worker-output', rank: w.rank, line }, 'event'),
+      (w, code, signal) => {
+        logEvent(log, 'worker-exited', { rank: w.rank, gpu: w.gpu, code, signal }, code === 0 ? 'info' : 'warn');
+        if (code === 0) return;
+        failed.push({ rank: w.rank, code, line: lastError.get(w.rank) });
+        if (failed.length === plan.length) to.allFailed(failed);
+      },
+      (w, line) => {
+        if (line.startsWith('gan-dist: ')) lastError.set(w.rank, line);
+        log.debug({ event: 'worker-output', rank: w.rank, line }, 'event');
+      },
     );
     logEvent(log, 'worker-launched', { rank: spec.rank, gpu: spec.gpu, backend: spec.backend, threads: spec.threads });
     return w;

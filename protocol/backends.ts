@@ -32,6 +32,9 @@ export function installedVersion(pkg: string): string | undefined {
 }
 
 export const GPU_PACKAGE = '@tensorflow/tfjs-node-gpu';
+/** The WebGPU backend's two packages: Dawn's Node bindings and tfjs's backend on them. */
+export const WEBGPU_PACKAGE = 'webgpu';
+export const TFJS_WEBGPU_PACKAGE = '@tensorflow/tfjs-backend-webgpu';
 export const NODE_PACKAGE = '@tensorflow/tfjs-node';
 
 export function parseBackendName(raw: string): BackendName {

@@ -1,16 +1,11 @@
 // The one place that chooses and loads a tfjs backend. Everything else receives `tf` from here.
 
 import { GanDistError } from '../protocol/errors.ts';
-import {
-  adapterLabel,
-  NO_ADAPTER_FIX,
-  openWebgpuDevice,
-  TFJS_WEBGPU_PACKAGE,
-  type AdapterDescription,
-} from './webgpu.ts';
+import { adapterLabel, NO_ADAPTER_FIX, openWebgpuDevice, type AdapterDescription } from './webgpu.ts';
 import {
   GPU_PACKAGE,
   NODE_PACKAGE,
+  TFJS_WEBGPU_PACKAGE,
   installedVersion,
   resolveBackendName,
   type BackendInfo,

@@ -48,6 +48,8 @@ export interface WorkerOptions {
   token: string;
   backend: BackendName;
   wantsGpu?: boolean;
+  /** This worker's own GPU (placement.ts: one CUDA index or UUID), which WebGPU pins Vulkan to. */
+  gpu?: string;
   threads?: number;
   ganDistVersion: string;
   /**
@@ -143,7 +145,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
   const simulate = opts.simulateStepMs;
   const loaded =
     simulate === undefined
-      ? await loadBackend(opts.backend, { wantsGpu: opts.wantsGpu, threads: opts.threads })
+      ? await loadBackend(opts.backend, { wantsGpu: opts.wantsGpu, gpu: opts.gpu, threads: opts.threads })
       : undefined;
   return new WorkerSession(opts, loaded).run();
 }

@@ -4,11 +4,8 @@
 // Vulkan (Mesa's lavapipe) gives a fallback adapter that is always labelled as one.
 
 import { GanDistError } from '../protocol/errors.ts';
-import { installedVersion } from '../protocol/backends.ts';
+import { installedVersion, TFJS_WEBGPU_PACKAGE, WEBGPU_PACKAGE } from '../protocol/backends.ts';
 import { pinGpu } from './gpu-select.ts';
-
-export const WEBGPU_PACKAGE = 'webgpu';
-export const TFJS_WEBGPU_PACKAGE = '@tensorflow/tfjs-backend-webgpu';
 
 /** What a worker logs and `gan-dist doctor` prints about an adapter. */
 export interface AdapterDescription {
