@@ -10,14 +10,15 @@ import { lossD, lossG } from '../../worker/loss.ts';
 import { forward, imagesToInput, type ParamTensors } from '../../worker/model.ts';
 import type { Shard } from '../../worker/trainer.ts';
 
-export function tapeGradients(
+export async function tapeGradients(
   tf: TF,
   cfg: ModelConfig,
   weights: NamedArrays,
   shard: Shard,
   masks: { real: Tensor; gen: Tensor },
-): NamedArrays {
-  const out: NamedArrays = {};
+): Promise<NamedArrays> {
+  // Kept out of the tidy and read after it: a GPU backend has no synchronous read under Node.
+  const kept = new Map<string, Tensor>();
   tf.tidy(() => {
     const specs = [...paramSpecs('G', cfg), ...paramSpecs('D', cfg)];
     const params: ParamTensors = {};
@@ -44,9 +45,15 @@ export function tapeGradients(
       const lg = forward(tf, 'D', dLayers, p, generated, { training: true, dropoutMask: masks.gen }) as Tensor1D;
       return lossD(tf, lr, lg, flip);
     })(learn('D').map((s) => params[s.name]));
-    for (const [i, s] of learn('G').entries()) out[s.name] = g[i].dataSync() as Float32Array;
-    for (const [i, s] of learn('D').entries()) out[s.name] = d[i].dataSync() as Float32Array;
+    for (const [i, s] of learn('G').entries()) kept.set(s.name, tf.keep(g[i]));
+    for (const [i, s] of learn('D').entries()) kept.set(s.name, tf.keep(d[i]));
     generated.dispose();
   });
+  const out: NamedArrays = {};
+  try {
+    for (const [name, t] of kept) out[name] = (await t.data()) as Float32Array;
+  } finally {
+    tf.dispose([...kept.values()]);
+  }
   return out;
 }

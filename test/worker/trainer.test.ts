@@ -5,15 +5,20 @@ import { PASS_GEN, PASS_REAL, Trainer } from '../../worker/trainer.ts';
 import { Rng } from '../../protocol/rng.ts';
 import { randomShard, tinyModel } from '../support/fixtures.ts';
 import { tapeGradients } from '../support/tape-step.ts';
+import { gateEachTestOnWebgpu } from '../support/webgpu.ts';
 
-// The embedded backend is what users and CI run; TEST_BACKEND=cpu checks against plain tfjs.
+// The embedded backend is what users and CI run; TEST_BACKEND=cpu checks against plain tfjs,
+// TEST_BACKEND=webgpu the GPU backend.
 const backend = (process.env.TEST_BACKEND ?? 'wasm') as 'wasm' | 'cpu' | 'webgpu';
 
 let tf: TF;
 let trainer: Trainer;
 const weights: NamedArrays = initialParams(parameterTable(tinyModel), 11);
+// webgpu needs an adapter: without one each test skips, or fails where one is required.
+const loadable = backend !== 'webgpu' || (await gateEachTestOnWebgpu());
 
 beforeAll(async () => {
+  if (!loadable) return;
   ({ tf } = await loadBackend(backend));
   trainer = new Trainer(tf, tinyModel, 5);
   trainer.setWeights(weights);
