@@ -33,6 +33,7 @@ import {
   type IterationRecord,
 } from './iteration.ts';
 import { WorkerLinks } from './links.ts';
+import { sharedGpu } from './devices.ts';
 import type { CoordinatorOptions, RunSnapshot, RunState } from './options.ts';
 import { Generation } from './generation.ts';
 
@@ -167,7 +168,13 @@ export class Coordinator {
         backend: peer.hello.backend,
         device: peer.hello.device,
       });
-      if (peer.role === 'worker') this.dispatcher.add(peer);
+      if (peer.role !== 'worker') return;
+      const twin = sharedGpu(
+        peer,
+        [...this.dispatcher.workers.values()].map((w) => w.peer),
+      );
+      if (twin) this.event('shared-gpu', { workers: [twin.id, peer.id], device: peer.hello.device }, 'warn');
+      this.dispatcher.add(peer);
     });
     this.server.on('gone', (peer: Peer, reason: string) => {
       this.event(
