@@ -6,8 +6,13 @@ import type { SampleMessage } from '../protocol/wire/protocol.ts';
 import type { Dispatcher } from './dispatcher.ts';
 import type { Peer } from './server.ts';
 
+/** How long a worker gets to answer a sample or evaluation request before it is dropped. */
+export const GENERATION_DEADLINE_MS = 60_000;
+
 export interface GenerationHooks {
-  dispatcher: Dispatcher;
+  dispatcher: Pick<Dispatcher, 'idleWorker' | 'syncWeights'>;
+  /** Default GENERATION_DEADLINE_MS. */
+  deadlineMs?: number;
   latent: number;
   event: (name: string, fields: Record<string, unknown>, level?: 'info' | 'warn' | 'error') => void;
   /** Writes a sample grid for `iteration` (k images HWC in [-1, 1]); returns its path. */
@@ -34,7 +39,11 @@ export class Generation {
     if (this.pending?.peerId === peer.id) this.pending.reject(new Error(`worker ${peer.id} left: ${reason}`));
   }
 
-  /** G(z) in inference mode on one idle worker (k rows of z); undefined when none could do it. */
+  /**
+   * G(z) in inference mode on one idle worker (k rows of z); undefined when none could do it. A
+   * worker that does not answer within the deadline is dropped (its connection closed) and the
+   * request goes to another: the run never waits on a request without a deadline.
+   */
   private async generate(
     z: Float32Array,
     k: number,
@@ -50,11 +59,18 @@ export class Generation {
         this.pending = { peerId: slot.peer.id, resolve, reject };
       });
       slot.peer.send({ type: 'sampleRequest', iteration, tensors: { z }, shapes: { z: [k, this.hooks.latent] } });
+      const deadlineMs = this.hooks.deadlineMs ?? GENERATION_DEADLINE_MS;
+      const timer = setTimeout(() => {
+        const reason = `no answer to a ${what} request within ${deadlineMs} ms`;
+        this.pending?.reject(new Error(`worker ${slot.peer.id}: ${reason}`));
+        slot.peer.close(reason);
+      }, deadlineMs);
       try {
         return (await got).tensors.images;
       } catch (err) {
         this.hooks.event(`${what}-failed`, { iteration, error: (err as Error).message }, 'warn');
       } finally {
+        clearTimeout(timer);
         this.pending = undefined;
       }
     }
