@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { ADAM_EPSILON } from './optimizer/adam.ts';
 import { modelConfigOf, workerModelConfigOf } from '../protocol/config.ts';
 import { GanDistError } from '../protocol/errors.ts';
-import { Dispatcher, type ShardAnswer, type ShardTask } from './dispatcher.ts';
+import { Dispatcher, RoundAbandoned, type ShardAnswer, type ShardTask } from './dispatcher.ts';
 import { logEvent } from './logger.ts';
 import { frameLimitFor, paramTableHash, type FrameLimits, type GradientsMessage } from '../protocol/wire/protocol.ts';
 import { Optimizer } from './optimizer/optimizer.ts';
@@ -54,8 +54,8 @@ export class Coordinator {
   private version = 0;
   /** Limits for authenticated peers' frames (set by listen), shared-memory frames included. */
   private frameLimits?: FrameLimits;
-  private readonly rngZ: Rng;
-  private readonly rngFlip: Rng;
+  private rngZ: Rng;
+  private rngFlip: Rng;
   private readonly optimizer: Optimizer;
   private readonly dispatcher: Dispatcher;
   private readonly links: WorkerLinks;
@@ -183,10 +183,13 @@ export class Coordinator {
         this.state === 'running' ? 'warn' : 'info',
       );
       this.dispatcher.remove(peer.id, reason);
+      if (this.stopReason && this.dispatcher.liveCount === 0) this.dispatcher.abandon(this.stopReason);
       this.links.forget(peer.id);
       this.generation.onGone(peer, reason);
     });
-    this.server.on('rejected', (r: { address: string; reason: string }) => this.event('peer-rejected', r, 'warn'));
+    // The first rejection of each kind a minute in full, then that minute's count (server.ts).
+    this.server.on('rejected', (r: Record<string, unknown>) => this.event('peer-rejected', r, 'warn'));
+    this.server.on('rejected-summary', (s: Record<string, unknown>) => this.event('peers-rejected', s, 'warn'));
     this.server.on('message', (peer: Peer, msg) => {
       if (peer.role === 'monitor') return; // attachMonitors handles what monitors say
       switch (msg.type) {
@@ -237,6 +240,8 @@ export class Coordinator {
     this.stopReason = reason;
     this.event('stop-requested', { reason, iteration: this.iteration });
     this.stopController.abort();
+    // No worker to finish the iteration in progress: it is given up, not waited for.
+    if (this.dispatcher.liveCount === 0) this.dispatcher.abandon(reason);
   }
 
   /** The run cannot go on (every local worker failed to start, say): run() ends failed with `err`. */
@@ -263,6 +268,7 @@ export class Coordinator {
   /** Trains until the iteration bound or a stop; returns the final state. */
   async run(): Promise<RunState> {
     const cfg = this.opts.config;
+    let lastCheckpoint = this.iteration;
     try {
       // The optimizer's threads load while the workers join.
       this.optimizer.prepare();
@@ -275,7 +281,7 @@ export class Coordinator {
         maxIterations: this.maxIterations,
         adamThreads: this.optimizer.threads,
       });
-      let lastCheckpoint = this.iteration;
+      lastCheckpoint = this.iteration;
       const evalEvery = this.opts.evaluation ? (this.opts.evalEvery ?? 0) : 0;
       if (evalEvery > 0 && this.iteration === 0) await this.evaluate();
       while (!this.stopReason && this.iteration < this.maxIterations) {
@@ -298,6 +304,14 @@ export class Coordinator {
       await this.shutdown(this.stopReason ?? 'training finished');
       return this.state;
     } catch (err) {
+      if (this.stopReason && !this.failure && err instanceof RoundAbandoned) {
+        // The last completed iteration is what the checkpoint holds; the abandoned one never was.
+        this.transition('stopping', { reason: this.stopReason });
+        if (this.iteration !== lastCheckpoint && this.opts.finalCheckpoint !== false) await this.checkpoint();
+        this.transition('finished', { iteration: this.iteration });
+        await this.shutdown(this.stopReason);
+        return this.state;
+      }
       if (this.stopReason && !this.failure && err instanceof GanDistError && err.code === 'GAN_DIST_E_WORKER') {
         // Stopped while waiting for workers: nothing changed since the last checkpoint.
         this.transition('finished', { iteration: this.iteration });
@@ -343,19 +357,35 @@ export class Coordinator {
   async step(): Promise<IterationRecord> {
     const cfg = this.opts.config;
     const start = performance.now();
+    // What the draw changes, so that an iteration given up on Stop leaves no trace.
+    const before = { z: this.rngZ.state(), flip: this.rngFlip.state(), data: this.opts.batches.state() };
     const inputs = this.draw();
-    if (this.dispatcher.liveCount === 0) {
-      this.event('waiting-for-workers', { iteration: inputs.iteration }, 'warn');
-      await this.dispatcher.waitForWorkers(1);
+    let sent = start;
+    let gatheredShards: { answers: ShardAnswer[]; reduceMs: number };
+    try {
+      if (this.dispatcher.liveCount === 0) {
+        this.event('waiting-for-workers', { iteration: inputs.iteration }, 'warn');
+        await this.dispatcher.waitForWorkers(1, this.stopController.signal);
+      }
+      // At least min-workers shards, so that a lost worker's shard is recomputed whole by another
+      // and the split, hence the arithmetic, stays as it was.
+      const live = [...this.dispatcher.workers.values()];
+      const count = this.opts.shardsAt?.(inputs.iteration) ?? Math.max(this.opts.minWorkers, live.length);
+      const tasks = shardTasks(cfg, inputs, shardWeights(live, count, this.opts.balance));
+      // (1) Gather, summing n_k g_k as results arrive.
+      sent = performance.now();
+      gatheredShards = await this.gather(inputs.iteration, tasks);
+    } catch (err) {
+      if (!this.stopReason) throw err;
+      // Stopped with no worker to finish it: as before the draw, so a resume draws this
+      // iteration's batch, Z and flips again and continues as an uninterrupted run would.
+      this.rngZ = Rng.fromState(before.z);
+      this.rngFlip = Rng.fromState(before.flip);
+      this.opts.batches.restore(before.data);
+      this.event('iteration-abandoned', { iteration: inputs.iteration, reason: this.stopReason }, 'warn');
+      throw new RoundAbandoned(`iteration ${inputs.iteration} abandoned: ${this.stopReason}`);
     }
-    // At least min-workers shards, so that a lost worker's shard is recomputed whole by another and
-    // the split, hence the arithmetic, stays as it was.
-    const live = [...this.dispatcher.workers.values()];
-    const count = this.opts.shardsAt?.(inputs.iteration) ?? Math.max(this.opts.minWorkers, live.length);
-    const tasks = shardTasks(cfg, inputs, shardWeights(live, count, this.opts.balance));
-    // (1) Gather, summing n_k g_k as results arrive.
-    const sent = performance.now();
-    const { answers, reduceMs } = await this.gather(inputs.iteration, tasks);
+    const { answers, reduceMs } = gatheredShards;
     const gathered = performance.now();
     // (2) Pool BatchNorm statistics and scores; (3) Adam on the mean gradient.
     const pooled = poolAnswers(answers, this.bnLayers, cfg.batchSize);

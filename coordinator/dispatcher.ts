@@ -65,6 +65,9 @@ export interface DispatcherHooks {
   event(name: string, fields: Record<string, unknown>, level?: 'info' | 'warn' | 'error'): void;
 }
 
+/** The iteration in progress was given up: none of its results were applied. */
+export class RoundAbandoned extends Error {}
+
 export class Dispatcher {
   readonly workers = new Map<number, WorkerSlot>();
   private round?: Round;
@@ -118,6 +121,14 @@ export class Dispatcher {
         signal?.addEventListener('abort', () => resolve(), { once: true });
       });
     }
+  }
+
+  /** Gives up the iteration in progress (Stop with no live worker to finish it): run() rejects with RoundAbandoned. */
+  abandon(reason: string): void {
+    const round = this.round;
+    if (!round) return;
+    this.round = undefined;
+    round.reject(new RoundAbandoned(`iteration ${round.iteration} abandoned: ${reason}`));
   }
 
   /** Runs one iteration's shards to completion on whichever workers are live. */

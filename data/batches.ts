@@ -137,7 +137,8 @@ export class BatchIterator {
     };
   }
 
-  private restore(state: IteratorState): void {
+  /** Continues from `state` (a checkpoint's, or one taken before an iteration that was abandoned). */
+  restore(state: IteratorState): void {
     const mismatch = (
       [
         ['version', 1, state.version],

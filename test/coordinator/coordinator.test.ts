@@ -9,6 +9,8 @@ import { initialParams, parameterTable, type NamedArrays } from '../../protocol/
 import { loadBackend } from '../../worker/backend.ts';
 import { runWorker } from '../../worker/client.ts';
 import { Trainer } from '../../worker/trainer.ts';
+import { Rng } from '../../protocol/rng.ts';
+import { waitFor } from '../support/wait.ts';
 
 const tiny = (over: Partial<TrainConfig> = {}) => resolveConfig({ preset: 'tiny', flags: { seed: 3, ...over } });
 
@@ -178,4 +180,44 @@ describe('non-finite gradients from shared memory', () => {
     expect(h.events.filter((e) => e.event === 'worker-left' && e.fields.reason !== 'connection closed')).toEqual([]);
     await Promise.all(outcomes);
   });
+
+  it('stops within seconds with no live worker: the iteration in progress is given up and leaves no trace', async () => {
+    const h = await startCoordinator(tiny({ iterations: 1000 }), { minWorkers: 1 });
+    open.push(h.coordinator);
+    const leave = new AbortController();
+    // Each shard takes 300 ms, so the worker leaves in the middle of one.
+    const outcome = runWorker({
+      url: `ws://${h.endpoint}`,
+      token: h.token,
+      backend: 'wasm',
+      ganDistVersion: 'test',
+      simulateStepMs: 300,
+      signal: leave.signal,
+    });
+    const running = h.coordinator.run();
+    await waitFor(() => h.records.length >= 2, 'two iterations', 30_000);
+    leave.abort('SIGTERM');
+    await outcome;
+    await waitFor(
+      () => h.events.some((e) => e.event === 'waiting-for-workers'),
+      'the run to wait for a worker',
+      10_000,
+    );
+    const t0 = performance.now();
+    h.coordinator.requestStop('test stop');
+    expect(await running).toBe('finished');
+    expect(performance.now() - t0).toBeLessThan(10_000);
+    const done = h.records.length;
+    const abandoned = h.events.find((e) => e.event === 'iteration-abandoned');
+    expect(abandoned?.fields.iteration).toBe(done + 1);
+    // The snapshot is the last completed iteration, with the RNG and data as before the abandoned
+    // draw: a resume draws the same Z for that iteration again.
+    const snap = h.coordinator.snapshot();
+    expect(snap.iteration).toBe(done);
+    const cfg = tiny({});
+    const z = Rng.fromState(snap.rng.z).fillNormal(new Float32Array(cfg.batchSize * cfg.latent));
+    expect(z).toEqual(h.draws.get(done + 1)!.z);
+    // The harness's 64 synthetic images make 64 / batch iterations an epoch.
+    expect((snap.data.epoch - 1) * (64 / cfg.batchSize) + snap.data.position).toBe(done);
+  }, 60_000);
 });
