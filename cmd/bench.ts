@@ -9,7 +9,7 @@ import { benchAdam, formatAdamBench } from '../bench/adam.ts';
 import { benchWire, formatWireBench } from '../bench/wire.ts';
 import { WIRE_DTYPES, parseWireDtype } from '../protocol/wire/wire-dtype.ts';
 import { benchData, formatDataBench } from '../bench/data.ts';
-import { benchStep, formatStepBench } from '../bench/step.ts';
+import { MIN_TIMED_STEPS, benchStep, formatStepBench } from '../bench/step.ts';
 import { parseBackendName } from '../protocol/backends.ts';
 import { presets, type PresetName } from '../protocol/config.ts';
 
@@ -134,12 +134,24 @@ export function registerBenchCommands(program: Command): Command {
     });
   bench
     .command('step')
-    .description("one worker's training step per backend: img/s and the ratio to the first backend")
-    .option('--backend <list>', 'backends to compare, the first is the baseline', 'wasm,cpu')
-    .option('--batch <n>', "shard size (default: the preset's batch)", (v) => intList('--batch')(v)[0])
+    .description(
+      "one worker's training step per backend and batch: the first step apart from the steady median, img/s and the ratio to the first backend",
+    )
+    .option('--backend <list>', 'backends to compare, the first is the baseline (e.g. webgpu,wasm)', 'wasm,cpu')
+    .option('--batch <list>', "shard sizes, each on every backend (default: the preset's batch)", intList('--batch'))
     .option('--preset <name>', `model preset (${Object.keys(presets).join(', ')}; default: the seed's full model)`)
-    .option('--steps <n>', 'timed steps per backend', (v) => intList('--steps')(v)[0], 5)
-    .option('--warmup <n>', 'untimed steps first', (v) => intList('--warmup')(v)[0], 1)
+    .option('--steps <n>', 'timed steps per backend and batch', (v) => intList('--steps')(v)[0], 5)
+    .option(
+      '--warmup <n>',
+      'untimed steps first (the first of them is reported apart)',
+      (v) => intList('--warmup')(v)[0],
+      1,
+    )
+    .option(
+      '--max-seconds <s>',
+      `time box per backend and batch: timed steps stop once they have taken this long (at least ${MIN_TIMED_STEPS})`,
+      (v) => intList('--max-seconds')(v)[0],
+    )
     .option('--threads <n>', 'wasm threads', (v) => intList('--threads')(v)[0], 1)
     .option('--json', 'print JSON')
     .action(async (opts) => {
@@ -154,10 +166,11 @@ export function registerBenchCommands(program: Command): Command {
         backends: String(opts.backend)
           .split(',')
           .map((b) => parseBackendName(b.trim())),
-        batch: opts.batch,
+        batches: opts.batch,
         preset: opts.preset as PresetName | undefined,
         steps: opts.steps,
         warmup: opts.warmup,
+        maxSeconds: opts.maxSeconds,
         threads: opts.threads,
         progress: (line) => console.error(line),
       });
