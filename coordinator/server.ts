@@ -1,14 +1,16 @@
 // The coordinator's WebSocket endpoint: authenticates each peer with the token handshake, then
 // hands validated messages to the coordinator. A peer that breaks the protocol loses its own
-// connection, never the run.
+// connection, never the run; a stranger costs at most a few KB until it has authenticated.
 
 import { EventEmitter } from 'node:events';
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { createServer as createHttpServer, type Server as HttpServer, type ServerOptions } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { HANDSHAKE_TIMEOUT_MS, createServerHandshake, type WelcomeFields } from '../protocol/wire/auth.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import {
+  MONITOR_LIMITS,
   PRE_AUTH_LIMITS,
   decodeMessage,
   encodeMessage,
@@ -16,6 +18,9 @@ import {
   type HelloMessage,
   type Message,
 } from '../protocol/wire/protocol.ts';
+import { Admission, DEFAULT_ADMISSION, type AdmissionLimits } from './admission.ts';
+import { setFrameCap } from './frame-cap.ts';
+import { RejectionLog, type Rejection, type RejectionKind, type RejectionSummary } from './rejections.ts';
 
 export interface Peer {
   id: number;
@@ -44,60 +49,122 @@ export interface PeerServerOptions {
   port: number;
   token: string;
   paramTableHash: string;
-  /** Limits for authenticated peers, fitted to the model (frameLimitFor). */
+  /** Limits for authenticated workers, fitted to the model (frameLimitFor); monitors get MONITOR_LIMITS. */
   limits: FrameLimits;
   welcome: (hello: HelloMessage, id: number) => WelcomeFields;
   /** Serve wss with this certificate; plain ws (loopback only) without. */
   tls?: { cert: string; key: string };
   /** Ping every this many ms; a peer that misses two pongs is dropped, unless it is computing a shard. */
   heartbeatMs?: number;
+  /** Caps on unauthenticated connections (DEFAULT_ADMISSION where not given). */
+  admission?: Partial<AdmissionLimits>;
+  /** The gan-dist handshake's deadline, from the WebSocket upgrade (default HANDSHAKE_TIMEOUT_MS). */
+  handshakeTimeoutMs?: number;
+  /** Rejections are summarised per kind over windows of this many ms (default one minute). */
+  rejectionWindowMs?: number;
+}
+
+/** The HTTP side of the upgrade: headers in time, and a plain request answered and closed. */
+function httpOptions(upgradeTimeoutMs: number): ServerOptions {
+  return {
+    headersTimeout: upgradeTimeoutMs,
+    requestTimeout: upgradeTimeoutMs,
+    connectionsCheckingInterval: Math.min(1000, upgradeTimeoutMs),
+    maxHeaderSize: 8 * 1024,
+  };
 }
 
 /**
  * Events: 'peer' (Peer) once authenticated; 'message' (Peer, Message); 'gone' (Peer, reason);
- * 'rejected' ({address, reason}) for a peer turned away or dropped for a bad message.
+ * 'rejected' (Rejection: address, reason, kind) for the first peer of each kind turned away in a
+ * window; 'rejected-summary' (RejectionSummary) per kind when the window closes, and on close().
  */
 export class PeerServer extends EventEmitter {
   private wss!: WebSocketServer;
+  private http!: HttpServer;
   private nextId = 1;
   private readonly sockets = new Set<WebSocket>();
-  private https?: HttpsServer;
   private heartbeat?: NodeJS.Timeout;
   /** Sockets of peers computing a shard (Peer.setComputing). */
   private readonly computing = new WeakSet<WebSocket>();
+  private readonly rejections: RejectionLog;
+  private readonly admission: Admission;
 
   constructor(private readonly opts: PeerServerOptions) {
     super();
+    this.rejections = new RejectionLog(opts.rejectionWindowMs ?? 60_000, {
+      first: (r) => this.emit('rejected', r),
+      summary: (s: RejectionSummary) => this.emit('rejected-summary', s),
+    });
+    this.admission = new Admission({ ...DEFAULT_ADMISSION, ...opts.admission }, (address, kind, reason) =>
+      this.reject({ address, kind, reason }),
+    );
+  }
+
+  /** Connections held that have not proved the token yet. */
+  pendingCount(): number {
+    return this.admission.size;
+  }
+
+  private reject(r: Rejection): void {
+    this.rejections.record(r);
   }
 
   async listen(): Promise<AddressInfo> {
-    // ws enforces maxPayload before our decoder sees anything; the handshake's own cap is smaller.
-    const common = { maxPayload: this.opts.limits.maxFrameBytes, perMessageDeflate: false } as const;
-    if (this.opts.tls) {
-      this.https = createHttpsServer({ cert: this.opts.tls.cert, key: this.opts.tls.key });
-      // A client that fails the TLS handshake never becomes a peer; say who and why.
-      this.https.on('tlsClientError', (err, socket) =>
-        this.emit('rejected', {
-          address: `${socket.remoteAddress}:${socket.remotePort}`,
-          reason: `TLS: ${err.message}`,
-        }),
-      );
-      this.wss = new WebSocketServer({ server: this.https, ...common });
-      await new Promise<void>((resolve, reject) => {
-        this.https!.once('error', reject);
-        this.https!.listen(this.opts.port, this.opts.host, () => resolve());
+    const upgradeTimeoutMs = { ...DEFAULT_ADMISSION, ...this.opts.admission }.upgradeTimeoutMs;
+    const tls = this.opts.tls;
+    this.http = tls
+      ? createHttpsServer({ ...httpOptions(upgradeTimeoutMs), cert: tls.cert, key: tls.key })
+      : createHttpServer(httpOptions(upgradeTimeoutMs));
+    // Counted from TCP accept: before TLS, before HTTP, before ws buffers anything.
+    this.http.on('connection', (socket: Socket) => this.admission.admit(socket));
+    // A client that fails the TLS handshake never becomes a peer; say who and why.
+    this.http.on('tlsClientError', (err: Error, socket: Socket) =>
+      this.reject({ address: addressOf(socket), kind: 'tls', reason: `TLS: ${err.message}` }),
+    );
+    this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      const gone = err.code === 'ECONNRESET' || err.code === 'EPIPE';
+      this.reject({
+        address: addressOf(socket),
+        kind: gone ? 'closed' : 'upgrade',
+        reason: `HTTP: ${err.code ?? err.message}`,
       });
-    } else {
-      this.wss = new WebSocketServer({ host: this.opts.host, port: this.opts.port, ...common });
-      await new Promise<void>((resolve, reject) => {
-        this.wss.once('listening', resolve);
-        this.wss.once('error', reject);
+      const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+      if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
+      socket.destroy();
+    });
+    this.http.on('request', (req, res) => {
+      this.reject({ address: addressOf(req.socket), kind: 'upgrade', reason: 'a plain HTTP request, not an upgrade' });
+      res.writeHead(426, { Connection: 'close', 'Content-Type': 'text/plain' }).end('Upgrade Required');
+    });
+    // Every frame before authentication fits PRE_AUTH_LIMITS; ws refuses a larger one from its header.
+    this.wss = new WebSocketServer({
+      server: this.http,
+      maxPayload: PRE_AUTH_LIMITS.maxFrameBytes,
+      perMessageDeflate: false,
+      clientTracking: false,
+    });
+    // ws passes on the HTTP server's errors; one unheard would be thrown (a port in use fails listen below).
+    this.wss.on('error', (err) => this.reject({ address: 'server', kind: 'server', reason: err.message }));
+    this.wss.on('wsClientError', (err, socket) => {
+      this.reject({
+        address: addressOf(socket as Socket),
+        kind: 'upgrade',
+        reason: `WebSocket upgrade: ${err.message}`,
       });
-    }
-    this.wss.on('connection', (ws, req) => this.accept(ws, `${req.socket.remoteAddress}:${req.socket.remotePort}`));
-    this.wss.on('error', (err) => this.emit('rejected', { address: 'server', reason: err.message }));
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+      socket.destroy();
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.http.once('error', reject);
+      this.http.listen(this.opts.port, this.opts.host, () => {
+        this.http.off('error', reject);
+        resolve();
+      });
+    });
+    this.wss.on('connection', (ws, req) => this.accept(ws, addressOf(req.socket)));
     this.startHeartbeat();
-    return (this.https ?? this.wss).address() as AddressInfo;
+    return this.http.address() as AddressInfo;
   }
 
   /** ws ping/pong: a peer that answered no ping since the last one is silent, and dropped. */
@@ -126,28 +193,34 @@ export class PeerServer extends EventEmitter {
   }
 
   private accept(ws: WebSocket, address: string): void {
-    this.sockets.add(ws);
     const id = this.nextId++;
     let peer: Peer | undefined;
     let closed = false;
-    const drop = (reason: string) => {
+    const drop = (reason: string, kind: RejectionKind = 'closed') => {
       if (closed) return;
       closed = true;
       clearTimeout(timer);
+      this.admission.release(address);
       if (peer) this.emit('gone', peer, reason);
-      else this.emit('rejected', { address, reason });
+      else this.reject({ address, kind, reason });
       ws.terminate();
     };
+    // Dropped while upgrading (its deadline, or to make room): nothing to say to it.
+    if (!this.admission.upgraded(address, (kind, reason) => drop(reason, kind))) {
+      ws.terminate();
+      return;
+    }
+    this.sockets.add(ws);
     // Without an 'error' handler ws would crash the whole process on an oversized frame.
-    ws.on('error', (err) => drop(`socket error: ${err.message}`));
+    ws.on('error', (err: Error & { code?: string }) =>
+      drop(`socket error: ${err.message}`, err.code?.startsWith('WS_ERR_') ? 'frame' : 'closed'),
+    );
     ws.on('close', () => {
       this.sockets.delete(ws);
       drop('connection closed');
     });
-    const timer = setTimeout(
-      () => drop(`handshake not finished within ${HANDSHAKE_TIMEOUT_MS} ms`),
-      HANDSHAKE_TIMEOUT_MS,
-    );
+    const handshakeMs = this.opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+    const timer = setTimeout(() => drop(`handshake not finished within ${handshakeMs} ms`, 'handshake'), handshakeMs);
 
     const handshake = createServerHandshake({
       token: this.opts.token,
@@ -156,13 +229,15 @@ export class PeerServer extends EventEmitter {
     });
     ws.on('message', (data, isBinary) => {
       if (closed) return;
-      if (!isBinary) return drop('sent a text frame; the protocol is binary');
+      if (!isBinary) return drop('sent a text frame; the protocol is binary', 'frame');
       const buf = data as Buffer;
+      const limits = peer ? (peer.role === 'worker' ? this.opts.limits : MONITOR_LIMITS) : PRE_AUTH_LIMITS;
       let msg: Message;
       try {
-        msg = decodeMessage(buf, peer ? this.opts.limits : PRE_AUTH_LIMITS);
+        msg = decodeMessage(buf, limits);
       } catch (err) {
-        return drop(err instanceof GanDistError ? err.message : `undecodable frame: ${(err as Error).message}`);
+        const reason = err instanceof GanDistError ? err.message : `undecodable frame: ${(err as Error).message}`;
+        return drop(reason, 'frame');
       }
       if (peer) {
         this.emit('message', peer, msg);
@@ -170,63 +245,89 @@ export class PeerServer extends EventEmitter {
       }
       const step = handshake.onMessage(msg);
       if (step.send) ws.send(encodeMessage(step.send));
+      // Its proof checked out: a worker building its model before `ready` is no stranger to evict.
+      if (step.send?.type === 'welcome') this.admission.release(address);
       if (step.error) {
         // Let the reject reach the peer before the socket goes.
         closed = true;
         clearTimeout(timer);
-        this.emit('rejected', { address, reason: step.error.message });
+        this.reject({ address, kind: 'handshake', reason: step.error.message });
         ws.close(4001, step.error.code);
         setTimeout(() => ws.terminate(), 1000).unref();
         return;
       }
       if (step.done) {
         clearTimeout(timer);
-        // Sends not yet written out, and who waits for them to be.
-        let unwritten = 0;
-        const waiting = new Set<() => void>();
-        const written = () => {
-          if (--unwritten > 0) return;
-          for (const w of waiting) w();
-          waiting.clear();
-        };
-        peer = {
-          id,
-          role: step.done.role,
-          address,
-          hello: step.done.hello,
-          send: (m) => {
-            if (ws.readyState !== ws.OPEN) return;
-            unwritten++;
-            // ws calls back once the frame is written, or with an error when the socket went first.
-            ws.send(Buffer.isBuffer(m) ? m : encodeMessage(m), written);
-          },
-          bufferedBytes: () => ws.bufferedAmount,
-          drained: (timeoutMs) =>
-            new Promise<void>((resolve) => {
-              if (unwritten === 0 || ws.readyState !== ws.OPEN) return resolve();
-              const done = () => {
-                clearTimeout(t);
-                waiting.delete(done);
-                resolve();
-              };
-              const t = setTimeout(done, timeoutMs);
-              waiting.add(done);
-              ws.once('close', done);
-            }),
-          setComputing: (on) => void (on ? this.computing.add(ws) : this.computing.delete(ws)),
-          close: (reason) => {
-            drop(reason);
-          },
-        };
+        // Raised before ws parses the next frame's header: this listener runs inside its parse loop.
+        const role = step.done.role;
+        if (!setFrameCap(ws, (role === 'worker' ? this.opts.limits : MONITOR_LIMITS).maxFrameBytes)) {
+          return drop('ws keeps no per-connection frame limit where this gan-dist raises it (Receiver._maxPayload)');
+        }
+        peer = this.peerOf(ws, id, address, step.done.role, step.done.hello, drop);
         this.emit('peer', peer);
       }
     });
   }
 
+  private peerOf(
+    ws: WebSocket,
+    id: number,
+    address: string,
+    role: Peer['role'],
+    hello: HelloMessage,
+    drop: (reason: string) => void,
+  ): Peer {
+    // Sends not yet written out, and who waits for them to be.
+    let unwritten = 0;
+    const waiting = new Set<() => void>();
+    const written = () => {
+      if (--unwritten > 0) return;
+      for (const w of waiting) w();
+      waiting.clear();
+    };
+    return {
+      id,
+      role,
+      address,
+      hello,
+      send: (m) => {
+        if (ws.readyState !== ws.OPEN) return;
+        unwritten++;
+        // ws calls back once the frame is written, or with an error when the socket went first.
+        ws.send(Buffer.isBuffer(m) ? m : encodeMessage(m), written);
+      },
+      bufferedBytes: () => ws.bufferedAmount,
+      drained: (timeoutMs) =>
+        new Promise<void>((resolve) => {
+          if (unwritten === 0 || ws.readyState !== ws.OPEN) return resolve();
+          const done = () => {
+            clearTimeout(t);
+            waiting.delete(done);
+            resolve();
+          };
+          const t = setTimeout(done, timeoutMs);
+          waiting.add(done);
+          ws.once('close', done);
+        }),
+      setComputing: (on) => void (on ? this.computing.add(ws) : this.computing.delete(ws)),
+      close: (reason) => drop(reason),
+    };
+  }
+
   async close(): Promise<void> {
     clearInterval(this.heartbeat);
     for (const ws of this.sockets) ws.terminate();
+    this.admission.close();
     await new Promise<void>((resolve) => (this.wss ? this.wss.close(() => resolve()) : resolve()));
-    if (this.https) await new Promise<void>((resolve) => this.https!.close(() => resolve()));
+    if (this.http?.listening) {
+      const closed = new Promise<void>((resolve) => this.http.close(() => resolve()));
+      this.http.closeAllConnections();
+      await closed;
+    }
+    this.rejections.close();
   }
+}
+
+function addressOf(socket: Socket): string {
+  return `${socket.remoteAddress}:${socket.remotePort}`;
 }

@@ -302,12 +302,26 @@ export function frameLimitFor(
   const shardBytes = batch * (pixels + latent * 4 + 1);
   const sampleBytes = Math.max(sampleCount, batch) * (pixels + latent) * 4;
   const payload = Math.max(modelBytes, shardBytes, sampleBytes);
-  return {
-    maxFrameBytes: PREAMBLE_BYTES + POST_AUTH_HEADER_BYTES + payload + 8 * POST_AUTH_TENSORS,
-    maxHeaderBytes: POST_AUTH_HEADER_BYTES,
-    maxTensors: POST_AUTH_TENSORS,
-  };
+  const maxFrameBytes = PREAMBLE_BYTES + POST_AUTH_HEADER_BYTES + payload + 8 * POST_AUTH_TENSORS;
+  if (maxFrameBytes > WS_MAX_PAYLOAD) {
+    // A larger limit would not reach ws intact (below): refuse the config, naming what to lower.
+    const [flag, what] =
+      payload === modelBytes
+        ? ['--filters', 'weights or gradients message']
+        : payload === shardBytes || batch >= sampleCount
+          ? ['--batch-size', payload === shardBytes ? 'shard' : 'sample']
+          : ['--eval-count', 'sample'];
+    throw new GanDistError(
+      'GAN_DIST_E_CONFIG',
+      `${flag}: this run's largest frame (a ${what}) would be ${maxFrameBytes} bytes, more than the ${WS_MAX_PAYLOAD} a WebSocket frame limit can hold`,
+      `lower ${flag}`,
+    );
+  }
+  return { maxFrameBytes, maxHeaderBytes: POST_AUTH_HEADER_BYTES, maxTensors: POST_AUTH_TENSORS };
 }
+
+/** The largest frame limit ws can enforce: it stores maxPayload | 0 and checks it only when positive. */
+export const WS_MAX_PAYLOAD = 2 ** 31 - 1;
 
 // --- validation ------------------------------------------------------------------------------
 

@@ -265,7 +265,12 @@ describe('remote workers: hostile input', () => {
     expect(await worker).toBe(WorkerExit.DONE);
     const its = h.records.map((r) => r.iteration);
     expect(its).toEqual(its.map((_, i) => i + 1));
-    expect(h.events.filter((e) => e.event === 'peer-rejected').length).toBeGreaterThanOrEqual(FZ_CONNECTIONS_MIN);
+    // Rejections are logged as the first of each kind a minute and a count; closing the server flushed the counts.
+    const rejected = h.events
+      .filter((e) => e.event === 'peers-rejected')
+      .reduce((n, e) => n + Number(e.fields.count), 0);
+    expect(rejected).toBeGreaterThanOrEqual(FZ_CONNECTIONS_MIN);
+    expect(h.events.filter((e) => e.event === 'peer-rejected').length).toBeLessThan(FZ_CONNECTIONS_MIN);
   }, 300_000);
 });
 
