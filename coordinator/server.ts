@@ -7,7 +7,7 @@ import { createServer as createHttpServer, type Server as HttpServer, type Serve
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { HANDSHAKE_TIMEOUT_MS, createServerHandshake, type WelcomeFields } from '../protocol/wire/auth.ts';
+import { HANDSHAKE_TIMEOUT_MS, createServerHandshake, type WelcomeFields } from '../protocol/wire/handshake.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import {
   MONITOR_LIMITS,

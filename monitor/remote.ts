@@ -5,7 +5,8 @@
 
 import type { TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
-import { createClientHandshake, normalizeFingerprint } from '../protocol/wire/auth.ts';
+import { normalizeFingerprint } from '../protocol/wire/auth.ts';
+import { createClientHandshake } from '../protocol/wire/handshake.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import {
   MONITOR_LIMITS,

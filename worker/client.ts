@@ -3,7 +3,7 @@
 
 import type { TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
-import { createClientHandshake } from '../protocol/wire/auth.ts';
+import { createClientHandshake } from '../protocol/wire/handshake.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import {
   PRE_AUTH_LIMITS,

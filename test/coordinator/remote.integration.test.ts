@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { createClientHandshake, newNonce } from '../../protocol/wire/auth.ts';
+import { newNonce } from '../../protocol/wire/auth.ts';
+import { createClientHandshake } from '../../protocol/wire/handshake.ts';
 import { modelConfigOf, resolveConfig, type TrainConfig } from '../../protocol/config.ts';
 import type { Coordinator } from '../../coordinator/coordinator.ts';
 import {

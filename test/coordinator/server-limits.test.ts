@@ -7,7 +7,7 @@ import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as wsLib from 'ws';
 import { WebSocket } from 'ws';
-import { createClientHandshake } from '../../protocol/wire/auth.ts';
+import { createClientHandshake } from '../../protocol/wire/handshake.ts';
 import {
   MONITOR_LIMITS,
   PRE_AUTH_LIMITS,

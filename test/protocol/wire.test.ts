@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { createClientHandshake } from '../../protocol/wire/auth.ts';
+import { createClientHandshake } from '../../protocol/wire/handshake.ts';
 import { modelConfigOf, resolveConfig, type TrainConfig } from '../../protocol/config.ts';
 import type { Coordinator } from '../../coordinator/coordinator.ts';
 import type { GanDistError } from '../../protocol/errors.ts';

@@ -1,0 +1,202 @@
+// The messages of the gan-dist wire protocol, one declaration each, and their union: what
+// coordinator, workers and monitors exchange. protocol.ts encodes and decodes them.
+
+import type { WorkerModelConfig } from '../config.ts';
+import type { WireDtype } from './wire-dtype.ts';
+
+/** 2: bfloat16 and float16 tensors, welcome.wireDtype. */
+export const PROTOCOL_VERSION = 2;
+
+export type Role = 'worker' | 'monitor';
+export type Shape = readonly number[];
+
+// --- handshake -------------------------------------------------------------------------------
+
+export interface HelloMessage {
+  type: 'hello';
+  protocolVersion: number;
+  ganDistVersion: string;
+  backend: string;
+  device: string;
+  /** 32 random bytes, hex. */
+  nonce: string;
+  role: Role;
+  /**
+   * A worker's rank as its launcher numbered it (SLURM_PROCID, a Kubernetes completion index,
+   * GAN_DIST_RANK), for logs and events only; absent when nothing numbered it.
+   */
+  rank?: number;
+}
+export interface ChallengeMessage {
+  type: 'challenge';
+  nonce: string;
+  proof: string;
+}
+export interface ProofMessage {
+  type: 'proof';
+  proof: string;
+}
+export interface WelcomeMessage {
+  type: 'welcome';
+  runId: string;
+  workerId: number;
+  modelConfig: WorkerModelConfig;
+  seed: number;
+  /** The dtype of the weights this worker is sent and the gradients it sends; absent: float32. */
+  wireDtype?: WireDtype;
+}
+export interface ReadyMessage {
+  type: 'ready';
+  paramTableHash: string;
+}
+export interface RejectMessage {
+  type: 'reject';
+  reason: string;
+  code: string;
+}
+
+// --- training --------------------------------------------------------------------------------
+
+export interface WeightsMessage {
+  type: 'weights';
+  version: number;
+  iteration: number;
+  /** G and D parameters and BatchNorm running statistics, by name. */
+  tensors: Record<string, Float32Array>;
+  shapes: Record<string, Shape>;
+}
+export interface ShardMessage {
+  type: 'shard';
+  iteration: number;
+  weightsVersion: number;
+  shardId: number;
+  rowStart: number;
+  rowCount: number;
+  /** images uint8 [n,H,W,3]; z float32 [n,latent]; flip uint8 [n] of 0/1; n = rowCount. */
+  tensors: { images: Uint8Array; z: Float32Array; flip: Uint8Array };
+  shapes: { images: Shape; z: Shape; flip: Shape };
+}
+export interface Timings {
+  computeMs: number;
+  [phase: string]: number;
+}
+export interface GradientsMessage {
+  type: 'gradients';
+  iteration: number;
+  shardId: number;
+  weightsVersion: number;
+  n: number;
+  scoreG: number;
+  scoreD: number;
+  lossG: number;
+  lossD: number;
+  timings: Timings;
+  /** One gradient per parameter, plus each BatchNorm layer's per-channel sum and sum of squares. */
+  tensors: Record<string, Float32Array>;
+  shapes: Record<string, Shape>;
+}
+/**
+ * What a worker sends instead of `gradients` when its shard gave NaN or Infinity: `gradients`
+ * must be finite (a non-finite one costs the sender its connection), yet the coordinator needs
+ * to hear of it to recompute the shard elsewhere or conclude the run diverged.
+ */
+export interface GradientsNonFiniteMessage {
+  type: 'gradientsNonFinite';
+  iteration: number;
+  shardId: number;
+  weightsVersion: number;
+  n: number;
+  /** The tensors that held a non-finite value (at most 4096 names). */
+  tensorNames: string[];
+}
+export interface SampleRequestMessage {
+  type: 'sampleRequest';
+  iteration: number;
+  tensors: { z: Float32Array };
+  shapes: { z: Shape };
+}
+export interface SampleMessage {
+  type: 'sample';
+  iteration: number;
+  /** G(z) in inference mode, float32 [k,H,W,3] in [-1,1]; not checked for finiteness. */
+  tensors: { images: Float32Array };
+  shapes: { images: Shape };
+}
+// --- shared-memory transport (protocol/wire/shm.ts): control messages only ----------------------
+
+/** Worker -> coordinator: it was launched with this region and can read and write it. */
+export interface ShmAttachMessage {
+  type: 'shmAttach';
+  region: string;
+}
+/** Coordinator -> worker: from now on weights and gradients travel through these files. */
+export interface ShmReadyMessage {
+  type: 'shmReady';
+  weightsFile: string;
+  gradientsFile: string;
+}
+/** Coordinator -> worker: weights `version` is committed in the weights file as frame `seq`. */
+export interface WeightsRefMessage {
+  type: 'weightsRef';
+  version: number;
+  iteration: number;
+  seq: number;
+  byteLength: number;
+}
+/** Worker -> coordinator: the gradients of a shard are committed in its own file as frame `seq`. */
+export interface GradientsRefMessage {
+  type: 'gradientsRef';
+  iteration: number;
+  shardId: number;
+  weightsVersion: number;
+  n: number;
+  seq: number;
+  byteLength: number;
+}
+export interface HeartbeatMessage {
+  type: 'heartbeat';
+  t: number;
+}
+export interface StopMessage {
+  type: 'stop';
+  reason: string;
+}
+/** A worker leaving on purpose (SIGTERM, SIGINT): whatever shard it holds is reassigned at once. */
+export interface LeaveMessage {
+  type: 'leave';
+  reason: string;
+}
+export interface ErrorMessage {
+  type: 'error';
+  code: string;
+  message: string;
+}
+export interface LogMessage {
+  type: 'log';
+  line: Record<string, unknown>;
+}
+
+export type Message =
+  | HelloMessage
+  | ChallengeMessage
+  | ProofMessage
+  | WelcomeMessage
+  | ReadyMessage
+  | RejectMessage
+  | WeightsMessage
+  | ShardMessage
+  | GradientsMessage
+  | GradientsNonFiniteMessage
+  | SampleRequestMessage
+  | SampleMessage
+  | ShmAttachMessage
+  | ShmReadyMessage
+  | WeightsRefMessage
+  | GradientsRefMessage
+  | HeartbeatMessage
+  | StopMessage
+  | LeaveMessage
+  | ErrorMessage
+  | LogMessage;
+export type MessageType = Message['type'];
+export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
