@@ -4,24 +4,18 @@
 
 import { randomUUID } from 'node:crypto';
 import { ADAM_EPSILON } from './optimizer/adam.ts';
-import { modelConfigOf, workerModelConfigOf } from '../protocol/config.ts';
+import { modelConfigOf } from '../protocol/config.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import { Dispatcher, RoundAbandoned, type ShardAnswer, type ShardTask } from './dispatcher.ts';
 import { logEvent } from './logger.ts';
-import { frameLimitFor, paramTableHash, type FrameLimits, type GradientsMessage } from '../protocol/wire/protocol.ts';
+import type { GradientsMessage, Message } from '../protocol/wire/protocol.ts';
 import { Optimizer } from './optimizer/optimizer.ts';
 import { poolBatchStats, updateRunningStats } from './optimizer/reduce.ts';
 import { bnLayers, type BnLayer } from '../protocol/wire/bn-sums.ts';
 import { Rng } from '../protocol/rng.ts';
-import { PeerServer, type Peer } from './server.ts';
+import type { Peer, PeerServer } from './server.ts';
 import { attachMonitors } from './broadcast.ts';
-import {
-  initialParams,
-  parameterTable,
-  sizeOf,
-  type NamedArrays,
-  type ParamSpec,
-} from '../protocol/model/architecture.ts';
+import { initialParams, parameterTable, type NamedArrays, type ParamSpec } from '../protocol/model/architecture.ts';
 import {
   gradientsProblem,
   iterationRecord,
@@ -34,6 +28,8 @@ import {
 } from './iteration.ts';
 import { WorkerLinks } from './links.ts';
 import { sharedGpu } from './devices.ts';
+import { routeWorkerMessage } from './worker-messages.ts';
+import { createEndpoint } from './endpoint.ts';
 import type { CoordinatorOptions, RunSnapshot, RunState } from './options.ts';
 import { Generation } from './generation.ts';
 
@@ -52,8 +48,6 @@ export class Coordinator {
   iteration: number;
   epoch: number;
   private version = 0;
-  /** Limits for authenticated peers' frames (set by listen), shared-memory frames included. */
-  private frameLimits?: FrameLimits;
   private rngZ: Rng;
   private rngFlip: Rng;
   private readonly optimizer: Optimizer;
@@ -136,28 +130,8 @@ export class Coordinator {
 
   /** Opens the endpoint workers join. Returns "host:port" actually bound. */
   async listen(): Promise<string> {
-    const cfg = this.opts.config;
-    const total = this.specs.reduce((n, s) => n + sizeOf(s.shape), 0);
-    this.frameLimits = frameLimitFor(total, cfg.batchSize, cfg.imageSize, {
-      latent: cfg.latent,
-      // A worker's answer to an evaluation carries evaluation.count images.
-      sampleCount: Math.max(cfg.numValidationImages, this.opts.evaluation?.count ?? 0),
-    });
-    this.server = new PeerServer({
-      host: this.opts.host,
-      port: this.opts.port,
-      token: this.opts.token,
-      paramTableHash: paramTableHash(this.specs),
-      tls: this.opts.tls,
-      limits: this.frameLimits,
-      welcome: (hello, id) => ({
-        runId: this.runId,
-        workerId: id,
-        modelConfig: workerModelConfigOf(cfg),
-        seed: cfg.seed,
-        ...(hello.role === 'worker' ? this.links.welcome(id) : {}),
-      }),
-    });
+    const { server, limits } = createEndpoint(this.opts, this.specs, this.runId, this.links);
+    this.server = server;
     if (this.opts.monitors) attachMonitors(this.server, this.opts.monitors, (reason) => this.requestStop(reason));
     this.server.on('peer', (peer: Peer) => {
       this.event('worker-joined', {
@@ -169,10 +143,8 @@ export class Coordinator {
         device: peer.hello.device,
       });
       if (peer.role !== 'worker') return;
-      const twin = sharedGpu(
-        peer,
-        [...this.dispatcher.workers.values()].map((w) => w.peer),
-      );
+      const live = [...this.dispatcher.workers.values()].map((w) => w.peer);
+      const twin = sharedGpu(peer, live);
       if (twin) this.event('shared-gpu', { workers: [twin.id, peer.id], device: peer.hello.device }, 'warn');
       this.dispatcher.add(peer);
     });
@@ -190,37 +162,11 @@ export class Coordinator {
     // The first rejection of each kind a minute in full, then that minute's count (server.ts).
     this.server.on('rejected', (r: Record<string, unknown>) => this.event('peer-rejected', r, 'warn'));
     this.server.on('rejected-summary', (s: Record<string, unknown>) => this.event('peers-rejected', s, 'warn'));
-    this.server.on('message', (peer: Peer, msg) => {
-      if (peer.role === 'monitor') return; // attachMonitors handles what monitors say
-      switch (msg.type) {
-        case 'gradients':
-        case 'gradientsNonFinite':
-          this.dispatcher.onGradients(peer, msg);
-          return;
-        case 'sample':
-          this.generation.onSample(peer, msg);
-          return;
-        case 'shmAttach':
-          // From the next weights on, this worker is served through the region.
-          if (this.links.attach(peer, msg.region, this.frameLimits!)) this.dispatcher.resendWeights(peer.id);
-          return;
-        case 'gradientsRef':
-          void this.links.readGradients(peer, msg, this.frameLimits!).then((m) => {
-            if (m) this.dispatcher.onGradients(peer, m);
-          });
-          return;
-        case 'heartbeat':
-          return;
-        case 'leave':
-          // A goodbye (SIGTERM, SIGINT): drop it now, so its shard is reassigned without waiting for the socket to end.
-          peer.close(`left: ${msg.reason}`);
-          return;
-        case 'error':
-          this.event('worker-error', { worker: peer.id, code: msg.code, message: msg.message }, 'warn');
-          return;
-        default:
-          peer.close(`unexpected '${msg.type}' from a worker`);
-      }
+    const { dispatcher, generation, links } = this;
+    const routes = { dispatcher, generation, links, limits, event: this.event.bind(this) };
+    this.server.on('message', (peer: Peer, msg: Message) => {
+      // attachMonitors handles what monitors say.
+      if (peer.role === 'worker') routeWorkerMessage(peer, msg, routes);
     });
     const addr = await this.server.listen();
     this.endpoint = `${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;

@@ -1,0 +1,49 @@
+// What the coordinator does with each message a worker sends once it has joined: results go to
+// the dispatcher, samples to the generation, shared-memory offers and gradient references to the
+// worker's link. Anything else from a worker costs it its connection.
+
+import type { FrameLimits, Message } from '../protocol/wire/protocol.ts';
+import type { Dispatcher } from './dispatcher.ts';
+import type { Generation } from './generation.ts';
+import type { WorkerLinks } from './links.ts';
+import type { Peer } from './server.ts';
+
+export interface WorkerMessageRoutes {
+  dispatcher: Dispatcher;
+  generation: Generation;
+  links: WorkerLinks;
+  limits: FrameLimits;
+  event: (name: string, fields: Record<string, unknown>, level?: 'info' | 'warn' | 'error') => void;
+}
+
+export function routeWorkerMessage(peer: Peer, msg: Message, to: WorkerMessageRoutes): void {
+  switch (msg.type) {
+    case 'gradients':
+    case 'gradientsNonFinite':
+      to.dispatcher.onGradients(peer, msg);
+      return;
+    case 'sample':
+      to.generation.onSample(peer, msg);
+      return;
+    case 'shmAttach':
+      // From the next weights on, this worker is served through the region.
+      if (to.links.attach(peer, msg.region, to.limits)) to.dispatcher.resendWeights(peer.id);
+      return;
+    case 'gradientsRef':
+      void to.links.readGradients(peer, msg, to.limits).then((m) => {
+        if (m) to.dispatcher.onGradients(peer, m);
+      });
+      return;
+    case 'heartbeat':
+      return;
+    case 'leave':
+      // A goodbye (SIGTERM, SIGINT): drop it now, so its shard is reassigned without waiting for the socket to end.
+      peer.close(`left: ${msg.reason}`);
+      return;
+    case 'error':
+      to.event('worker-error', { worker: peer.id, code: msg.code, message: msg.message }, 'warn');
+      return;
+    default:
+      peer.close(`unexpected '${msg.type}' from a worker`);
+  }
+}
