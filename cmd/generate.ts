@@ -10,6 +10,7 @@ interface GenerateFlags {
   checkpoint: string;
   count: number;
   seed?: number;
+  validationLatents?: boolean;
   out?: string;
   format: 'png' | 'tfjs';
   backend: BackendName;
@@ -25,10 +26,16 @@ export function registerGenerateCommand(program: Command): void {
       'a run directory (e.g. runs/latest) or one checkpoint (runs/<run>/checkpoints/iter-000500)',
     )
     .option('--count <n>', 'how many images', integerArg(1), 25)
-    .option(
-      '--seed <n>',
-      "draw the latents from this seed (default: the run's fixed validation latents)",
-      integerArg(0),
+    .addOption(
+      new Option('--seed <n>', 'draw the latents from this seed (default: a fresh one, printed)').argParser(
+        integerArg(0),
+      ),
+    )
+    .addOption(
+      new Option(
+        '--validation-latents',
+        "the run's fixed validation latents (the images of its sample grids) instead of fresh ones",
+      ).conflicts('seed'),
     )
     .option('--out <path>', 'PNG file, or directory with --format tfjs (default: grid.png, generator-tfjs)')
     .addOption(
@@ -43,16 +50,21 @@ export function registerGenerateCommand(program: Command): void {
         checkpoint: opts.checkpoint,
         count: opts.count,
         seed: opts.seed,
+        validationLatents: opts.validationLatents,
         out: opts.out,
         format: opts.format,
         backend: opts.backend,
         onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
       });
       const from = `iteration ${r.iteration} (${r.checkpoint})`;
+      const latents =
+        r.latents === 'validation'
+          ? "the run's validation latents"
+          : `fresh latents of seed ${r.seed}: --seed ${r.seed} draws them again`;
       const human =
         r.format === 'tfjs'
           ? `exported the generator of ${from} to ${r.out}; load it with tf.loadLayersModel`
-          : `wrote ${r.count} images (${r.width}x${r.height} grid, ${r.latents === 'validation' ? "the run's validation latents" : `seed ${r.seed}`}) from ${from} to ${r.out}`;
+          : `wrote ${r.count} images (${r.width}x${r.height} grid, ${latents}) from ${from} to ${r.out}`;
       process.stdout.write(opts.json === true ? `${JSON.stringify(r)}\n` : `${human}\n`);
     });
 }

@@ -7,7 +7,7 @@ import type { IteratorState } from '../data/batches.ts';
 import { openDataset } from '../data/index.ts';
 import { modelConfigOf, type TrainConfig } from '../protocol/config.ts';
 import { parameterTable, sizeOf } from '../protocol/model/architecture.ts';
-import { loadLatestCheckpoint } from '../protocol/run/checkpoint.ts';
+import { ADAM_FORM, type AdamForm, loadLatestCheckpoint } from '../protocol/run/checkpoint.ts';
 import { createRunDir, openRunDirForResume, writeRunConfig, type RunDir } from '../protocol/run/run-dir.ts';
 import { newToken, readTokenFile, resolveToken, writeTokenFile } from '../protocol/wire/auth.ts';
 import { decideTransport, removeStaleRegions, ShmRegion } from '../protocol/wire/shm.ts';
@@ -26,6 +26,8 @@ export interface OpenedRun {
   wireDtype: WireDtype;
   /** Checkpoints a resume skipped, for the log. */
   warnings: string[];
+  /** A resume from a checkpoint stepped with another Adam form: openData logs it once. */
+  adamFormChanged?: { from: AdamForm; to: typeof ADAM_FORM; iteration: number; checkpoint: string };
 }
 
 /** A new run directory, or the one a resume continues with its stored config and latest checkpoint. */
@@ -61,6 +63,8 @@ export async function openRun(opts: TrainOptions, cwd: string): Promise<OpenedRu
       data: ckpt.data as IteratorState,
     };
     opened = { run, resume, config, data: opts.data ?? storedData ?? 'synthetic', wireDtype, warnings };
+    if (ckpt.adamForm !== ADAM_FORM)
+      opened.adamFormChanged = { from: ckpt.adamForm, to: ADAM_FORM, iteration: ckpt.iteration, checkpoint: ckpt.path };
   } else {
     const run = createRunDir({ runDir: opts.runDir, cwd });
     opened = {
@@ -97,9 +101,28 @@ export async function secureRun(
   return { token, identity };
 }
 
-/** The dataset and its batch order (resumed where the checkpoint left it), and the SWD's fixed real sample. */
+/**
+ * Logs a resume's change of Adam form, once, at the resume: the one notice of openRun's that
+ * needs the log, which exists only after openRun (it lives in the run directory).
+ */
+export function logAdamFormChange(opened: OpenedRun, log: RunLogger, print: (line: string) => void): void {
+  const c = opened.adamFormChanged;
+  if (!c) return;
+  // The run goes on with MATLAB's Adam, whose steps differ from the textbook form's where sqrt(v)
+  // is within a few eps (tiny gradients), most in early iterations.
+  logEvent(log, 'adam-form-changed', { ...c }, 'warn');
+  print(
+    `resume: ${c.checkpoint} was stepped with the ${c.from} Adam form; iterations after ${c.iteration} use MATLAB's adamupdate (eps on the uncorrected sqrt(v))`,
+  );
+}
+
+/**
+ * The dataset and its batch order (resumed where the checkpoint left it), and the SWD's fixed real
+ * sample; first, a resume's change of Adam form goes to the log.
+ */
 export async function openData(opts: TrainOptions, opened: OpenedRun, log: RunLogger, print: (line: string) => void) {
   const { config, data, resume } = opened;
+  logAdamFormChange(opened, log, print);
   if (data === 'synthetic')
     print('data: synthetic flowers drawn by gan-dist (the default; --data DIR or --data flowers for photos)');
   const dataset = await openDataset({

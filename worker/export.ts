@@ -2,6 +2,7 @@
 // (model.json + group1-shard1of1.bin, loadable with tf.loadLayersModel in Node or a browser),
 // and sample grids of G(z) from a checkpoint (`gan-dist generate`).
 
+import { randomInt } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { io, LayersModel, Sequential } from '@tensorflow/tfjs';
@@ -208,35 +209,47 @@ export async function loadExportedGenerator(tf: TF, dir: string): Promise<Layers
 
 export interface Latents {
   z: Float32Array;
-  /** 'validation': the run's fixed ZValidation rows; 'seed': fresh draws from Rng(seed). */
+  /** 'validation': the run's fixed ZValidation rows; 'seed': fresh N(0, 1) draws from Rng(seed). */
   source: 'validation' | 'seed';
   seed?: number;
 }
 
+/** A seed for fresh latents when none is given: any that `--seed` takes and Rng tells apart. */
+export const freshSeed = (): number => randomInt(2 ** 32);
+
 /**
- * The latent vectors to generate from: the run's saved ZValidation (the very images of its
- * sample grids) when no seed is given and it has enough rows, else N(0, 1) draws from Rng(seed),
- * the seed defaulting to the run's.
+ * The latent vectors to generate from: N(0, 1) draws from Rng(seed), as the seed's "generate new
+ * images" draws ZNew = randn(...), or with 'validation' the run's saved ZValidation (the very
+ * images of its sample grids), which has numValidationImages rows.
  */
 export function chooseLatents(
   count: number,
   latent: number,
   zValidation: Float32Array,
-  seed: number | undefined,
-  runSeed: number,
+  from: number | 'validation',
 ): Latents {
-  if (seed === undefined && count * latent <= zValidation.length) {
+  if (from === 'validation') {
+    const rows = Math.floor(zValidation.length / latent);
+    if (count > rows) {
+      throw new GanDistError(
+        'GAN_DIST_E_USAGE',
+        `--validation-latents: the run has ${rows} validation latents, --count asks for ${count}`,
+        `give --count ${rows} or less, or leave out --validation-latents for fresh latents`,
+      );
+    }
     return { z: zValidation.slice(0, count * latent), source: 'validation' };
   }
-  const s = seed ?? runSeed;
-  return { z: new Rng(s).fillNormal(new Float32Array(count * latent)), source: 'seed', seed: s };
+  return { z: new Rng(from).fillNormal(new Float32Array(count * latent)), source: 'seed', seed: from };
 }
 
 export interface GenerateOptions {
   /** A run directory, runs/latest, or a checkpoint (directory or a file in it). */
   checkpoint: string;
   count?: number;
+  /** Draws the latents from Rng(seed); default a fresh seed, which the result reports. */
   seed?: number;
+  /** The run's fixed validation latents instead of fresh ones (not with `seed`). */
+  validationLatents?: boolean;
   out?: string;
   format?: 'png' | 'tfjs';
   backend?: BackendName;
@@ -314,19 +327,35 @@ export async function generateFromCheckpoint(opts: GenerateOptions): Promise<Gen
       'give --count an integer >= 1',
     );
   }
+  if (opts.validationLatents && opts.seed !== undefined) {
+    throw new GanDistError(
+      'GAN_DIST_E_USAGE',
+      '--seed and --validation-latents: the latents come from one or the other',
+      "give --seed S for fresh latents that can be drawn again, or --validation-latents for the run's fixed ones",
+    );
+  }
   const cp = await openCheckpoint(opts.checkpoint, opts.cwd, opts.onWarning);
   const cfg = modelConfigOf(cp.config);
+  // Chosen before the backend loads, so a --count the validation latents cannot meet fails at once.
+  const latents =
+    format === 'png'
+      ? chooseLatents(
+          count,
+          cfg.latent,
+          cp.zValidation,
+          opts.validationLatents ? 'validation' : (opts.seed ?? freshSeed()),
+        )
+      : undefined;
   const { tf, info } = await loadBackend(opts.backend ?? 'auto');
   const base = { checkpoint: cp.path, iteration: cp.iteration, runId: cp.runId, format, backend: info };
 
-  if (format === 'tfjs') {
+  if (!latents) {
     const out = opts.out ?? 'generator-tfjs';
     const r = await exportGenerator(tf, cfg, cp.params, out, { runId: cp.runId, iteration: cp.iteration });
     return { ...base, out, files: r.files };
   }
 
   const out = opts.out ?? 'grid.png';
-  const latents = chooseLatents(count, cfg.latent, cp.zValidation, opts.seed, cp.config.seed);
   const images = await generateImages(tf, cfg, cp.params, latents.z, count);
   const grid = await writeSampleGrid(out, images, count, cfg.imageSize);
   return { ...base, out, count, latents: latents.source, seed: latents.seed, width: grid.width, height: grid.height };

@@ -18,14 +18,15 @@ import { SIMD_WASM_BASE64 } from './simd-wasm.ts';
 
 /** Adam's per-step constants, rounded to float32 as the kernels take them. */
 export interface AdamConstants {
+  /** 1 / rows: the mean of the summed gradients. */
   inv: number;
   b1: number;
   b2: number;
+  /** 1 - b1 and 1 - b2. */
   a1: number;
   a2: number;
-  c1: number;
-  c2: number;
-  lr: number;
+  /** The step's learning rate with the bias correction folded in: lr sqrt(1 - b2^t) / (1 - b1^t). */
+  lrt: number;
   eps: number;
 }
 
@@ -65,9 +66,7 @@ interface Kernels {
     b2: number,
     a1: number,
     a2: number,
-    c1: number,
-    c2: number,
-    lr: number,
+    lrt: number,
     eps: number,
   ): void;
 }
@@ -254,7 +253,7 @@ export class SimdArena {
     if (pw < 0 || ps < 0 || pm < 0 || pv < 0) return from;
     const n4 = (to - from) >> 2;
     const o = 4 * from;
-    this.kernels.adam(pw + o, ps + o, pm + o, pv + o, n4, k.inv, k.b1, k.b2, k.a1, k.a2, k.c1, k.c2, k.lr, k.eps);
+    this.kernels.adam(pw + o, ps + o, pm + o, pv + o, n4, k.inv, k.b1, k.b2, k.a1, k.a2, k.lrt, k.eps);
     return from + 4 * n4;
   }
 }

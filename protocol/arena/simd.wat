@@ -121,22 +121,22 @@
 
   ;; The mean gradient and Adam over 4 n4 floats, every operation in float32 (as MATLAB's
   ;; adamupdate on single-precision dlarrays), in the order of adam.ts's JavaScript loop:
-  ;;   g = s inv;  m = b1 m + a1 g;  v = b2 v + (a2 g) g;  w = w - (lr (m / c1)) / (sqrt(v / c2) + eps)
-  ;; where a1 = 1 - b1, a2 = 1 - b2, c1 = 1 - b1^t, c2 = 1 - b2^t.
+  ;;   g = s inv;  m = b1 m + a1 g;  v = b2 v + a2 (g g);  w = w - lrt (m / (sqrt(v) + eps))
+  ;; where a1 = 1 - b1, a2 = 1 - b2 and lrt = lr sqrt(1 - b2^t) / (1 - b1^t): MATLAB's bias
+  ;; correction folded into the learning rate, one scalar per step worked out by the caller, so
+  ;; the loop does no power and one division per lane.
   (func (export "adam") (param $w i32) (param $s i32) (param $m i32) (param $v i32) (param $n4 i32)
       (param $inv f32) (param $b1 f32) (param $b2 f32) (param $a1 f32) (param $a2 f32)
-      (param $c1 f32) (param $c2 f32) (param $lr f32) (param $eps f32)
+      (param $lrt f32) (param $eps f32)
     (local $end i32) (local $g v128) (local $mi v128) (local $vi v128)
     (local $Inv v128) (local $B1 v128) (local $B2 v128) (local $A1 v128) (local $A2 v128)
-    (local $C1 v128) (local $C2 v128) (local $Lr v128) (local $Eps v128)
+    (local $Lrt v128) (local $Eps v128)
     (local.set $Inv (f32x4.splat (local.get $inv)))
     (local.set $B1 (f32x4.splat (local.get $b1)))
     (local.set $B2 (f32x4.splat (local.get $b2)))
     (local.set $A1 (f32x4.splat (local.get $a1)))
     (local.set $A2 (f32x4.splat (local.get $a2)))
-    (local.set $C1 (f32x4.splat (local.get $c1)))
-    (local.set $C2 (f32x4.splat (local.get $c2)))
-    (local.set $Lr (f32x4.splat (local.get $lr)))
+    (local.set $Lrt (f32x4.splat (local.get $lrt)))
     (local.set $Eps (f32x4.splat (local.get $eps)))
     (local.set $end (i32.add (local.get $w) (i32.shl (local.get $n4) (i32.const 4))))
     (block $done
@@ -146,13 +146,13 @@
         (local.set $mi (f32x4.add (f32x4.mul (local.get $B1) (v128.load (local.get $m)))
                                   (f32x4.mul (local.get $A1) (local.get $g))))
         (local.set $vi (f32x4.add (f32x4.mul (local.get $B2) (v128.load (local.get $v)))
-                                  (f32x4.mul (f32x4.mul (local.get $A2) (local.get $g)) (local.get $g))))
+                                  (f32x4.mul (local.get $A2) (f32x4.mul (local.get $g) (local.get $g)))))
         (v128.store (local.get $m) (local.get $mi))
         (v128.store (local.get $v) (local.get $vi))
         (v128.store (local.get $w)
           (f32x4.sub (v128.load (local.get $w))
-            (f32x4.div (f32x4.mul (local.get $Lr) (f32x4.div (local.get $mi) (local.get $C1)))
-                       (f32x4.add (f32x4.sqrt (f32x4.div (local.get $vi) (local.get $C2))) (local.get $Eps)))))
+            (f32x4.mul (local.get $Lrt)
+              (f32x4.div (local.get $mi) (f32x4.add (f32x4.sqrt (local.get $vi)) (local.get $Eps))))))
         (local.set $w (i32.add (local.get $w) (i32.const 16)))
         (local.set $s (i32.add (local.get $s) (i32.const 16)))
         (local.set $m (i32.add (local.get $m) (i32.const 16)))

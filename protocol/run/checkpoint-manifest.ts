@@ -10,6 +10,16 @@ import { GanDistError } from '../errors.ts';
 export const CHECKPOINT_FORMAT = 'gan-dist-checkpoint';
 export const CHECKPOINT_VERSION = 1;
 export const MANIFEST = 'manifest.json';
+
+/**
+ * The Adam form whose steps made a checkpoint's weights and moments, recorded as the manifest's
+ * `adam`: 'matlab' is MATLAB's adamupdate (coordinator/optimizer/adam.ts: the bias correction in
+ * the learning rate, eps added to the uncorrected sqrt(v)). Checkpoints written before gan-dist
+ * recorded it have no `adam` and were stepped with the textbook form (w -= lr mhat / (sqrt(vhat)
+ * + eps)); their moments are the same quantities, so they resume with the MATLAB form.
+ */
+export const ADAM_FORM = 'matlab';
+export type AdamForm = typeof ADAM_FORM | 'textbook';
 const ZERO_SUM = '0'.repeat(64);
 
 /** One row of the parameter table as a checkpoint records it. */
@@ -28,6 +38,8 @@ export interface CheckpointManifest {
   format: typeof CHECKPOINT_FORMAT;
   manifestSha256: string;
   version: number;
+  /** Absent in checkpoints written before it was recorded (the textbook form). */
+  adam?: typeof ADAM_FORM;
   iteration: number;
   epoch: number;
   runId: string;
@@ -61,6 +73,12 @@ function checkManifest(m: unknown, where: string): CheckpointManifest {
     throw checkpointError(
       `checkpoint ${where}: format version ${String(o.version)} is newer than this gan-dist reads (${CHECKPOINT_VERSION})`,
       'upgrade gan-dist to read it',
+    );
+  }
+  if (o.adam !== undefined && o.adam !== ADAM_FORM) {
+    throw checkpointError(
+      `checkpoint ${where}: Adam form ${JSON.stringify(o.adam)} is not one this gan-dist knows ("${ADAM_FORM}")`,
+      'upgrade gan-dist to resume it',
     );
   }
   const isCount = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 0;

@@ -8,6 +8,10 @@
 //     format          "gan-dist-checkpoint"
 //     manifestSha256  SHA-256 (hex) of this file's bytes with this value replaced by 64 zeros
 //     version         1
+//     adam            "matlab": the Adam form that stepped the weights and moments, MATLAB's
+//                     adamupdate; absent in checkpoints written before it was recorded, which
+//                     were stepped with the textbook form (a resume continues with "matlab" and
+//                     logs `adam-form-changed` once)
 //     iteration       iterations completed (the next one to run is iteration + 1)
 //     epoch           the epoch the next iteration belongs to
 //     runId           the run's id, so a resume can tell it continues the same run
@@ -40,6 +44,8 @@ import { GanDistError } from '../errors.ts';
 import { sizeOf, type NamedArrays } from '../model/architecture.ts';
 import { bytesOf, inTableOrder, readVerified, split, syncDir, writeChunks } from './checkpoint-files.ts';
 import {
+  ADAM_FORM,
+  type AdamForm,
   CHECKPOINT_FORMAT,
   CHECKPOINT_VERSION,
   checkpointError,
@@ -76,7 +82,11 @@ export interface LoadedCheckpoint extends CheckpointState {
   /** The checkpoint's directory. */
   path: string;
   createdAt: string;
+  /** The Adam form that stepped it: 'textbook' for a checkpoint older than the `adam` field. */
+  adamForm: AdamForm;
 }
+
+export { ADAM_FORM, type AdamForm };
 
 export const checkpointName = (iteration: number): string => `iter-${String(iteration).padStart(6, '0')}`;
 const CHECKPOINT_RE = /^iter-(\d+)$/;
@@ -140,6 +150,7 @@ export async function saveCheckpoint(
   const manifest = sealManifest({
     format: CHECKPOINT_FORMAT,
     version: CHECKPOINT_VERSION,
+    adam: ADAM_FORM,
     iteration: state.iteration,
     epoch: state.epoch,
     runId: state.runId,
@@ -220,6 +231,7 @@ export async function loadCheckpoint(path: string, opts: LoadOptions = {}): Prom
   return {
     path: dir,
     createdAt: m.createdAt,
+    adamForm: m.adam ?? 'textbook',
     iteration: m.iteration,
     epoch: m.epoch,
     runId: m.runId,

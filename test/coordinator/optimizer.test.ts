@@ -10,6 +10,7 @@ import type { NamedArrays, ParamSpec } from '../../protocol/model/architecture.t
 import { loadBackend } from '../../worker/backend.ts';
 import { runWorker } from '../../worker/client.ts';
 import { startCoordinator } from '../support/harness.ts';
+import { f32Bits, HAND_GRADS, HAND_W0, matlabAdamByHand, SEED_ADAM } from '../support/matlab-adam.ts';
 
 // A small table with odd sizes, learnables and running statistics interleaved as in the real
 // one, so slices start and end inside tensors and the states sit between learnables.
@@ -124,6 +125,33 @@ describe('Optimizer', () => {
         expect(Array.from(opt.params['G/bn/var'])).toEqual(Array.from(params['G/bn/var']));
       } finally {
         await opt.close();
+      }
+    });
+  }
+
+  for (const c of [
+    { threads: 1, addOn: 'main' as const },
+    { threads: 2, addOn: 'main' as const },
+    { threads: 2, addOn: 'threads' as const },
+  ]) {
+    it(`gives bitwise MATLAB adamupdate's floats, written out by hand, over three steps, ${c.threads} thread(s) adding on ${c.addOn}`, async () => {
+      // One tensor of 8: with 2 threads each slice is one SIMD vector, stepped on a pool thread.
+      const one = [spec('G/h/w', [8], 'learnable')];
+      const opt = new Optimizer(one, { params: { 'G/h/w': Float32Array.from(HAND_W0) } }, { ...c, minParallel: 0 });
+      try {
+        expect(opt.threads).toBe(c.threads);
+        for (const [k, g] of HAND_GRADS.entries()) {
+          opt.begin();
+          // n = 1: the sum is the gradient and the mean (times 1 / 1) is too.
+          opt.add({ 'G/h/w': new Float32Array(g) }, 1);
+          await opt.step(k + 1, SEED_ADAM);
+        }
+        const want = matlabAdamByHand();
+        expect(f32Bits(opt.params['G/h/w'])).toEqual(f32Bits(want.w));
+        expect(f32Bits(opt.adamM['G/h/w'])).toEqual(f32Bits(want.m));
+        expect(f32Bits(opt.adamV['G/h/w'])).toEqual(f32Bits(want.v));
+      } finally {
+        await opt.dispose();
       }
     });
   }

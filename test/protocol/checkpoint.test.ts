@@ -11,10 +11,12 @@ import {
   type CheckpointState,
 } from '../../protocol/run/checkpoint.ts';
 import { resolveConfig } from '../../protocol/config.ts';
+import { sealManifest } from '../../protocol/run/checkpoint-manifest.ts';
 import { GanDistError } from '../../protocol/errors.ts';
 import { Rng } from '../../protocol/rng.ts';
 import { initialParams, parameterTable, sizeOf, type NamedArrays } from '../../protocol/model/architecture.ts';
 import { tinyModel } from '../support/fixtures.ts';
+import { asTextbookCheckpoint } from '../support/matlab-adam.ts';
 
 let runDir: string;
 beforeEach(() => {
@@ -92,6 +94,7 @@ describe('checkpoints', () => {
       zValidation: 0,
       path: 0,
       createdAt: 0,
+      adamForm: 'matlab',
     });
     // RNG states restored from the checkpoint continue the same streams.
     const z = loaded.rng as { z: [number, number, number, number] };
@@ -107,6 +110,29 @@ describe('checkpoints', () => {
     expect(m.files['weights.f32'].bytes).toBe(4 * specs.reduce((n, s) => n + sizeOf(s.shape), 0));
     expect(m.files['adam-m.f32'].sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(m.parameters[0]).toEqual({ name: 'G/proj/w', shape: [100, 2048], role: 'learnable' });
+  });
+
+  it("records MATLAB's Adam form, and reads a checkpoint from before the record as the textbook form", async () => {
+    const saved = await saveCheckpoint(runDir, makeState(9));
+    const m = JSON.parse(readFileSync(join(saved.path, 'manifest.json'), 'utf8'));
+    expect(m.adam).toBe('matlab');
+    expect((await loadCheckpoint(saved.path)).adamForm).toBe('matlab');
+    asTextbookCheckpoint(saved.path);
+    expect(JSON.parse(readFileSync(join(saved.path, 'manifest.json'), 'utf8'))).not.toHaveProperty('adam');
+    const old = await loadCheckpoint(saved.path);
+    expect(old.adamForm).toBe('textbook');
+    // The moments are the same quantities in both forms: they load as they were.
+    expect(bytes(old.adamV['G/proj/w']).equals(bytes(makeState(9).adamV['G/proj/w']))).toBe(true);
+  });
+
+  it('refuses a checkpoint whose Adam form it does not know', async () => {
+    const saved = await saveCheckpoint(runDir, makeState(11));
+    const path = join(saved.path, 'manifest.json');
+    const { manifestSha256: _, ...rest } = JSON.parse(readFileSync(path, 'utf8'));
+    writeFileSync(path, sealManifest({ ...rest, adam: 'adamw' }));
+    const err = await rejection(loadCheckpoint(saved.path));
+    expect(err.code).toBe('GAN_DIST_E_CHECKPOINT');
+    expect(err.message).toContain('Adam form "adamw" is not one this gan-dist knows ("matlab")');
   });
 
   it('detects a flipped byte with a message naming the file, and falls back to the previous checkpoint', async () => {

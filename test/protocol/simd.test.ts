@@ -13,6 +13,7 @@ import { addScaled, addScaledMany } from '../../coordinator/optimizer/reduce.ts'
 import { simdArena } from '../../protocol/arena/simd.ts';
 import { arenaMemory } from '../../protocol/wire/receive-memory.ts';
 import { ShmFile } from '../../protocol/wire/shm-file.ts';
+import { f32Bits, HAND_GRADS, HAND_W0, matlabAdamByHand, SEED_ADAM } from '../support/matlab-adam.ts';
 
 /** The JavaScript loop the kernel must match, element by element (reduce.ts before the arena). */
 function addScaledJs(sum: Float32Array, g: Float32Array, n: number, first: boolean, from: number, to: number): void {
@@ -108,6 +109,26 @@ describe('addScaled in the arena', () => {
 });
 
 describe('meanAdamStep in the arena', () => {
+  it("gives bitwise MATLAB adamupdate's floats, written out by hand, over three steps", () => {
+    const want = matlabAdamByHand();
+    const [w, m, v, g] = [
+      Float32Array.from(HAND_W0),
+      new Float32Array(8),
+      new Float32Array(8),
+      new Float32Array(8),
+    ].map(arenaCopy);
+    for (const a of [w, m, v, g]) expect(simdArena().address(a)).toBeGreaterThan(0);
+    // 8 floats, two vectors: the kernel does every element, no JavaScript tail.
+    HAND_GRADS.forEach((grad, k) => {
+      g.set(grad);
+      meanAdamStep(w, g, 1, m, v, k + 1, SEED_ADAM);
+    });
+    expect(f32Bits(w)).toEqual(f32Bits(want.w));
+    expect(f32Bits(m)).toEqual(f32Bits(want.m));
+    expect(f32Bits(v)).toEqual(f32Bits(want.v));
+    expect(w[0]).not.toBe(HAND_W0[0]);
+  });
+
   it('gives bitwise the floats of the JavaScript float32 loop, at any offset and length', () => {
     const hyper = { lr: 2e-4, beta1: 0.5, beta2: 0.999, epsilon: 1e-8 };
     for (const [length, from, to] of [

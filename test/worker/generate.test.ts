@@ -117,19 +117,45 @@ describe('exporting the generator', () => {
   });
 });
 
+/** `gan-dist generate ARGS --backend <test backend>`; returns what it printed. */
+async function runGenerate(args: string[]): Promise<string> {
+  const program = new Command().exitOverride();
+  registerGenerateCommand(program);
+  const written: string[] = [];
+  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => {
+    written.push(String(chunk));
+    return true;
+  });
+  try {
+    await program.parseAsync(['generate', ...args, '--backend', backend], { from: 'user' });
+  } finally {
+    spy.mockRestore();
+  }
+  return written.join('');
+}
+
 describe('generate', () => {
-  it("uses the run's validation latents unless a seed is given or more are asked for", () => {
+  it("draws latents from a seed, or takes the run's validation latents when asked, as many as it has", () => {
     const zv = new Float32Array(25 * 4).map((_, i) => i);
-    expect(chooseLatents(3, 4, zv, undefined, 5)).toEqual({ z: zv.slice(0, 12), source: 'validation' });
-    const seeded = chooseLatents(3, 4, zv, 11, 5);
-    expect(seeded).toEqual({ z: new Rng(11).fillNormal(new Float32Array(12)), source: 'seed', seed: 11 });
-    expect(chooseLatents(26, 4, zv, undefined, 5)).toMatchObject({ source: 'seed', seed: 5 });
+    expect(chooseLatents(3, 4, zv, 'validation')).toEqual({ z: zv.slice(0, 12), source: 'validation' });
+    expect(chooseLatents(3, 4, zv, 11)).toEqual({
+      z: new Rng(11).fillNormal(new Float32Array(12)),
+      source: 'seed',
+      seed: 11,
+    });
+    expect(chooseLatents(26, 4, zv, 5)).toMatchObject({ source: 'seed', seed: 5 });
+    expect(() => chooseLatents(26, 4, zv, 'validation')).toThrow(
+      expect.objectContaining({
+        code: 'GAN_DIST_E_USAGE',
+        message: '--validation-latents: the run has 25 validation latents, --count asks for 26',
+      }),
+    );
   });
 
-  it("writes a 5x5 grid of the checkpoint's G on its validation latents", async () => {
+  it("writes a 5x5 grid of the checkpoint's G on its validation latents with validationLatents", async () => {
     const { runPath, weights, zValidation } = await makeRun();
     const out = join(dir, 'grid.png');
-    const r = await generateFromCheckpoint({ checkpoint: runPath, out, backend });
+    const r = await generateFromCheckpoint({ checkpoint: runPath, out, backend, validationLatents: true });
     expect(r).toMatchObject({
       iteration: 100,
       runId: 'run-test',
@@ -138,44 +164,85 @@ describe('generate', () => {
       width: 160,
       height: 160,
     });
+    expect(r.seed).toBeUndefined();
     const { data, info } = await sharp(out).raw().toBuffer({ resolveWithObject: true });
     expect([info.width, info.height, info.channels]).toEqual([160, 160, 3]);
     const expected = tileImages(await generateWithTrainer(weights, zValidation, 25, 9), 25, 32);
     expect(Buffer.from(expected.rgb).equals(data)).toBe(true);
   });
 
+  it('draws fresh latents by default and reports their seed, which makes the same grid again', async () => {
+    const { runPath, weights, zValidation } = await makeRun();
+    const first = await generateFromCheckpoint({ checkpoint: runPath, out: join(dir, 'a.png'), backend, count: 4 });
+    const second = await generateFromCheckpoint({ checkpoint: runPath, out: join(dir, 'b.png'), backend, count: 4 });
+    expect(first).toMatchObject({ latents: 'seed', count: 4 });
+    expect(Number.isInteger(first.seed)).toBe(true);
+    // Two runs draw two seeds (they collide once in 2^32).
+    expect(second.seed).not.toBe(first.seed);
+    const pixels = async (file: string) => (await sharp(file).raw().toBuffer()).toString('base64');
+    const a = await pixels(join(dir, 'a.png'));
+    // The grid is G on Rng(seed)'s draws, not on the validation latents.
+    const z = new Rng(first.seed!).fillNormal(new Float32Array(4 * 100));
+    expect(Buffer.from(tileImages(await generateWithTrainer(weights, z, 4, 9), 4, 32).rgb).toString('base64')).toBe(a);
+    const onValidation = tileImages(await generateWithTrainer(weights, zValidation.slice(0, 400), 4, 9), 4, 32);
+    expect(Buffer.from(onValidation.rgb).toString('base64')).not.toBe(a);
+    // --seed with the reported seed makes it again, bit for bit.
+    const again = await generateFromCheckpoint({
+      checkpoint: runPath,
+      out: join(dir, 'c.png'),
+      backend,
+      count: 4,
+      seed: first.seed,
+    });
+    expect(again.seed).toBe(first.seed);
+    expect(await pixels(join(dir, 'c.png'))).toBe(a);
+  });
+
+  it('refuses --seed with --validation-latents, and more validation latents than the run has', async () => {
+    const { runPath } = await makeRun();
+    const out = join(dir, 'x.png');
+    await expect(
+      generateFromCheckpoint({ checkpoint: runPath, out, backend, seed: 1, validationLatents: true }),
+    ).rejects.toMatchObject({
+      code: 'GAN_DIST_E_USAGE',
+      message: expect.stringContaining('--seed and --validation-latents'),
+    });
+    await expect(
+      generateFromCheckpoint({ checkpoint: runPath, out, backend, count: 30, validationLatents: true }),
+    ).rejects.toMatchObject({ code: 'GAN_DIST_E_USAGE', message: expect.stringContaining('--count asks for 30') });
+  });
+
+  it('prints the seed it drew and how to draw it again', async () => {
+    const { runPath } = await makeRun();
+    const written = await runGenerate(['--checkpoint', runPath, '--count', '2', '--out', join(dir, 'two.png')]);
+    expect(written).toMatch(
+      /^wrote 2 images \(64x32 grid, fresh latents of seed (\d+): --seed \1 draws them again\) from iteration 100/,
+    );
+    const program = new Command().exitOverride();
+    registerGenerateCommand(program);
+    program.commands[0].exitOverride().configureOutput({ writeErr: () => {} });
+    await expect(
+      program.parseAsync(['generate', '--checkpoint', runPath, '--seed', '1', '--validation-latents'], {
+        from: 'user',
+      }),
+    ).rejects.toMatchObject({ code: 'commander.conflictingOption' });
+  });
+
   it('runs as `gan-dist generate` with --count, --seed and --json', async () => {
     const { runPath } = await makeRun();
     const out = join(dir, 'three.png');
-    const program = new Command().exitOverride();
-    registerGenerateCommand(program);
-    const written: string[] = [];
-    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => {
-      written.push(String(chunk));
-      return true;
-    });
-    try {
-      await program.parseAsync(
-        [
-          'generate',
-          '--checkpoint',
-          join(runPath, 'checkpoints', 'iter-000100'),
-          '--count',
-          '3',
-          '--seed',
-          '1',
-          '--out',
-          out,
-          '--backend',
-          backend,
-          '--json',
-        ],
-        { from: 'user' },
-      );
-    } finally {
-      spy.mockRestore();
-    }
-    const result = JSON.parse(written.join(''));
+    const written = await runGenerate([
+      '--checkpoint',
+      join(runPath, 'checkpoints', 'iter-000100'),
+      '--count',
+      '3',
+      '--seed',
+      '1',
+      '--out',
+      out,
+      '--json',
+    ]);
+    const result = JSON.parse(written);
     expect(result).toMatchObject({ count: 3, latents: 'seed', seed: 1, width: 64, height: 64, out });
     const meta = await sharp(out).metadata();
     expect([meta.format, meta.width, meta.height]).toEqual(['png', 64, 64]);
