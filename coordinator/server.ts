@@ -19,7 +19,7 @@ import {
   type Message,
 } from '../protocol/wire/protocol.ts';
 import { Admission, DEFAULT_ADMISSION, type AdmissionLimits } from './admission.ts';
-import { setFrameCap } from './frame-cap.ts';
+import { setFrameCap } from '../protocol/wire/frame-cap.ts';
 import { RejectionLog, type Rejection, type RejectionKind, type RejectionSummary } from './rejections.ts';
 
 export interface Peer {

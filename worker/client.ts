@@ -4,6 +4,7 @@
 import type { TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
 import { createClientHandshake } from '../protocol/wire/handshake.ts';
+import { setFrameCap } from '../protocol/wire/frame-cap.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import {
   PRE_AUTH_LIMITS,
@@ -125,8 +126,32 @@ function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<vo
   });
 }
 
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
+
 function tlsOptions(opts: WorkerOptions): Record<string, unknown> {
-  if (!opts.url.startsWith('wss:')) return {};
+  if (!opts.url.startsWith('wss:')) {
+    // Plain ws only on this machine: beyond it the weights and gradients would travel in clear
+    // and anyone on the path could feed the run; and a pinned certificate means the run is TLS.
+    let host = '';
+    try {
+      host = new URL(opts.url).hostname;
+    } catch {
+      throw new GanDistError('GAN_DIST_E_CONFIG', `--join: "${opts.url}" is not a URL`, 'e.g. --join wss://host:7070');
+    }
+    if (opts.fingerprint)
+      throw new GanDistError(
+        'GAN_DIST_E_AUTH',
+        `${opts.url}: the token file pins the coordinator's certificate, but the URL is plain ws://`,
+        `join with wss://${opts.url.slice('ws://'.length)}`,
+      );
+    if (!LOOPBACK_HOSTS.has(host))
+      throw new GanDistError(
+        'GAN_DIST_E_AUTH',
+        `${opts.url}: plain ws:// is refused beyond this machine (${host})`,
+        'join with wss:// (a coordinator listening beyond loopback always serves TLS)',
+      );
+    return {};
+  }
   if (opts.ca) return { ca: opts.ca };
   if (opts.fingerprint) {
     // A self-signed certificate cannot chain to a CA: its identity is the pinned fingerprint,
@@ -176,7 +201,13 @@ class WorkerSession {
       device: `simulated compute, ${opts.simulateStepMs} ms a shard`,
     };
     this.log({ event: 'backend', backend: info.name, version: info.version, device: info.device });
-    this.ws = new WebSocket(opts.url, { perMessageDeflate: false, maxPayload: 1024 ** 3, ...tlsOptions(opts) });
+    // Until the coordinator has proved the token, a frame over PRE_AUTH_LIMITS is refused from its
+    // header; join() raises the cap to the model's limits.
+    this.ws = new WebSocket(opts.url, {
+      perMessageDeflate: false,
+      maxPayload: PRE_AUTH_LIMITS.maxFrameBytes,
+      ...tlsOptions(opts),
+    });
     this.handshake = createClientHandshake({
       token: opts.token,
       role: 'worker',
@@ -291,6 +322,7 @@ class WorkerSession {
     this.uplink = new Uplink(this.ws, welcome.wireDtype ?? 'float32', this.opts.shmRegion);
     const total = table.reduce((n, s) => n + sizeOf(s.shape), 0);
     this.limits = frameLimitFor(total, cfg.batchSize, cfg.imageSize, { latent: cfg.latent });
+    setFrameCap(this.ws, this.limits.maxFrameBytes);
     const r = this.handshake.ready(paramTableHash(table));
     if (r.send) this.send(r.send);
     this.ready = true;

@@ -90,10 +90,14 @@ export function parseTokenFile(text: string, source: string): TokenFileContents 
   const values = new Map<string, string>();
   for (const line of lines) {
     const m = /^(token|fingerprint)\s*=\s*(.*)$/.exec(line);
-    if (m === null)
+    if (m === null) {
+      // Never echo the line: a mistyped key (TOKEN=...) still holds the secret. Its key is safe.
+      const key = /^([A-Za-z_][A-Za-z0-9_-]{0,31})\s*[=:]/.exec(line)?.[1];
       throw authError(
-        `${source}: unrecognised line ${JSON.stringify(line.slice(0, 40))}; expected token=... or fingerprint=...`,
+        `${source}: ${key ? `a line with the key '${key}'` : 'a line'} is neither token=... nor fingerprint=... (its value is not shown: it may be the secret)`,
+        'keys are lower-case: token=<secret>, fingerprint=<sha256>',
       );
+    }
     if (values.has(m[1])) throw authError(`${source}: '${m[1]}' is given twice`);
     values.set(m[1], m[2]);
   }
@@ -152,7 +156,11 @@ export async function readTokenFile(path: string): Promise<ResolvedToken> {
 
 /** Writes a token file with mode 0600: to a temporary name, synced, then renamed into place. */
 export async function writeTokenFile(path: string, contents: TokenFileContents): Promise<void> {
-  const text = formatTokenFile(contents);
+  await writeSecretFile(path, formatTokenFile(contents));
+}
+
+/** Writes a file only its owner may read (mode 0600): to a temporary name, synced, then renamed into place. */
+export async function writeSecretFile(path: string, text: string): Promise<void> {
   const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
   const fh = await open(tmp, 'wx', 0o600);
   try {

@@ -3,10 +3,11 @@
 // into the token file for workers to pin.
 
 import { X509Certificate } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { GanDistError } from '../errors.ts';
+import { writeSecretFile } from './auth.ts';
 
 export interface TlsIdentity {
   cert: string;
@@ -43,6 +44,15 @@ export async function runTlsIdentity(runDir: string): Promise<TlsIdentity> {
   const certFile = path.join(runDir, 'tls-cert.pem');
   const keyFile = path.join(runDir, 'tls-key.pem');
   if (existsSync(certFile) && existsSync(keyFile)) {
+    // As a token file: a private key group or others can read is no longer private.
+    const mode = statSync(keyFile).mode & 0o777;
+    if (mode & 0o077) {
+      throw new GanDistError(
+        'GAN_DIST_E_AUTH',
+        `${keyFile} can be read by group or others (mode ${mode.toString(8).padStart(4, '0')}), so the run's TLS key is not private`,
+        `chmod 600 ${keyFile}, or delete it and the certificate beside it for a new pair (workers then need the new token file)`,
+      );
+    }
     const cert = readFileSync(certFile, 'utf8');
     return { cert, key: readFileSync(keyFile, 'utf8'), fingerprint: fingerprintOf(cert), source: 'run' };
   }
@@ -52,7 +62,8 @@ export async function runTlsIdentity(runDir: string): Promise<TlsIdentity> {
     keyType: 'ec',
     curve: 'P-256',
   });
-  await writeFile(keyFile, pems.private, { mode: 0o600 });
+  // The key first, synced and renamed into place: a crash leaves either no pair or a whole key.
+  await writeSecretFile(keyFile, pems.private);
   await writeFile(certFile, pems.cert);
   return { cert: pems.cert, key: pems.private, fingerprint: fingerprintOf(pems.cert), source: 'run' };
 }

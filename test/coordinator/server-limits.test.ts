@@ -18,7 +18,7 @@ import {
   type Message,
   type Role,
 } from '../../protocol/wire/protocol.ts';
-import { FRAME_CAP_WORKS, wsFrameCap } from '../../coordinator/frame-cap.ts';
+import { FRAME_CAP_WORKS, wsFrameCap } from '../../protocol/wire/frame-cap.ts';
 import { PeerServer, type Peer, type PeerServerOptions } from '../../coordinator/server.ts';
 import type { Rejection, RejectionSummary } from '../../coordinator/rejections.ts';
 import { waitFor, withDeadline } from '../support/wait.ts';

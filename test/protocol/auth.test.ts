@@ -100,7 +100,16 @@ describe('token files', () => {
     const empty = join(dir, 'empty');
     await writeFile(empty, '\n# nothing\n', { mode: 0o600 });
     await expect(readTokenFile(empty)).rejects.toThrow(/holds no token/);
-    expect(() => parseTokenFile(`token=${TOKEN}\nsecret=1`, 'f')).toThrow(/f: unrecognised line "secret=1"/);
+    expect(() => parseTokenFile(`token=${TOKEN}\nsecret=1`, 'f')).toThrow(/f: a line with the key 'secret' is neither/);
+    // A mistyped key still holds the secret: the message names the key, never the value.
+    let message = '';
+    try {
+      parseTokenFile(`TOKEN=${TOKEN}\nfingerprint=${'a'.repeat(64)}`, 'f');
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/the key 'TOKEN'/);
+    expect(message).not.toContain(TOKEN.slice(0, 8));
     expect(() => parseTokenFile(`token=${TOKEN}\ntoken=${TOKEN}`, 'f')).toThrow(/'token' is given twice/);
     expect(() => parseTokenFile(`token=${TOKEN}\nfingerprint=abc`, 'f')).toThrow(
       /f: fingerprint is not a SHA-256 fingerprint/,

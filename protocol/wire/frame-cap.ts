@@ -3,7 +3,7 @@
 
 import * as wsLib from 'ws';
 import type { WebSocket } from 'ws';
-import { WS_MAX_PAYLOAD } from '../protocol/wire/protocol.ts';
+import { WS_MAX_PAYLOAD } from './protocol.ts';
 
 /**
  * The largest frame ws accepts from this connection. ws takes one maxPayload per server (set to
@@ -31,6 +31,6 @@ const Receiver = (wsLib as unknown as { Receiver?: ReceiverClass }).Receiver;
 export const FRAME_CAP_WORKS = Receiver !== undefined && new Receiver({ maxPayload: 4096 })._maxPayload === 4096;
 if (!FRAME_CAP_WORKS) {
   throw new Error(
-    "this ws no longer keeps a connection's frame limit in Receiver._maxPayload; see coordinator/frame-cap.ts",
+    "this ws no longer keeps a connection's frame limit in Receiver._maxPayload; see protocol/wire/frame-cap.ts",
   );
 }
