@@ -7,6 +7,7 @@ import { configKeys, flagName, type TrainConfig } from '../protocol/config.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import { resolveToken } from '../protocol/wire/auth.ts';
 import { train } from '../coordinator/train.ts';
+import { DEFAULT_MAX_RESTARTS } from '../coordinator/restart-policy.ts';
 import { WIRE_DTYPES } from '../protocol/wire/wire-dtype.ts';
 import { SHM_ENV, TRANSPORTS } from '../protocol/wire/shm.ts';
 import { stderrLog } from '../data/progress.ts';
@@ -59,6 +60,12 @@ export function registerTrainCommands(program: Command): void {
         new Option('--backend <name>', 'compute backend of the local workers')
           .choices([...backendNames])
           .default('auto'),
+      )
+      .option(
+        '--max-restarts <n>',
+        'restarts of a local worker that fails, per worker, 1 s, 2 s, 4 s... apart (its count comes back after 10 minutes up)',
+        positiveInt('--max-restarts'),
+        DEFAULT_MAX_RESTARTS,
       )
       .option(
         '--listen <host:port>',
@@ -164,6 +171,7 @@ export function registerTrainCommands(program: Command): void {
       workers: opts.gpus ? 0 : opts.workers,
       gpus: opts.gpus,
       backend: opts.backend,
+      maxRestarts: opts.maxRestarts,
       minWorkers: opts.minWorkers,
       balance: opts.balance,
       adamThreads: opts.adamThreads,

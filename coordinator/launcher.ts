@@ -27,6 +27,8 @@ export interface LaunchedWorker {
   gpu?: string;
   child: ChildProcess;
   env: Record<string, string>;
+  /** The coordinator's id for it, once its `joined` line has come (local-workers.ts). */
+  workerId?: number;
 }
 
 /** The launch plan: --gpus ids take precedence; else N CPU workers with cores / N threads each. */

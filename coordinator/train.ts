@@ -14,15 +14,17 @@ import { modelConfigOf, type TrainConfig } from '../protocol/config.ts';
 import { GanDistError, type ErrorCode } from '../protocol/errors.ts';
 import { parameterTable } from '../protocol/model/architecture.ts';
 import { saveCheckpoint } from '../protocol/run/checkpoint.ts';
-import { writeEndpoint, type RunDir } from '../protocol/run/run-dir.ts';
+import { writeEndpoint } from '../protocol/run/run-dir.ts';
 import { sampleFileName, writeSampleGrid } from '../protocol/run/samples.ts';
-import type { ShmRegion, TransportChoice } from '../protocol/wire/shm.ts';
+import type { TransportChoice } from '../protocol/wire/shm.ts';
 import type { WireDtype } from '../protocol/wire/wire-dtype.ts';
 import { LogBroadcaster } from './broadcast.ts';
 import { Coordinator } from './coordinator.ts';
 import type { IterationRecord } from './iteration.ts';
-import { launchWorker, planWorkers, type LaunchedWorker } from './launcher.ts';
-import { createRunLogger, flushLogger, logEvent, type RunLogger } from './logger.ts';
+import { planWorkers } from './launcher.ts';
+import { LocalWorkers, type FailedWorker, type LocalWorkersGone } from './local-workers.ts';
+import { createRunLogger, flushLogger, logEvent } from './logger.ts';
+import { DEFAULT_MAX_RESTARTS } from './restart-policy.ts';
 import { chooseTransport, openData, openRun, secureRun } from './run-setup.ts';
 
 export interface TrainOptions {
@@ -36,6 +38,8 @@ export interface TrainOptions {
   listen: string;
   workers: number;
   gpus?: string[];
+  /** --max-restarts: restarts of a failed local worker, per rank within 10 minutes (default 3). */
+  maxRestarts?: number;
   backend: string;
   minWorkers?: number;
   balance?: 'off' | 'throughput';
@@ -131,6 +135,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   });
   const shm = chooseTransport(opts, config, plan.length, log, print);
 
+  // Started once the coordinator listens; its events stop the restarts when the run ends.
+  let local: LocalWorkers | undefined;
   const coordinator = new Coordinator({
     monitors,
     shm,
@@ -152,6 +158,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     evalEvery: opts.evalEvery,
     evaluation,
     onEvent: (name, f) => {
+      // From a stop on, a local worker that exits is leaving with the run, not failing.
+      if (
+        name === 'stop-requested' ||
+        (name === 'state' && ['stopping', 'finished', 'failed'].includes(f.to as string))
+      )
+        local?.shutdown();
       if (name === 'eval')
         print(
           `eval iter ${f.iteration}: SWD x1e3 ${f.swd} (${(f.swdLevels as number[]).join(' / ')}; floor ${f.floor})`,
@@ -177,37 +189,45 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     `run ${run.path}${resume ? ` (resumed at iteration ${resume.iteration})` : ''}; workers join ${scheme}://${endpoint} with --token-file ${run.tokenPath}`,
   );
   const localUrl = `${scheme}://${LOOPBACK.has(host) ? endpoint : `127.0.0.1:${endpoint.split(':').pop()}`}`;
-  const launched = launchLocalWorkers(plan, {
+  // Set when every local worker went down for good mid-run with no other worker to go on.
+  let deserted: LocalWorkersGone | undefined;
+  local = new LocalWorkers(plan, {
     url: localUrl,
     token,
-    run,
-    tls: !!identity,
-    shm,
+    tokenFile: identity ? run.tokenPath : undefined,
+    shmRegion: shm?.dir,
     log,
-    // Nobody left to train: every local worker died before joining (its backend did not load, say)
-    // and no other worker is here. Fail with the first worker's own error instead of waiting.
-    allFailed: (errors) => {
-      if (coordinator.workers.size > 0) return;
-      const first = errors[0];
-      const code = /\[(GAN_DIST_E_[A-Z_]+)\]$/.exec(first.line ?? '')?.[1] as ErrorCode | undefined;
-      coordinator.fail(
-        new GanDistError(
-          code ?? 'GAN_DIST_E_WORKER',
-          `every local worker exited before joining; rank ${first.rank} exited ${first.code}: ${first.line?.replace(/^gan-dist: /, '').replace(/ \[GAN_DIST_E_[A-Z_]+\]$/, '') ?? 'no output'}`,
-          '`gan-dist doctor` shows which backends load here',
-        ),
+    maxRestarts: opts.maxRestarts ?? DEFAULT_MAX_RESTARTS,
+    onAllGone: (gone) => {
+      // Workers that are not ours (remote ones) carry the run on. Our dead ones may still be in
+      // the table until their sockets' ends are seen, hence the check by id.
+      if ([...coordinator.workers.keys()].some((id) => !local?.isLocal(id))) return;
+      // Every local worker died before joining (its backend did not load, say): fail with the
+      // first worker's own error instead of waiting.
+      if (!gone.joinedAny) return coordinator.fail(neverJoined(gone.failures[0]));
+      // Mid-run: nobody is left to train. Stop as a Stop would, so the last completed iteration
+      // is checkpointed, and end non-zero once it is (below).
+      deserted = gone;
+      logEvent(
+        log,
+        'no-workers-left',
+        { failed: gone.failures.map(({ rank, code, signal }) => ({ rank, code, signal })) },
+        'error',
       );
+      coordinator.requestStop('every local worker is down for good');
     },
-  });
-  const offSignals = opts.handleSignals ? stopOnSignals(coordinator, launched, print) : () => {};
+  }).start();
+  const workers = local;
+  const offSignals = opts.handleSignals ? stopOnSignals(coordinator, workers, print) : () => {};
 
   try {
     const state = await coordinator.run();
     print(`${state} at iteration ${coordinator.iteration}; run directory ${run.path}`);
+    if (deserted) throw desertedError(deserted, coordinator.iteration, run.path);
     return { runDir: run.path, state, iteration: coordinator.iteration, runId: coordinator.runId };
   } finally {
     offSignals();
-    await Promise.all(launched.map((w) => exited(w, 5000)));
+    await workers.exited(5000);
     dataset.close();
     shm?.close();
     // Its final checkpoint is written: the optimizer's memory goes back to this process's arena.
@@ -252,58 +272,29 @@ function printIteration(r: IterationRecord, max: number, every: number, print: (
   );
 }
 
-/** Starts the planned local workers, their exits and output going to the run's log. */
-/** A local worker that exited non-zero, with its last error line ("gan-dist: ... [CODE]"). */
-interface FailedWorker {
-  rank: number;
-  code: number | null;
-  line?: string;
+/** The run's failure when every local worker exited before joining and no other worker is here. */
+function neverJoined(first: FailedWorker): GanDistError {
+  const code = /\[(GAN_DIST_E_[A-Z_]+)\]$/.exec(first.line ?? '')?.[1] as ErrorCode | undefined;
+  const why = first.line?.replace(/^gan-dist: /, '').replace(/ \[GAN_DIST_E_[A-Z_]+\]$/, '') ?? 'no output';
+  return new GanDistError(
+    code ?? 'GAN_DIST_E_WORKER',
+    `every local worker exited before joining; rank ${first.rank} exited ${first.code ?? first.signal}: ${why}`,
+    '`gan-dist doctor` shows which backends load here',
+  );
 }
 
-function launchLocalWorkers(
-  plan: ReturnType<typeof planWorkers>,
-  to: {
-    url: string;
-    token: string;
-    run: RunDir;
-    tls: boolean;
-    shm?: ShmRegion;
-    log: RunLogger;
-    allFailed: (errors: FailedWorker[]) => void;
-  },
-): LaunchedWorker[] {
-  const { log } = to;
-  const lastError = new Map<number, string>();
-  const failed: FailedWorker[] = [];
-  return plan.map((spec) => {
-    spec.shmRegion = to.shm?.dir;
-    const w = launchWorker(
-      spec,
-      to.url,
-      to.token,
-      to.tls ? to.run.tokenPath : undefined,
-      (w, code, signal) => {
-        logEvent(log, 'worker-exited', { rank: w.rank, gpu: w.gpu, code, signal }, code === 0 ? 'info' : 'warn');
-        if (code === 0) return;
-        failed.push({ rank: w.rank, code, line: lastError.get(w.rank) });
-        if (failed.length === plan.length) to.allFailed(failed);
-      },
-      (w, line) => {
-        if (line.startsWith('gan-dist: ')) lastError.set(w.rank, line);
-        log.debug({ event: 'worker-output', rank: w.rank, line }, 'event');
-      },
-    );
-    logEvent(log, 'worker-launched', { rank: spec.rank, gpu: spec.gpu, backend: spec.backend, threads: spec.threads });
-    return w;
-  });
+/** What train() throws after a run that lost every local worker for good mid-run had stopped and checkpointed. */
+function desertedError(gone: LocalWorkersGone, iteration: number, runDir: string): GanDistError {
+  const ranks = gone.failures.map((f) => `rank ${f.rank} (${f.signal ?? `exit ${f.code}`})`).join(', ');
+  return new GanDistError(
+    'GAN_DIST_E_WORKER',
+    `every local worker is down for good and no other worker is connected: ${ranks}; stopped at iteration ${iteration}`,
+    `the last completed iteration is checkpointed; \`gan-dist train --resume ${runDir}\` continues the run (train.log has each worker's output)`,
+  );
 }
 
 /** Ctrl-C / SIGTERM: the first finishes the iteration and checkpoints, a second quits at once. Returns the uninstall. */
-function stopOnSignals(
-  coordinator: Coordinator,
-  launched: LaunchedWorker[],
-  print: (line: string) => void,
-): () => void {
+function stopOnSignals(coordinator: Coordinator, local: LocalWorkers, print: (line: string) => void): () => void {
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
@@ -312,7 +303,8 @@ function stopOnSignals(
       coordinator.requestStop(`${sig} received`);
     } else {
       // Checkpoints are written to a temporary name and renamed, so quitting now breaks none.
-      for (const w of launched) w.child.kill('SIGKILL');
+      // The processes running now: restarted ones too, and no restart waiting out its backoff starts.
+      local.kill();
       process.exit(130);
     }
   };
@@ -322,16 +314,4 @@ function stopOnSignals(
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   };
-}
-
-/** Resolves when the worker process has exited, killing it after `graceMs`. */
-function exited(w: LaunchedWorker, graceMs: number): Promise<void> {
-  return new Promise<void>((resolve) => {
-    if (w.child.exitCode !== null || w.child.signalCode !== null) return resolve();
-    const t = setTimeout(() => w.child.kill('SIGKILL'), graceMs);
-    w.child.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-  });
 }

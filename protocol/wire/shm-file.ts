@@ -55,6 +55,7 @@ function writeAllChunks(fd: number, chunks: readonly Uint8Array[], position: num
 /** One region file: positioned writes and reads of whole frames behind the seqlock header. */
 export class ShmFile {
   private readonly fd: number;
+  private closed = false;
   // Header buffers of this file's own: every use is synchronous, so reads in flight never share
   // one, and no small pooled Buffer is made per read.
   private readonly header = Buffer.alloc(SHM_HEADER_BYTES);
@@ -224,10 +225,10 @@ export class ShmFile {
   }
 
   private closeNow(): void {
-    try {
-      closeSync(this.fd);
-    } catch {
-      // already closed
-    }
+    // Once only: a second close of the number could close another file or socket that reused it
+    // (a restarted worker's new gradients file, attached while the run waits for workers).
+    if (this.closed) return;
+    this.closed = true;
+    closeSync(this.fd);
   }
 }

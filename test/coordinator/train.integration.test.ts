@@ -226,7 +226,7 @@ describe('gan-dist train', () => {
     expect(lines.some((l) => l.event === 'run-finished')).toBe(true);
   });
 
-  it('ends --gpus on a machine with no GPU backend that loads, with the workers\' own error naming both backends', async () => {
+  it("ends --gpus on a machine with no GPU backend that loads, with the workers' own error naming both backends", async () => {
     // Here: no tfjs-node-gpu, and WebGPU finds at most a software adapter, which --gpus refuses.
     const r = await runCli(['train', '--gpus', '0,1', '--preset', 'tiny', '--data', 'synthetic'], { cwd: tmp() });
     expect(r.code).toBe(3);
