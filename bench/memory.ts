@@ -10,7 +10,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { resolveConfig } from '../protocol/config.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
-import { train } from '../coordinator/train.ts';
+import { train } from '../coordinator/train/train.ts';
 import { parameterTable, sizeOf } from '../protocol/model/architecture.ts';
 import { modelConfigOf } from '../protocol/config.ts';
 import type { BatchIterator } from '../data/batches.ts';

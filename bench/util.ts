@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { TrainConfig } from '../protocol/config.ts';
-import type { TrainOptions } from '../coordinator/train.ts';
+import type { TrainOptions } from '../coordinator/train/train.ts';
 
 /** The median (the mean of the middle two for an even count); NaN for none. */
 export const median = (xs: number[]): number => {
@@ -48,7 +48,7 @@ export async function benchTrainRun(
 ): Promise<{ runDir: string; lines: Record<string, number>[] }> {
   const { checkpoint, ...options } = extra;
   // Loaded here, so the step benchmark (a worker's) can share the statistics without the coordinator.
-  const { train } = await import('../coordinator/train.ts');
+  const { train } = await import('../coordinator/train/train.ts');
   const result = await train({
     config,
     data: 'synthetic',

@@ -1,4 +1,4 @@
-// `gan-dist train` and `gan-dist worker`: thin commands over coordinator/train.ts and worker/client.ts.
+// `gan-dist train` and `gan-dist worker`: thin commands over coordinator/train/train.ts and worker/client.ts.
 
 import { Option, type Command } from 'commander';
 import os from 'node:os';
@@ -6,8 +6,8 @@ import { createRequire } from 'node:module';
 import { configKeys, flagName, type TrainConfig } from '../protocol/config.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import { resolveToken } from '../protocol/wire/auth.ts';
-import { train } from '../coordinator/train.ts';
-import { DEFAULT_MAX_RESTARTS } from '../coordinator/restart-policy.ts';
+import { train } from '../coordinator/train/train.ts';
+import { DEFAULT_MAX_RESTARTS } from '../coordinator/train/restart-policy.ts';
 import { WIRE_DTYPES } from '../protocol/wire/wire-dtype.ts';
 import { SHM_ENV, TRANSPORTS } from '../protocol/wire/shm.ts';
 import { stderrLog } from '../data/progress.ts';

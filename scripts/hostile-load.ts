@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Coordinator } from '../coordinator/coordinator.ts';
-import { train } from '../coordinator/train.ts';
+import { train } from '../coordinator/train/train.ts';
 import { resolveConfig } from '../protocol/config.ts';
 import type { HostileCommand, HostileReply } from './hostile-peers.ts';
 

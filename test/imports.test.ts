@@ -58,7 +58,7 @@ describe('imports', () => {
       'cmd/data.ts',
       'cmd/logs.ts',
       'cmd/watch.ts',
-      'coordinator/train.ts',
+      'coordinator/train/train.ts',
       'worker/doctor.ts',
       'worker/summary.ts',
     ];

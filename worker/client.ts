@@ -4,6 +4,7 @@
 import type { TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
 import { createClientHandshake } from '../protocol/wire/handshake.ts';
+import { tlsOptions } from './connection.ts';
 import { setFrameCap } from '../protocol/wire/frame-cap.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import {
@@ -124,45 +125,6 @@ function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<vo
     const t = setTimeout(done, ms);
     signal?.addEventListener('abort', done, { once: true });
   });
-}
-
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
-
-function tlsOptions(opts: WorkerOptions): Record<string, unknown> {
-  if (!opts.url.startsWith('wss:')) {
-    // Plain ws only on this machine: beyond it the weights and gradients would travel in clear
-    // and anyone on the path could feed the run; and a pinned certificate means the run is TLS.
-    let host = '';
-    try {
-      host = new URL(opts.url).hostname;
-    } catch {
-      throw new GanDistError('GAN_DIST_E_CONFIG', `--join: "${opts.url}" is not a URL`, 'e.g. --join wss://host:7070');
-    }
-    if (opts.fingerprint)
-      throw new GanDistError(
-        'GAN_DIST_E_AUTH',
-        `${opts.url}: the token file pins the coordinator's certificate, but the URL is plain ws://`,
-        `join with wss://${opts.url.slice('ws://'.length)}`,
-      );
-    if (!LOOPBACK_HOSTS.has(host))
-      throw new GanDistError(
-        'GAN_DIST_E_AUTH',
-        `${opts.url}: plain ws:// is refused beyond this machine (${host})`,
-        'join with wss:// (a coordinator listening beyond loopback always serves TLS)',
-      );
-    return {};
-  }
-  if (opts.ca) return { ca: opts.ca };
-  if (opts.fingerprint) {
-    // A self-signed certificate cannot chain to a CA: its identity is the pinned fingerprint,
-    // checked on 'upgrade' before anything is sent.
-    return { rejectUnauthorized: false };
-  }
-  throw new GanDistError(
-    'GAN_DIST_E_AUTH',
-    `${opts.url}: no way to check the coordinator's certificate`,
-    "use the run's token file (it carries the certificate's fingerprint) or --ca FILE for a certificate your CA signed",
-  );
 }
 
 /** Runs one worker session until the coordinator says stop or the connection ends. */

@@ -23,7 +23,7 @@ import {
 } from '../../protocol/wire/protocol.ts';
 import { decideTransport, removeStaleRegions, ShmRegion, ShmWorkerFiles } from '../../protocol/wire/shm.ts';
 import { ShmFile, SHM_HEADER_BYTES } from '../../protocol/wire/shm-file.ts';
-import { train } from '../../coordinator/train.ts';
+import { train } from '../../coordinator/train/train.ts';
 import { Rng } from '../../protocol/rng.ts';
 
 import { repoRoot as root } from '../support/paths.ts';

@@ -28,7 +28,7 @@ import { Rng } from '../../protocol/rng.ts';
 import { parameterTable } from '../../protocol/model/architecture.ts';
 import { runWorker } from '../../worker/client.ts';
 import { startCoordinator } from '../support/harness.ts';
-import { train } from '../../coordinator/train.ts';
+import { train } from '../../coordinator/train/train.ts';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

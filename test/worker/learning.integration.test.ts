@@ -12,7 +12,7 @@ import { listCheckpoints, loadCheckpoint, loadLatestCheckpoint } from '../../pro
 import { modelConfigOf, resolveConfig } from '../../protocol/config.ts';
 import { writeSampleGrid } from '../../protocol/run/samples.ts';
 import { realSets, type SwdResult } from '../../metrics/swd.ts';
-import { train } from '../../coordinator/train.ts';
+import { train } from '../../coordinator/train/train.ts';
 import { openDataset, silentLog } from '../../data/index.ts';
 import { initialParams, parameterTable } from '../../protocol/model/architecture.ts';
 import { loadBackend } from '../../worker/backend.ts';

@@ -1,4 +1,4 @@
-// coordinator/run-setup.ts openRun on a resume: what it continues from, and the one notice a
+// coordinator/train/run-setup.ts openRun on a resume: what it continues from, and the one notice a
 // checkpoint of the textbook Adam form gets in the log.
 
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -6,13 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
-import { logAdamFormChange, openRun } from '../../coordinator/run-setup.ts';
-import type { TrainOptions } from '../../coordinator/train.ts';
-import { modelConfigOf, resolveConfig } from '../../protocol/config.ts';
-import { initialParams, parameterTable, sizeOf } from '../../protocol/model/architecture.ts';
-import { saveCheckpoint } from '../../protocol/run/checkpoint.ts';
-import { createRunDir, writeRunConfig } from '../../protocol/run/run-dir.ts';
-import { asTextbookCheckpoint } from '../support/matlab-adam.ts';
+import { logAdamFormChange, openRun } from '../../../coordinator/train/run-setup.ts';
+import type { TrainOptions } from '../../../coordinator/train/train.ts';
+import { modelConfigOf, resolveConfig } from '../../../protocol/config.ts';
+import { initialParams, parameterTable, sizeOf } from '../../../protocol/model/architecture.ts';
+import { saveCheckpoint } from '../../../protocol/run/checkpoint.ts';
+import { createRunDir, writeRunConfig } from '../../../protocol/run/run-dir.ts';
+import { asTextbookCheckpoint } from '../../support/matlab-adam.ts';
 
 let cwd: string;
 beforeEach(() => {

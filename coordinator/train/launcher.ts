@@ -4,10 +4,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { TOKEN_ENV } from '../protocol/wire/auth.ts';
-import { SHM_ENV } from '../protocol/wire/shm.ts';
+import { TOKEN_ENV } from '../../protocol/wire/auth.ts';
+import { SHM_ENV } from '../../protocol/wire/shm.ts';
 
-const CLI = fileURLToPath(new URL('../cmd/gan-dist.mjs', import.meta.url));
+const CLI = fileURLToPath(new URL('../../cmd/gan-dist.mjs', import.meta.url));
 
 export interface LaunchSpec {
   rank: number;

@@ -2,19 +2,19 @@
 // one a resume continues), its token and certificate, the data, and the local transport.
 
 import { existsSync, readFileSync } from 'node:fs';
-import { evalEventFields, prepareRunEvaluation, type RunEvaluation } from '../metrics/swd.ts';
-import type { IteratorState } from '../data/batches.ts';
-import { openDataset } from '../data/index.ts';
-import { modelConfigOf, type TrainConfig } from '../protocol/config.ts';
-import { parameterTable, sizeOf } from '../protocol/model/architecture.ts';
-import { ADAM_FORM, type AdamForm, loadLatestCheckpoint } from '../protocol/run/checkpoint.ts';
-import { createRunDir, openRunDirForResume, writeRunConfig, type RunDir } from '../protocol/run/run-dir.ts';
-import { newToken, readTokenFile, resolveToken, writeTokenFile } from '../protocol/wire/auth.ts';
-import { decideTransport, removeStaleRegions, ShmRegion } from '../protocol/wire/shm.ts';
-import { loadTlsIdentity, runTlsIdentity, type TlsIdentity } from '../protocol/wire/tls.ts';
-import { parseWireDtype, type WireDtype } from '../protocol/wire/wire-dtype.ts';
-import type { RunSnapshot } from './options.ts';
-import { logEvent, type RunLogger } from './logger.ts';
+import { evalEventFields, prepareRunEvaluation, type RunEvaluation } from '../../metrics/swd.ts';
+import type { IteratorState } from '../../data/batches.ts';
+import { openDataset } from '../../data/index.ts';
+import { modelConfigOf, type TrainConfig } from '../../protocol/config.ts';
+import { parameterTable, sizeOf } from '../../protocol/model/architecture.ts';
+import { ADAM_FORM, type AdamForm, loadLatestCheckpoint } from '../../protocol/run/checkpoint.ts';
+import { createRunDir, openRunDirForResume, writeRunConfig, type RunDir } from '../../protocol/run/run-dir.ts';
+import { newToken, readTokenFile, resolveToken, writeTokenFile } from '../../protocol/wire/auth.ts';
+import { decideTransport, removeStaleRegions, ShmRegion } from '../../protocol/wire/shm.ts';
+import { loadTlsIdentity, runTlsIdentity, type TlsIdentity } from '../../protocol/wire/tls.ts';
+import { parseWireDtype, type WireDtype } from '../../protocol/wire/wire-dtype.ts';
+import type { RunSnapshot } from '../options.ts';
+import { logEvent, type RunLogger } from '../logger.ts';
 import type { TrainOptions } from './train.ts';
 
 export interface OpenedRun {

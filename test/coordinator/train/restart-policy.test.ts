@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RESTART_WINDOW_MS, RestartPolicy } from '../../coordinator/restart-policy.ts';
+import { RESTART_WINDOW_MS, RestartPolicy } from '../../../coordinator/train/restart-policy.ts';
 
 /** A policy on a clock the test moves by hand. */
 function policy(maxRestarts: number, opts: { maxDelayMs?: number } = {}) {

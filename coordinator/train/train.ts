@@ -2,28 +2,28 @@
 // workers, wired together; Ctrl-C finishes the iteration, checkpoints and exits.
 
 import path from 'node:path';
-import type { DataEvent } from '../data/events.ts';
+import type { DataEvent } from '../../data/events.ts';
 import {
   GPU_PACKAGE,
   installedVersion,
   parseBackendName,
   TFJS_WEBGPU_PACKAGE,
   WEBGPU_PACKAGE,
-} from '../protocol/backends.ts';
-import { modelConfigOf, type TrainConfig } from '../protocol/config.ts';
-import { GanDistError, type ErrorCode } from '../protocol/errors.ts';
-import { parameterTable } from '../protocol/model/architecture.ts';
-import { saveCheckpoint } from '../protocol/run/checkpoint.ts';
-import { writeEndpoint } from '../protocol/run/run-dir.ts';
-import { sampleFileName, writeSampleGrid } from '../protocol/run/samples.ts';
-import type { TransportChoice } from '../protocol/wire/shm.ts';
-import type { WireDtype } from '../protocol/wire/wire-dtype.ts';
-import { LogBroadcaster } from './broadcast.ts';
-import { Coordinator } from './coordinator.ts';
-import type { IterationRecord } from './iteration.ts';
+} from '../../protocol/backends.ts';
+import { modelConfigOf, type TrainConfig } from '../../protocol/config.ts';
+import { GanDistError, type ErrorCode } from '../../protocol/errors.ts';
+import { parameterTable } from '../../protocol/model/architecture.ts';
+import { saveCheckpoint } from '../../protocol/run/checkpoint.ts';
+import { writeEndpoint } from '../../protocol/run/run-dir.ts';
+import { sampleFileName, writeSampleGrid } from '../../protocol/run/samples.ts';
+import type { TransportChoice } from '../../protocol/wire/shm.ts';
+import type { WireDtype } from '../../protocol/wire/wire-dtype.ts';
+import { LogBroadcaster } from '../broadcast.ts';
+import { Coordinator } from '../coordinator.ts';
+import type { IterationRecord } from '../iteration.ts';
 import { planWorkers } from './launcher.ts';
 import { LocalWorkers, type FailedWorker, type LocalWorkersGone } from './local-workers.ts';
-import { createRunLogger, flushLogger, logEvent } from './logger.ts';
+import { createRunLogger, flushLogger, logEvent } from '../logger.ts';
 import { DEFAULT_MAX_RESTARTS } from './restart-policy.ts';
 import { chooseTransport, openData, openRun, secureRun } from './run-setup.ts';
 
@@ -157,18 +157,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     checkpointEvery: opts.checkpointEvery,
     evalEvery: opts.evalEvery,
     evaluation,
-    onEvent: (name, f) => {
-      // From a stop on, a local worker that exits is leaving with the run, not failing.
-      if (
-        name === 'stop-requested' ||
-        (name === 'state' && ['stopping', 'finished', 'failed'].includes(f.to as string))
-      )
-        local?.shutdown();
-      if (name === 'eval')
-        print(
-          `eval iter ${f.iteration}: SWD x1e3 ${f.swd} (${(f.swdLevels as number[]).join(' / ')}; floor ${f.floor})`,
-        );
-    },
+    onEvent: (name, f) => onRunEvent(name, f, local, print),
     finalCheckpoint: !opts.skipFinalCheckpoint,
     saveSnapshot: async (s) => {
       const specs = parameterTable(modelConfigOf(config)).map(({ name, shape, role }) => ({ name, shape, role }));
@@ -189,40 +178,22 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     `run ${run.path}${resume ? ` (resumed at iteration ${resume.iteration})` : ''}; workers join ${scheme}://${endpoint} with --token-file ${run.tokenPath}`,
   );
   const localUrl = `${scheme}://${LOOPBACK.has(host) ? endpoint : `127.0.0.1:${endpoint.split(':').pop()}`}`;
-  // Set when every local worker went down for good mid-run with no other worker to go on.
-  let deserted: LocalWorkersGone | undefined;
-  local = new LocalWorkers(plan, {
+  const started = startLocalWorkers(plan, coordinator, {
     url: localUrl,
     token,
     tokenFile: identity ? run.tokenPath : undefined,
     shmRegion: shm?.dir,
     log,
     maxRestarts: opts.maxRestarts ?? DEFAULT_MAX_RESTARTS,
-    onAllGone: (gone) => {
-      // Workers that are not ours (remote ones) carry the run on. Our dead ones may still be in
-      // the table until their sockets' ends are seen, hence the check by id.
-      if ([...coordinator.workers.keys()].some((id) => !local?.isLocal(id))) return;
-      // Every local worker died before joining (its backend did not load, say): fail with the
-      // first worker's own error instead of waiting.
-      if (!gone.joinedAny) return coordinator.fail(neverJoined(gone.failures[0]));
-      // Mid-run: nobody is left to train. Stop as a Stop would, so the last completed iteration
-      // is checkpointed, and end non-zero once it is (below).
-      deserted = gone;
-      logEvent(
-        log,
-        'no-workers-left',
-        { failed: gone.failures.map(({ rank, code, signal }) => ({ rank, code, signal })) },
-        'error',
-      );
-      coordinator.requestStop('every local worker is down for good');
-    },
-  }).start();
+  });
+  local = started.workers;
   const workers = local;
   const offSignals = opts.handleSignals ? stopOnSignals(coordinator, workers, print) : () => {};
 
   try {
     const state = await coordinator.run();
     print(`${state} at iteration ${coordinator.iteration}; run directory ${run.path}`);
+    const deserted = started.deserted();
     if (deserted) throw desertedError(deserted, coordinator.iteration, run.path);
     return { runDir: run.path, state, iteration: coordinator.iteration, runId: coordinator.runId };
   } finally {
@@ -234,6 +205,47 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     await coordinator.dispose();
     await flushLogger(log);
   }
+}
+
+/** The train process's part in the coordinator's events: restarts end with the run; SWD lines print. */
+function onRunEvent(
+  name: string,
+  f: Record<string, unknown>,
+  local: LocalWorkers | undefined,
+  print: (line: string) => void,
+): void {
+  // From a stop on, a local worker that exits is leaving with the run, not failing.
+  if (name === 'stop-requested' || (name === 'state' && ['stopping', 'finished', 'failed'].includes(f.to as string)))
+    local?.shutdown();
+  if (name === 'eval')
+    print(`eval iter ${f.iteration}: SWD x1e3 ${f.swd} (${(f.swdLevels as number[]).join(' / ')}; floor ${f.floor})`);
+}
+
+/**
+ * Starts the local workers, restarted as they fail. When every one is down for good and no other
+ * worker is here: before any joined, the run fails with the first one's own error; mid-run it
+ * stops as a Stop would (the last completed iteration checkpointed) and `deserted` says so.
+ */
+function startLocalWorkers(
+  plan: ReturnType<typeof planWorkers>,
+  coordinator: Coordinator,
+  opts: Omit<ConstructorParameters<typeof LocalWorkers>[1], 'onAllGone'>,
+): { workers: LocalWorkers; deserted: () => LocalWorkersGone | undefined } {
+  let deserted: LocalWorkersGone | undefined;
+  const workers: LocalWorkers = new LocalWorkers(plan, {
+    ...opts,
+    onAllGone: (gone) => {
+      // Workers that are not ours (remote ones) carry the run on. Our dead ones may still be in
+      // the table until their sockets' ends are seen, hence the check by id.
+      if ([...coordinator.workers.keys()].some((id) => !workers.isLocal(id))) return;
+      if (!gone.joinedAny) return coordinator.fail(neverJoined(gone.failures[0]));
+      deserted = gone;
+      const failed = gone.failures.map(({ rank, code, signal }) => ({ rank, code, signal }));
+      logEvent(opts.log, 'no-workers-left', { failed }, 'error');
+      coordinator.requestStop('every local worker is down for good');
+    },
+  }).start();
+  return { workers, deserted: () => deserted };
 }
 
 /** Flags that contradict each other or the installation, before anything is created. */

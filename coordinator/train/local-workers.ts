@@ -3,7 +3,7 @@
 // until the run shuts down.
 
 import { launchWorker, type LaunchSpec, type LaunchedWorker } from './launcher.ts';
-import { logEvent, type RunLogger } from './logger.ts';
+import { logEvent, type RunLogger } from '../logger.ts';
 import { RestartPolicy } from './restart-policy.ts';
 
 /** A local worker that exited non-zero, with its last error line ("gan-dist: ... [CODE]"). */

@@ -2,11 +2,11 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { Coordinator } from '../../coordinator/coordinator.ts';
-import { train, type TrainResult } from '../../coordinator/train.ts';
-import { resolveConfig } from '../../protocol/config.ts';
-import { GanDistError } from '../../protocol/errors.ts';
-import { waitFor } from '../support/wait.ts';
+import type { Coordinator } from '../../../coordinator/coordinator.ts';
+import { train, type TrainResult } from '../../../coordinator/train/train.ts';
+import { resolveConfig } from '../../../protocol/config.ts';
+import { GanDistError } from '../../../protocol/errors.ts';
+import { waitFor } from '../../support/wait.ts';
 
 type Line = Record<string, unknown>;
 
