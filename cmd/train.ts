@@ -5,7 +5,7 @@ import os from 'node:os';
 import { createRequire } from 'node:module';
 import { configKeys, flagName, type TrainConfig } from '../protocol/config.ts';
 import { GanDistError } from '../protocol/errors.ts';
-import { resolveToken } from '../protocol/wire/auth.ts';
+import { requireRole, resolveToken } from '../protocol/wire/auth.ts';
 import { train } from '../coordinator/train/train.ts';
 import { DEFAULT_MAX_RESTARTS } from '../coordinator/train/restart-policy.ts';
 import { WIRE_DTYPES } from '../protocol/wire/wire-dtype.ts';
@@ -116,7 +116,10 @@ export function registerTrainCommands(program: Command): void {
         500,
       )
       .option('--keep-checkpoints <n>', 'checkpoints kept', positiveInt('--keep-checkpoints', 1), 3)
-      .option('--token-file <file>', 'the run token (default: GAN_DIST_TOKEN or a new one, written to RUN_DIR/token)')
+      .option(
+        '--token-file <file>',
+        "a new run's worker secret (default: GAN_DIST_TOKEN or a new one; written to RUN_DIR/worker.token)",
+      )
       .option(
         '--data-threads <n>',
         'image decode threads (0: main thread with sharp threads)',
@@ -202,7 +205,7 @@ export function registerTrainCommands(program: Command): void {
     .command('worker')
     .description('join a coordinator and compute gradients for it')
     .requiredOption('--join <url>', 'the coordinator, e.g. ws://127.0.0.1:7070')
-    .option('--token-file <file>', 'the run token file (or set GAN_DIST_TOKEN)')
+    .option('--token-file <file>', "the run's worker.token (or set GAN_DIST_TOKEN)")
     .addOption(new Option('--backend <name>', 'compute backend').choices([...backendNames]).default('auto'))
     .option(
       '--gpu <index>',
@@ -241,7 +244,9 @@ export function registerTrainCommands(program: Command): void {
       });
       const leaving = leaveOnSignals(log);
       try {
-        const { token, fingerprint } = await resolveToken({ tokenFile: opts.tokenFile });
+        const resolved = await resolveToken({ tokenFile: opts.tokenFile });
+        requireRole(resolved, ['worker'], 'join as a worker');
+        const { token, fingerprint } = resolved;
         const outcome = await runWorkerWithReconnect({
           reconnectTimeoutMs: opts.reconnectTimeout * 1000,
           fingerprint,

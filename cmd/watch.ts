@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { resolveToken } from '../protocol/wire/auth.ts';
+import { requireRole, resolveToken } from '../protocol/wire/auth.ts';
 import { watchRemote, watchRun } from '../monitor/watch.ts';
 import { integerArg } from './options.ts';
 
@@ -24,7 +24,7 @@ export function registerWatchCommand(program: Command): void {
     .argument('<run>', 'a run directory (e.g. runs/latest), or a coordinator ws://HOST:PORT to watch as a monitor')
     .option(
       '--token-file <file>',
-      "with ws:// or wss://: the run's token file (or set GAN_DIST_TOKEN); it pins a wss certificate",
+      "with ws:// or wss://: the run's monitor.token (watch) or control.token (watch and Stop), or set GAN_DIST_TOKEN; it pins a wss certificate",
     )
     .option(
       '--ca <file>',
@@ -40,11 +40,14 @@ export function registerWatchCommand(program: Command): void {
       process.once('SIGHUP', onSignal);
       try {
         if (/^wss?:\/\//.test(target)) {
-          const { token, fingerprint } = await resolveToken({ tokenFile: opts.tokenFile });
+          const resolved = await resolveToken({ tokenFile: opts.tokenFile });
+          requireRole(resolved, ['monitor', 'control'], 'watch');
+          const { token, fingerprint } = resolved;
           const ca = opts.ca === undefined ? undefined : readFileSync(opts.ca, 'utf8');
           await watchRemote({
             url: target,
             token,
+            credential: resolved.role,
             fingerprint,
             ca,
             ganDistVersion: version,

@@ -1,15 +1,19 @@
 // The coordinator's side of remote monitoring: every line written to train.log is also sent to
 // each connected monitor as a `log` message, and a monitor that joins late first gets the run so
 // far (a bounded backlog: the run's key events, and iteration lines at an even stride that
-// doubles whenever they reach the bound), so its chart shows the whole run. A monitor may send `stop`.
+// doubles whenever they reach the bound), so its chart shows the whole run. A monitor may send
+// `stop`, which only the control credential (or an older run's one token) can give.
 
 import { encodeMessage, type Message } from '../protocol/wire/protocol.ts';
 import { MONITOR_LIMITS } from '../protocol/wire/protocol.ts';
+import { PeerStrikes } from './strikes.ts';
 
 /** What the broadcaster needs of a connected peer (coordinator/server.ts's Peer fits). */
 export interface MonitorPeer {
   id: number;
   role: string;
+  /** The secret it proved (server.ts Credential): 'control' or 'run' may Stop. */
+  credential: string;
   address: string;
   send(msg: Message | Buffer): void;
   /** Bytes queued for this peer and not yet sent. */
@@ -154,24 +158,40 @@ export interface MonitorServer {
   on(event: 'message', fn: (peer: MonitorPeer, msg: Message) => void): unknown;
 }
 
+/** The credentials whose monitor may Stop the run. */
+const MAY_STOP = new Set(['control', 'run']);
+
 /**
  * Wires monitors on the coordinator's PeerServer: a monitor peer is added to the broadcaster
- * when it joins and removed when it goes; its `stop` calls `requestStop`; anything else it sends
+ * when it joins and removed when it goes; its `stop` calls `requestStop` when its credential is
+ * control's, and is otherwise refused (an `error` back, and a strike); anything else it sends
  * costs it the connection. The coordinator's own message handler must ignore monitor peers.
  */
 export function attachMonitors(
   server: MonitorServer,
   monitors: LogBroadcaster,
   requestStop: (reason: string) => void,
+  strikes = new PeerStrikes(),
 ): void {
   server.on('peer', (peer) => {
     if (peer.role === 'monitor') monitors.add(peer);
   });
-  server.on('gone', (peer) => monitors.remove(peer.id));
+  server.on('gone', (peer) => {
+    monitors.remove(peer.id);
+    strikes.forget(peer.id);
+  });
   server.on('message', (peer, msg) => {
     if (peer.role !== 'monitor') return;
-    if (msg.type === 'stop')
+    if (msg.type === 'stop' && MAY_STOP.has(peer.credential))
       requestStop(`stop requested by the monitor at ${peer.address}${msg.reason ? ` (${msg.reason})` : ''}`);
-    else if (msg.type !== 'heartbeat') peer.close(`a monitor may only send 'stop', not '${msg.type}'`);
+    else if (msg.type === 'stop') {
+      if (strikes.strike(peer, 'a Stop its credential cannot give')) return;
+      peer.send({
+        type: 'error',
+        code: 'GAN_DIST_E_AUTH',
+        message:
+          "Stop refused: this monitor holds the run's monitor credential, which only watches; Stop needs control.token",
+      });
+    } else if (msg.type !== 'heartbeat') peer.close(`a monitor may only send 'stop', not '${msg.type}'`);
   });
 }

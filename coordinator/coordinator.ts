@@ -29,9 +29,10 @@ import {
 import { WorkerLinks } from './links.ts';
 import { sharedGpu } from './devices.ts';
 import { routeWorkerMessage } from './worker-messages.ts';
-import { createEndpoint } from './endpoint.ts';
+import { createEndpoint, joinedFields } from './endpoint.ts';
 import type { CoordinatorOptions, RunSnapshot, RunState } from './options.ts';
 import { Generation } from './generation.ts';
+import { PeerStrikes } from './strikes.ts';
 
 /** How long a shutdown waits for a worker's socket to take its stop frame. */
 const STOP_DRAIN_MS = 2_000;
@@ -53,6 +54,7 @@ export class Coordinator {
   private readonly optimizer: Optimizer;
   private readonly dispatcher: Dispatcher;
   private readonly links: WorkerLinks;
+  private readonly strikes = new PeerStrikes(); // stale and unsolicited frames, per peer
   private server?: PeerServer;
   private stopReason?: string;
   /** Why the run cannot go on (fail()), thrown by run(). */
@@ -132,16 +134,10 @@ export class Coordinator {
   async listen(): Promise<string> {
     const { server, limits } = createEndpoint(this.opts, this.specs, this.runId, this.links);
     this.server = server;
-    if (this.opts.monitors) attachMonitors(this.server, this.opts.monitors, (reason) => this.requestStop(reason));
+    if (this.opts.monitors)
+      attachMonitors(this.server, this.opts.monitors, (reason) => this.requestStop(reason), this.strikes);
     this.server.on('peer', (peer: Peer) => {
-      this.event('worker-joined', {
-        worker: peer.id,
-        rank: peer.hello.rank,
-        role: peer.role,
-        address: peer.address,
-        backend: peer.hello.backend,
-        device: peer.hello.device,
-      });
+      this.event('worker-joined', joinedFields(peer));
       if (peer.role !== 'worker') return;
       const live = [...this.dispatcher.workers.values()].map((w) => w.peer);
       const twin = sharedGpu(peer, live);
@@ -157,13 +153,14 @@ export class Coordinator {
       this.dispatcher.remove(peer.id, reason);
       if (this.stopReason && this.dispatcher.liveCount === 0) this.dispatcher.abandon(this.stopReason);
       this.links.forget(peer.id);
+      this.strikes.forget(peer.id);
       this.generation.onGone(peer, reason);
     });
     // The first rejection of each kind a minute in full, then that minute's count (server.ts).
     this.server.on('rejected', (r: Record<string, unknown>) => this.event('peer-rejected', r, 'warn'));
     this.server.on('rejected-summary', (s: Record<string, unknown>) => this.event('peers-rejected', s, 'warn'));
-    const { dispatcher, generation, links } = this;
-    const routes = { dispatcher, generation, links, limits, event: this.event.bind(this) };
+    const { dispatcher, generation, links, strikes } = this;
+    const routes = { dispatcher, generation, links, limits, strikes, event: this.event.bind(this) };
     this.server.on('message', (peer: Peer, msg: Message) => {
       // attachMonitors handles what monitors say.
       if (peer.role === 'worker') routeWorkerMessage(peer, msg, routes);
@@ -234,10 +231,8 @@ export class Coordinator {
         await this.step();
         if (this.iteration === 1 || this.iteration % cfg.validationFrequency === 0) await this.sample();
         if (evalEvery > 0 && this.iteration % evalEvery === 0) await this.evaluate();
-        if (this.opts.checkpointEvery > 0 && this.iteration % this.opts.checkpointEvery === 0) {
-          await this.checkpoint();
-          lastCheckpoint = this.iteration;
-        }
+        const due = this.opts.checkpointEvery > 0 && this.iteration % this.opts.checkpointEvery === 0;
+        if (due && (await this.checkpoint(true))) lastCheckpoint = this.iteration;
       }
       // The run's end is scored too, so its curve ends at its last iteration.
       if (evalEvery > 0 && !this.stopReason && this.generation.lastEvaluated !== this.iteration) await this.evaluate();
@@ -271,22 +266,24 @@ export class Coordinator {
     }
   }
 
-  /**
-   * After run(): hands the weights and Adam state back to the SIMD arena, for a process that runs
-   * more than one coordinator (benchmarks, tests). Nothing may read params or moments afterwards.
-   */
+  /** After run(): weights and Adam state go back to the SIMD arena (tests run many coordinators); unusable after. */
   async dispose(): Promise<void> {
     await this.optimizer.dispose();
   }
 
-  private async checkpoint(): Promise<void> {
+  /** A periodic one that fails (a full disk) is logged and training goes on; the final one must succeed. */
+  private async checkpoint(periodic = false): Promise<boolean> {
     const t0 = performance.now();
-    const where = await this.opts.saveSnapshot(this.snapshot());
-    this.event('checkpoint-written', {
-      iteration: this.iteration,
-      path: where,
-      ms: Math.round(performance.now() - t0),
-    });
+    try {
+      const where = await this.opts.saveSnapshot(this.snapshot());
+      const ms = Math.round(performance.now() - t0);
+      this.event('checkpoint-written', { iteration: this.iteration, path: where, ms });
+      return true;
+    } catch (err) {
+      if (!periodic) throw err;
+      this.event('checkpoint-failed', { iteration: this.iteration, error: (err as Error).message }, 'error');
+      return false;
+    }
   }
 
   private async shutdown(reason: string): Promise<void> {

@@ -198,14 +198,26 @@ export class Dispatcher {
     }
   }
 
-  onGradients(peer: Peer, msg: GradientsMessage | GradientsNonFiniteMessage): void {
+  /** A worker's result; false when it was stale (not the shard that worker holds now) and dropped. */
+  onGradients(peer: Peer, msg: GradientsMessage | GradientsNonFiniteMessage): boolean {
     const round = this.round;
     const slot = this.workers.get(peer.id);
     const task = round?.tasks.find((t) => t.shardId === msg.shardId);
     if (!round || !slot || msg.iteration !== round.iteration || !task || task.done || slot.busy !== task) {
       this.hooks.event('stale-result', { worker: peer.id, iteration: msg.iteration, shardId: msg.shardId }, 'info');
-      return;
+      return false;
     }
+    this.take(peer, slot, round, task, msg);
+    return true;
+  }
+
+  private take(
+    peer: Peer,
+    slot: WorkerSlot,
+    round: Round,
+    task: ShardTask,
+    msg: GradientsMessage | GradientsNonFiniteMessage,
+  ): void {
     if (msg.n !== task.rowCount) {
       peer.close(`returned n=${msg.n} for a shard of ${task.rowCount} rows`);
       return;

@@ -1,12 +1,13 @@
 // The coordinator's endpoint: the peer server for this run, its frame limits fitted to the model
-// (and to the evaluation's sample size), and the welcome each worker and monitor gets.
+// (and to the evaluation's sample size), the welcome each worker and monitor gets, and what the
+// log says of a peer that joined.
 
 import { workerModelConfigOf } from '../protocol/config.ts';
 import { sizeOf, type ParamSpec } from '../protocol/model/architecture.ts';
 import { frameLimitFor, paramTableHash, type FrameLimits } from '../protocol/wire/protocol.ts';
 import type { WorkerLinks } from './links.ts';
 import type { CoordinatorOptions } from './options.ts';
-import { PeerServer } from './server.ts';
+import { PeerServer, type Peer } from './server.ts';
 
 export function createEndpoint(
   opts: CoordinatorOptions,
@@ -37,4 +38,18 @@ export function createEndpoint(
     }),
   });
   return { server, limits };
+}
+
+/** The `worker-joined` event of a peer (a monitor's too): who, from where, with which credential. */
+export function joinedFields(peer: Peer): Record<string, unknown> {
+  const { hello } = peer;
+  return {
+    worker: peer.id,
+    rank: hello.rank,
+    role: peer.role,
+    credential: peer.credential,
+    address: peer.address,
+    backend: hello.backend,
+    device: hello.device,
+  };
 }

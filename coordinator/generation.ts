@@ -29,9 +29,11 @@ export class Generation {
 
   constructor(private readonly hooks: GenerationHooks) {}
 
-  /** A worker's answer to a sampleRequest. */
-  onSample(peer: Peer, msg: SampleMessage): void {
-    if (this.pending?.peerId === peer.id) this.pending.resolve(msg);
+  /** A worker's answer to a sampleRequest; false when that worker was asked for none (unsolicited). */
+  onSample(peer: Peer, msg: SampleMessage): boolean {
+    if (this.pending?.peerId !== peer.id) return false;
+    this.pending.resolve(msg);
+    return true;
   }
 
   /** A worker left: a request it held fails (and is retried on another). */

@@ -4,6 +4,7 @@
 import type { BatchIterator, IteratorState } from '../data/batches.ts';
 import type { RunEvaluation } from '../metrics/swd.ts';
 import type { TrainConfig } from '../protocol/config.ts';
+import type { RoleTokens } from '../protocol/wire/auth.ts';
 import type { NamedArrays } from '../protocol/model/architecture.ts';
 import type { RngState } from '../protocol/rng.ts';
 import type { ShmRegion } from '../protocol/wire/shm.ts';
@@ -40,7 +41,8 @@ export interface CoordinatorOptions {
   batches: BatchIterator;
   iterationsPerEpoch: number;
   log: RunLogger;
-  token: string;
+  /** The run's worker, monitor and control secrets; one string: an older run's one token, for every role. */
+  token: string | RoleTokens;
   host: string;
   port: number;
   /** wss with this certificate; plain ws on loopback without. */

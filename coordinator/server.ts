@@ -7,7 +7,13 @@ import { createServer as createHttpServer, type Server as HttpServer, type Serve
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { HANDSHAKE_TIMEOUT_MS, createServerHandshake, type WelcomeFields } from '../protocol/wire/handshake.ts';
+import {
+  HANDSHAKE_TIMEOUT_MS,
+  createServerHandshake,
+  type Credential,
+  type WelcomeFields,
+} from '../protocol/wire/handshake.ts';
+import type { RoleTokens } from '../protocol/wire/auth.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import {
   MONITOR_LIMITS,
@@ -25,6 +31,8 @@ import { RejectionLog, type Rejection, type RejectionKind, type RejectionSummary
 export interface Peer {
   id: number;
   role: 'worker' | 'monitor';
+  /** The secret it proved: a monitor may Stop only with 'control' (or an older run's one token, 'run'). */
+  credential: Credential;
   address: string;
   hello: HelloMessage;
   send(msg: Message | Buffer): void;
@@ -47,7 +55,8 @@ export interface Peer {
 export interface PeerServerOptions {
   host: string;
   port: number;
-  token: string;
+  /** The run's worker, monitor and control secrets; one string: an older run's one token, for every role. */
+  token: string | RoleTokens;
   paramTableHash: string;
   /** Limits for authenticated workers, fitted to the model (frameLimitFor); monitors get MONITOR_LIMITS. */
   limits: FrameLimits;
@@ -263,7 +272,7 @@ export class PeerServer extends EventEmitter {
         if (!setFrameCap(ws, (role === 'worker' ? this.opts.limits : MONITOR_LIMITS).maxFrameBytes)) {
           return drop('ws keeps no per-connection frame limit where this gan-dist raises it (Receiver._maxPayload)');
         }
-        peer = this.peerOf(ws, id, address, step.done.role, step.done.hello, drop);
+        peer = this.peerOf(ws, id, address, step.done, drop);
         this.emit('peer', peer);
       }
     });
@@ -273,8 +282,7 @@ export class PeerServer extends EventEmitter {
     ws: WebSocket,
     id: number,
     address: string,
-    role: Peer['role'],
-    hello: HelloMessage,
+    { role, credential, hello }: { role: Peer['role']; credential: Credential; hello: HelloMessage },
     drop: (reason: string) => void,
   ): Peer {
     // Sends not yet written out, and who waits for them to be.
@@ -288,6 +296,7 @@ export class PeerServer extends EventEmitter {
     return {
       id,
       role,
+      credential,
       address,
       hello,
       send: (m) => {

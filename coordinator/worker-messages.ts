@@ -1,18 +1,21 @@
 // What the coordinator does with each message a worker sends once it has joined: results go to
 // the dispatcher, samples to the generation, shared-memory offers and gradient references to the
-// worker's link. Anything else from a worker costs it its connection.
+// worker's link. Anything else from a worker costs it its connection; stale results, unasked-for
+// samples and `error` lines are strikes (strikes.ts), and too many cost it too.
 
 import type { FrameLimits, Message } from '../protocol/wire/protocol.ts';
 import type { Dispatcher } from './dispatcher.ts';
 import type { Generation } from './generation.ts';
 import type { WorkerLinks } from './links.ts';
 import type { Peer } from './server.ts';
+import type { PeerStrikes } from './strikes.ts';
 
 export interface WorkerMessageRoutes {
   dispatcher: Dispatcher;
   generation: Generation;
   links: WorkerLinks;
   limits: FrameLimits;
+  strikes: PeerStrikes;
   event: (name: string, fields: Record<string, unknown>, level?: 'info' | 'warn' | 'error') => void;
 }
 
@@ -20,10 +23,11 @@ export function routeWorkerMessage(peer: Peer, msg: Message, to: WorkerMessageRo
   switch (msg.type) {
     case 'gradients':
     case 'gradientsNonFinite':
-      to.dispatcher.onGradients(peer, msg);
+      if (!to.dispatcher.onGradients(peer, msg))
+        to.strikes.strike(peer, `a stale result for iteration ${msg.iteration}`);
       return;
     case 'sample':
-      to.generation.onSample(peer, msg);
+      if (!to.generation.onSample(peer, msg)) to.strikes.strike(peer, 'a sample nobody asked it for');
       return;
     case 'shmAttach':
       // From the next weights on, this worker is served through the region.
@@ -31,7 +35,8 @@ export function routeWorkerMessage(peer: Peer, msg: Message, to: WorkerMessageRo
       return;
     case 'gradientsRef':
       void to.links.readGradients(peer, msg, to.limits).then((m) => {
-        if (m) to.dispatcher.onGradients(peer, m);
+        if (m && !to.dispatcher.onGradients(peer, m))
+          to.strikes.strike(peer, `a stale result for iteration ${m.iteration}`);
       });
       return;
     case 'heartbeat':
@@ -41,7 +46,9 @@ export function routeWorkerMessage(peer: Peer, msg: Message, to: WorkerMessageRo
       peer.close(`left: ${msg.reason}`);
       return;
     case 'error':
-      to.event('worker-error', { worker: peer.id, code: msg.code, message: msg.message }, 'warn');
+      // Logged, and a strike: a worker that keeps reporting errors must not fill the log.
+      if (!to.strikes.strike(peer, `an error (${msg.code})`))
+        to.event('worker-error', { worker: peer.id, code: msg.code, message: msg.message }, 'warn');
       return;
     default:
       peer.close(`unexpected '${msg.type}' from a worker`);

@@ -1,7 +1,8 @@
 // A monitor's connection to a coordinator (`gan-dist watch ws://HOST:PORT`): the token handshake
 // in the monitor role, then the run's log lines as the coordinator forwards them (`log`), and a
-// `stop` to ask it to finish the iteration, checkpoint and stop. Over wss the certificate is
-// pinned to the fingerprint in the token file, as workers pin it.
+// `stop` to ask it to finish the iteration, checkpoint and stop (which only a control token may:
+// a monitor token's Stop comes back as an `error`). Over wss the certificate is pinned to the
+// fingerprint in the token file, as workers pin it.
 
 import type { TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
@@ -26,6 +27,8 @@ export interface MonitorOptions {
   ca?: string;
   ganDistVersion: string;
   onLine: (line: Record<string, unknown>) => void;
+  /** The coordinator refused something this monitor asked (a Stop its credential cannot give). */
+  onRefused?: (message: string) => void;
   /** The connection ended after the handshake: the coordinator stopped, or the network went. */
   onClose: (reason: string) => void;
 }
@@ -44,7 +47,7 @@ export async function connectMonitor(opts: MonitorOptions): Promise<MonitorConne
     throw new GanDistError(
       'GAN_DIST_E_USAGE',
       `${opts.url}: not a ws:// or wss:// address`,
-      'e.g. gan-dist watch ws://127.0.0.1:7070 --token-file runs/latest/token',
+      'e.g. gan-dist watch ws://127.0.0.1:7070 --token-file runs/latest/monitor.token',
     );
   }
   const pin = opts.fingerprint === undefined ? undefined : normalizeFingerprint(opts.fingerprint);
@@ -147,6 +150,7 @@ export async function connectMonitor(opts: MonitorOptions): Promise<MonitorConne
         return;
       }
       if (msg.type === 'log') opts.onLine(msg.line);
+      else if (msg.type === 'error') opts.onRefused?.(msg.message);
       else if (msg.type === 'stop') end(`the coordinator stopped: ${msg.reason}`);
     });
   });

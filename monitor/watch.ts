@@ -1,9 +1,10 @@
 // `gan-dist watch`: the terminal UI over a local run directory (following a live run, replaying a
 // finished one; q quits the viewer, the run is not touched) or over a coordinator's address as a
-// monitor peer (q asks the coordinator to stop the run; d leaves it running).
+// monitor peer (with control.token q asks the coordinator to stop the run; d leaves it running).
 
 import { existsSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import type { CredentialRole } from '../protocol/wire/auth.ts';
 import type { ColorMode } from './ansi.ts';
 import { followLog } from './follow.ts';
 import type { TerminalIn } from './keys.ts';
@@ -80,15 +81,26 @@ export async function watchRun(opts: WatchRunOptions): Promise<void> {
 export interface WatchRemoteOptions extends WatchTerminal {
   url: string;
   token: string;
+  /** The role its token file names: a monitor's q leaves (Stop needs control.token); absent: q asks for Stop. */
+  credential?: CredentialRole;
   fingerprint?: string;
   ca?: string;
   ganDistVersion: string;
   signal?: AbortSignal;
 }
 
+/** The keys line of a remote watch: what q does depends on the credential. */
+export function remoteKeys(credential: CredentialRole | undefined): string {
+  return credential === 'monitor'
+    ? ' q/d leave  (watch only: Stop needs control.token) '
+    : ' q stop the run  d detach ';
+}
+
 /**
  * Watches a coordinator as a monitor peer. q (or Ctrl-C) asks it to stop the run, then keeps
- * showing the run until it ends; pressed again, or d at any time, leaves the viewer.
+ * showing the run until it ends; pressed again, or d at any time, leaves the viewer. With a
+ * monitor credential, which cannot Stop, q leaves at once; a Stop the coordinator refuses (a
+ * token of unknown role) is shown in the status line.
  */
 export async function watchRemote(opts: WatchRemoteOptions): Promise<void> {
   const leave = new AbortController();
@@ -99,10 +111,10 @@ export async function watchRemote(opts: WatchRemoteOptions): Promise<void> {
     stdout: opts.stdout,
     stdin: opts.stdin,
     title: opts.url,
-    keys: ' q stop the run  d detach ',
+    keys: remoteKeys(opts.credential),
     colorMode: opts.colorMode,
     onKey: (key) => {
-      if (key === 'detach' || !connected || stopAsked) return leave.abort();
+      if (key === 'detach' || !connected || stopAsked || opts.credential === 'monitor') return leave.abort();
       if (key === 'quit' || key === 'interrupt') {
         stopAsked = true;
         conn.requestStop('q pressed in gan-dist watch');
@@ -118,6 +130,10 @@ export async function watchRemote(opts: WatchRemoteOptions): Promise<void> {
     ca: opts.ca,
     ganDistVersion: opts.ganDistVersion,
     onLine: (line) => ui.feed([classifyRecord(line)]),
+    onRefused: (message) => {
+      ui.keys = ' q/d leave ';
+      ui.setStatus(message);
+    },
     onClose: (reason) => {
       connected = false;
       // A coordinator closes its monitors' connections while stopping: the run has ended there.

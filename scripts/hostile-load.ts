@@ -132,7 +132,7 @@ try {
   await until('the coordinator to listen', () => coordinator?.endpoint !== undefined, 120_000);
   const port = Number(coordinator!.endpoint!.split(':').pop());
   const url = `ws://127.0.0.1:${port}`;
-  const tokenFile = path.join(runDir, 'token');
+  const tokenFile = path.join(runDir, 'worker.token');
   // Warm-up: the first iterations allocate what training keeps.
   await until('3 iterations of warm-up', () => iterations.length >= 3, 300_000);
   phases.push(await phase('baseline: training only', () => new Promise((r) => setTimeout(() => r({}), phaseMs))));

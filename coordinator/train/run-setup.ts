@@ -1,7 +1,7 @@
 // What `gan-dist train` sets up before the coordinator listens: the run directory (new, or the
-// one a resume continues), its token and certificate, the data, and the local transport.
+// one a resume continues), the data, and the local transport; its credentials are credentials.ts.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { evalEventFields, prepareRunEvaluation, type RunEvaluation } from '../../metrics/swd.ts';
 import type { IteratorState } from '../../data/batches.ts';
 import { openDataset } from '../../data/index.ts';
@@ -9,9 +9,7 @@ import { modelConfigOf, type TrainConfig } from '../../protocol/config.ts';
 import { parameterTable, sizeOf } from '../../protocol/model/architecture.ts';
 import { ADAM_FORM, type AdamForm, loadLatestCheckpoint } from '../../protocol/run/checkpoint.ts';
 import { createRunDir, openRunDirForResume, writeRunConfig, type RunDir } from '../../protocol/run/run-dir.ts';
-import { newToken, readTokenFile, resolveToken, writeTokenFile } from '../../protocol/wire/auth.ts';
 import { decideTransport, removeStaleRegions, ShmRegion } from '../../protocol/wire/shm.ts';
-import { loadTlsIdentity, runTlsIdentity, type TlsIdentity } from '../../protocol/wire/tls.ts';
 import { parseWireDtype, type WireDtype } from '../../protocol/wire/wire-dtype.ts';
 import type { RunSnapshot } from '../options.ts';
 import { logEvent, type RunLogger } from '../logger.ts';
@@ -78,27 +76,6 @@ export async function openRun(opts: TrainOptions, cwd: string): Promise<OpenedRu
   // config.json: the resolved config, and the data source a resume reads again.
   writeRunConfig(opened.run, { ...opened.config, data: opened.data, wireDtype: opened.wireDtype });
   return opened;
-}
-
-/**
- * The token (a resume reuses the run's; else --token-file, GAN_DIST_TOKEN, or a new one) and, with
- * TLS, the certificate; one token file gives a worker both the secret and the server's identity.
- */
-export async function secureRun(
-  opts: TrainOptions,
-  run: RunDir,
-  resumed: boolean,
-  useTls: boolean,
-): Promise<{ token: string; identity?: TlsIdentity }> {
-  let token: string;
-  if (resumed && existsSync(run.tokenPath)) token = (await readTokenFile(run.tokenPath)).token;
-  else if (opts.tokenFile || process.env.GAN_DIST_TOKEN)
-    token = (await resolveToken({ tokenFile: opts.tokenFile })).token;
-  else token = newToken();
-  let identity: TlsIdentity | undefined;
-  if (useTls) identity = opts.tlsCert ? loadTlsIdentity(opts.tlsCert, opts.tlsKey!) : await runTlsIdentity(run.path);
-  await writeTokenFile(run.tokenPath, { token, fingerprint: identity?.fingerprint });
-  return { token, identity };
 }
 
 /**

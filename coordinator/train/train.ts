@@ -25,7 +25,8 @@ import { planWorkers } from './launcher.ts';
 import { LocalWorkers, type FailedWorker, type LocalWorkersGone } from './local-workers.ts';
 import { createRunLogger, flushLogger, logEvent } from '../logger.ts';
 import { DEFAULT_MAX_RESTARTS } from './restart-policy.ts';
-import { chooseTransport, openData, openRun, secureRun } from './run-setup.ts';
+import { chooseTransport, openData, openRun } from './run-setup.ts';
+import { credentialLines, secureRun } from './credentials.ts';
 
 export interface TrainOptions {
   config: TrainConfig;
@@ -122,7 +123,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const log = createRunLogger(run.logPath, (line) => monitors.write(line));
   for (const w of opened.warnings) logEvent(log, 'checkpoint-skipped', { warning: w }, 'warn');
   logEvent(log, 'config', { config, data, wireDtype, resume: !!resume });
-  const { token, identity } = await secureRun(opts, run, !!resume, useTls);
+  const credentials = await secureRun(opts, run, !!resume, useTls);
+  const { identity } = credentials;
+  if (credentials.legacyWarning) logEvent(log, 'token-legacy', { warning: credentials.legacyWarning }, 'warn');
 
   // The data, the evaluation's fixed real sample, the local workers and how they exchange tensors.
   const { dataset, batches, evaluation } = await openData(opts, opened, log, print);
@@ -145,7 +148,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     batches,
     iterationsPerEpoch: batches.iterationsPerEpoch,
     log,
-    token,
+    token: credentials.tokens,
     host,
     port,
     tls: identity,
@@ -174,14 +177,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const endpoint = await coordinator.listen();
   writeEndpoint(run, endpoint);
   const scheme = identity ? 'wss' : 'ws';
-  print(
-    `run ${run.path}${resume ? ` (resumed at iteration ${resume.iteration})` : ''}; workers join ${scheme}://${endpoint} with --token-file ${run.tokenPath}`,
-  );
+  print(`run ${run.path}${resume ? ` (resumed at iteration ${resume.iteration})` : ''}`);
+  for (const line of credentialLines(credentials, `${scheme}://${endpoint}`)) print(line);
   const localUrl = `${scheme}://${LOOPBACK.has(host) ? endpoint : `127.0.0.1:${endpoint.split(':').pop()}`}`;
   const started = startLocalWorkers(plan, coordinator, {
     url: localUrl,
-    token,
-    tokenFile: identity ? run.tokenPath : undefined,
+    token: credentials.workerToken,
+    tokenFile: identity ? credentials.files.worker : undefined,
     shmRegion: shm?.dir,
     log,
     maxRestarts: opts.maxRestarts ?? DEFAULT_MAX_RESTARTS,

@@ -5,7 +5,10 @@
 //   <run dir>/train.log              pino JSON lines
 //   <run dir>/samples/iter-000100.png
 //   <run dir>/checkpoints/iter-000500/   (format: protocol/run/checkpoint.ts)
-//   <run dir>/token                  mode 0600 (protocol/wire/auth.ts)
+//   <run dir>/worker.token           mode 0600, for worker machines (protocol/wire/auth.ts)
+//   <run dir>/monitor.token          mode 0600, watch only
+//   <run dir>/control.token          mode 0600, watch and Stop
+//   <run dir>/token                  an older run's one token for every role (still read)
 //   <run dir>/endpoint               the address actually bound
 //
 // The default is `runs/<local timestamp>` under the working directory; `runs/latest` is a
@@ -15,6 +18,7 @@ import { existsSync, mkdirSync, realpathSync, renameSync, rmSync, statSync, syml
 import { basename, dirname, join, resolve } from 'node:path';
 import { CHECKPOINTS_DIR, checkpointName, listCheckpoints } from './checkpoint.ts';
 import { GanDistError } from '../errors.ts';
+import type { CredentialRole } from '../wire/auth.ts';
 
 export const RUNS_DIR = 'runs';
 export const LATEST_LINK = 'latest';
@@ -25,7 +29,9 @@ export interface RunDir {
   logPath: string;
   samplesDir: string;
   checkpointsDir: string;
+  /** An older run's one token, which grants every role; new runs write the three below. */
   tokenPath: string;
+  roleTokenPaths: Record<CredentialRole, string>;
   endpointPath: string;
 }
 
@@ -39,6 +45,11 @@ export function runDirLayout(path: string): RunDir {
     samplesDir: join(p, 'samples'),
     checkpointsDir: join(p, CHECKPOINTS_DIR),
     tokenPath: join(p, 'token'),
+    roleTokenPaths: {
+      worker: join(p, 'worker.token'),
+      monitor: join(p, 'monitor.token'),
+      control: join(p, 'control.token'),
+    },
     endpointPath: join(p, 'endpoint'),
   };
 }

@@ -1,9 +1,10 @@
 // Authentication without the secret ever crossing the wire: tokens, token files, and the HMAC
 // proofs the handshake (handshake.ts) exchanges over nonces.
 //
-// Token file: `key=value` lines, `token=<secret>` and, with TLS, `fingerprint=<SHA-256 of the
-// coordinator's certificate>`; blank lines and `# comments` are skipped, surrounding whitespace
-// ignored, and a file holding nothing but the secret is accepted too. A token file that group or
+// Token file: `key=value` lines, `token=<secret>`, `role=worker|monitor|control` (what the secret
+// grants; absent in an older run's one `token`, which grants everything) and, with TLS,
+// `fingerprint=<SHA-256 of the coordinator's certificate>`; blank lines and `# comments` are
+// skipped, surrounding whitespace ignored, and a file holding nothing but the secret is accepted too. A token file that group or
 // others can access is refused (as ssh refuses such a private key): a secret readable by others
 // is no secret, and a warning scrolls past unnoticed in a training log.
 
@@ -14,6 +15,20 @@ import { GanDistError } from '../errors.ts';
 export const TOKEN_ENV = 'GAN_DIST_TOKEN';
 
 export type ProofRole = 'coordinator' | 'worker';
+
+/**
+ * What a run's credential lets its holder do: a worker joins and computes, a monitor watches, a
+ * control watches and may Stop. An older run directory's one `token` grants all three.
+ */
+export type CredentialRole = 'worker' | 'monitor' | 'control';
+export const CREDENTIAL_ROLES: readonly CredentialRole[] = ['worker', 'monitor', 'control'];
+
+/** A run's three secrets. The monitor's is derived from the control's (monitorTokenOf). */
+export interface RoleTokens {
+  worker: string;
+  monitor: string;
+  control: string;
+}
 
 /** A fresh secret: 32 random bytes, hex. */
 export function newToken(): string {
@@ -32,6 +47,22 @@ export function hmacProof(token: string, role: ProofRole, nonceWorker: string, n
     .digest('hex');
 }
 
+/**
+ * The monitor secret that goes with a control secret. A control peer says 'monitor' in its hello
+ * (hello is frozen across versions), so the coordinator answers with the monitor secret's proof
+ * before it knows which of the two the peer holds; deriving one from the other lets a control
+ * peer check that proof, and the peer's own proof then says which it holds.
+ */
+export function monitorTokenOf(controlToken: string): string {
+  return createHmac('sha256', controlToken).update('gan-dist monitor token').digest('hex');
+}
+
+/** Fresh worker and control secrets (the worker's may be given: --token-file, GAN_DIST_TOKEN). */
+export function newRoleTokens(worker = newToken()): RoleTokens {
+  const control = newToken();
+  return { worker, monitor: monitorTokenOf(control), control };
+}
+
 const HEX64 = /^[0-9a-f]{64}$/;
 
 /** Constant-time comparison of two hex proofs; false for anything that is not 64 hex digits. */
@@ -44,6 +75,8 @@ export function proofsEqual(expected: string, received: string): boolean {
 
 export interface TokenFileContents {
   token: string;
+  /** What the secret grants; absent: an older run's one token (everything), or GAN_DIST_TOKEN. */
+  role?: CredentialRole;
   /** SHA-256 of the coordinator's TLS certificate, 64 lowercase hex digits, for pinning. */
   fingerprint?: string;
 }
@@ -53,6 +86,7 @@ export interface ResolvedToken extends TokenFileContents {
   source: string;
 }
 
+const KEY_LINE = /^(token|fingerprint|role)\s*=/;
 const TOKEN_CHARS = /^[\x21-\x7e]{16,1024}$/;
 const MAX_TOKEN_FILE_BYTES = 64 * 1024;
 
@@ -86,16 +120,16 @@ export function parseTokenFile(text: string, source: string): TokenFileContents 
     .split(/\r?\n/)
     .map((l) => l.trim())
     .filter((l) => l !== '' && !l.startsWith('#'));
-  if (lines.length === 1 && !/^(token|fingerprint)\s*=/.test(lines[0])) return { token: checkToken(lines[0], source) };
+  if (lines.length === 1 && !KEY_LINE.test(lines[0])) return { token: checkToken(lines[0], source) };
   const values = new Map<string, string>();
   for (const line of lines) {
-    const m = /^(token|fingerprint)\s*=\s*(.*)$/.exec(line);
+    const m = /^(token|fingerprint|role)\s*=\s*(.*)$/.exec(line);
     if (m === null) {
       // Never echo the line: a mistyped key (TOKEN=...) still holds the secret. Its key is safe.
       const key = /^([A-Za-z_][A-Za-z0-9_-]{0,31})\s*[=:]/.exec(line)?.[1];
       throw authError(
-        `${source}: ${key ? `a line with the key '${key}'` : 'a line'} is neither token=... nor fingerprint=... (its value is not shown: it may be the secret)`,
-        'keys are lower-case: token=<secret>, fingerprint=<sha256>',
+        `${source}: ${key ? `a line with the key '${key}'` : 'a line'} is neither token=..., role=... nor fingerprint=... (its value is not shown: it may be the secret)`,
+        'keys are lower-case: token=<secret>, role=worker|monitor|control, fingerprint=<sha256>',
       );
     }
     if (values.has(m[1])) throw authError(`${source}: '${m[1]}' is given twice`);
@@ -104,17 +138,31 @@ export function parseTokenFile(text: string, source: string): TokenFileContents 
   const token = values.get('token');
   if (token === undefined) throw authError(`${source} holds no token`, 'a token file needs a line token=<secret>');
   const fingerprint = values.get('fingerprint');
+  const role = values.get('role');
+  if (role !== undefined && !(CREDENTIAL_ROLES as readonly string[]).includes(role))
+    throw authError(`${source}: role must be worker, monitor or control, got '${role.slice(0, 16)}'`);
   return {
     token: checkToken(token, source),
+    ...(role === undefined ? {} : { role: role as CredentialRole }),
     ...(fingerprint === undefined ? {} : { fingerprint: normalizeFingerprint(fingerprint, `${source}: fingerprint`) }),
   };
 }
 
+const ROLE_NOTES: Record<CredentialRole, string> = {
+  worker: 'joins this run and computes; the file to copy to worker machines.',
+  monitor: 'watches this run (gan-dist watch); cannot join or Stop.',
+  control: 'watches this run and may Stop it; keep it on the coordinator machine.',
+};
+
 export function formatTokenFile(contents: TokenFileContents): string {
+  const role = contents.role;
   const lines = [
-    "# gan-dist token: this run's secret. Keep it private (mode 0600).",
+    role === undefined
+      ? "# gan-dist token: this run's secret. Keep it private (mode 0600)."
+      : `# gan-dist ${role} token: ${ROLE_NOTES[role]} Keep it private (mode 0600).`,
     `token=${checkToken(contents.token, 'the token')}`,
   ];
+  if (role !== undefined) lines.push(`role=${role}`);
   if (contents.fingerprint !== undefined) {
     lines.push("# SHA-256 of the coordinator's TLS certificate, which workers pin.");
     lines.push(`fingerprint=${normalizeFingerprint(contents.fingerprint)}`);
@@ -183,4 +231,18 @@ export async function resolveToken(opts: { tokenFile?: string; env?: NodeJS.Proc
   const fromEnv = (opts.env ?? process.env)[TOKEN_ENV]?.trim();
   if (fromEnv !== undefined && fromEnv !== '') return { token: checkToken(fromEnv, TOKEN_ENV), source: TOKEN_ENV };
   throw authError('no token given', `pass the run's token file with --token-file FILE, or set ${TOKEN_ENV}`);
+}
+
+/**
+ * Refuses, before connecting, a credential whose file names a role that cannot do `what`: a
+ * worker given monitor.token, a watcher given worker.token. A secret with no role (an older
+ * run's token, GAN_DIST_TOKEN) is left to the coordinator.
+ */
+export function requireRole(resolved: ResolvedToken, allowed: readonly CredentialRole[], what: string): void {
+  if (resolved.role === undefined || allowed.includes(resolved.role)) return;
+  const want = allowed.map((r) => `${r}.token`).join(' or ');
+  throw authError(
+    `${resolved.source} is the run's ${resolved.role} credential, which cannot ${what}`,
+    `use the run's ${want}`,
+  );
 }

@@ -7,9 +7,21 @@
 //   -> worker ready(paramTableHash)   (monitors stop at welcome)
 // Each side proves it knows the token over a nonce the other just drew, so a recorded proof is
 // useless later (replay), and the role in the MAC stops a proof being bounced back (reflection).
+// A run has three secrets (auth.ts RoleTokens): the hello's role says which one the coordinator
+// proves (a worker's, or the monitor's for a monitor hello), and the peer's proof says which it
+// holds: the worker's for a worker; the monitor's or the control's (which can Stop) for a monitor.
+// An older run's one token stands for all three.
 
 import { ErrorCodes, GanDistError, type ErrorCode } from '../errors.ts';
-import { checkToken, hmacProof, newNonce, proofsEqual } from './auth.ts';
+import {
+  checkToken,
+  hmacProof,
+  monitorTokenOf,
+  newNonce,
+  proofsEqual,
+  type CredentialRole,
+  type RoleTokens,
+} from './auth.ts';
 import {
   PROTOCOL_VERSION,
   type HelloMessage,
@@ -35,8 +47,12 @@ export interface HandshakeStep<Done> {
 
 export type WelcomeFields = Omit<WelcomeMessage, 'type'>;
 
+/** The credential a peer proved: one of the run's three, or 'run', an older run's one token (everything). */
+export type Credential = CredentialRole | 'run';
+
 export interface ServerHandshakeOptions {
-  token: string;
+  /** The run's three secrets; one string: an older run directory's one token, which grants every role. */
+  token: string | RoleTokens;
   /** The welcome for a peer that has proved itself (a function to assign ids only then). */
   welcome: WelcomeFields | ((hello: HelloMessage) => WelcomeFields);
   /** The parameter table hash a worker must report: paramTableHash() of the coordinator's table. */
@@ -49,6 +65,8 @@ export interface ServerHandshakeOptions {
 
 export interface ServerHandshakeResult {
   role: Role;
+  /** Which secret the peer proved: what it may do beyond its role (a control monitor may Stop). */
+  credential: Credential;
   hello: HelloMessage;
   welcome: WelcomeMessage;
 }
@@ -69,13 +87,46 @@ function rejection<D>(code: ErrorCode, reason: string): HandshakeStep<D> {
   return { send, error: new GanDistError(code, reason) };
 }
 
+/** What a run's secrets are, each checked; a string is an older run's one token. */
+function tokensOf(token: string | RoleTokens): RoleTokens | string {
+  if (typeof token === 'string') return checkToken(token, "the coordinator's token");
+  return {
+    worker: checkToken(token.worker, "the coordinator's worker token"),
+    monitor: checkToken(token.monitor, "the coordinator's monitor token"),
+    control: checkToken(token.control, "the coordinator's control token"),
+  };
+}
+
+/** The credential whose proof `proof` is, among those that may take `role`; undefined for none. */
+function provedCredential(
+  tokens: RoleTokens | string,
+  role: Role,
+  proof: string,
+  nonceW: string,
+  nonceC: string,
+): Credential | undefined {
+  const matches = (t: string) => proofsEqual(hmacProof(t, 'worker', nonceW, nonceC), proof);
+  if (typeof tokens === 'string') return matches(tokens) ? 'run' : undefined;
+  if (role === 'worker') return matches(tokens.worker) ? 'worker' : undefined;
+  // Both checked whatever the first says: the time taken does not tell which secret it was.
+  const monitor = matches(tokens.monitor);
+  const control = matches(tokens.control);
+  return control ? 'control' : monitor ? 'monitor' : undefined;
+}
+
+const PROOF_HINTS: Record<Role, string> = {
+  worker: "give it the run's worker.token (--token-file) or its GAN_DIST_TOKEN; a monitor or control token cannot join",
+  monitor: "give it the run's monitor.token or control.token (--token-file); a worker token cannot watch",
+};
+
 export function createServerHandshake(opts: ServerHandshakeOptions): ServerHandshake {
-  const token = checkToken(opts.token, "the coordinator's token");
+  const tokens = tokensOf(opts.token);
   const roles = opts.roles ?? ['worker', 'monitor'];
   const nonceC = opts.nonce ?? newNonce();
   let state: ServerHandshakeState = 'awaiting-hello';
   let hello: HelloMessage | undefined;
   let welcome: WelcomeMessage | undefined;
+  let credential: Credential = 'run';
 
   const reject = (code: ErrorCode, reason: string): HandshakeStep<ServerHandshakeResult> => {
     state = 'failed';
@@ -104,21 +155,27 @@ export function createServerHandshake(opts: ServerHandshakeOptions): ServerHands
       if (!roles.includes(msg.role)) return reject('GAN_DIST_E_AUTH', `this coordinator does not accept a ${msg.role}`);
       hello = msg;
       state = 'awaiting-proof';
-      return { send: { type: 'challenge', nonce: nonceC, proof: hmacProof(token, 'coordinator', msg.nonce, nonceC) } };
+      // The coordinator proves the secret of the role asked for; a control peer derives the monitor's.
+      const mine = typeof tokens === 'string' ? tokens : msg.role === 'worker' ? tokens.worker : tokens.monitor;
+      return { send: { type: 'challenge', nonce: nonceC, proof: hmacProof(mine, 'coordinator', msg.nonce, nonceC) } };
     }
     if (msg.type === 'proof') {
       const h = hello!;
-      if (!proofsEqual(hmacProof(token, 'worker', h.nonce, nonceC), msg.proof)) {
+      const proved = provedCredential(tokens, h.role, msg.proof, h.nonce, nonceC);
+      if (proved === undefined) {
         return reject(
           'GAN_DIST_E_AUTH',
-          `the ${h.role}'s proof does not match this run's token: give it the run's token file (--token-file) or its GAN_DIST_TOKEN`,
+          typeof tokens === 'string'
+            ? `the ${h.role}'s proof does not match this run's token: give it the run's token file (--token-file) or its GAN_DIST_TOKEN`
+            : `the ${h.role}'s proof does not match this run's ${h.role === 'worker' ? 'worker token' : 'monitor or control token'}: ${PROOF_HINTS[h.role]}`,
         );
       }
+      credential = proved;
       const fields = typeof opts.welcome === 'function' ? opts.welcome(h) : opts.welcome;
       welcome = { type: 'welcome', ...fields };
       if (h.role === 'monitor') {
         state = 'done';
-        return { send: welcome, done: { role: h.role, hello: h, welcome } };
+        return { send: welcome, done: { role: h.role, credential, hello: h, welcome } };
       }
       state = 'awaiting-ready';
       return { send: welcome };
@@ -131,7 +188,7 @@ export function createServerHandshake(opts: ServerHandshakeOptions): ServerHands
         );
       }
       state = 'done';
-      return { done: { role: hello!.role, hello: hello!, welcome: welcome! } };
+      return { done: { role: hello!.role, credential, hello: hello!, welcome: welcome! } };
     }
     return reject('GAN_DIST_E_PROTOCOL', `unexpected '${msg.type}' during the handshake`);
   }
@@ -219,10 +276,12 @@ export function createClientHandshake(opts: ClientHandshakeOptions): ClientHands
         };
       }
       if (state === 'awaiting-challenge' && msg.type === 'challenge') {
-        if (!proofsEqual(hmacProof(token, 'coordinator', nonceW, msg.nonce), msg.proof)) {
+        const proves = (t: string) => proofsEqual(hmacProof(t, 'coordinator', nonceW, msg.nonce), msg.proof);
+        // A monitor holding the control secret sees the coordinator prove the monitor secret derived from it.
+        if (!proves(token) && !(opts.role === 'monitor' && proves(monitorTokenOf(token)))) {
           return reject(
             'GAN_DIST_E_AUTH',
-            "the coordinator's proof does not match this token: the token belongs to another run, or this is not the coordinator you meant",
+            `the coordinator's proof does not match this token: the token belongs to another run or does not let a ${opts.role} in (${opts.role === 'worker' ? 'workers join with worker.token' : 'watch with monitor.token or control.token'}), or this is not the coordinator you meant`,
           );
         }
         state = 'awaiting-welcome';

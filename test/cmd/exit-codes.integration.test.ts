@@ -80,7 +80,7 @@ describe('gan-dist exit statuses', () => {
       { cwd },
     );
     await waitFor(() => existsSync(path.join(run, 'endpoint')), 'the coordinator to write its endpoint', 60_000);
-    const { token } = await readTokenFile(path.join(run, 'token'));
+    const { token } = await readTokenFile(path.join(run, 'worker.token'));
     // A worker whose every gradient holds a NaN: with no other worker to recompute it, the run has diverged.
     await runWorker({
       url: `ws://${readFileSync(path.join(run, 'endpoint'), 'utf8').trim()}`,

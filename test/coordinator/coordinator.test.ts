@@ -220,4 +220,32 @@ describe('non-finite gradients from shared memory', () => {
     // The harness's 64 synthetic images make 64 / batch iterations an epoch.
     expect((snap.data.epoch - 1) * (64 / cfg.batchSize) + snap.data.position).toBe(done);
   }, 60_000);
+
+  it('goes on training when a periodic checkpoint fails (a full disk), and writes the final one', async () => {
+    let calls = 0;
+    const saved: number[] = [];
+    const h = await startCoordinator(tiny({ iterations: 3 }), {
+      minWorkers: 1,
+      checkpointEvery: 1,
+      saveSnapshot: async (s) => {
+        if (++calls === 1) throw new Error('ENOSPC: no space left on device');
+        saved.push(s.iteration);
+        return `iter-${s.iteration}`;
+      },
+    });
+    open.push(h.coordinator);
+    const outcome = runWorker({
+      url: `ws://${h.endpoint}`,
+      token: h.token,
+      backend: 'wasm',
+      ganDistVersion: 'test',
+      simulateStepMs: 1,
+    });
+    expect(await h.coordinator.run()).toBe('finished');
+    await outcome;
+    expect(h.records.map((r) => r.iteration)).toEqual([1, 2, 3]);
+    const failed = h.events.filter((e) => e.event === 'checkpoint-failed');
+    expect(failed.map((e) => e.fields)).toEqual([{ iteration: 1, error: 'ENOSPC: no space left on device' }]);
+    expect(saved).toEqual([2, 3]);
+  }, 30_000);
 });

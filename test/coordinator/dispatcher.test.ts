@@ -27,6 +27,7 @@ function fakePeer(id: number): FakePeer {
   const peer: FakePeer = {
     id,
     role: 'worker',
+    credential: 'worker',
     address: `fake:${id}`,
     hello: {} as Peer['hello'],
     sent: [],

@@ -128,8 +128,8 @@ describe('elastic training', () => {
       {},
       cwd,
     );
-    await until(() => existsSync(path.join(runDir, 'token')), 'the token file');
-    const tokenFile = path.join(runDir, 'token');
+    await until(() => existsSync(path.join(runDir, 'worker.token')), 'the worker token file');
+    const tokenFile = path.join(runDir, 'worker.token');
     const workers = [0, 1].map(() =>
       spawnCli([
         'worker',

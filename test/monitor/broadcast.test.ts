@@ -4,22 +4,25 @@ import { LogBroadcaster, attachMonitors, type MonitorPeer } from '../../coordina
 import { MONITOR_LIMITS } from '../../protocol/wire/protocol.ts';
 import { decodeMessage, type Message } from '../../protocol/wire/protocol.ts';
 
-function peer(id: number, role = 'monitor') {
+function peer(id: number, role = 'monitor', credential = 'control') {
   const got: Record<string, unknown>[] = [];
+  const errors: string[] = [];
   const closed: string[] = [];
   const p: MonitorPeer & { queued: number } = {
     queued: 0,
     bufferedBytes: () => p.queued,
     id,
     role,
+    credential,
     address: `127.0.0.1:${1000 + id}`,
     send: (m: Message | Buffer) => {
       const msg = Buffer.isBuffer(m) ? decodeMessage(m, MONITOR_LIMITS) : m;
       if (msg.type === 'log') got.push(msg.line);
+      if (msg.type === 'error') errors.push(msg.message);
     },
     close: (reason) => closed.push(reason),
   };
-  return { peer: p, got, closed };
+  return { peer: p, got, errors, closed };
 }
 
 const line = (fields: Record<string, unknown>) =>
@@ -34,6 +37,7 @@ describe('log broadcasting to monitors', () => {
     b.add({
       id: 1,
       role: 'monitor',
+      credential: 'monitor',
       address: 'x',
       bufferedBytes: () => 0,
       close: () => undefined,
@@ -128,5 +132,34 @@ describe('log broadcasting to monitors', () => {
     expect(m.closed).toHaveLength(1);
     server.emit('gone', m.peer, 'closed');
     expect(b.monitors).toBe(0);
+  });
+
+  it('refuses the Stop of a monitor credential, forwards those of control and of an older run token', () => {
+    const server = new EventEmitter();
+    const stops: string[] = [];
+    attachMonitors(server, new LogBroadcaster(), (r) => stops.push(r));
+    const watcher = peer(5, 'monitor', 'monitor');
+    const old = peer(6, 'monitor', 'run');
+    for (const m of [watcher, old]) server.emit('peer', m.peer);
+    server.emit('message', watcher.peer, { type: 'stop', reason: 'q pressed' });
+    expect(stops).toEqual([]);
+    expect(watcher.errors).toEqual([expect.stringMatching(/^Stop refused: .*monitor credential.*control\.token/)]);
+    expect(watcher.closed).toEqual([]);
+    server.emit('message', old.peer, { type: 'stop', reason: 'q pressed' });
+    expect(stops).toEqual(['stop requested by the monitor at 127.0.0.1:1006 (q pressed)']);
+  });
+
+  it('disconnects a monitor that keeps sending a Stop it cannot give', () => {
+    const server = new EventEmitter();
+    const stops: string[] = [];
+    attachMonitors(server, new LogBroadcaster(), (r) => stops.push(r));
+    const watcher = peer(7, 'monitor', 'monitor');
+    server.emit('peer', watcher.peer);
+    for (let i = 0; i < 16; i++) server.emit('message', watcher.peer, { type: 'stop', reason: 'again' });
+    expect(watcher.closed).toEqual([]);
+    server.emit('message', watcher.peer, { type: 'stop', reason: 'again' });
+    expect(watcher.closed).toEqual([expect.stringMatching(/^sent 17 stale or unsolicited frames within 60 s/)]);
+    expect(watcher.errors).toHaveLength(16);
+    expect(stops).toEqual([]);
   });
 });

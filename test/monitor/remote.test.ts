@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { newToken } from '../../protocol/wire/auth.ts';
+import { newRoleTokens, newToken, type RoleTokens } from '../../protocol/wire/auth.ts';
 import { GanDistError } from '../../protocol/errors.ts';
 import { connectMonitor } from '../../monitor/remote.ts';
 import type { PeerServer } from '../../coordinator/server.ts';
@@ -16,8 +16,8 @@ afterEach(async () => {
   server = undefined;
 });
 
-async function coordinatorEndpoint(tls?: TlsIdentity) {
-  const endpoint = await monitorEndpoint(token, tls);
+async function coordinatorEndpoint(tls?: TlsIdentity, tokens: string | RoleTokens = token) {
+  const endpoint = await monitorEndpoint(tokens, tls);
   server = endpoint.server;
   return endpoint;
 }
@@ -141,5 +141,51 @@ describe('remote monitor', () => {
     await expect(
       connectMonitor({ url: c.url, token, ganDistVersion: 't', onLine: () => {}, onClose: () => {} }),
     ).rejects.toMatchObject({ code: 'GAN_DIST_E_NETWORK' });
+  });
+});
+
+describe('remote monitor with the run roles', () => {
+  const roles = newRoleTokens();
+  const connect = (url: string, secret: string, onRefused?: (m: string) => void) =>
+    connectMonitor({ url, token: secret, ganDistVersion: 'test', onLine: () => {}, onClose: () => {}, onRefused });
+
+  it('lets the monitor token watch but refuses its Stop, telling the monitor why', async () => {
+    const c = await coordinatorEndpoint(undefined, roles);
+    c.monitors.write(JSON.stringify({ event: 'config', config: { iterations: 5 }, msg: 'event' }));
+    const q = lineQueue();
+    const refused = new Promise<string>((resolve) => {
+      void connectMonitor({
+        url: c.url,
+        token: roles.monitor,
+        ganDistVersion: 'test',
+        onLine: q.onLine,
+        onClose: () => {},
+        onRefused: resolve,
+      }).then((conn) => conn.requestStop('q pressed'));
+    });
+    await q.count(1);
+    expect(await refused).toMatch(/^Stop refused: .*Stop needs control\.token/);
+    expect(c.stops).toEqual([]);
+    expect(c.monitors.monitors).toBe(1);
+  });
+
+  it("forwards the control token's Stop", async () => {
+    const c = await coordinatorEndpoint(undefined, roles);
+    const conn = await connect(c.url, roles.control);
+    const stopped = new Promise<void>((resolve) => server!.once('message', () => setImmediate(resolve)));
+    conn.requestStop('q pressed');
+    await stopped;
+    expect(c.stops).toEqual([
+      expect.stringMatching(/^stop requested by the monitor at 127\.0\.0\.1:\d+ \(q pressed\)$/),
+    ]);
+    conn.close();
+  });
+
+  it('turns the worker token away from watching', async () => {
+    const c = await coordinatorEndpoint(undefined, roles);
+    const err = await connect(c.url, roles.worker).catch((e) => e);
+    expect(err).toMatchObject({ code: 'GAN_DIST_E_AUTH' });
+    expect((err as Error).message).toMatch(/does not let a monitor in \(watch with monitor\.token or control\.token\)/);
+    expect(c.monitors.monitors).toBe(0);
   });
 });

@@ -2,7 +2,7 @@ import { appendFileSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { newToken } from '../../protocol/wire/auth.ts';
+import { newRoleTokens, newToken } from '../../protocol/wire/auth.ts';
 import { sampleLocator, watchRemote, watchRun } from '../../monitor/watch.ts';
 import type { PeerServer } from '../../coordinator/server.ts';
 import { fixtureEvalLines, fixtureLines, fixtureRun, monitorEndpoint } from '../support/monitor-fixture.ts';
@@ -140,5 +140,42 @@ describe('gan-dist watch ws://', () => {
     keys.type('q');
     await watching;
     expect(term.altScreen).toBe(false);
+  });
+
+  it('with a monitor token says q cannot Stop, and q leaves without asking', async () => {
+    const tokens = newRoleTokens();
+    const { server: started, url, monitors, stops } = await monitorEndpoint(tokens);
+    server = started;
+    for (const l of fixtureLines().slice(0, 20)) monitors.write(`${l}\n`);
+    const term = new VirtualTerminal(100, 24);
+    const keys = new VirtualKeyboard();
+    const watching = watchRemote({
+      url,
+      token: tokens.monitor,
+      credential: 'monitor',
+      ganDistVersion: 'test',
+      stdout: term,
+      stdin: keys,
+      colorMode: 'none',
+    });
+    await term.until('Stop needs control.token');
+    keys.type('q');
+    await watching;
+    expect(stops).toEqual([]);
+  });
+
+  it('shows a Stop the coordinator refused, for a token whose role it did not know', async () => {
+    const tokens = newRoleTokens();
+    const { server: started, url, stops } = await monitorEndpoint(tokens);
+    server = started;
+    const term = new VirtualTerminal(120, 24);
+    const keys = new VirtualKeyboard();
+    const watching = watchRemote({ url, token: tokens.monitor, ganDistVersion: 'test', stdout: term, stdin: keys });
+    await term.until('q stop the run');
+    keys.type('q');
+    await term.until('Stop refused');
+    keys.type('d');
+    await watching;
+    expect(stops).toEqual([]);
   });
 });

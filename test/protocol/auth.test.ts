@@ -5,12 +5,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   formatTokenFile,
   hmacProof,
+  monitorTokenOf,
   newNonce,
+  newRoleTokens,
   newToken,
   normalizeFingerprint,
   parseTokenFile,
   proofsEqual,
   readTokenFile,
+  requireRole,
   resolveToken,
   writeTokenFile,
 } from '../../protocol/wire/auth.ts';
@@ -138,5 +141,34 @@ describe('token files', () => {
     await mkdir(join(sub, 'token'));
     await expect(writeTokenFile(join(sub, 'token'), { token: TOKEN })).rejects.toThrow();
     expect(await readdir(sub)).toEqual(['token']);
+  });
+});
+
+describe('role credentials', () => {
+  it('draws three distinct secrets, the monitor one derived from the control one', () => {
+    const t = newRoleTokens();
+    expect(new Set([t.worker, t.monitor, t.control]).size).toBe(3);
+    expect(t.monitor).toBe(monitorTokenOf(t.control));
+    expect(newRoleTokens(TOKEN).worker).toBe(TOKEN);
+  });
+
+  it('writes and reads back the role a token file names, and refuses an unknown one', () => {
+    for (const role of ['worker', 'monitor', 'control'] as const) {
+      const text = formatTokenFile({ token: TOKEN, role });
+      expect(text).toContain(`role=${role}`);
+      expect(parseTokenFile(text, 'f')).toEqual({ token: TOKEN, role });
+    }
+    expect(parseTokenFile(formatTokenFile({ token: TOKEN }), 'f')).toEqual({ token: TOKEN });
+    expect(() => parseTokenFile(`token=${TOKEN}\nrole=admin`, 'f')).toThrow(/role must be worker, monitor or control/);
+  });
+
+  it('refuses, before connecting, a credential whose role cannot do the job; a secret of no role passes', () => {
+    const monitor = { token: TOKEN, role: 'monitor' as const, source: 'runs/x/monitor.token' };
+    expect(() => requireRole(monitor, ['worker'], 'join as a worker')).toThrow(
+      /runs\/x\/monitor\.token is the run's monitor credential, which cannot join as a worker/,
+    );
+    expect(() => requireRole({ ...monitor, role: 'worker' }, ['monitor', 'control'], 'watch')).toThrow(GanDistError);
+    expect(() => requireRole({ token: TOKEN, source: 'GAN_DIST_TOKEN' }, ['worker'], 'join')).not.toThrow();
+    expect(() => requireRole(monitor, ['monitor', 'control'], 'watch')).not.toThrow();
   });
 });

@@ -6,7 +6,7 @@ import {
   type HandshakeStep,
   type ServerHandshake,
 } from '../../protocol/wire/handshake.ts';
-import { hmacProof, newNonce, newToken } from '../../protocol/wire/auth.ts';
+import { hmacProof, newNonce, newRoleTokens, newToken, type RoleTokens } from '../../protocol/wire/auth.ts';
 import { GanDistError } from '../../protocol/errors.ts';
 import {
   PRE_AUTH_LIMITS,
@@ -35,7 +35,10 @@ function wire(msg: Message): Message {
   return decodeMessage(encodeMessage(msg), PRE_AUTH_LIMITS);
 }
 
-function server(token = TOKEN, extra: { roles?: readonly Role[]; nonce?: string } = {}): ServerHandshake {
+function server(
+  token: string | RoleTokens = TOKEN,
+  extra: { roles?: readonly Role[]; nonce?: string } = {},
+): ServerHandshake {
   return createServerHandshake({ token, welcome: WELCOME, paramTableHash: TABLE_HASH, ...extra });
 }
 
@@ -232,5 +235,88 @@ describe('handshake', () => {
     expect(step.error?.code).toBe('GAN_DIST_E_WORKER');
     expect(step.error?.message).toBe('the coordinator turned this worker away: this run is full');
     expect(c.state).toBe('failed');
+  });
+});
+
+describe('handshake with the run roles', () => {
+  const TOKENS = newRoleTokens();
+  const helloAs = (role: Role): HelloMessage => ({
+    type: 'hello',
+    protocolVersion: PROTOCOL_VERSION,
+    ganDistVersion: '0.1.0',
+    backend: 'wasm',
+    device: 'cpu',
+    nonce: newNonce(),
+    role,
+  });
+  /** A peer that skips checking the challenge and proves `token` anyway: what the coordinator alone decides. */
+  function forcedProof(role: Role, token: string) {
+    const s = server(TOKENS);
+    const hello = helloAs(role);
+    const challenge = sent(s.onMessage(hello)) as ChallengeMessage;
+    return s.onMessage({ type: 'proof', proof: hmacProof(token, 'worker', hello.nonce, challenge.nonce) });
+  }
+
+  /** Runs a client with `token` in `role` against a coordinator of the run's three secrets. */
+  function handshake(token: string, role: Role) {
+    const c = client(token, role);
+    const s = server(TOKENS);
+    const challenge = sent(s.onMessage(sent(c.start())));
+    const atChallenge = c.onMessage(challenge);
+    if (atChallenge.error) return { client: atChallenge };
+    const atProof = s.onMessage(sent(atChallenge));
+    if (role === 'worker' && !atProof.error) {
+      c.onMessage(sent(atProof));
+      return { server: s.onMessage(wire(c.ready(TABLE_HASH).send!)) };
+    }
+    return { server: atProof };
+  }
+
+  it('lets the worker token join, and says which credential each monitor proved', () => {
+    expect(handshake(TOKENS.worker, 'worker').server?.done?.credential).toBe('worker');
+    expect(handshake(TOKENS.monitor, 'monitor').server?.done).toMatchObject({ role: 'monitor', credential: 'monitor' });
+    expect(handshake(TOKENS.control, 'monitor').server?.done).toMatchObject({ role: 'monitor', credential: 'control' });
+  });
+
+  it('keeps a monitor or control token from joining as a worker', () => {
+    for (const token of [TOKENS.monitor, TOKENS.control]) {
+      const { client: step } = handshake(token, 'worker');
+      expectRejected(
+        step!,
+        'GAN_DIST_E_AUTH',
+        /coordinator's proof does not match this token.*workers join with worker\.token/,
+      );
+      expectRejected(
+        forcedProof('worker', token),
+        'GAN_DIST_E_AUTH',
+        /the worker's proof does not match this run's worker token: .*a monitor or control token cannot join/,
+      );
+    }
+  });
+
+  it('keeps the worker token from watching', () => {
+    const { client: step } = handshake(TOKENS.worker, 'monitor');
+    expectRejected(
+      step!,
+      'GAN_DIST_E_AUTH',
+      /does not let a monitor in \(watch with monitor\.token or control\.token\)/,
+    );
+    expectRejected(
+      forcedProof('monitor', TOKENS.worker),
+      'GAN_DIST_E_AUTH',
+      /the monitor's proof does not match this run's monitor or control token: .*a worker token cannot watch/,
+    );
+  });
+
+  it("gives an older run's one token every role, as the 'run' credential", () => {
+    const w = client(TOKEN, 'worker');
+    const sw = server(TOKEN);
+    const proof = sent(w.onMessage(sent(sw.onMessage(sent(w.start())))));
+    w.onMessage(sent(sw.onMessage(proof)));
+    expect(sw.onMessage(wire(w.ready(TABLE_HASH).send!)).done?.credential).toBe('run');
+    const m = client(TOKEN, 'monitor');
+    const sm = server(TOKEN);
+    const mproof = sent(m.onMessage(sent(sm.onMessage(sent(m.start())))));
+    expect(sm.onMessage(mproof).done?.credential).toBe('run');
   });
 });

@@ -93,7 +93,7 @@ describe.skipIf(skip)(`Slurm${skip ? ` (skipped: ${missing})` : ''}`, () => {
     const extra = run(
       'srun',
       ['--ntasks', '1', '--job-name', name, gan.split(' ')[0], cliPath, 'worker'].concat(
-        ['--join', `wss://127.0.0.1:${port}`, '--token-file', path.join(runDir, 'token')],
+        ['--join', `wss://127.0.0.1:${port}`, '--token-file', path.join(runDir, 'worker.token')],
         ['--backend', 'wasm', '--simulate-step-ms', '60000', '--reconnect-timeout', '0'],
       ),
       { GAN_DIST_RANK: '2' },

@@ -1,10 +1,12 @@
 // An in-process coordinator on 127.0.0.1:0 over the synthetic set, for tests of the run loop.
 
 import { pino } from 'pino';
-import { newToken } from '../../protocol/wire/auth.ts';
+import { newToken, type RoleTokens } from '../../protocol/wire/auth.ts';
+import type { LogBroadcaster } from '../../coordinator/broadcast.ts';
 import type { TrainConfig } from '../../protocol/config.ts';
 import { Coordinator } from '../../coordinator/coordinator.ts';
 import type { IterationRecord } from '../../coordinator/iteration.ts';
+import type { CoordinatorOptions } from '../../coordinator/options.ts';
 import type { ShmRegion } from '../../protocol/wire/shm.ts';
 import { openDataset } from '../../data/index.ts';
 import type { WireDtype } from '../../protocol/wire/wire-dtype.ts';
@@ -29,6 +31,12 @@ export async function startCoordinator(
     wireDtype?: WireDtype;
     shm?: ShmRegion;
     shardsAt?: (iteration: number) => number;
+    checkpointEvery?: number;
+    saveSnapshot?: CoordinatorOptions['saveSnapshot'];
+    /** The run's secrets (default: one new token, as an older run has); the harness's token is the worker's. */
+    tokens?: string | RoleTokens;
+    /** Remote monitors, for tests that watch or Stop over the wire. */
+    monitors?: LogBroadcaster;
   },
 ): Promise<Harness> {
   const dataset = await openDataset({
@@ -39,7 +47,8 @@ export async function startCoordinator(
     cache: false,
   });
   const batches = dataset.createBatchIterator({ batchSize: config.batchSize, seed: config.seed });
-  const token = newToken();
+  const tokens = opts.tokens ?? newToken();
+  const token = typeof tokens === 'string' ? tokens : tokens.worker;
   const draws = new Map<number, { z: Float32Array; flip: Uint8Array }>();
   const images = new Map<number, Uint8Array>();
   const records: IterationRecord[] = [];
@@ -56,7 +65,8 @@ export async function startCoordinator(
     batches,
     iterationsPerEpoch: batches.iterationsPerEpoch,
     log: pino({ level: 'silent' }),
-    token,
+    token: tokens,
+    monitors: opts.monitors,
     host: '127.0.0.1',
     port: 0,
     tls: opts.tls,
@@ -65,8 +75,8 @@ export async function startCoordinator(
     shm: opts.shm,
     shardsAt: opts.shardsAt,
     minWorkers: opts.minWorkers,
-    checkpointEvery: 0,
-    saveSnapshot: async () => 'memory',
+    checkpointEvery: opts.checkpointEvery ?? 0,
+    saveSnapshot: opts.saveSnapshot ?? (async () => 'memory'),
     writeSamples: async () => 'nowhere',
     onIteration: (r) => records.push(r),
     onEvent: (event, fields) => events.push({ event, fields, at: performance.now() }),

@@ -8,6 +8,7 @@ import { parseLogLine } from '../../monitor/log-reader.ts';
 import { PRE_AUTH_LIMITS } from '../../protocol/wire/protocol.ts';
 import { PeerServer } from '../../coordinator/server.ts';
 import type { TlsIdentity } from '../../protocol/wire/tls.ts';
+import type { RoleTokens } from '../../protocol/wire/auth.ts';
 import { applyLine, createRunView, type RunView } from '../../monitor/view-model.ts';
 
 export const fixtureRun = resolve(import.meta.dirname, '..', 'fixtures', 'monitor-run');
@@ -78,7 +79,7 @@ export function tileColour(k: number): [number, number, number] {
 }
 
 /** A coordinator's endpoint as far as monitors see it: PeerServer on 127.0.0.1:0 with the broadcaster attached. */
-export async function monitorEndpoint(token: string, tls?: TlsIdentity) {
+export async function monitorEndpoint(token: string | RoleTokens, tls?: TlsIdentity) {
   const monitors = new LogBroadcaster();
   const stops: string[] = [];
   const server = new PeerServer({
