@@ -42,6 +42,12 @@ function parseGpus(raw: string): string[] {
 }
 
 export function registerTrainCommands(program: Command): void {
+  registerTrain(program);
+  registerWorker(program);
+}
+
+/** `gan-dist train`: the coordinator, its local workers, the TUI or the console lines. */
+function registerTrain(program: Command): void {
   addConfigOptions(
     program
       .command('train')
@@ -200,7 +206,10 @@ export function registerTrainCommands(program: Command): void {
   });
   // Flag names are checked once here, so a typo in the table above fails at start, not in use.
   void configKeys.map(flagName);
+}
 
+/** `gan-dist worker`: join a coordinator (local, remote, or under a launcher) and compute. */
+function registerWorker(program: Command): void {
   program
     .command('worker')
     .description('join a coordinator and compute gradients for it')
