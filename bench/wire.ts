@@ -1,10 +1,11 @@
 // `gan-dist bench wire`: what --wire-dtype buys and costs, each dtype against float32 in one run.
-//  - transfer: the seed's full model on loopback sockets with simulated workers (compute is a fixed
-//    delay), so bytes per iteration and iteration time show the wire alone;
+//  - transfer: the seed's full model on loopback sockets (or shared memory: --transport shm) with
+//    simulated workers (compute is a fixed delay), so bytes per iteration and iteration time show
+//    the wire alone;
 //  - quality: the tiny preset with real CPU workers for a fixed number of iterations, then the
 //    final losses and scores and the SWD of the final generator (master weights, float32).
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { modelConfigOf, resolveConfig, type TrainConfig } from '../protocol/config.ts';
@@ -24,6 +25,8 @@ import { bnLayers, isBnTensor, putBnSums } from '../protocol/wire/bn-sums.ts';
 
 export interface WireBenchOptions {
   dtypes: WireDtype[];
+  /** How the local workers of both parts exchange tensors (default socket). */
+  transport?: 'socket' | 'shm';
   /** Transfer part: simulated workers, delay per shard, rows per shard, iterations. */
   workers: number;
   simulateStepMs: number;
@@ -71,6 +74,7 @@ export interface WireBenchReport {
   machine: { cores: number; cpu: string; node: string; loadavg: number[] };
   transfer: {
     model: string;
+    transport: 'socket' | 'shm';
     workers: number;
     simulateStepMs: number;
     rowsPerShard: number;
@@ -80,6 +84,7 @@ export interface WireBenchReport {
   };
   quality?: {
     preset: string;
+    transport: 'socket' | 'shm';
     workers: number;
     iterations: number;
     seed: number;
@@ -156,21 +161,39 @@ function frames(config: TrainConfig, rows: number, dtype: WireDtype) {
   };
 }
 
-function trainRun(
+async function trainRun(
   cwd: string,
   config: TrainConfig,
   workers: number,
   wireDtype: WireDtype,
-  extra: { simulateStepMs?: number; threads?: number; checkpoint?: boolean },
+  extra: { transport: 'socket' | 'shm'; simulateStepMs?: number; threads?: number; checkpoint?: boolean },
 ) {
-  return benchTrainRun(cwd, config, workers, `${wireDtype}-${extra.simulateStepMs ?? 'real'}`, {
-    threadsPerWorker: extra.threads,
-    simulateStepMs: extra.simulateStepMs,
-    checkpoint: extra.checkpoint,
-    // Local workers would otherwise share memory, which is always float32: this measures the socket.
-    transport: 'socket',
-    wireDtype,
-  });
+  const { runDir, lines } = await benchTrainRun(
+    cwd,
+    config,
+    workers,
+    `${wireDtype}-${extra.simulateStepMs ?? 'real'}-${extra.transport}`,
+    {
+      threadsPerWorker: extra.threads,
+      simulateStepMs: extra.simulateStepMs,
+      checkpoint: extra.checkpoint,
+      // Named, not auto: local workers would otherwise take shared memory when it has room.
+      transport: extra.transport,
+      wireDtype,
+    },
+  );
+  // A run asked for shm that fell back to the socket (no room in /dev/shm) must not be reported as shm.
+  const used = readFileSync(path.join(runDir, 'train.log'), 'utf8')
+    .split('\n')
+    .find((l) => l.includes('"event":"transport"'));
+  const local = used ? (JSON.parse(used) as { local?: string }).local : undefined;
+  if (local !== extra.transport) {
+    throw new GanDistError(
+      'GAN_DIST_E_CONFIG',
+      `bench wire: asked for --transport ${extra.transport}, the run used ${local ?? 'nothing'}`,
+    );
+  }
+  return { runDir, lines };
 }
 
 export async function benchWire(opts: WireBenchOptions): Promise<WireBenchReport> {
@@ -182,6 +205,7 @@ export async function benchWire(opts: WireBenchOptions): Promise<WireBenchReport
       'e.g. --dtypes float32,bfloat16',
     );
   }
+  const transport = opts.transport ?? 'socket';
   const cwd = mkdtempSync(path.join(os.tmpdir(), 'gan-dist-bench-wire-'));
   try {
     const transfer: TransferRun[] = [];
@@ -194,7 +218,10 @@ export async function benchWire(opts: WireBenchOptions): Promise<WireBenchReport
         `transfer: ${wireDtype}, full model, ${opts.workers} simulated workers, ${opts.simulateStepMs} ms a shard of ${opts.rowsPerShard} rows, ${opts.iterations} iterations`,
       );
       const f = frames(full, opts.rowsPerShard, wireDtype);
-      const { lines } = await trainRun(cwd, full, opts.workers, wireDtype, { simulateStepMs: opts.simulateStepMs });
+      const { lines } = await trainRun(cwd, full, opts.workers, wireDtype, {
+        transport,
+        simulateStepMs: opts.simulateStepMs,
+      });
       const iterationMs = median(steady(lines).map((l) => l.stepMs));
       transfer.push({
         wireDtype,
@@ -229,6 +256,7 @@ export async function benchWire(opts: WireBenchOptions): Promise<WireBenchReport
           `quality: ${wireDtype}, tiny preset, ${opts.qualityWorkers} CPU workers, ${opts.qualityIterations} iterations`,
         );
         const { runDir, lines } = await trainRun(cwd, tiny, opts.qualityWorkers, wireDtype, {
+          transport,
           threads: 1,
           checkpoint: true,
         });
@@ -248,6 +276,7 @@ export async function benchWire(opts: WireBenchOptions): Promise<WireBenchReport
       for (const r of runs) r.swdVsFloat32 = r.swd / runs[0].swd;
       quality = {
         preset: 'tiny',
+        transport,
         workers: opts.qualityWorkers,
         iterations: opts.qualityIterations,
         seed: opts.seed,
@@ -265,11 +294,12 @@ export async function benchWire(opts: WireBenchOptions): Promise<WireBenchReport
       },
       transfer: {
         model: 'seed (64x64, 64 filters: 9.45 M parameters)',
+        transport,
         workers: opts.workers,
         simulateStepMs: opts.simulateStepMs,
         rowsPerShard: opts.rowsPerShard,
         iterations: opts.iterations,
-        note: 'loopback sockets; compute replaced by a fixed delay; median iteration with warm-up excluded; bytes from the frames each worker exchanges',
+        note: `${transport === 'shm' ? 'shared memory (the socket carries control messages)' : 'loopback sockets'}; compute replaced by a fixed delay; median iteration with warm-up excluded; bytes from the frames each worker exchanges`,
         runs: transfer,
       },
       quality,
@@ -283,7 +313,7 @@ export function formatWireBench(r: WireBenchReport): string {
   const t = r.transfer;
   const lines = [
     `machine: ${r.machine.cores} cores, ${r.machine.cpu}, Node ${r.machine.node}, load ${r.machine.loadavg.map((x) => x.toFixed(2)).join(' ')}`,
-    `transfer (${t.model}; ${t.workers} workers, ${t.simulateStepMs} ms a shard of ${t.rowsPerShard} rows; ${t.note}):`,
+    `transfer (${t.model}; ${t.transport}, ${t.workers} workers, ${t.simulateStepMs} ms a shard of ${t.rowsPerShard} rows; ${t.note}):`,
   ];
   for (const x of t.runs) {
     lines.push(
@@ -295,7 +325,7 @@ export function formatWireBench(r: WireBenchReport): string {
   if (r.quality) {
     const q = r.quality;
     lines.push(
-      `quality (${q.preset} preset, ${q.workers} CPU workers, ${q.iterations} iterations, seed ${q.seed}, SWD x 1e3 on ${q.evalCount} images; ${q.note}):`,
+      `quality (${q.preset} preset, ${q.transport}, ${q.workers} CPU workers, ${q.iterations} iterations, seed ${q.seed}, SWD x 1e3 on ${q.evalCount} images; ${q.note}):`,
     );
     for (const x of q.runs) {
       lines.push(

@@ -1,6 +1,6 @@
 // `gan-dist bench scaling|step`: benchmarks that print ratios against a baseline measured in the same run.
 
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { GanDistError } from '../protocol/errors.ts';
 import { MIN_INTERLEAVED_ITERATIONS, SEED_REAL_BATCH, benchScaling } from '../bench/scaling.ts';
 import { formatScaling } from '../bench/scaling-report.ts';
@@ -211,7 +211,12 @@ export function registerBenchCommands(program: Command): Command {
   bench
     .command('wire')
     .description(
-      '--wire-dtype on loopback: bytes and iteration time per dtype against float32 (full model, simulated workers), and losses, scores and SWD after a tiny run with CPU workers',
+      '--wire-dtype on loopback (or shared memory): bytes and iteration time per dtype against float32 (full model, simulated workers), and losses, scores and SWD after a tiny run with CPU workers',
+    )
+    .addOption(
+      new Option('--transport <transport>', 'how the local workers exchange tensors (shm: through /dev/shm)')
+        .choices(['socket', 'shm'])
+        .default('socket'),
     )
     .option(
       '--dtypes <list>',
@@ -244,6 +249,7 @@ export function registerBenchCommands(program: Command): Command {
         throw new GanDistError('GAN_DIST_E_CONFIG', `--seed: "${opts.seed}" is not an integer >= 0`);
       const r = await benchWire({
         dtypes: opts.dtypes,
+        transport: opts.transport,
         workers: opts.workers,
         simulateStepMs: opts.simulateStepMs,
         rowsPerShard: opts.rowsPerShard,

@@ -100,7 +100,7 @@ function registerTrain(program: Command): void {
       .addOption(
         new Option(
           '--wire-dtype <dtype>',
-          "weights and gradients to socket workers: float32 (exact), bfloat16 or float16 (half the bytes; master weights and Adam stay float32); a resume keeps the run's",
+          "weights and gradients to every worker (socket and shared memory): float32 (exact), bfloat16 or float16 (half the bytes; master weights and Adam stay float32); a resume keeps the run's",
         ).choices([...WIRE_DTYPES]),
       )
       .addOption(

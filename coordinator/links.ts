@@ -1,7 +1,7 @@
-// How each worker is reached: over its own socket, in the wire dtype its welcome named, or through
-// the run's shared-memory region once it has attached. The coordinator asks for "the weights
-// frame for this worker" and hands gradient references here; it never asks which transport a
-// worker uses.
+// How each worker is reached: over its own socket, or through the run's shared-memory region once
+// it has attached; either way in the wire dtype its welcome named. The coordinator asks for "the
+// weights frame for this worker" and hands gradient references here; it never asks which
+// transport a worker uses.
 
 import { GanDistError } from '../protocol/errors.ts';
 import type { NamedArrays, ParamSpec } from '../protocol/model/architecture.ts';
@@ -35,7 +35,7 @@ export interface WeightsSource {
 
 export interface WorkerLinksOptions {
   specs: ParamSpec[];
-  /** --wire-dtype for socket workers (default float32). */
+  /** --wire-dtype for every worker, socket or shared memory (default float32). */
   wireDtype?: WireDtype;
   /** The run's shared-memory region, when local workers may use it. */
   shm?: ShmRegion;
@@ -66,7 +66,8 @@ export class WorkerLinks {
 
   /**
    * The welcome's wireDtype for worker `id` (left out at float32, the protocol's default). A worker
-   * that later moves to shared memory gets float32 weights there and sends float32 gradients.
+   * that later moves to shared memory keeps it: the region's weights are in the run's dtype, and so
+   * are the gradients it writes there.
    */
   welcome(id: number): { wireDtype?: WireDtype } {
     const dtype = this.opts.wireDtype ?? 'float32';
@@ -80,9 +81,13 @@ export class WorkerLinks {
     const shm = this.opts.shm;
     if (!shm?.attached(id)) return this.socketFrame(w, this.peerWireDtype.get(id) ?? 'float32');
     if (this.shmWeights?.version !== w.version) {
-      // Written once per version, whatever the number of local workers reading it, in one
-      // vectored write straight from the parameters: no copy into a frame buffer.
-      const ref = shm.writeWeights(encodeMessageChunks(this.weightsMessage(w)));
+      // Written once per version, whatever the number of local workers reading it. In float32 in
+      // one vectored write straight from the parameters (no copy into a frame buffer); in a 16-bit
+      // dtype the converting copy is needed anyway, into the buffer socket workers are sent from.
+      const dtype = this.opts.wireDtype ?? 'float32';
+      const frame =
+        dtype === 'float32' ? encodeMessageChunks(this.weightsMessage(w)) : this.socketFrame(w, dtype).frame;
+      const ref = shm.writeWeights(frame);
       this.shmWeights = {
         version: w.version,
         frame: encodeMessage({ type: 'weightsRef', version: w.version, iteration: w.iteration, ...ref }),
@@ -164,7 +169,7 @@ export class WorkerLinks {
     return { type: 'weights', version: w.version, iteration: w.iteration, tensors: w.params, shapes: this.shapes };
   }
 
-  /** The weights in `dtype`, encoded once per version and dtype. */
+  /** The weights in `dtype`, encoded once per version and dtype (for sockets, and shm in 16 bits). */
   private socketFrame(w: WeightsSource, dtype: WireDtype): WeightsFrame {
     let cached = this.frames.get(dtype);
     if (cached?.version !== w.version) {

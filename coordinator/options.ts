@@ -71,8 +71,8 @@ export interface CoordinatorOptions {
   /** Sees each iteration's whole-batch draws (tests check they do not depend on the workers). */
   onDraw?: (iteration: number, z: Float32Array, flip: Uint8Array) => void;
   /**
-   * --wire-dtype: the form of the weights sent to socket workers and of the gradients they send
-   * back (default float32, exact). Master weights and Adam stay float32 here whatever it is.
+   * --wire-dtype: the form of the weights sent to workers (socket or shared memory) and of the
+   * gradients they send back (default float32, exact). Master weights and Adam stay float32 here whatever it is.
    */
   wireDtype?: WireDtype;
   /**

@@ -1,6 +1,6 @@
-// How a worker's weights arrive and its gradients leave: over the socket (in the wire dtype its
-// welcome named) or, once the coordinator answered shmReady, through the run's shared memory. The
-// session hands a gradients message here and never asks which transport carries it.
+// How a worker's weights arrive and its gradients leave: over the socket or, once the coordinator
+// answered shmReady, through the run's shared memory; either way in the wire dtype its welcome
+// named. The session hands a gradients message here and never asks which transport carries it.
 
 import type WebSocket from 'ws';
 import { GanDistError } from '../protocol/errors.ts';
@@ -21,15 +21,16 @@ import { ShmWorkerFiles } from '../protocol/wire/shm.ts';
 export class Uplink {
   private shm?: ShmWorkerFiles;
   /**
-   * Gradient frames for the socket are encoded into one reused buffer: a fresh 38 MB one per shard
-   * costs its page faults, as much again as the copy. Safe to reuse: ws copies what a client
-   * sends (masking) before send returns.
+   * Gradient frames for the socket (and 16-bit ones for shared memory) are encoded into one reused
+   * buffer: a fresh 38 MB one per shard costs its page faults, as much again as the copy. Safe to
+   * reuse: ws copies what a client sends (masking) before send returns, and the shm write is
+   * synchronous.
    */
   private gradFrame: Buffer = Buffer.alloc(0);
 
   constructor(
     private readonly ws: WebSocket,
-    /** The dtype of gradients sent over the socket (shared memory is always float32). */
+    /** The dtype gradients are sent in, over the socket or shared memory (welcome.wireDtype). */
     private readonly wireDtype: WireDtype,
     private readonly shmRegion?: string,
   ) {}
@@ -45,13 +46,14 @@ export class Uplink {
   }
 
   /**
-   * The names of non-finite tensors, where this side must check. On shared memory the coordinator
-   * checks the frame itself and takes non-finite gradients as this report (one check of 37.8 MB
-   * instead of two); over a socket the worker checks, as a non-finite gradient frame costs its
-   * sender the connection.
+   * The names of non-finite tensors, where this side must check. On shared memory in float32 the
+   * coordinator checks the frame itself and takes non-finite gradients as this report (one check
+   * of 37.8 MB instead of two); over a socket the worker checks, as a non-finite gradient frame
+   * costs its sender the connection, and so it does on shared memory in a 16-bit dtype, whose
+   * encoder refuses non-finite values.
    */
   nonFinite(tensors: Record<string, Float32Array>): string[] {
-    if (this.shm) return [];
+    if (this.shm && this.wireDtype === 'float32') return [];
     return Object.entries(tensors)
       .filter(([, a]) => !allFinite(a))
       .map(([k]) => k);
@@ -74,22 +76,28 @@ export class Uplink {
 
   sendGradients(gradients: GradientsMessage): void {
     if (!this.shm) {
-      // BatchNorm sums stay float32: the coordinator pools the batch variance as
-      // E[x^2] - E[x]^2, a difference that a 2^-8 relative error in each term could swamp
-      // (or make negative); they are a few KB against the 37.8 MB of gradients.
-      const f = encodeMessage(gradients, { wireDtype: this.wireDtype, exact: isBnTensor, into: this.gradFrame });
-      if (f.byteLength > this.gradFrame.byteLength) this.gradFrame = f;
-      this.ws.send(f);
+      this.ws.send(this.encodeGradients(gradients));
       return;
     }
-    // The same frame, through this worker's file; the socket carries where to find it.
-    // In one vectored write straight from the gradients' memory: no copy into a frame buffer.
-    const ref = this.shm.writeGradients(encodeMessageChunks(gradients));
+    // The same frame, through this worker's file; the socket carries where to find it. In float32
+    // in one vectored write straight from the gradients' memory: no copy into a frame buffer.
+    const frame = this.wireDtype === 'float32' ? encodeMessageChunks(gradients) : this.encodeGradients(gradients);
+    const ref = this.shm.writeGradients(frame);
     const { iteration, shardId, weightsVersion, n } = gradients;
     this.send({ type: 'gradientsRef', iteration, shardId, weightsVersion, n, ...ref });
   }
 
   close(): void {
     this.shm?.close();
+  }
+
+  /** The gradients in the wire dtype, encoded into the reused buffer. */
+  private encodeGradients(gradients: GradientsMessage): Buffer {
+    // BatchNorm sums stay float32: the coordinator pools the batch variance as E[x^2] - E[x]^2,
+    // a difference that a 2^-8 relative error in each term could swamp (or make negative); they
+    // are a few KB against the 37.8 MB of gradients.
+    const f = encodeMessage(gradients, { wireDtype: this.wireDtype, exact: isBnTensor, into: this.gradFrame });
+    if (f.byteLength > this.gradFrame.byteLength) this.gradFrame = f;
+    return f;
   }
 }

@@ -71,7 +71,7 @@ export interface TrainOptions {
   /** Benchmarks: no checkpoint at the end of the run. */
   skipFinalCheckpoint?: boolean;
   /**
-   * --wire-dtype: weights and gradients between the coordinator and socket workers as float32
+   * --wire-dtype: weights and gradients between the coordinator and its workers as float32
    * (default, exact), bfloat16 or float16 with a per-tensor scale. Kept in config.json for a resume.
    */
   wireDtype?: WireDtype;

@@ -11,6 +11,7 @@ import { runWorker } from '../../worker/client.ts';
 import { Trainer } from '../../worker/trainer.ts';
 import { Rng } from '../../protocol/rng.ts';
 import { waitFor } from '../support/wait.ts';
+import type { WireDtype } from '../../protocol/wire/wire-dtype.ts';
 
 const tiny = (over: Partial<TrainConfig> = {}) => resolveConfig({ preset: 'tiny', flags: { seed: 3, ...over } });
 
@@ -27,11 +28,12 @@ async function harness(
   workers: number,
   transport: 'socket' | 'shm' = 'socket',
   shardsAt?: (iteration: number) => number,
+  wireDtype?: WireDtype,
 ) {
   // Two workers initialising the wasm backend at once in one process race (setBackend fails): load it first.
   await loadBackend('wasm', { threads: 1 });
   const shm = transport === 'shm' ? ShmRegion.create().region : undefined;
-  const h = await startCoordinator(config, { minWorkers: workers, shm, shardsAt });
+  const h = await startCoordinator(config, { minWorkers: workers, shm, shardsAt, wireDtype });
   open.push(h.coordinator);
   const joined = Array.from({ length: workers }, () =>
     runWorker({
@@ -138,14 +140,66 @@ describe('Coordinator', () => {
   );
 });
 
+describe('--wire-dtype over shared memory', () => {
+  /** A 3-iteration run of 2 real workers over shm, with the length and dtype of every frame that crossed it. */
+  async function shmRun(wireDtype: WireDtype) {
+    const h = await harness(tiny({ iterations: 3 }), 2, 'shm', undefined, wireDtype);
+    const shm = closeAfter.at(-1)!;
+    const frames = { weights: [] as number[], gradients: [] as number[], half: 0 };
+    // The frames as the region writes and reads them: a bfloat16 one names its dtype in its header.
+    const writeWeights = shm.writeWeights.bind(shm);
+    shm.writeWeights = (frame) => {
+      frames.weights.push(frame.byteLength);
+      return writeWeights(frame);
+    };
+    const read = shm.readGradientsAsync.bind(shm);
+    shm.readGradientsAsync = async (id, seq, byteLength) => {
+      const buf = await read(id, seq, byteLength);
+      frames.gradients.push(byteLength);
+      if (buf.subarray(0, 65536).includes('"dtype":"bfloat16"')) frames.half++;
+      return buf;
+    };
+    await h.run();
+    expect(h.events.filter((e) => e.event === 'shm-attached')).toHaveLength(2);
+    return { records: h.records, frames, params: h.coordinator.params };
+  }
+
+  it('trains on bfloat16 frames in about half the bytes, close to float32 but not the same', async () => {
+    const f32 = await shmRun('float32');
+    const bf16 = await shmRun('bfloat16');
+    expect(bf16.records).toHaveLength(3);
+    expect(f32.frames.half).toBe(0);
+    // Every gradient frame came through the files (2 workers x 3 iterations), each in bfloat16.
+    expect(bf16.frames.gradients).toHaveLength(6);
+    expect(bf16.frames.half).toBe(6);
+    const ratio = (a: number[], b: number[]) => Math.max(...a) / Math.max(...b);
+    // Half, plus the header and the BatchNorm sums and running statistics that stay float32.
+    expect(ratio(bf16.frames.gradients, f32.frames.gradients)).toBeGreaterThan(0.5);
+    expect(ratio(bf16.frames.gradients, f32.frames.gradients)).toBeLessThan(0.56);
+    expect(ratio(bf16.frames.weights, f32.frames.weights)).toBeLessThan(0.56);
+    // Rounded weights and gradients: the same run within bfloat16's error, never bit for bit.
+    const losses = (r: typeof f32) => r.records.flatMap((x) => [x.lossD, x.lossG]);
+    const a = losses(f32);
+    const b = losses(bf16);
+    for (let i = 0; i < a.length; i++) expect(Math.abs(b[i] - a[i]), `loss ${i}`).toBeLessThan(0.02 * Math.abs(a[i]));
+    expect(b).not.toEqual(a);
+    // Adam's step is about lr (2e-4) whatever the gradient's size: where rounding flips the sign
+    // of a gradient near zero, the two runs part by up to 2 lr an iteration, never by more.
+    const w32 = f32.params['G/tconv1/w'];
+    const parted = bf16.params['G/tconv1/w'].reduce((m, x, i) => Math.max(m, Math.abs(x - w32[i])), 0);
+    expect(parted).toBeGreaterThan(0);
+    expect(parted).toBeLessThan(1.25 * 3 * 2 * 2e-4);
+  });
+});
+
 describe('non-finite gradients from shared memory', () => {
   // Simulated workers (no model): each shard answered at once with zero gradients, or with a NaN
   // in them. On shared memory the worker leaves the check to the coordinator, which must take a
   // NaN as the worker's report of it, never as a broken frame that costs the worker its place.
-  async function simulated(workers: { nonFinite: boolean }[], iterations: number) {
+  async function simulated(workers: { nonFinite: boolean }[], iterations: number, wireDtype?: WireDtype) {
     const shm = ShmRegion.create().region;
     closeAfter.push(shm);
-    const h = await startCoordinator(tiny({ iterations }), { minWorkers: workers.length, shm });
+    const h = await startCoordinator(tiny({ iterations }), { minWorkers: workers.length, shm, wireDtype });
     open.push(h.coordinator);
     const outcomes = workers.map((w) =>
       runWorker({
@@ -161,18 +215,22 @@ describe('non-finite gradients from shared memory', () => {
     return { h, outcomes };
   }
 
-  it('gives a NaN shard to the other worker, which keeps the run going; the NaN worker stays', async () => {
-    const { h, outcomes } = await simulated([{ nonFinite: true }, { nonFinite: false }], 3);
-    await h.coordinator.run();
-    expect(h.records).toHaveLength(3);
-    expect(h.events.filter((e) => e.event === 'shm-attached')).toHaveLength(2);
-    expect(h.events.filter((e) => e.event === 'shard-nonfinite').length).toBeGreaterThanOrEqual(1);
-    // Both stayed to the end (they leave as the run closes, with exit code 0, never for a bad frame).
-    expect(h.events.filter((e) => e.event === 'worker-left' && e.fields.reason !== 'connection closed')).toEqual([]);
-    for (const o of await Promise.all(outcomes)) expect(o.exitCode, o.reason).toBe(0);
-    // Only the finite worker's zero gradients were summed: Adam moved nothing.
-    expect(Array.from(h.coordinator.adamM['G/proj/w'].subarray(0, 4))).toEqual([0, 0, 0, 0]);
-  });
+  // In bfloat16 the worker checks before encoding (the encoder refuses NaN) and reports over the socket.
+  it.each(['float32', 'bfloat16'] as const)(
+    'gives a NaN shard to the other worker, which keeps the run going; the NaN worker stays (%s)',
+    async (wireDtype) => {
+      const { h, outcomes } = await simulated([{ nonFinite: true }, { nonFinite: false }], 3, wireDtype);
+      await h.coordinator.run();
+      expect(h.records).toHaveLength(3);
+      expect(h.events.filter((e) => e.event === 'shm-attached')).toHaveLength(2);
+      expect(h.events.filter((e) => e.event === 'shard-nonfinite').length).toBeGreaterThanOrEqual(1);
+      // Both stayed to the end (they leave as the run closes, with exit code 0, never for a bad frame).
+      expect(h.events.filter((e) => e.event === 'worker-left' && e.fields.reason !== 'connection closed')).toEqual([]);
+      for (const o of await Promise.all(outcomes)) expect(o.exitCode, o.reason).toBe(0);
+      // Only the finite worker's zero gradients were summed: Adam moved nothing.
+      expect(Array.from(h.coordinator.adamM['G/proj/w'].subarray(0, 4))).toEqual([0, 0, 0, 0]);
+    },
+  );
 
   it('fails the run as diverged when the only worker returns non-finite gradients', async () => {
     const { h, outcomes } = await simulated([{ nonFinite: true }], 2);
