@@ -39,6 +39,16 @@ function transportList(raw: string): ('socket' | 'shm')[] {
 
 export function registerBenchCommands(program: Command): Command {
   const bench = program.command('bench').description('benchmarks (ratios against a baseline measured in the same run)');
+  benchScalingCommand(bench);
+  benchStepCommand(bench);
+  benchDataCommand(bench);
+  benchAdamCommand(bench);
+  benchWireCommand(bench);
+  benchMemoryCommand(bench);
+  return bench;
+}
+
+function benchScalingCommand(bench: Command): void {
   bench
     .command('scaling')
     .description("1 vs 2 local CPU workers (real), and the coordinator's overhead with simulated compute (full model)")
@@ -132,6 +142,9 @@ export function registerBenchCommands(program: Command): Command {
       });
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatScaling(report));
     });
+}
+
+function benchStepCommand(bench: Command): void {
   bench
     .command('step')
     .description(
@@ -176,7 +189,9 @@ export function registerBenchCommands(program: Command): Command {
       });
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatStepBench(report));
     });
+}
 
+function benchDataCommand(bench: Command): void {
   bench
     .command('data')
     .argument('<dir>', 'a folder of images')
@@ -188,7 +203,9 @@ export function registerBenchCommands(program: Command): Command {
       const r = await benchData({ dir, passes: opts.passes, imageSize: opts.imageSize });
       console.log(opts.json ? JSON.stringify(r, null, 2) : formatDataBench(r));
     });
+}
 
+function benchAdamCommand(bench: Command): void {
   bench
     .command('adam')
     .description(
@@ -207,7 +224,9 @@ export function registerBenchCommands(program: Command): Command {
       });
       console.log(opts.json ? JSON.stringify(r, null, 2) : formatAdamBench(r));
     });
+}
 
+function benchWireCommand(bench: Command): void {
   bench
     .command('wire')
     .description(
@@ -262,7 +281,9 @@ export function registerBenchCommands(program: Command): Command {
       });
       console.log(opts.json ? JSON.stringify(r, null, 2) : formatWireBench(r));
     });
+}
 
+function benchMemoryCommand(bench: Command): void {
   bench
     .command('memory')
     .description(
@@ -291,5 +312,4 @@ export function registerBenchCommands(program: Command): Command {
         `full model (${r.full.parameters.toLocaleString('en-US')} parameters): coordinator state ${r.full.heldBytesMB.toFixed(0)} MB held, RSS +${r.full.rssDeltaMB.toFixed(0)} MB (${r.full.deltaVsHeld.toFixed(2)}x)`,
       );
     });
-  return bench;
 }
