@@ -2,6 +2,7 @@
 // file) or a CA's, and plain ws:// only on this machine.
 
 import { GanDistError } from '../protocol/errors.ts';
+import { isLoopbackHost } from '../protocol/wire/tls.ts';
 
 /** What the connection policy needs to know of a worker's options. */
 export interface ConnectionTarget {
@@ -11,8 +12,6 @@ export interface ConnectionTarget {
   /** wss: a CA certificate (PEM) that signed the coordinator's certificate (--ca). */
   ca?: string;
 }
-
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
 
 export function tlsOptions(opts: ConnectionTarget): Record<string, unknown> {
   if (!opts.url.startsWith('wss:')) {
@@ -30,7 +29,7 @@ export function tlsOptions(opts: ConnectionTarget): Record<string, unknown> {
         `${opts.url}: the token file pins the coordinator's certificate, but the URL is plain ws://`,
         `join with wss://${opts.url.slice('ws://'.length)}`,
       );
-    if (!LOOPBACK_HOSTS.has(host))
+    if (!isLoopbackHost(host))
       throw new GanDistError(
         'GAN_DIST_E_AUTH',
         `${opts.url}: plain ws:// is refused beyond this machine (${host})`,

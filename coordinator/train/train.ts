@@ -17,6 +17,7 @@ import { saveCheckpoint } from '../../protocol/run/checkpoint.ts';
 import { writeEndpoint } from '../../protocol/run/run-dir.ts';
 import { sampleFileName, writeSampleGrid } from '../../protocol/run/samples.ts';
 import type { TransportChoice } from '../../protocol/wire/shm.ts';
+import { isLoopbackHost } from '../../protocol/wire/tls.ts';
 import type { WireDtype } from '../../protocol/wire/wire-dtype.ts';
 import { LogBroadcaster } from '../broadcast.ts';
 import { Coordinator } from '../coordinator.ts';
@@ -109,8 +110,6 @@ export function parseListen(raw: string): { host: string; port: number } {
   return { host: m[1] ?? m[2], port };
 }
 
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
-
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const cwd = opts.cwd ?? process.cwd();
   const print = opts.print ?? (() => {});
@@ -179,7 +178,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const scheme = identity ? 'wss' : 'ws';
   print(`run ${run.path}${resume ? ` (resumed at iteration ${resume.iteration})` : ''}`);
   for (const line of credentialLines(credentials, `${scheme}://${endpoint}`)) print(line);
-  const localUrl = `${scheme}://${LOOPBACK.has(host) ? endpoint : `127.0.0.1:${endpoint.split(':').pop()}`}`;
+  const localUrl = `${scheme}://${isLoopbackHost(host) ? endpoint : `127.0.0.1:${endpoint.split(':').pop()}`}`;
   const started = startLocalWorkers(plan, coordinator, {
     url: localUrl,
     token: credentials.workerToken,
@@ -275,7 +274,7 @@ function checkOptions(opts: TrainOptions): { host: string; port: number; useTls:
   }
   const { host, port } = parseListen(opts.listen);
   // Beyond loopback the connection is always TLS: the user's certificate or one made for the run.
-  return { host, port, useTls: opts.tls === true || !LOOPBACK.has(host) || !!opts.tlsCert };
+  return { host, port, useTls: opts.tls === true || !isLoopbackHost(host) || !!opts.tlsCert };
 }
 
 function printIteration(r: IterationRecord, max: number, every: number, print: (line: string) => void): void {

@@ -9,6 +9,14 @@ import path from 'node:path';
 import { GanDistError } from '../errors.ts';
 import { writeSecretFile } from './auth.ts';
 
+/**
+ * Whether `host` is this machine's loopback, the one place plain ws is allowed: the coordinator
+ * serves TLS beyond it, and a worker refuses ws:// beyond it. IPv6 in either form ("::1", "[::1]").
+ */
+export function isLoopbackHost(host: string): boolean {
+  return ['127.0.0.1', 'localhost', '::1'].includes(host.replace(/^\[(.*)\]$/, '$1'));
+}
+
 export interface TlsIdentity {
   cert: string;
   key: string;
