@@ -12,6 +12,7 @@ import {
   DROPOUT_RATE,
   layersOf,
   paramSpecs,
+  sizeOf,
   type Layer,
   type NamedArrays,
   type ParamSpec,
@@ -167,7 +168,7 @@ export class Trainer {
       ['D', this.dLayers],
     ] as const) {
       activationShapes(layers).forEach((shape, i) => {
-        const bytes = 4 * rows * shape.reduce((a, b) => a * b, 1);
+        const bytes = 4 * rows * sizeOf(shape);
         if (bytes > largest.bytes) largest = { bytes, layer: `${net}/${layers[i].name}` };
       });
     }

@@ -1,7 +1,7 @@
 // The coordinator's arithmetic on gathered results: gradients averaged weighted by shard size,
 // BatchNorm batch statistics pooled exactly over the whole batch, and running statistics updated.
 
-import { BN_DECAY } from '../../protocol/model/architecture.ts';
+import { BN_DECAY, sizeOf } from '../../protocol/model/architecture.ts';
 import type { BnSumsByLayer } from '../../protocol/wire/bn-sums.ts';
 import type { NamedArrays, ParamSpec } from '../../protocol/model/architecture.ts';
 import { existingArena } from '../../protocol/arena/simd.ts';
@@ -12,7 +12,7 @@ export class GradientAccumulator {
   total = 0;
 
   constructor(private readonly learnables: readonly ParamSpec[]) {
-    for (const s of learnables) this.sums[s.name] = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
+    for (const s of learnables) this.sums[s.name] = new Float32Array(sizeOf(s.shape));
   }
 
   reset(): void {
