@@ -46,6 +46,19 @@ function client(token = TOKEN, role: Role = 'worker', nonce?: string): ClientHan
   return createClientHandshake({ token, role, ganDistVersion: '0.1.0', backend: 'wasm', device: 'cpu', nonce });
 }
 
+/** A hello as a peer of this version sends it, before any check of the challenge. */
+function helloAs(role: Role): HelloMessage {
+  return {
+    type: 'hello',
+    protocolVersion: PROTOCOL_VERSION,
+    ganDistVersion: '0.1.0',
+    backend: 'wasm',
+    device: 'cpu',
+    nonce: newNonce(),
+    role,
+  };
+}
+
 function sent<D>(step: HandshakeStep<D>): Message {
   expect(step.error).toBeUndefined();
   expect(step.send).toBeDefined();
@@ -127,15 +140,7 @@ describe('handshake', () => {
 
   it('turns a worker with the wrong token away at the coordinator, even if it skips checking the challenge', () => {
     const s = server();
-    const hello: HelloMessage = {
-      type: 'hello',
-      protocolVersion: PROTOCOL_VERSION,
-      ganDistVersion: '0.1.0',
-      backend: 'wasm',
-      device: 'cpu',
-      nonce: newNonce(),
-      role: 'worker',
-    };
+    const hello = helloAs('worker');
     const challenge = sent(s.onMessage(hello)) as ChallengeMessage;
     const forged: ProofMessage = {
       type: 'proof',
@@ -160,30 +165,14 @@ describe('handshake', () => {
 
   it("rejects the coordinator's own proof reflected back as the worker's", () => {
     const s = server();
-    const hello: HelloMessage = {
-      type: 'hello',
-      protocolVersion: PROTOCOL_VERSION,
-      ganDistVersion: '0.1.0',
-      backend: 'wasm',
-      device: 'cpu',
-      nonce: newNonce(),
-      role: 'worker',
-    };
+    const hello = helloAs('worker');
     const challenge = sent(s.onMessage(hello)) as ChallengeMessage;
     expectRejected(s.onMessage({ type: 'proof', proof: challenge.proof }), 'GAN_DIST_E_AUTH', /proof does not match/);
   });
 
   it('names both protocol versions when a worker of another version says hello', () => {
     const s = server();
-    const hello = wire({
-      type: 'hello',
-      protocolVersion: PROTOCOL_VERSION + 1,
-      ganDistVersion: '0.9.0',
-      backend: 'wasm',
-      device: 'cpu',
-      nonce: newNonce(),
-      role: 'worker',
-    });
+    const hello = wire({ ...helloAs('worker'), protocolVersion: PROTOCOL_VERSION + 1, ganDistVersion: '0.9.0' });
     expectRejected(
       s.onMessage(hello),
       'GAN_DIST_E_PROTOCOL',
@@ -240,15 +229,6 @@ describe('handshake', () => {
 
 describe('handshake with the run roles', () => {
   const TOKENS = newRoleTokens();
-  const helloAs = (role: Role): HelloMessage => ({
-    type: 'hello',
-    protocolVersion: PROTOCOL_VERSION,
-    ganDistVersion: '0.1.0',
-    backend: 'wasm',
-    device: 'cpu',
-    nonce: newNonce(),
-    role,
-  });
   /** A peer that skips checking the challenge and proves `token` anyway: what the coordinator alone decides. */
   function forcedProof(role: Role, token: string) {
     const s = server(TOKENS);
