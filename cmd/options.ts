@@ -2,6 +2,7 @@
 
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { configKeys, flagName, parseFlagNumber, presets, resolveConfig, type TrainConfig } from '../protocol/config.ts';
+import { GanDistError } from '../protocol/errors.ts';
 
 const descriptions: Record<keyof TrainConfig, string> = {
   epochs: 'number of epochs (MATLAB numEpochs)',
@@ -69,4 +70,27 @@ export function configFromOptions(opts: Record<string, unknown>): TrainConfig {
     configFile: opts.config as string | undefined,
     flags,
   });
+}
+
+/** A flag's integer >= min, or an error naming the flag. */
+export function positiveInt(flag: string, min = 0) {
+  return (raw: string) => {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min)
+      throw new GanDistError('GAN_DIST_E_CONFIG', `${flag}: "${raw}" is not an integer >= ${min}`);
+    return n;
+  };
+}
+
+/** --gpus: distinct GPU ids, comma-separated. */
+export function parseGpus(raw: string): string[] {
+  const ids = raw.split(',').map((s) => s.trim());
+  if (ids.length === 0 || ids.some((id) => !/^\d+$/.test(id)) || new Set(ids).size !== ids.length) {
+    throw new GanDistError(
+      'GAN_DIST_E_CONFIG',
+      `--gpus: "${raw}" is not a list of distinct GPU ids`,
+      'e.g. --gpus 0,1,2,3',
+    );
+  }
+  return ids;
 }

@@ -1,45 +1,17 @@
-// `gan-dist train` and `gan-dist worker`: thin commands over coordinator/train/train.ts and worker/client.ts.
+// `gan-dist train`: a thin command over coordinator/train/train.ts (`gan-dist worker` is worker.ts).
 
 import { Option, type Command } from 'commander';
-import os from 'node:os';
-import { createRequire } from 'node:module';
 import { configKeys, flagName, type TrainConfig } from '../protocol/config.ts';
 import { GanDistError } from '../protocol/errors.ts';
-import { requireRole, resolveToken } from '../protocol/wire/auth.ts';
 import { train } from '../coordinator/train/train.ts';
 import { DEFAULT_MAX_RESTARTS } from '../coordinator/train/restart-policy.ts';
 import { WIRE_DTYPES } from '../protocol/wire/wire-dtype.ts';
-import { SHM_ENV, TRANSPORTS } from '../protocol/wire/shm.ts';
+import { TRANSPORTS } from '../protocol/wire/shm.ts';
 import { stderrLog } from '../data/progress.ts';
-import { backendNames, parseBackendName } from '../protocol/backends.ts';
-import { runWorkerWithReconnect } from '../worker/client.ts';
-import { workerPlacement } from '../worker/placement.ts';
-import { readFileSync } from 'node:fs';
-import { addConfigOptions, configFromOptions } from './options.ts';
+import { backendNames } from '../protocol/backends.ts';
+import { addConfigOptions, configFromOptions, parseGpus, positiveInt } from './options.ts';
+import { registerWorker } from './worker.ts';
 import { trainTuiHooks } from '../monitor/train-tui.ts';
-
-const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
-
-function positiveInt(flag: string, min = 0) {
-  return (raw: string) => {
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min)
-      throw new GanDistError('GAN_DIST_E_CONFIG', `${flag}: "${raw}" is not an integer >= ${min}`);
-    return n;
-  };
-}
-
-function parseGpus(raw: string): string[] {
-  const ids = raw.split(',').map((s) => s.trim());
-  if (ids.length === 0 || ids.some((id) => !/^\d+$/.test(id)) || new Set(ids).size !== ids.length) {
-    throw new GanDistError(
-      'GAN_DIST_E_CONFIG',
-      `--gpus: "${raw}" is not a list of distinct GPU ids`,
-      'e.g. --gpus 0,1,2,3',
-    );
-  }
-  return ids;
-}
 
 export function registerTrainCommands(program: Command): void {
   registerTrain(program);
@@ -206,105 +178,4 @@ function registerTrain(program: Command): void {
   });
   // Flag names are checked once here, so a typo in the table above fails at start, not in use.
   void configKeys.map(flagName);
-}
-
-/** `gan-dist worker`: join a coordinator (local, remote, or under a launcher) and compute. */
-function registerWorker(program: Command): void {
-  program
-    .command('worker')
-    .description('join a coordinator and compute gradients for it')
-    .requiredOption('--join <url>', 'the coordinator, e.g. ws://127.0.0.1:7070')
-    .option('--token-file <file>', "the run's worker.token (or set GAN_DIST_TOKEN)")
-    .addOption(new Option('--backend <name>', 'compute backend').choices([...backendNames]).default('auto'))
-    .option(
-      '--gpu <index>',
-      "GPU index among those this process may see (CUDA_VISIBLE_DEVICES when a launcher set it, else all); default: the launcher's pin, else SLURM_LOCALID",
-    )
-    .option('--threads <n>', 'wasm threads (default: all cores)', positiveInt('--threads', 1))
-    .option(
-      '--ca <file>',
-      'wss: trust the coordinator certificate signed by this CA (PEM) instead of a pinned fingerprint',
-    )
-    .option(
-      '--reconnect-timeout <s>',
-      'keep trying to (re)join for this many seconds when the coordinator is away',
-      positiveInt('--reconnect-timeout'),
-      60,
-    )
-    .addOption(
-      new Option(
-        '--simulate-step-ms <ms>',
-        'benchmarks: answer each shard with zero gradients after this delay, computing nothing',
-      )
-        .argParser(positiveInt('--simulate-step-ms'))
-        .hideHelp(),
-    )
-    .action(async (opts) => {
-      // Rank and GPU from the launcher (srun, a Kubernetes Job, gan-dist train), before the backend loads.
-      const placement = workerPlacement({ gpu: opts.gpu });
-      if (placement.cudaVisibleDevices !== undefined) process.env.CUDA_VISIBLE_DEVICES = placement.cudaVisibleDevices;
-      // Every line says which worker wrote it; under srun, all tasks write to one stream.
-      const log = (e: Record<string, unknown>) => console.error(JSON.stringify({ rank: placement.rank, ...e }));
-      log({
-        event: 'placement',
-        rankFrom: placement.rankFrom,
-        cudaVisibleDevices: placement.cudaVisibleDevices,
-        gpuFrom: placement.gpuFrom,
-      });
-      const leaving = leaveOnSignals(log);
-      try {
-        const resolved = await resolveToken({ tokenFile: opts.tokenFile });
-        requireRole(resolved, ['worker'], 'join as a worker');
-        const { token, fingerprint } = resolved;
-        const outcome = await runWorkerWithReconnect({
-          reconnectTimeoutMs: opts.reconnectTimeout * 1000,
-          fingerprint,
-          ca: opts.ca ? readFileSync(opts.ca, 'utf8') : undefined,
-          url: opts.join,
-          token,
-          backend: parseBackendName(opts.backend),
-          wantsGpu: placement.wantsGpu,
-          // One GPU of its own (not a list a launcher left visible): WebGPU pins Vulkan to it.
-          gpu: placement.cudaVisibleDevices?.includes(',') ? undefined : placement.cudaVisibleDevices,
-          threads: opts.threads ?? os.availableParallelism(),
-          ganDistVersion: version,
-          simulateStepMs: opts.simulateStepMs,
-          // Set by the launcher for the workers of a coordinator on this machine.
-          shmRegion: process.env[SHM_ENV] || undefined,
-          rank: placement.rank,
-          signal: leaving.signal,
-          log,
-        });
-        log({ event: 'exit', code: outcome.exitCode, reason: outcome.reason });
-        process.exitCode = outcome.exitCode;
-        // Told to go: the goodbye is written; whatever still holds the process (a close handshake, a shard's timer) gets 2 s.
-        if (leaving.signal.aborted) setTimeout(() => process.exit(outcome.exitCode), 2000).unref();
-      } finally {
-        leaving.off();
-      }
-    });
-}
-
-/**
- * SIGTERM (scancel, srun ending its step, a pod's deletion, `kill`) or SIGINT: the worker says
- * goodbye and exits 0. It left when told to, which is no failure: srun, which exits with the
- * highest code of its tasks, then reports the task that did fail (10 for a wrong token), not the
- * tasks it terminated because of it. A second signal quits at once with 128 + its number.
- */
-function leaveOnSignals(log: (e: Record<string, unknown>) => void): { signal: AbortSignal; off: () => void } {
-  const leave = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (leave.signal.aborted) process.exit(128 + os.constants.signals[sig]);
-    log({ event: 'signal', signal: sig });
-    leave.abort(sig);
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  return {
-    signal: leave.signal,
-    off: () => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    },
-  };
 }

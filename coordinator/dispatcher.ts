@@ -16,6 +16,8 @@ export interface WorkerSlot {
   /** Measured throughput, rows per ms of compute (EMA); undefined until its first shard. */
   rowsPerMs?: number;
   shardsDone: number;
+  /** Workers' worth of rows it takes: a node's local worker count (hello.capacity), else 1. */
+  capacity: number;
 }
 
 /** A shard gets this long before its worker is declared lost, until step times are known. */
@@ -83,7 +85,7 @@ export class Dispatcher {
   }
 
   add(peer: Peer): void {
-    this.workers.set(peer.id, { peer, weightsVersion: -1, shardsDone: 0 });
+    this.workers.set(peer.id, { peer, weightsVersion: -1, shardsDone: 0, capacity: peer.hello.capacity ?? 1 });
     for (const w of this.waiters.splice(0)) w();
     this.pump();
   }

@@ -51,5 +51,6 @@ export function joinedFields(peer: Peer): Record<string, unknown> {
     address: peer.address,
     backend: hello.backend,
     device: hello.device,
+    ...(hello.capacity === undefined ? {} : { capacity: hello.capacity }),
   };
 }

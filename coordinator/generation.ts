@@ -15,8 +15,8 @@ export interface GenerationHooks {
   deadlineMs?: number;
   latent: number;
   event: (name: string, fields: Record<string, unknown>, level?: 'info' | 'warn' | 'error') => void;
-  /** Writes a sample grid for `iteration` (k images HWC in [-1, 1]); returns its path. */
-  writeSamples: (iteration: number, images: Float32Array, count: number) => Promise<string>;
+  /** Writes a sample grid for `iteration` (k images HWC in [-1, 1]); returns its path. A node has none: it only relays images(). */
+  writeSamples?: (iteration: number, images: Float32Array, count: number) => Promise<string>;
   evaluation?: RunEvaluation;
 }
 
@@ -46,11 +46,11 @@ export class Generation {
    * worker that does not answer within the deadline is dropped (its connection closed) and the
    * request goes to another: the run never waits on a request without a deadline.
    */
-  private async generate(
+  async images(
     z: Float32Array,
     k: number,
     iteration: number,
-    what: 'sample' | 'eval',
+    what: 'sample' | 'eval' = 'sample',
   ): Promise<Float32Array | undefined> {
     const { dispatcher } = this.hooks;
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -81,8 +81,8 @@ export class Generation {
 
   /** G(zValidation) in inference mode on one worker, written as the tile PNG. */
   async sample(iteration: number, zValidation: Float32Array, k: number): Promise<string | undefined> {
-    const images = await this.generate(zValidation, k, iteration, 'sample');
-    if (!images) return undefined;
+    const images = await this.images(zValidation, k, iteration, 'sample');
+    if (!images || !this.hooks.writeSamples) return undefined;
     try {
       const file = await this.hooks.writeSamples(iteration, images, k);
       this.hooks.event('sample-written', { iteration, path: file });
@@ -107,7 +107,7 @@ export class Generation {
     await this.evaluating;
     this.lastEvaluated = iteration;
     const t0 = performance.now();
-    const images = await this.generate(e.z, e.count, iteration, 'eval');
+    const images = await this.images(e.z, e.count, iteration, 'eval');
     if (!images) return;
     this.evaluating = e.evaluator
       .swdAsync(images)

@@ -42,9 +42,13 @@ export interface IterationInputs {
   flip: Uint8Array;
 }
 
-/** One weight per shard: equal, or (--balance throughput) each live worker's measured rows per ms. */
+/**
+ * One weight per shard: each live peer's capacity (1 for a worker, its local worker count for a
+ * node), 1 for shards beyond the live peers; or (--balance throughput) each live peer's measured
+ * rows per ms.
+ */
 export function shardWeights(live: WorkerSlot[], count: number, balance: 'off' | 'throughput' = 'off'): number[] {
-  if (balance !== 'throughput') return Array(count).fill(1);
+  if (balance !== 'throughput') return Array.from({ length: count }, (_, i) => live[i]?.capacity ?? 1);
   const known = live.map((w) => w.rowsPerMs).filter((x): x is number => x !== undefined);
   const mean = known.length ? known.reduce((a, b) => a + b, 0) / known.length : 1;
   return Array.from({ length: count }, (_, i) => live[i]?.rowsPerMs ?? mean);

@@ -12,7 +12,7 @@ import type { PeerStrikes } from './strikes.ts';
 
 export interface WorkerMessageRoutes {
   dispatcher: Dispatcher;
-  generation: Generation;
+  generation: Pick<Generation, 'onSample'>;
   links: WorkerLinks;
   limits: FrameLimits;
   strikes: PeerStrikes;

@@ -78,6 +78,14 @@ export interface WorkerOptions {
   signal?: AbortSignal;
   /** This worker's rank from its launcher (placement.ts), for the coordinator's events. */
   rank?: number;
+  /**
+   * A node (node/): what answers the shards instead of a backend in this process, built when the
+   * welcome names the model. The session never disposes it: a node's workers outlive a reconnect.
+   */
+  computeFor?: (welcome: WelcomeMessage) => Compute;
+  /** With computeFor: the node's local worker count (hello.capacity) and its hello's device line. */
+  capacity?: number;
+  device?: string;
   log?: (event: Record<string, unknown>) => void;
 }
 
@@ -131,7 +139,7 @@ function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<vo
 export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {
   const simulate = opts.simulateStepMs;
   const loaded =
-    simulate === undefined
+    simulate === undefined && !opts.computeFor
       ? await loadBackend(opts.backend, { wantsGpu: opts.wantsGpu, gpu: opts.gpu, threads: opts.threads })
       : undefined;
   return new WorkerSession(opts, loaded).run();
@@ -157,11 +165,11 @@ class WorkerSession {
     private readonly loaded: LoadedBackend | undefined,
   ) {
     this.log = opts.log ?? (() => {});
-    const info = loaded?.info ?? {
-      name: 'simulated',
-      version: '-',
-      device: `simulated compute, ${opts.simulateStepMs} ms a shard`,
-    };
+    const info =
+      loaded?.info ??
+      (opts.computeFor
+        ? { name: `node:${opts.backend}`, version: '-', device: opts.device ?? 'node' }
+        : { name: 'simulated', version: '-', device: `simulated compute, ${opts.simulateStepMs} ms a shard` });
     this.log({ event: 'backend', backend: info.name, version: info.version, device: info.device });
     // Until the coordinator has proved the token, a frame over PRE_AUTH_LIMITS is refused from its
     // header; join() raises the cap to the model's limits.
@@ -177,6 +185,7 @@ class WorkerSession {
       backend: info.name,
       device: info.device,
       rank: opts.rank,
+      capacity: opts.capacity,
     });
   }
 
@@ -278,9 +287,11 @@ class WorkerSession {
     const cfg = welcome.modelConfig;
     const table = parameterTable(cfg);
     // Each shard's gradients are sent before the next shard is stepped: they can live in reused arrays.
-    this.compute = this.loaded
-      ? new Trainer(this.loaded.tf, cfg, welcome.seed, { reuseGradientBuffers: true, device: this.loaded.device })
-      : simulatedCompute(cfg, this.opts.simulateStepMs!, this.opts.simulateNonFinite);
+    this.compute = this.opts.computeFor
+      ? this.opts.computeFor(welcome)
+      : this.loaded
+        ? new Trainer(this.loaded.tf, cfg, welcome.seed, { reuseGradientBuffers: true, device: this.loaded.device })
+        : simulatedCompute(cfg, this.opts.simulateStepMs!, this.opts.simulateNonFinite);
     this.uplink = new Uplink(this.ws, welcome.wireDtype ?? 'float32', this.opts.shmRegion);
     const total = table.reduce((n, s) => n + sizeOf(s.shape), 0);
     this.limits = frameLimitFor(total, cfg.batchSize, cfg.imageSize, { latent: cfg.latent });

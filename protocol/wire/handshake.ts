@@ -209,6 +209,8 @@ export interface ClientHandshakeOptions {
   device: string;
   /** The worker's rank from its launcher, sent in the hello for the coordinator's events. */
   rank?: number;
+  /** A node's local worker count (hello.capacity); absent for a plain worker. */
+  capacity?: number;
   /** The worker's nonce; tests fix it, everyone else leaves it to newNonce(). */
   nonce?: string;
 }
@@ -261,6 +263,7 @@ export function createClientHandshake(opts: ClientHandshakeOptions): ClientHands
           nonce: nonceW,
           role: opts.role,
           ...(opts.rank === undefined ? {} : { rank: opts.rank }),
+          ...(opts.capacity === undefined ? {} : { capacity: opts.capacity }),
         },
       };
     },

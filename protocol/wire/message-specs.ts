@@ -57,6 +57,9 @@ const text =
     }
   };
 
+/** The most local workers one node may say it has (hello.capacity). */
+export const MAX_NODE_CAPACITY = 1024;
+
 const HEX64 = /^[0-9a-f]{64}$/;
 const hex64: Check = (v, path) => {
   if (typeof v !== 'string' || !HEX64.test(v)) fail(`${path} must be 64 lowercase hex digits, got ${describe(v)}`);
@@ -190,7 +193,7 @@ const SPECS = new Map<string, MessageSpec>([
         nonce: hex64,
         role: oneOf('worker', 'monitor'),
       },
-      optional: { rank: int(0, 9_999_999) },
+      optional: { rank: int(0, 9_999_999), capacity: int(1, MAX_NODE_CAPACITY) },
       tensors: noTensors,
       finite: [],
     },

@@ -4,8 +4,8 @@
 import type { WorkerModelConfig } from '../config.ts';
 import type { WireDtype } from './wire-dtype.ts';
 
-/** 2: bfloat16 and float16 tensors, welcome.wireDtype. */
-export const PROTOCOL_VERSION = 2;
+/** 2: bfloat16 and float16 tensors, welcome.wireDtype. 3: hello.capacity (nodes). */
+export const PROTOCOL_VERSION = 3;
 
 export type Role = 'worker' | 'monitor';
 export type Shape = readonly number[];
@@ -26,6 +26,11 @@ export interface HelloMessage {
    * GAN_DIST_RANK), for logs and events only; absent when nothing numbered it.
    */
   rank?: number;
+  /**
+   * How many workers' worth of rows this peer takes (a node: its local workers, which it splits
+   * its shard among); the coordinator sizes its shard by it. Absent: 1.
+   */
+  capacity?: number;
 }
 export interface ChallengeMessage {
   type: 'challenge';

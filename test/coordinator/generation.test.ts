@@ -30,7 +30,7 @@ function workers(answerMs: (number | undefined)[]) {
         generation.onGone(peer as unknown as Peer, reason);
       },
     };
-    live.set(id, { peer: peer as unknown as Peer, weightsVersion: 0, shardsDone: 0 });
+    live.set(id, { peer: peer as unknown as Peer, weightsVersion: 0, shardsDone: 0, capacity: 1 });
   }
   const events: { name: string; fields: Record<string, unknown> }[] = [];
   generation = new Generation({

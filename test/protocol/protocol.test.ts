@@ -428,9 +428,9 @@ describe('decodeMessage rejects', () => {
       'a hello whose version disagrees with its frame',
       () =>
         reframe(encodeMessage(byType('hello')), (h) => {
-          h.fields.protocolVersion = 3;
+          h.fields.protocolVersion = PROTOCOL_VERSION + 1;
         }),
-      new RegExp(`hello\\.protocolVersion 3 disagrees with its frame's version ${PROTOCOL_VERSION}`),
+      new RegExp(`hello\\.protocolVersion ${PROTOCOL_VERSION + 1} disagrees with its frame's version ${PROTOCOL_VERSION}`),
     ],
     ['a missing field', () => rawFrame({ type: 'heartbeat', fields: {}, tensors: [] }), /heartbeat\.t is missing/],
     [

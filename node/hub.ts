@@ -1,0 +1,273 @@
+// The local side of a node: a loopback server its own worker processes join (over shared memory
+// where /dev/shm has room), the coordinator's dispatcher, links and launcher reused unchanged. It
+// is the node's Compute: each weights version is fanned out once, each shard the coordinator sends
+// is split among the local workers and their answers folded into one (combine.ts). A local worker
+// that dies is restarted (--max-restarts) and its sub-shard recomputed by the others in the same
+// step: the coordinator sees a slower node, never a lost shard.
+
+import { GanDistError } from '../protocol/errors.ts';
+import { newRoleTokens, type RoleTokens } from '../protocol/wire/auth.ts';
+import type { ModelConfig } from '../protocol/config.ts';
+import { bnLayers } from '../protocol/wire/bn-sums.ts';
+import { parameterTable, sizeOf, type ParamSpec } from '../protocol/model/architecture.ts';
+import {
+  encodeMessage,
+  frameLimitFor,
+  paramTableHash,
+  type FrameLimits,
+  type Message,
+  type WelcomeMessage,
+} from '../protocol/wire/protocol.ts';
+import { decideTransport, ShmRegion, type TransportChoice } from '../protocol/wire/shm.ts';
+import { Dispatcher, RoundAbandoned, type ShardTask } from '../coordinator/dispatcher.ts';
+import { Generation } from '../coordinator/generation.ts';
+import { gradientsProblem } from '../coordinator/iteration.ts';
+import { WorkerLinks } from '../coordinator/links.ts';
+import { logEvent, type RunLogger } from '../coordinator/logger.ts';
+import { PeerServer, type Peer } from '../coordinator/server.ts';
+import { PeerStrikes } from '../coordinator/strikes.ts';
+import { splitRows } from '../coordinator/optimizer/reduce.ts';
+import type { LaunchSpec } from '../coordinator/train/launcher.ts';
+import { LocalWorkers, type LocalWorkersGone } from '../coordinator/train/local-workers.ts';
+import { routeWorkerMessage } from '../coordinator/worker-messages.ts';
+import type { Compute } from '../worker/simulated.ts';
+import type { Shard, ShardResult } from '../worker/trainer.ts';
+import { ShardCombiner } from './combine.ts';
+
+export interface NodeHubOptions {
+  /** The local workers to start (planWorkers: one per GPU, or N CPU workers). */
+  plan: LaunchSpec[];
+  /** The coordinator's welcome: the model and seed every local worker is welcomed with. */
+  welcome: WelcomeMessage;
+  transport?: TransportChoice;
+  /** --max-restarts for the local workers, as the coordinator's launcher counts them. */
+  maxRestarts: number;
+  log: RunLogger;
+  /** Every local worker is down for good: the node cannot compute any more. */
+  onAllGone?: (gone: LocalWorkersGone) => void;
+  /** Tests: where shared-memory regions live (default /dev/shm). */
+  shmRoot?: string;
+}
+
+export class NodeHub implements Compute {
+  readonly cfg: ModelConfig;
+  private readonly specs: ParamSpec[];
+  private readonly dispatcher: Dispatcher;
+  private readonly links: WorkerLinks;
+  private readonly generation: Generation;
+  private readonly combiner: ShardCombiner;
+  private readonly strikes = new PeerStrikes();
+  private readonly limits: FrameLimits;
+  private readonly server: PeerServer;
+  private readonly shm?: ShmRegion;
+  private workers?: LocalWorkers;
+  private params: Record<string, Float32Array> = {};
+  private version = 0;
+  /** Why the node cannot go on; the step waiting for workers fails with it. */
+  private failure?: Error;
+  private readonly abort = new AbortController();
+  /** A secret of the node's own: its workers never see the run's token. */
+  private readonly tokens: RoleTokens = newRoleTokens();
+
+  constructor(private readonly opts: NodeHubOptions) {
+    const cfg = opts.welcome.modelConfig;
+    this.cfg = cfg;
+    this.specs = parameterTable(cfg);
+    const learnables = this.specs.filter((s) => s.role === 'learnable');
+    const layers = bnLayers(cfg);
+    this.combiner = new ShardCombiner(learnables, layers);
+    const total = this.specs.reduce((n, s) => n + sizeOf(s.shape), 0);
+    // A local worker's frames are the coordinator's to this node: the same limits.
+    this.limits = frameLimitFor(total, cfg.batchSize, cfg.imageSize, { latent: cfg.latent });
+    const frameBytes = 4 * total + 65536;
+    const decision = decideTransport({
+      transport: opts.transport ?? 'auto',
+      localWorkers: opts.plan.length,
+      weightsBytes: frameBytes,
+      gradientsBytes: frameBytes,
+      root: opts.shmRoot,
+    });
+    if (decision.use) this.shm = ShmRegion.create(opts.shmRoot).region;
+    const event = (name: string, fields: Record<string, unknown>, level?: 'info' | 'warn' | 'error') =>
+      logEvent(opts.log, name, fields, level);
+    event(
+      'node-transport',
+      decision.use ? { local: 'shm', region: this.shm?.dir } : { local: 'socket', reason: decision.reason },
+    );
+    this.links = new WorkerLinks({ specs: this.specs, shm: this.shm, event });
+    this.dispatcher = new Dispatcher({
+      weights: (slot) =>
+        this.links.weightsFor(slot.peer.id, { version: this.version, iteration: this.version, params: this.params }),
+      validate: (m) => gradientsProblem(m, learnables, layers),
+      event,
+    });
+    this.generation = new Generation({ dispatcher: this.dispatcher, latent: cfg.latent, event });
+    const { welcome } = opts;
+    this.server = new PeerServer({
+      host: '127.0.0.1',
+      port: 0,
+      token: this.tokens,
+      paramTableHash: paramTableHash(this.specs),
+      limits: this.limits,
+      welcome: (_hello, id) => ({ runId: welcome.runId, workerId: id, modelConfig: cfg, seed: welcome.seed }),
+    });
+  }
+
+  /** The live local workers, by the node's own peer ids. */
+  get live(): number {
+    return this.dispatcher.liveCount;
+  }
+
+  /** Opens the loopback endpoint and starts the local workers; they join in the background. */
+  async start(): Promise<void> {
+    this.server.on('peer', (peer: Peer) => {
+      logEvent(this.opts.log, 'local-worker-joined', {
+        worker: peer.id,
+        device: peer.hello.device,
+        rank: peer.hello.rank,
+      });
+      if (peer.role === 'worker') this.dispatcher.add(peer);
+      else peer.close('a node serves its own workers only');
+    });
+    this.server.on('gone', (peer: Peer, reason: string) => {
+      const level = this.abort.signal.aborted ? 'info' : 'warn';
+      logEvent(this.opts.log, 'local-worker-left', { worker: peer.id, rank: peer.hello.rank, reason }, level);
+      this.dispatcher.remove(peer.id, reason);
+      this.links.forget(peer.id);
+      this.strikes.forget(peer.id);
+      this.generation.onGone(peer, reason);
+    });
+    const routes = {
+      dispatcher: this.dispatcher,
+      generation: this.generation,
+      links: this.links,
+      limits: this.limits,
+      strikes: this.strikes,
+      event: (name: string, fields: Record<string, unknown>, level?: 'info' | 'warn' | 'error') =>
+        logEvent(this.opts.log, name, fields, level),
+    };
+    this.server.on('message', (peer: Peer, msg: Message) => routeWorkerMessage(peer, msg, routes));
+    const addr = await this.server.listen();
+    this.workers = new LocalWorkers(this.opts.plan, {
+      url: `ws://127.0.0.1:${addr.port}`,
+      token: this.tokens.worker,
+      shmRegion: this.shm?.dir,
+      log: this.opts.log,
+      maxRestarts: this.opts.maxRestarts,
+      onAllGone: (gone) => {
+        const lines = gone.failures.map((f) => `rank ${f.rank}: ${f.line ?? `exit ${f.code ?? f.signal}`}`);
+        this.fail(
+          new GanDistError(
+            'GAN_DIST_E_WORKER',
+            `every local worker of this node is down: ${lines.join('; ')}`,
+            'see the node log for the workers’ own errors',
+          ),
+        );
+        this.opts.onAllGone?.(gone);
+      },
+    }).start();
+  }
+
+  /** The node cannot go on (its endpoint did not open, every worker is down): steps fail with `err`. */
+  failWith(err: Error): void {
+    this.fail(err);
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    this.abort.abort();
+    this.dispatcher.abandon(err.message);
+  }
+
+  /** A new weights version from the coordinator: fanned out to each local worker with its next sub-shard. */
+  setWeights(named: Record<string, Float32Array>): void {
+    this.params = named;
+    this.version++;
+  }
+
+  /**
+   * The coordinator's shard split into one sub-shard per planned local worker (the split, hence
+   * the arithmetic, stays the same while one restarts: the others then compute its rows too).
+   */
+  async step(shard: Shard): Promise<ShardResult> {
+    const t0 = performance.now();
+    if (this.failure) throw this.failure;
+    if (this.dispatcher.liveCount === 0) await this.dispatcher.waitForWorkers(1, this.abort.signal);
+    const tasks = this.subShards(shard);
+    this.links.newRound();
+    try {
+      const answers = await this.dispatcher.run(shard.iteration, tasks);
+      return this.combiner.combine(answers, performance.now() - t0);
+    } catch (err) {
+      if (err instanceof RoundAbandoned && this.failure) throw this.failure;
+      // Non-finite on two local workers: the coordinator hears of it as from one worker.
+      if (err instanceof GanDistError && err.code === 'GAN_DIST_E_DIVERGED') return this.nonFinite(shard.n, t0);
+      throw err;
+    }
+  }
+
+  private nonFinite(n: number, t0: number): ShardResult {
+    const r = this.combiner.combine([], performance.now() - t0);
+    return { ...r, n, lossG: Number.NaN, lossD: Number.NaN };
+  }
+
+  private subShards(shard: Shard): ShardTask[] {
+    const { cfg } = this;
+    const px = cfg.imageSize * cfg.imageSize * 3;
+    const parts = splitRows(shard.n, Array(Math.max(1, this.opts.plan.length)).fill(1));
+    return parts.map((p, shardId) => ({
+      shardId,
+      rowStart: shard.rowStart + p.rowStart,
+      rowCount: p.rowCount,
+      done: false,
+      nonFiniteFrom: new Set<number>(),
+      frame: encodeMessage({
+        type: 'shard',
+        iteration: shard.iteration,
+        weightsVersion: this.version,
+        shardId,
+        // Global rows: the workers' dropout masks are keyed by them, so the split changes nothing.
+        rowStart: shard.rowStart + p.rowStart,
+        rowCount: p.rowCount,
+        tensors: {
+          images: shard.images.subarray(p.rowStart * px, (p.rowStart + p.rowCount) * px),
+          z: shard.z.subarray(p.rowStart * cfg.latent, (p.rowStart + p.rowCount) * cfg.latent),
+          flip: shard.flip.subarray(p.rowStart, p.rowStart + p.rowCount),
+        },
+        shapes: {
+          images: [p.rowCount, cfg.imageSize, cfg.imageSize, 3],
+          z: [p.rowCount, cfg.latent],
+          flip: [p.rowCount],
+        },
+      }),
+    }));
+  }
+
+  /** G(z) in inference mode on one local worker, waiting for one to be up. */
+  async generate(z: Float32Array, count: number): Promise<Float32Array> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      if (this.failure) throw this.failure;
+      if (this.dispatcher.liveCount === 0) await this.dispatcher.waitForWorkers(1, this.abort.signal);
+      const images = await this.generation.images(z, count, this.version);
+      if (images) return images;
+    }
+    throw new GanDistError('GAN_DIST_E_WORKER', 'no local worker could generate the requested images');
+  }
+
+  /** The node leaves: its workers are told to stop and waited for, its region removed. */
+  dispose(): void {
+    void this.close();
+  }
+
+  async close(): Promise<void> {
+    this.abort.abort();
+    this.dispatcher.stop();
+    this.workers?.shutdown();
+    const peers = [...this.dispatcher.workers.values()].map((s) => s.peer);
+    for (const peer of peers) peer.send({ type: 'stop', reason: 'the node is leaving' });
+    await Promise.all(peers.map((p) => p.drained(2000)));
+    await this.workers?.exited(5000);
+    await this.server.close();
+    this.shm?.close();
+  }
+}
