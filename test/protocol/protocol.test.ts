@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { GanDistError } from '../../protocol/errors.ts';
 import { DCGAN_LEARNABLES, dcganTable, weightsMessage } from '../../bench/protocol.ts';
 import { expectProtocolError } from '../support/expect-error.ts';
+import { MAX_NODE_CAPACITY } from '../../protocol/wire/message-specs.ts';
 import {
   MESSAGE_TYPES,
   PRE_AUTH_LIMITS,
@@ -175,6 +176,16 @@ describe('encodeMessage / decodeMessage', () => {
     expect(decodeMessage(encodeMessage(hello), PRE_AUTH_LIMITS)).toEqual(hello);
     expectProtocolError(() => encodeMessage({ ...hello, rank: -1 }), /hello\.rank must be an integer from 0/);
     expectProtocolError(() => encodeMessage({ ...hello, rank: 1.5 }), /hello\.rank must be an integer/);
+  });
+
+  it("carries a node's capacity in its hello, and refuses 0 or more than MAX_NODE_CAPACITY", () => {
+    const hello = { ...byType('hello'), capacity: 4 };
+    expect(decodeMessage(encodeMessage(hello), PRE_AUTH_LIMITS)).toEqual(hello);
+    expectProtocolError(() => encodeMessage({ ...hello, capacity: 0 }), /hello\.capacity must be an integer from 1/);
+    expectProtocolError(
+      () => encodeMessage({ ...hello, capacity: MAX_NODE_CAPACITY + 1 }),
+      /hello\.capacity must be an integer from 1/,
+    );
   });
 
   it('gives the same bytes in pieces (for a vectored write) as in one buffer, for every message type', () => {
@@ -430,7 +441,9 @@ describe('decodeMessage rejects', () => {
         reframe(encodeMessage(byType('hello')), (h) => {
           h.fields.protocolVersion = PROTOCOL_VERSION + 1;
         }),
-      new RegExp(`hello\\.protocolVersion ${PROTOCOL_VERSION + 1} disagrees with its frame's version ${PROTOCOL_VERSION}`),
+      new RegExp(
+        `hello\\.protocolVersion ${PROTOCOL_VERSION + 1} disagrees with its frame's version ${PROTOCOL_VERSION}`,
+      ),
     ],
     ['a missing field', () => rawFrame({ type: 'heartbeat', fields: {}, tensors: [] }), /heartbeat\.t is missing/],
     [
