@@ -57,31 +57,52 @@ export function shardWeights(live: WorkerSlot[], count: number, balance: 'off' |
 /** The shards of one iteration, one per weight, each with its frame encoded once. */
 export function shardTasks(cfg: TrainConfig, inputs: IterationInputs, weights: number[]): ShardTask[] {
   const { batch, z, flip } = inputs;
+  const rows = { images: batch.images, z, flip, rowStart: 0 };
+  return cutShards(cfg, inputs.iteration, inputs.weightsVersion, rows, splitRows(cfg.batchSize, weights));
+}
+
+/**
+ * Shard tasks cut from consecutive rows (the coordinator's batch, or a node's own shard) at
+ * `parts`, row ranges within them; each frame names its global rows (`rows.rowStart` + the
+ * part's start), which the workers' dropout masks are keyed by.
+ */
+export function cutShards(
+  cfg: { imageSize: number; latent: number },
+  iteration: number,
+  weightsVersion: number,
+  rows: { images: Uint8Array; z: Float32Array; flip: Uint8Array; rowStart: number },
+  parts: { rowStart: number; rowCount: number }[],
+): ShardTask[] {
   const px = cfg.imageSize * cfg.imageSize * 3;
-  return splitRows(cfg.batchSize, weights).map((s, shardId) => ({
-    shardId,
-    ...s,
-    done: false,
-    nonFiniteFrom: new Set<number>(),
-    frame: encodeMessage({
-      type: 'shard',
-      iteration: inputs.iteration,
-      weightsVersion: inputs.weightsVersion,
+  return parts.map((p, shardId) => {
+    const rowStart = rows.rowStart + p.rowStart;
+    const end = p.rowStart + p.rowCount;
+    return {
       shardId,
-      rowStart: s.rowStart,
-      rowCount: s.rowCount,
-      tensors: {
-        images: batch.images.subarray(s.rowStart * px, (s.rowStart + s.rowCount) * px),
-        z: z.subarray(s.rowStart * cfg.latent, (s.rowStart + s.rowCount) * cfg.latent),
-        flip: flip.subarray(s.rowStart, s.rowStart + s.rowCount),
-      },
-      shapes: {
-        images: [s.rowCount, cfg.imageSize, cfg.imageSize, 3],
-        z: [s.rowCount, cfg.latent],
-        flip: [s.rowCount],
-      },
-    }),
-  }));
+      rowStart,
+      rowCount: p.rowCount,
+      done: false,
+      nonFiniteFrom: new Set<number>(),
+      frame: encodeMessage({
+        type: 'shard',
+        iteration,
+        weightsVersion,
+        shardId,
+        rowStart,
+        rowCount: p.rowCount,
+        tensors: {
+          images: rows.images.subarray(p.rowStart * px, end * px),
+          z: rows.z.subarray(p.rowStart * cfg.latent, end * cfg.latent),
+          flip: rows.flip.subarray(p.rowStart, end),
+        },
+        shapes: {
+          images: [p.rowCount, cfg.imageSize, cfg.imageSize, 3],
+          z: [p.rowCount, cfg.latent],
+          flip: [p.rowCount],
+        },
+      }),
+    };
+  });
 }
 
 /** What is wrong with a worker's gradients message, or undefined: one tensor per learnable and BatchNorm sum, each of its size. */

@@ -11,7 +11,6 @@ import type { ModelConfig } from '../protocol/config.ts';
 import { bnLayers } from '../protocol/wire/bn-sums.ts';
 import { parameterTable, sizeOf, type ParamSpec } from '../protocol/model/architecture.ts';
 import {
-  encodeMessage,
   frameLimitFor,
   paramTableHash,
   type FrameLimits,
@@ -21,7 +20,7 @@ import {
 import { decideTransport, ShmRegion, type TransportChoice } from '../protocol/wire/shm.ts';
 import { Dispatcher, RoundAbandoned, type ShardTask } from '../coordinator/dispatcher.ts';
 import { Generation } from '../coordinator/generation.ts';
-import { gradientsProblem } from '../coordinator/iteration.ts';
+import { cutShards, gradientsProblem } from '../coordinator/iteration.ts';
 import { WorkerLinks } from '../coordinator/links.ts';
 import { logEvent, type RunLogger } from '../coordinator/logger.ts';
 import { PeerServer, type Peer } from '../coordinator/server.ts';
@@ -113,11 +112,6 @@ export class NodeHub implements Compute {
     });
   }
 
-  /** The live local workers, by the node's own peer ids. */
-  get live(): number {
-    return this.dispatcher.liveCount;
-  }
-
   /** Opens the loopback endpoint and starts the local workers; they join in the background. */
   async start(): Promise<void> {
     this.server.on('peer', (peer: Peer) => {
@@ -169,11 +163,7 @@ export class NodeHub implements Compute {
   }
 
   /** The node cannot go on (its endpoint did not open, every worker is down): steps fail with `err`. */
-  failWith(err: Error): void {
-    this.fail(err);
-  }
-
-  private fail(err: Error): void {
+  fail(err: Error): void {
     this.failure ??= err;
     this.abort.abort();
     this.dispatcher.abandon(err.message);
@@ -212,35 +202,8 @@ export class NodeHub implements Compute {
   }
 
   private subShards(shard: Shard): ShardTask[] {
-    const { cfg } = this;
-    const px = cfg.imageSize * cfg.imageSize * 3;
     const parts = splitRows(shard.n, Array(Math.max(1, this.opts.plan.length)).fill(1));
-    return parts.map((p, shardId) => ({
-      shardId,
-      rowStart: shard.rowStart + p.rowStart,
-      rowCount: p.rowCount,
-      done: false,
-      nonFiniteFrom: new Set<number>(),
-      frame: encodeMessage({
-        type: 'shard',
-        iteration: shard.iteration,
-        weightsVersion: this.version,
-        shardId,
-        // Global rows: the workers' dropout masks are keyed by them, so the split changes nothing.
-        rowStart: shard.rowStart + p.rowStart,
-        rowCount: p.rowCount,
-        tensors: {
-          images: shard.images.subarray(p.rowStart * px, (p.rowStart + p.rowCount) * px),
-          z: shard.z.subarray(p.rowStart * cfg.latent, (p.rowStart + p.rowCount) * cfg.latent),
-          flip: shard.flip.subarray(p.rowStart, p.rowStart + p.rowCount),
-        },
-        shapes: {
-          images: [p.rowCount, cfg.imageSize, cfg.imageSize, 3],
-          z: [p.rowCount, cfg.latent],
-          flip: [p.rowCount],
-        },
-      }),
-    }));
+    return cutShards(this.cfg, shard.iteration, this.version, shard, parts);
   }
 
   /** G(z) in inference mode on one local worker, waiting for one to be up. */

@@ -72,7 +72,7 @@ export async function runNode(opts: NodeOptions): Promise<WorkerOutcome> {
       });
       hub = made;
       hubOf = key;
-      made.start().catch((err: Error) => made.failWith(err));
+      made.start().catch((err: Error) => made.fail(err));
     }
     const current = hub;
     // The session disposes its compute when it ends; the node's outlives the session.
