@@ -2,28 +2,16 @@
 // flat workers, and a local worker killed -9 restarted inside the node without the coordinator
 // losing or doubling an iteration.
 
-import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { resolveConfig, type TrainConfig } from '../../protocol/config.ts';
 import { layersOf, type NamedArrays } from '../../protocol/model/architecture.ts';
 import { startCoordinator, type Harness } from '../support/harness.ts';
-import { cliPath as cli } from '../support/paths.ts';
+import { killStartedClis, startCli, workerLines, type CliProcess } from '../support/cli.ts';
 import { waitFor } from '../support/wait.ts';
 
-const children = new Set<ChildProcess>();
-afterEach(() => {
-  for (const c of children) c.kill('SIGKILL');
-  children.clear();
-});
+afterEach(killStartedClis);
 
-/** The node's stderr, line by line, as it arrives. */
-interface Spawned {
-  child: ChildProcess;
-  lines: Record<string, unknown>[];
-  exit: Promise<number | null>;
-}
-
-function spawnWorker(h: Harness, extra: string[]): Spawned {
+function spawnWorker(h: Harness, extra: string[]): CliProcess {
   const args = [
     'worker',
     '--join',
@@ -35,26 +23,14 @@ function spawnWorker(h: Harness, extra: string[]): Spawned {
     '--reconnect-timeout',
     '0',
   ];
-  const child = spawn(process.execPath, [cli, ...args, ...extra], {
-    env: { ...process.env, GAN_DIST_TOKEN: h.token },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  children.add(child);
-  const lines: Record<string, unknown>[] = [];
-  let buf = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (chunk: string) => {
-    buf += chunk;
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const line = buf.slice(0, i).trim();
-      buf = buf.slice(i + 1);
-      if (line.startsWith('{')) lines.push(JSON.parse(line));
-    }
-  });
-  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  exit.then(() => children.delete(child));
-  return { child, lines, exit };
+  return startCli([...args, ...extra], { env: { GAN_DIST_TOKEN: h.token } });
 }
+
+/** The JSON lines the node has written to stderr so far (whole lines: the last may still be arriving). */
+const linesOf = (p: CliProcess) => {
+  const err = p.stderr();
+  return workerLines(err.slice(0, err.lastIndexOf('\n') + 1));
+};
 
 const tiny = (over: Partial<TrainConfig> = {}) =>
   resolveConfig({ preset: 'tiny', flags: { seed: 33, validationFrequency: 1e6, ...over } });
@@ -63,8 +39,8 @@ const tiny = (over: Partial<TrainConfig> = {}) =>
 async function run(
   config: TrainConfig,
   layout: 'flat' | 'node',
-  disturb?: (h: Harness, node: Spawned) => Promise<void>,
-): Promise<{ h: Harness; peers: Spawned[] }> {
+  disturb?: (h: Harness, node: CliProcess) => Promise<void>,
+): Promise<{ h: Harness; peers: CliProcess[] }> {
   const h = await startCoordinator(config, { minWorkers: layout === 'flat' ? 2 : 1, balance: 'off' });
   const peers = layout === 'flat' ? [spawnWorker(h, []), spawnWorker(h, [])] : [spawnWorker(h, ['--workers', '2'])];
   const done = h.coordinator.run();
@@ -73,7 +49,7 @@ async function run(
     h.coordinator.requestStop('disturbance over');
   }
   await done;
-  await Promise.all(peers.map((p) => p.exit));
+  await Promise.all(peers.map((p) => p.exited));
   await h.coordinator.dispose();
   return { h, peers };
 }
@@ -143,16 +119,16 @@ describe('a node of local workers', () => {
     const disturbed = await run(config, 'node', async (h, node) => {
       const until = (cond: () => boolean, what: string) => waitFor(cond, what, 120_000, 25);
       await until(() => h.coordinator.iteration >= 2, 'two iterations');
-      const launched = node.lines.filter((l) => l.event === 'worker-launched');
+      const launched = linesOf(node).filter((l) => l.event === 'worker-launched');
       killed = launched[0].pid as number;
       process.kill(killed, 'SIGKILL');
       await until(
-        () => node.lines.some((l) => l.event === 'worker-launched' && l.restart === 1),
+        () => linesOf(node).some((l) => l.event === 'worker-launched' && l.restart === 1),
         'the node to restart its worker',
       );
-      const joinedBefore = node.lines.filter((l) => l.event === 'local-worker-joined').length;
+      const joinedBefore = linesOf(node).filter((l) => l.event === 'local-worker-joined').length;
       await until(
-        () => node.lines.filter((l) => l.event === 'local-worker-joined').length > joinedBefore,
+        () => linesOf(node).filter((l) => l.event === 'local-worker-joined').length > joinedBefore,
         'the restarted worker to rejoin the node',
       );
       const seen = h.coordinator.iteration;
@@ -164,7 +140,7 @@ describe('a node of local workers', () => {
     // The coordinator never saw the node leave: the failure stayed inside it.
     expect(h.events.filter((e) => e.event === 'worker-left' && e.fields.reason !== 'connection closed')).toEqual([]);
     expect(h.events.filter((e) => e.event === 'shard-reassigned')).toEqual([]);
-    const exited = peers[0].lines.find((l) => l.event === 'worker-exited' && l.pid === killed);
+    const exited = linesOf(peers[0]).find((l) => l.event === 'worker-exited' && l.pid === killed);
     expect(exited?.signal).toBe('SIGKILL');
 
     const calm = await run(tiny({ iterations: n }), 'node');
