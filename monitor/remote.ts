@@ -6,7 +6,7 @@
 
 import type { TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
-import { normalizeFingerprint } from '../protocol/wire/auth.ts';
+import { normalizeFingerprint, type CredentialRole } from '../protocol/wire/auth.ts';
 import { createClientHandshake } from '../protocol/wire/handshake.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import {
@@ -18,14 +18,20 @@ import {
   type WelcomeMessage,
 } from '../protocol/wire/protocol.ts';
 
-export interface MonitorOptions {
+/** A coordinator as a monitor reaches it: its URL, a secret, and how to trust its certificate. */
+export interface MonitorTarget {
   url: string;
   token: string;
+  /** The role its token file names: a monitor's secret watches, control's can also Stop. */
+  credential?: CredentialRole;
   /** wss: SHA-256 of the coordinator's certificate (from the token file), pinned. */
   fingerprint?: string;
   /** wss: a CA certificate (PEM) that signed the coordinator's certificate, instead of a pin (--ca). */
   ca?: string;
   ganDistVersion: string;
+}
+
+export interface MonitorOptions extends Omit<MonitorTarget, 'credential'> {
   onLine: (line: Record<string, unknown>) => void;
   /** The coordinator refused something this monitor asked (a Stop its credential cannot give). */
   onRefused?: (message: string) => void;

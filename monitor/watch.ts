@@ -10,7 +10,7 @@ import { followLog } from './follow.ts';
 import type { TerminalIn } from './keys.ts';
 import { classifyRecord, parseLogLine } from './log-reader.ts';
 import { logPathOf } from './logs.ts';
-import { connectMonitor } from './remote.ts';
+import { connectMonitor, type MonitorTarget } from './remote.ts';
 import type { TerminalOut } from './screen.ts';
 import { WatchUi } from './watch-ui.ts';
 
@@ -78,14 +78,7 @@ export async function watchRun(opts: WatchRunOptions): Promise<void> {
   }
 }
 
-export interface WatchRemoteOptions extends WatchTerminal {
-  url: string;
-  token: string;
-  /** The role its token file names: a monitor's q leaves (Stop needs control.token); absent: q asks for Stop. */
-  credential?: CredentialRole;
-  fingerprint?: string;
-  ca?: string;
-  ganDistVersion: string;
+export interface WatchRemoteOptions extends WatchTerminal, MonitorTarget {
   signal?: AbortSignal;
 }
 
