@@ -1,19 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { LineSplitter, classifyRecord, parseLogLine, sinceFilter } from '../../monitor/log-reader.ts';
+import { iterationLogLine } from '../support/monitor-fixture.ts';
 
-const iter = (n: number) =>
-  JSON.stringify({
-    level: 'info',
-    iteration: n,
-    epoch: 1,
-    scoreG: 0.5,
-    scoreD: 0.5,
-    lossG: 1,
-    lossD: 1,
-    imagesPerSec: 10,
-    workers: 2,
-    msg: 'iteration',
-  });
+const iter = (n: number) => iterationLogLine(n);
 const event = (name: string) => JSON.stringify({ level: 'info', event: name, msg: 'event' });
 
 describe('log lines', () => {

@@ -11,6 +11,22 @@ import type { TlsIdentity } from '../../protocol/wire/tls.ts';
 import type { RoleTokens } from '../../protocol/wire/auth.ts';
 import { applyLine, createRunView, type RunView } from '../../monitor/view-model.ts';
 
+/** A coordinator's iteration line as train.log holds it, at iteration `n`. */
+export const iterationLogLine = (n: number, fields: Record<string, unknown> = {}) =>
+  JSON.stringify({
+    level: 'info',
+    iteration: n,
+    epoch: 1,
+    scoreG: 0.5,
+    scoreD: 0.5,
+    lossG: 1,
+    lossD: 1,
+    imagesPerSec: 10,
+    workers: 2,
+    ...fields,
+    msg: 'iteration',
+  });
+
 export const fixtureRun = resolve(import.meta.dirname, '..', 'fixtures', 'monitor-run');
 export const fixtureSample = join(fixtureRun, 'samples', 'iter-000030.png');
 
