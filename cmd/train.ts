@@ -12,6 +12,8 @@ import { backendNames } from '../protocol/backends.ts';
 import { addConfigOptions, configFromOptions, parseGpus, positiveInt } from './options.ts';
 import { registerWorker } from './worker.ts';
 import { trainTuiHooks } from '../monitor/train-tui.ts';
+import { trainDashboardHooks } from '../monitor/web/train-dashboard.ts';
+import { parseWebAddress } from '../monitor/web/web-address.ts';
 
 export function registerTrainCommands(program: Command): void {
   registerTrain(program);
@@ -122,7 +124,12 @@ function registerTrain(program: Command): void {
         128,
       )
       .option('--print-every <n>', 'iterations between console lines', positiveInt('--print-every', 1), 10)
-      .option('--no-tui', 'plain lines instead of the terminal UI'),
+      .option('--no-tui', 'plain lines instead of the terminal UI')
+      .option(
+        '--web <[host:]port>',
+        'serve the dashboard (charts, samples, workers, Stop) here: loopback unless a host is given, then TLS; port 0 picks one; the login link is printed and written to RUN_DIR/web.url',
+        (raw: string) => parseWebAddress(raw),
+      ),
   ).action(async (opts) => {
     const config = configFromOptions(opts);
     const overrides: Partial<TrainConfig> = {};
@@ -142,6 +149,15 @@ function registerTrain(program: Command): void {
       print: (line) => console.log(line),
       runDir: opts.resume ?? opts.runDir,
     });
+    const web = opts.web
+      ? trainDashboardHooks({
+          address: opts.web,
+          print: tui.print,
+          tls: opts.tls,
+          tlsCert: opts.tlsCert,
+          tlsKey: opts.tlsKey,
+        })
+      : undefined;
     const result = await train({
       config,
       overrides,
@@ -170,10 +186,17 @@ function registerTrain(program: Command): void {
       evalEvery: opts.evalEvery,
       evalCount: opts.evalCount,
       print: tui.print,
-      onCoordinator: tui.onCoordinator,
+      onCoordinator: (coordinator, runDir) => {
+        tui.onCoordinator(coordinator, runDir);
+        web?.onCoordinator(coordinator, runDir);
+      },
+      onLogLine: web?.onLogLine,
       onData: stderrLog(),
       handleSignals: true,
-    }).finally(tui.stop);
+    }).finally(async () => {
+      tui.stop();
+      await web?.close();
+    });
     if (result.state !== 'finished') process.exitCode = 1;
   });
   // Flag names are checked once here, so a typo in the table above fails at start, not in use.

@@ -6,6 +6,8 @@ import { createRequire } from 'node:module';
 import { requireRole, resolveToken } from '../protocol/wire/auth.ts';
 import { watchRemote, watchRun } from '../monitor/watch.ts';
 import { integerArg } from './options.ts';
+import { serveRemoteDashboard, serveRunDirDashboard } from '../monitor/web/watch-dashboard.ts';
+import { parseWebAddress, type WebAddress } from '../monitor/web/web-address.ts';
 
 const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 
@@ -15,6 +17,7 @@ interface WatchFlags {
   once?: boolean;
   width?: number;
   height?: number;
+  web?: WebAddress;
 }
 
 export function registerWatchCommand(program: Command): void {
@@ -33,17 +36,30 @@ export function registerWatchCommand(program: Command): void {
     .option('--once', 'print one frame and exit (also what happens when stdout is not a terminal)')
     .option('--width <columns>', 'with --once: the frame width (default: the terminal, else 80)', integerArg(1))
     .option('--height <rows>', 'with --once: the frame height (default: the terminal, else 24)', integerArg(1))
+    .option(
+      '--web <[host:]port>',
+      'serve the dashboard page instead of the terminal UI: loopback unless a host is given, then TLS; port 0 picks one',
+      (raw: string) => parseWebAddress(raw),
+    )
     .action(async (target: string, opts: WatchFlags) => {
       const stop = new AbortController();
       const onSignal = () => stop.abort();
       process.once('SIGTERM', onSignal);
       process.once('SIGHUP', onSignal);
+      // The terminal UI reads Ctrl-C as a key; a page server has only the signal.
+      if (opts.web) process.once('SIGINT', onSignal);
+      const print = (line: string) => console.log(line);
       try {
         if (/^wss?:\/\//.test(target)) {
           const resolved = await resolveToken({ tokenFile: opts.tokenFile });
           requireRole(resolved, ['monitor', 'control'], 'watch');
           const { token, fingerprint } = resolved;
           const ca = opts.ca === undefined ? undefined : readFileSync(opts.ca, 'utf8');
+          if (opts.web) {
+            const web = { address: opts.web, print, signal: stop.signal, ganDistVersion: version };
+            await serveRemoteDashboard({ ...web, url: target, token, credential: resolved.role, fingerprint, ca });
+            return;
+          }
           await watchRemote({
             url: target,
             token,
@@ -54,6 +70,13 @@ export function registerWatchCommand(program: Command): void {
             stdout: process.stdout,
             stdin: process.stdin,
             signal: stop.signal,
+          });
+        } else if (opts.web) {
+          await serveRunDirDashboard(target, {
+            address: opts.web,
+            print,
+            signal: stop.signal,
+            ganDistVersion: version,
           });
         } else {
           await watchRun({
@@ -69,6 +92,7 @@ export function registerWatchCommand(program: Command): void {
       } finally {
         process.off('SIGTERM', onSignal);
         process.off('SIGHUP', onSignal);
+        process.off('SIGINT', onSignal);
       }
     });
 }

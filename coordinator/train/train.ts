@@ -63,6 +63,8 @@ export interface TrainOptions {
   printEvery?: number;
   onData?: (e: DataEvent) => void;
   onCoordinator?: (c: Coordinator, runDir: string) => void;
+  /** Each line of train.log as written (the dashboard of --web is fed by it). */
+  onLogLine?: (line: string) => void;
   /** Benchmarks: local workers compute nothing and answer each shard after this delay. */
   simulateStepMs?: number;
   /** Benchmarks: the number of shards of each iteration (Coordinator's shardsAt). */
@@ -119,7 +121,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const opened = await openRun(opts, cwd);
   const { run, resume, config, data, wireDtype } = opened;
   const monitors = new LogBroadcaster();
-  const log = createRunLogger(run.logPath, (line) => monitors.write(line));
+  const log = createRunLogger(run.logPath, (line) => {
+    monitors.write(line);
+    opts.onLogLine?.(line);
+  });
   for (const w of opened.warnings) logEvent(log, 'checkpoint-skipped', { warning: w }, 'warn');
   logEvent(log, 'config', { config, data, wireDtype, resume: !!resume });
   const credentials = await secureRun(opts, run, !!resume, useTls);

@@ -10,6 +10,7 @@
 //   <run dir>/control.token          mode 0600, watch and Stop
 //   <run dir>/token                  an older run's one token for every role (still read)
 //   <run dir>/endpoint               the address actually bound
+//   <run dir>/web.url                mode 0600, the dashboard's one-time login link (train --web)
 //
 // The default is `runs/<local timestamp>` under the working directory; `runs/latest` is a
 // symlink to the newest run created under `runs/`.
