@@ -153,6 +153,7 @@ function registerTrain(program: Command): void {
       ? trainDashboardHooks({
           address: opts.web,
           print: tui.print,
+          pin: tui.pin,
           tls: opts.tls,
           tlsCert: opts.tlsCert,
           tlsKey: opts.tlsKey,

@@ -27,6 +27,8 @@ export interface TrainTuiOptions {
 export interface TrainTui {
   /** A line train would have printed: shown on the bottom line. */
   print(line: string): void;
+  /** Text that stays in the header while the UI runs (the dashboard's address), unlike print's bottom line. */
+  pin(text: string): void;
   /** Gives the terminal back and prints the run's last line; safe to call twice. */
   stop(): void;
 }
@@ -70,6 +72,9 @@ export function startTrainTui(opts: TrainTuiOptions): TrainTui {
       if (stopped) opts.stdout.write(`${line}\n`);
       else ui.setStatus(line);
     },
+    pin(text) {
+      ui.setTitle(`${opts.runDir}  ${text}`);
+    },
     stop() {
       if (stopped) return;
       stopped = true;
@@ -85,6 +90,8 @@ export function startTrainTui(opts: TrainTuiOptions): TrainTui {
 
 export interface TrainTuiHooks {
   print: (line: string) => void;
+  /** Header text while the UI runs; nothing without the UI (print's lines say it there). */
+  pin: (text: string) => void;
   onCoordinator: (coordinator: { requestStop(reason?: string): void }, runDir?: string) => void;
   stop: () => void;
 }
@@ -109,6 +116,7 @@ export function trainTuiHooks(opts: TrainTuiHookOptions): TrainTuiHooks {
   let tui: TrainTui | undefined;
   return {
     print: (line) => (tui ? tui.print(line) : opts.print(line)),
+    pin: (text) => tui?.pin(text),
     onCoordinator: (coordinator, runDir) => {
       if (!usable || tui) return;
       tui = startTrainTui({

@@ -27,6 +27,8 @@ export interface WatchUiOptions {
 
 export class WatchUi {
   readonly view: RunView = createRunView();
+  /** The header's text; may change while it runs (train adds the dashboard's address). */
+  title: string;
   keys: string;
   status?: string;
   private sample?: SampleImage;
@@ -40,6 +42,7 @@ export class WatchUi {
   private running = false;
 
   constructor(private readonly opts: WatchUiOptions) {
+    this.title = opts.title;
     this.keys = opts.keys;
     this.mode = opts.colorMode ?? detectColorMode();
     this.screen = new Screen(opts.stdout, () => this.render());
@@ -50,6 +53,11 @@ export class WatchUi {
     for (const l of lines) applyLine(this.view, l);
     if (this.view.sample && this.view.sample.path !== this.wantedSample)
       this.loadSample(this.view.sample.path, this.view.sample.iteration);
+    this.schedule();
+  }
+
+  setTitle(title: string): void {
+    this.title = title;
     this.schedule();
   }
 
@@ -100,7 +108,7 @@ export class WatchUi {
       height,
       mode,
       now: (this.opts.now ?? Date.now)(),
-      title: this.opts.title,
+      title: this.title,
       sample: this.sample,
       keys: this.keys,
       status: this.status,

@@ -12,6 +12,8 @@ import { join } from 'node:path';
 export interface TrainDashboardOptions {
   address: WebAddress;
   print: (line: string) => void;
+  /** Keeps the page's address in view (the terminal UI's header), where print's lines scroll away. */
+  pin?: (text: string) => void;
   tls?: boolean;
   tlsCert?: string;
   tlsKey?: string;
@@ -58,6 +60,7 @@ export function trainDashboardHooks(opts: TrainDashboardOptions): TrainDashboard
           urlFile,
         });
         for (const line of dashboardLines(dashboard, urlFile)) opts.print(line);
+        opts.pin?.(`dashboard ${dashboard.origin} (login link in web.url)`);
         return dashboard;
       })().catch((err: Error) => {
         // The page was asked for and cannot be: the run does not go on without it.

@@ -44,8 +44,11 @@ describe("train's terminal UI", () => {
     const keys = new VirtualKeyboard();
     const tui = startTrainTui({ coordinator: { requestStop: () => {} }, runDir: run, stdout: term, stdin: keys });
     await term.until(/iter 30\/30/);
+    tui.pin('dashboard https://127.0.0.1:8080');
     tui.print('finished at iteration 30; run directory /x');
     await term.until('finished at iteration 30; run directory /x');
+    // The pinned address stays in the header after later lines replace the bottom one.
+    expect(term.lines[0]).toContain('dashboard https://127.0.0.1:8080');
     term.written = '';
     tui.stop();
     expect(term.altScreen).toBe(false);
