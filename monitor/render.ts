@@ -136,30 +136,46 @@ function workersTable(view: RunView, width: number, rows: number, mode: ColorMod
   const idW = 4;
   const addrW = Math.min(22, Math.max(12, Math.floor(width * 0.22)));
   const backendW = 8;
-  const stateW = 7;
+  const stateW = 10;
   const rateW = 7;
   const deviceW = Math.max(6, width - idW - addrW - backendW - stateW - rateW - 5);
   const row = (id: string, addr: string, device: string, backend: string, state: string, rate: string) =>
     `${fitWidth(id, idW, 'right')} ${fitWidth(addr, addrW)} ${fitWidth(device, deviceW)} ${fitWidth(backend, backendW)} ${fitWidth(state, stateW)} ${fitWidth(rate, rateW, 'right')}`;
   const lines = [style(fitWidth(row('id', 'address', 'device', 'backend', 'state', 'img/s'), width), DIM, mode)];
   if (all.length === 0) lines.push(fitWidth(style('  no worker has joined yet', DIM, mode), width));
-  // Rows beyond the room say how many more there are.
-  const capacity = Math.max(1, rows - 1);
-  const overflow = all.length > capacity;
-  const shown = all.slice(0, overflow ? capacity - 1 : capacity);
-  for (const w of shown) {
-    const rate = w.imagesPerSec !== undefined ? w.imagesPerSec.toFixed(1) : '-';
-    const text = row(
+  const rate = (r: number | undefined) => (r !== undefined ? r.toFixed(1) : '-');
+  // A node's local workers follow it, indented, while it is joined.
+  const entries = all.flatMap((w) => {
+    const peer = row(
       String(w.id),
       sanitize(w.address),
       sanitize(w.device),
       sanitize(w.backend),
       w.state,
-      w.state === 'joined' ? rate : '',
+      w.state === 'joined' ? rate(w.imagesPerSec) : '',
     );
-    lines.push(w.state === 'joined' ? fitWidth(text, width) : style(fitWidth(text, width), DIM, mode));
-  }
-  if (overflow) lines.push(fitWidth(style(`  … and ${all.length - shown.length} more`, DIM, mode), width));
+    const own = w.state === 'joined' ? (w.local ?? []) : [];
+    return [
+      w.state === 'joined' ? fitWidth(peer, width) : style(fitWidth(peer, width), DIM, mode),
+      ...own.map((l) => {
+        const text = row(
+          `.${l.rank}`,
+          '  └ local',
+          sanitize(l.device),
+          sanitize(l.backend),
+          sanitize(l.state),
+          rate(l.imagesPerSec),
+        );
+        return l.state === 'joined' ? fitWidth(text, width) : style(fitWidth(text, width), DIM, mode);
+      }),
+    ];
+  });
+  // Rows beyond the room say how many more there are.
+  const capacity = Math.max(1, rows - 1);
+  const overflow = entries.length > capacity;
+  const shown = entries.slice(0, overflow ? capacity - 1 : capacity);
+  lines.push(...shown);
+  if (overflow) lines.push(fitWidth(style(`  … and ${entries.length - shown.length} more rows`, DIM, mode), width));
   return lines.slice(0, rows);
 }
 
@@ -250,7 +266,11 @@ export function renderScreen(view: RunView, opts: RenderOptions): string[] {
     return lines.slice(0, H).map((l) => truncate(l, W));
   }
   const avail = H - 3; // header, progress, keys
-  const liveAndLeft = view.workers.size;
+  // A row per worker, and one per local worker of a joined node.
+  const liveAndLeft = [...view.workers.values()].reduce(
+    (n, w) => n + 1 + (w.state === 'joined' ? (w.local?.length ?? 0) : 0),
+    0,
+  );
   let eventRows = Math.max(3, Math.min(12, Math.floor(avail * 0.25)));
   const workerRows = 1 + Math.max(1, Math.min(liveAndLeft, Math.max(2, Math.floor(avail * 0.2))));
   let top = avail - (1 + workerRows) - (1 + eventRows);

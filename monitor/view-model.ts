@@ -14,6 +14,18 @@ export interface WorkerRow {
   reason?: string;
   /** Images a second computed by this worker, where the log carries per-shard timings. */
   imagesPerSec?: number;
+  /** A node's own workers (`node-workers` events), in rank order; absent for a single worker. */
+  local?: LocalWorkerRow[];
+}
+
+/** One of a node's local workers, as the node reports it. */
+export interface LocalWorkerRow {
+  rank: number;
+  device: string;
+  backend: string;
+  /** starting, joined, restarting or down. */
+  state: string;
+  imagesPerSec?: number;
 }
 
 export interface EventRow {
@@ -125,6 +137,17 @@ function applyIteration(view: RunView, r: IterationLine, t: number | undefined):
   }
 }
 
+/** A node's report of one local worker; anything malformed is left out. */
+function localWorkerRow(v: unknown): LocalWorkerRow[] {
+  if (typeof v !== 'object' || v === null) return [];
+  const o = v as Record<string, unknown>;
+  const rank = num(o.rank);
+  if (rank === undefined) return [];
+  return [
+    { rank, device: str(o.device), backend: str(o.backend), state: str(o.state), imagesPerSec: num(o.imagesPerSec) },
+  ];
+}
+
 /** Forgets the scores of iterations >= `iteration`: a resumed run computes them again. */
 function dropEvalsFrom(view: RunView, iteration: number): void {
   let keep = view.evalIterations.length;
@@ -191,6 +214,12 @@ function applyEvent(view: RunView, r: EventLine, t: number | undefined): void {
       }
       if (view.monitors.delete(r.worker as number)) return;
       break;
+    }
+    case 'node-workers': {
+      const w = view.workers.get(r.worker as number);
+      if (w && Array.isArray(r.workers)) w.local = r.workers.flatMap(localWorkerRow).sort((a, b) => a.rank - b.rank);
+      // The table shows it; an event per report would crowd out the run's news.
+      return;
     }
     case 'sample-written':
       if (typeof r.path === 'string') view.sample = { iteration: num(r.iteration) ?? 0, path: r.path };

@@ -13,10 +13,14 @@ import {
   formatDuration,
   progressOf,
   type EventRow,
+  type LocalWorkerRow,
   type Progress,
   type RunView,
 } from '../view-model.ts';
 import { decimate, MAX_CHART_POINTS } from './decimate.ts';
+
+/** Events that change the workers table. */
+const WORKER_EVENTS = new Set(['worker-joined', 'worker-left', 'listening', 'node-workers']);
 
 /** Chart columns, in this order: iteration, scoreG, scoreD, lossG, lossD, imagesPerSec. */
 export const SERIES = ['iteration', 'scoreG', 'scoreD', 'lossG', 'lossD', 'imagesPerSec'] as const;
@@ -39,6 +43,8 @@ export interface WorkerView {
   state: string;
   reason?: string;
   imagesPerSec?: number;
+  /** A node's local workers. */
+  local?: LocalWorkerRow[];
 }
 
 export interface SampleView {
@@ -124,8 +130,7 @@ export class DashboardFeed {
       if (Array.isArray(r.shards)) update.workers = this.workers();
     } else {
       const r = line.record;
-      if (r.event === 'worker-joined' || r.event === 'worker-left' || r.event === 'listening')
-        update.workers = this.workers();
+      if (WORKER_EVENTS.has(String(r.event))) update.workers = this.workers();
       if (r.event === 'sample-written' && typeof r.path === 'string' && typeof r.iteration === 'number') {
         const sample = { iteration: r.iteration, file: basename(r.path) };
         this.samples.set(sample.iteration, sample);
@@ -203,7 +208,7 @@ export class DashboardFeed {
   }
 
   private workers(): WorkerView[] {
-    return [...this.view.workers.values()].map((w) => ({ ...w }));
+    return [...this.view.workers.values()].map((w) => ({ ...w, local: w.local?.map((l) => ({ ...l })) }));
   }
 
   private status(): StatusView {

@@ -110,6 +110,20 @@ describe('the watch screen', () => {
     expect(plain[rule + 3]).toMatch(/^ +2 127\.0\.0\.1:35558 /);
   });
 
+  it("indents a node's local workers under it while it is joined", async () => {
+    const view = fixtureView();
+    const node = view.workers.get(2)!;
+    node.state = 'joined';
+    node.local = [
+      { rank: 0, device: 'CPU a', backend: 'wasm', state: 'joined', imagesPerSec: 12.5 },
+      { rank: 1, device: 'CPU b', backend: 'wasm', state: 'restarting' },
+    ];
+    const { plain } = await screen(80, 40, {}, view);
+    const at = plain.findIndex((l) => /^ +2 127\.0\.0\.1:35558 /.test(l));
+    expect(plain[at + 1]).toMatch(/^ +\.0 +└ local +CPU a +wasm +joined +12\.5$/);
+    expect(plain[at + 2]).toMatch(/^ +\.1 +└ local +CPU b +wasm +restarting +-$/);
+  });
+
   it('draws the latest sample grid in half blocks beside the chart, with its path', async () => {
     const { lines, plain } = await screen(80, 24);
     const imageRows = lines.filter((l) => l.includes('▀'));

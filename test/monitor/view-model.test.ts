@@ -145,6 +145,28 @@ describe('the run view', () => {
     expect(view.workers.get(1)?.imagesPerSec).toBe(128);
   });
 
+  it("keeps a node's local workers under its row, from node-workers reports, out of the events", () => {
+    const view = createRunView();
+    applyLine(
+      view,
+      event('worker-joined', { worker: 3, role: 'worker', address: 'n', backend: 'node:wasm', device: 'node of 2' }),
+    );
+    const report = [
+      { rank: 1, device: 'CPU b', backend: 'wasm', state: 'restarting' },
+      { rank: 0, device: 'CPU a', backend: 'wasm', state: 'joined', imagesPerSec: 12.5 },
+      { device: 'no rank: left out' },
+    ];
+    applyLine(view, event('node-workers', { worker: 3, workers: report }));
+    expect(view.workers.get(3)?.local).toEqual([
+      { rank: 0, device: 'CPU a', backend: 'wasm', state: 'joined', imagesPerSec: 12.5 },
+      { rank: 1, device: 'CPU b', backend: 'wasm', state: 'restarting', imagesPerSec: undefined },
+    ]);
+    // A report for a peer the view never saw join changes nothing.
+    applyLine(view, event('node-workers', { worker: 9, workers: report }));
+    expect(view.workers.has(9)).toBe(false);
+    expect(view.events.map((e) => e.name)).toEqual(['worker-joined']);
+  });
+
   it('summarises events in a few words and keeps their level', () => {
     const view = fixtureView();
     const texts = view.events.map((e) => e.text);

@@ -31,19 +31,33 @@ export function renderStatus(doc, s) {
 /** workers: the feed's WorkerView list. */
 export function renderWorkers(doc, workers) {
   const body = doc.querySelector('#workers tbody');
-  const rows = workers.map((w) => {
+  const row = (className, cells, wraps) => {
     const tr = doc.createElement('tr');
-    tr.className = w.state;
-    const cells = [w.id, w.device, w.backend, fixed(w.imagesPerSec, 1), w.reason ? `${w.state}: ${w.reason}` : w.state];
+    tr.className = className;
     cells.forEach((value, i) => {
       const td = doc.createElement('td');
       // The device, and a reason for leaving, may be long: they wrap; the rest stays on one line.
-      td.className = i === 0 || i === 3 ? 'num' : i === 1 || (i === 4 && w.reason) ? 'text' : '';
+      td.className = i === 0 || i === 3 ? 'num' : i === 1 || (i === 4 && wraps) ? 'text' : '';
       text(td, value);
       tr.append(td);
     });
     return tr;
-  });
+  };
+  const rows = workers.flatMap((w) => [
+    row(
+      w.state,
+      [w.id, w.device, w.backend, fixed(w.imagesPerSec, 1), w.reason ? `${w.state}: ${w.reason}` : w.state],
+      !!w.reason,
+    ),
+    // A node's own workers, indented under it while it is joined.
+    ...(w.state === 'joined' ? (w.local ?? []) : []).map((l) =>
+      row(
+        `local ${l.state}`,
+        [`${w.id}.${l.rank}`, `└ ${l.device}`, l.backend, fixed(l.imagesPerSec, 1), l.state],
+        false,
+      ),
+    ),
+  ]);
   body.replaceChildren(...rows);
 }
 

@@ -61,4 +61,22 @@ describe('DashboardFeed', () => {
     expect(feed.since(2)).toBeUndefined();
     expect(feed.since(12)).toBeUndefined();
   });
+  it('sends the workers table again when a node reports its local workers', () => {
+    const feed = new DashboardFeed();
+    const got: Update[] = [];
+    feed.subscribe((u) => got.push(u));
+    const event = (fields: Record<string, unknown>) =>
+      parseLogLine(JSON.stringify({ level: 'info', ...fields, msg: 'event' }));
+    feed.push(
+      event({ event: 'worker-joined', worker: 4, role: 'worker', address: 'n', backend: 'node:wasm', device: 'node' }),
+    );
+    feed.push(
+      event({
+        event: 'node-workers',
+        worker: 4,
+        workers: [{ rank: 0, device: 'CPU', backend: 'wasm', state: 'joined' }],
+      }),
+    );
+    expect(got.at(-1)?.workers?.[0].local).toEqual([{ rank: 0, device: 'CPU', backend: 'wasm', state: 'joined' }]);
+  });
 });
