@@ -27,6 +27,7 @@ import {
   type IterationRecord,
 } from './iteration.ts';
 import { WorkerLinks } from './links.ts';
+import type { LinkBytes } from './link-counter.ts';
 import { sharedGpu } from './devices.ts';
 import { routeWorkerMessage } from './worker-messages.ts';
 import { createEndpoint, joinedFields } from './endpoint.ts';
@@ -342,7 +343,10 @@ export class Coordinator {
     this.epoch = inputs.batch.epoch;
 
     const times = { start, sent, gathered, end: performance.now(), adamMs, reduceMs };
-    const rec = iterationRecord(inputs, answers, pooled, times);
+    // The link's bytes since the last iteration line, so the lines add up to the run's traffic
+    // (a sample request between iterations counts in the next one); logIteration writes every key.
+    const link = this.server?.link.take() ?? { sentBytes: 0, receivedBytes: 0 };
+    const rec: IterationRecord & { link: LinkBytes } = { ...iterationRecord(inputs, answers, pooled, times), link };
     logIteration(this.opts.log, rec);
     this.opts.onIteration?.(rec);
     for (const w of this.iterationWatchers) w(rec);

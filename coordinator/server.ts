@@ -27,6 +27,7 @@ import {
 import { Admission, DEFAULT_ADMISSION, type AdmissionLimits } from './admission.ts';
 import { setFrameCap } from '../protocol/wire/frame-cap.ts';
 import { RejectionLog, type Rejection, type RejectionKind, type RejectionSummary } from './rejections.ts';
+import { LinkCounter } from './link-counter.ts';
 
 export interface Peer {
   id: number;
@@ -98,6 +99,8 @@ export class PeerServer extends EventEmitter {
   private readonly computing = new WeakSet<WebSocket>();
   private readonly rejections: RejectionLog;
   private readonly admission: Admission;
+  /** The bytes of every frame to and from authenticated worker peers (link-counter.ts says what is left out). */
+  readonly link = new LinkCounter();
 
   constructor(private readonly opts: PeerServerOptions) {
     super();
@@ -240,6 +243,7 @@ export class PeerServer extends EventEmitter {
       if (closed) return;
       if (!isBinary) return drop('sent a text frame; the protocol is binary', 'frame');
       const buf = data as Buffer;
+      if (peer?.role === 'worker') this.link.received(buf.length);
       const limits = peer ? (peer.role === 'worker' ? this.opts.limits : MONITOR_LIMITS) : PRE_AUTH_LIMITS;
       let msg: Message;
       try {
@@ -302,8 +306,10 @@ export class PeerServer extends EventEmitter {
       send: (m) => {
         if (ws.readyState !== ws.OPEN) return;
         unwritten++;
+        const frame = Buffer.isBuffer(m) ? m : encodeMessage(m);
+        if (role === 'worker') this.link.sent(frame.length);
         // ws calls back once the frame is written, or with an error when the socket went first.
-        ws.send(Buffer.isBuffer(m) ? m : encodeMessage(m), written);
+        ws.send(frame, written);
       },
       bufferedBytes: () => ws.bufferedAmount,
       drained: (timeoutMs) =>

@@ -6,29 +6,21 @@ import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as wsLib from 'ws';
-import { WebSocket } from 'ws';
-import { createClientHandshake } from '../../protocol/wire/handshake.ts';
 import {
   MONITOR_LIMITS,
   PRE_AUTH_LIMITS,
   WS_MAX_PAYLOAD,
-  decodeMessage,
   encodeMessage,
   frameLimitFor,
   type Message,
-  type Role,
 } from '../../protocol/wire/protocol.ts';
 import { FRAME_CAP_WORKS, wsFrameCap } from '../../protocol/wire/frame-cap.ts';
-import { PeerServer, type Peer, type PeerServerOptions } from '../../coordinator/server.ts';
+import type { PeerServer, Peer, PeerServerOptions } from '../../coordinator/server.ts';
 import type { Rejection, RejectionSummary } from '../../coordinator/rejections.ts';
 import { waitFor, withDeadline } from '../support/wait.ts';
+import { WORKER_LIMITS, authenticated, testPeerServer } from '../support/peer-server.ts';
 
 type ReceiverLike = NodeJS.WritableStream & { _maxPayload: number; on(e: 'error', f: (err: Error) => void): void };
-
-const TOKEN = 'k'.repeat(64);
-const PARAM_HASH = 'f'.repeat(64);
-const WORKER_LIMITS = { maxFrameBytes: 1 << 20, maxHeaderBytes: 1 << 16, maxTensors: 16 };
-const READ_ANY = { maxFrameBytes: 1 << 30, maxHeaderBytes: 1 << 20, maxTensors: 4096 };
 
 interface Started {
   server: PeerServer;
@@ -48,20 +40,7 @@ afterEach(async () => {
 });
 
 async function start(over: Partial<PeerServerOptions> = {}): Promise<Started> {
-  const server = new PeerServer({
-    host: '127.0.0.1',
-    port: 0,
-    token: TOKEN,
-    paramTableHash: PARAM_HASH,
-    limits: WORKER_LIMITS,
-    welcome: (_hello, id) => ({
-      runId: 'run-1',
-      workerId: id,
-      modelConfig: { latent: 8, filters: 4, imageSize: 32, batchSize: 16 },
-      seed: 0,
-    }),
-    ...over,
-  });
+  const server = testPeerServer(over);
   servers.push(server);
   const s: Started = { server, port: 0, peers: [], gone: [], messages: [], rejected: [], summaries: [] };
   server.on('peer', (p: Peer) => s.peers.push(p));
@@ -125,28 +104,6 @@ function frameHeader(length: number): Buffer {
 }
 
 /** A ws client that has finished the handshake as `role`. */
-async function authenticated(port: number, role: Role = 'worker'): Promise<WebSocket> {
-  const ws = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false });
-  ws.on('error', () => {});
-  await once(ws, 'open');
-  const hs = createClientHandshake({ token: TOKEN, role, ganDistVersion: 'test', backend: 'none', device: 'test' });
-  const done = new Promise<void>((resolve, reject) => {
-    ws.on('message', (d) => {
-      const step = hs.onMessage(decodeMessage(d as Buffer, READ_ANY));
-      if (step.error) return reject(step.error);
-      if (step.send) ws.send(encodeMessage(step.send));
-      if (step.welcome) {
-        ws.send(encodeMessage(hs.ready(PARAM_HASH).send!));
-        resolve();
-      }
-      if (step.done) resolve();
-    });
-  });
-  ws.send(encodeMessage(hs.start().send!));
-  await withDeadline(done, `the ${role} handshake`, 5000);
-  return ws;
-}
-
 /** A valid gradients-shaped frame of about `bytes` bytes. */
 function bigMessage(bytes: number): Buffer {
   return encodeMessage({
