@@ -41,6 +41,20 @@ export interface SimulatedRun {
   speedupVsFirst: number;
   /** speedupVsFirst / (workers / first worker count): 1 is perfect weak scaling. */
   efficiency: number;
+  /**
+   * Node runs: how many node processes `workers` came in (each one socket peer of workersPerNode
+   * workers that talk to it over shm; transport is then the coordinator's link); null for flat runs.
+   */
+  nodes: number | null;
+  workersPerNode: number | null;
+  /**
+   * Median over the steady iterations of the iteration lines' `link`: WebSocket frame payloads the
+   * coordinator sent to and received from worker peers. Socket bytes only: a shm worker's weights
+   * and gradients go through /dev/shm and only its small reference frames count.
+   */
+  linkBytesPerIteration: { sentBytes: number; receivedBytes: number };
+  /** Node runs: set against the flat socket run of as many workers at the same delay (null without one). */
+  vsFlat: { workers: number; imagesPerSec: number; linkBytes: number } | null;
 }
 
 /** One worker count of the interleaved real run: its iterations, set against the first count's in the same cycle. */
@@ -82,10 +96,10 @@ const each = (what: string, xs: number[]) =>
 const byRound = (xs: number[]) => each('rounds', xs);
 
 export function formatScaling(r: ScalingReport): string {
-  const lines = [
-    `machine: ${r.machine.cores} cores, ${r.machine.cpu}, Node ${r.machine.node}`,
-    `real (${r.real.preset}; ${r.real.note}):`,
-  ];
+  const lines = [`machine: ${r.machine.cores} cores, ${r.machine.cpu}, Node ${r.machine.node}`];
+  const real = r.real;
+  if (real.runs.length + real.interleaved.length + real.ceiling.length === 0) lines.push('real: not run');
+  else lines.push(`real (${real.preset}; ${real.note}):`);
   for (const c of r.real.ceiling) {
     lines.push(
       `  ceiling, ${c.workers} independent process(es) of ${c.rowsPerProcess} rows stepping at once (no coordinator): ${c.imagesPerSec.toFixed(1)} img/s, ${c.speedupVsOne.toFixed(2)}x${byRound(c.speedupByRound)}`,
@@ -108,10 +122,20 @@ export function formatScaling(r: ScalingReport): string {
       x.bareTransferMs === null
         ? ''
         : `, bare transfer ${x.bareTransferMs.toFixed(0)} ms, overhead ${x.overheadVsBare!.toFixed(2)}x bare`;
+    const who =
+      x.nodes === null
+        ? `${x.transport}, ${x.workers} worker(s)`
+        : `${x.transport} link, ${x.nodes} node(s) x ${x.workersPerNode} workers (shm inside)`;
+    const size = (b: number) => (b >= 1e6 ? `${(b / 1e6).toFixed(1)} MB` : `${(b / 1e3).toFixed(1)} kB`);
+    const { sentBytes, receivedBytes } = x.linkBytesPerIteration;
+    const link = `link ${size(sentBytes)} out + ${size(receivedBytes)} in an iteration`;
+    const flat = x.vsFlat
+      ? `; vs ${x.vsFlat.workers} flat socket workers: ${x.vsFlat.imagesPerSec.toFixed(2)}x img/s, ${x.vsFlat.linkBytes.toFixed(2)}x link bytes`
+      : '';
     lines.push(
-      `  ${x.transport}, ${x.workers} worker(s), S=${x.simulateStepMs} ms: iteration ${x.iterationMsMedian.toFixed(0)} ms, overhead ${x.overheadMs.toFixed(0)} ms ` +
+      `  ${who}, S=${x.simulateStepMs} ms: iteration ${x.iterationMsMedian.toFixed(0)} ms, overhead ${x.overheadMs.toFixed(0)} ms ` +
         `(reduce+Adam ${x.reduceAdamMs.toFixed(0)} ms, transport ${x.transportMs.toFixed(0)} ms = ${x.transportVsMemcpy.toFixed(2)}x memcpy ${x.memcpyMs.toFixed(0)} ms)${bare}, ` +
-        `${(x.bytesPerIteration / 1e6).toFixed(0)} MB/iteration, ${x.imagesPerSec.toFixed(0)} img/s, ${x.speedupVsFirst.toFixed(2)}x (efficiency ${(100 * x.efficiency).toFixed(0)} %)`,
+        `${(x.bytesPerIteration / 1e6).toFixed(0)} MB/iteration, ${link}, ${x.imagesPerSec.toFixed(0)} img/s, ${x.speedupVsFirst.toFixed(2)}x (efficiency ${(100 * x.efficiency).toFixed(0)} %)${flat}`,
     );
   }
   return lines.join('\n');

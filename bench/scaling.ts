@@ -4,21 +4,24 @@
 //  - simulated: the seed's full model with N workers whose compute is a fixed delay, so what is
 //    left of an iteration beyond the delay is the coordinator's own cost (framing, transfer,
 //    reduction, Adam), set against a bare transfer of the same bytes over the same socket kind
-//    and, per transport (socket, shm), against a memcpy of the same bytes in the same run.
+//    and, per transport (socket, shm), against a memcpy of the same bytes in the same run; and the
+//    same with nodes (nodes.ts: processes of M local workers joining as one peer each), set
+//    against as many flat socket workers. Every simulated run reports the bytes on the
+//    coordinator's peer link per iteration, from its iteration lines.
 // JSON keys are stable: later transports and step times add runs, never rename keys.
-// The report's shape and text form are scaling-report.ts; the floors and the ceiling it is set
-// against are transfer-floors.ts and parallel-ceiling.ts.
+// The simulated part is scaling-simulated.ts, one run of either part scaling-run.ts; the report's
+// shape and text form are scaling-report.ts; the floors and the ceiling it is set against are
+// transfer-floors.ts and parallel-ceiling.ts.
 
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { modelConfigOf, resolveConfig, type TrainConfig } from '../protocol/config.ts';
-import { benchTrainRun, median, steady } from './util.ts';
-import { GanDistError } from '../protocol/errors.ts';
-import { parameterTable, sizeOf } from '../protocol/model/architecture.ts';
+import { resolveConfig } from '../protocol/config.ts';
+import { median, steady } from './util.ts';
 import { concurrentStepImagesPerSec } from './parallel-ceiling.ts';
-import type { InterleavedRun, ParallelCeiling, RealRun, ScalingReport, SimulatedRun } from './scaling-report.ts';
-import { bareTransferMs, memcpyMs } from './transfer-floors.ts';
+import type { InterleavedRun, ParallelCeiling, RealRun, ScalingReport } from './scaling-report.ts';
+import { trainedLines } from './scaling-run.ts';
+import { simulatedRuns } from './scaling-simulated.ts';
 
 export interface ScalingOptions {
   /** Preset of the real part; 'seed' is the seed's full model (at a global batch of SEED_REAL_BATCH unless told). */
@@ -30,6 +33,8 @@ export interface ScalingOptions {
   iterations?: number;
   /** Worker counts of the real part. */
   realWorkers: number[];
+  /** Whether the real part runs (default true); false leaves its lists empty. */
+  real?: boolean;
   /**
    * Rounds of the real part (default 3): each round runs every worker count (and the ceiling)
    * once, in turn, so a load that comes and goes on a shared machine weighs on all alike; the
@@ -53,45 +58,13 @@ export interface ScalingOptions {
   /** Rows per shard in the simulated part (global batch = rows x workers: weak scaling). */
   rowsPerShard: number;
   simulatedIterations: number;
+  /**
+   * Node counts and workers per node of the simulated part (every pair runs; none without nodes):
+   * the coordinator's link is a socket, each node serves its workers through /dev/shm.
+   */
+  nodes?: number[];
+  workersPerNode?: number[];
   progress?: (line: string) => void;
-}
-
-async function trainedLines(
-  cwd: string,
-  config: TrainConfig,
-  workers: number,
-  extra: {
-    threads?: number;
-    simulateStepMs?: number;
-    transport: 'socket' | 'shm';
-    shardsAt?: (iteration: number) => number;
-  },
-) {
-  const result = await benchTrainRun(
-    cwd,
-    config,
-    workers,
-    `${workers}-${extra.simulateStepMs ?? 'real'}-${extra.transport}${extra.shardsAt ? '-interleaved' : ''}`,
-    {
-      transport: extra.transport,
-      threadsPerWorker: extra.threads,
-      simulateStepMs: extra.simulateStepMs,
-      shardsAt: extra.shardsAt,
-    },
-  );
-  const lines = result.lines;
-  // A run asked for shm that fell back (no room in /dev/shm) must not be reported as shm.
-  const transport = readFileSync(path.join(result.runDir, 'train.log'), 'utf8')
-    .split('\n')
-    .find((l) => l.includes('"event":"transport"'));
-  const local = transport ? (JSON.parse(transport) as { local: string; reason?: string }) : undefined;
-  if (workers > 0 && local?.local !== extra.transport) {
-    throw new GanDistError(
-      'GAN_DIST_E_CONFIG',
-      `bench scaling: asked for --transport ${extra.transport}, the run used ${local?.local ?? 'nothing'}${local?.reason ? ` (${local.reason})` : ''}`,
-    );
-  }
-  return lines;
 }
 
 /**
@@ -164,12 +137,13 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
     const ceilingRates = new Map<number, number[]>();
     const push = <K>(m: Map<K, number[]>, k: K, v: number) => m.set(k, [...(m.get(k) ?? []), v]);
     const mode = opts.realMode ?? 'interleaved';
+    const realWorkers = opts.real === false ? [] : opts.realWorkers;
     // The transports each kind of real run goes over: none where the mode leaves that kind out.
     const separateOver = mode === 'interleaved' ? [] : transports;
-    const interleavedOver = mode === 'separate' ? [] : transports;
+    const interleavedOver = mode === 'separate' || realWorkers.length === 0 ? [] : transports;
     for (let round = 1; round <= rounds; round++) {
       for (const transport of separateOver) {
-        for (const workers of opts.realWorkers) {
+        for (const workers of realWorkers) {
           say(
             `real, round ${round}/${rounds}: ${workers} CPU worker(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${iterations} iterations, ${transport}`,
           );
@@ -177,7 +151,7 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
           push(stepMs, `${transport}/${workers}`, median(lines.map((l) => l.stepMs)));
         }
       }
-      for (const workers of opts.realWorkers) {
+      for (const workers of realWorkers) {
         const rowsPerProcess = Math.floor(preset.batchSize / workers);
         say(
           `ceiling, round ${round}/${rounds}: ${workers} independent step process(es) of ${rowsPerProcess} rows at once, no coordinator`,
@@ -189,8 +163,8 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
     for (const transport of separateOver) {
       const rate = (workers: number) =>
         stepMs.get(`${transport}/${workers}`)!.map((ms) => (preset.batchSize * 1000) / ms);
-      const base = rate(opts.realWorkers[0]);
-      for (const workers of opts.realWorkers) {
+      const base = rate(realWorkers[0]);
+      for (const workers of realWorkers) {
         const byRound = ratios(rate(workers), base);
         real.push({
           transport,
@@ -206,7 +180,7 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
     }
     const interleaved: InterleavedRun[] = [];
     for (const transport of interleavedOver) {
-      const counts = opts.realWorkers;
+      const counts = realWorkers;
       const most = Math.max(...counts);
       say(
         `real, interleaved: ${most} CPU workers, iterations cycling through ${counts.join(', ')} shard(s), preset ${opts.preset}, global batch ${preset.batchSize}, ${iterations * counts.length} iterations, ${transport}`,
@@ -218,8 +192,8 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
       });
       interleaved.push(...interleavedRuns(lines, counts, preset.batchSize, transport));
     }
-    const ceiling: ParallelCeiling[] = opts.realWorkers.map((workers) => {
-      const byRound = ratios(ceilingRates.get(workers)!, ceilingRates.get(opts.realWorkers[0])!);
+    const ceiling: ParallelCeiling[] = realWorkers.map((workers) => {
+      const byRound = ratios(ceilingRates.get(workers)!, ceilingRates.get(realWorkers[0])!);
       return {
         workers,
         rowsPerProcess: Math.floor(preset.batchSize / workers),
@@ -229,62 +203,7 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
       };
     });
 
-    const simulated: SimulatedRun[] = [];
-    const model = resolveConfig({});
-    const table = parameterTable(modelConfigOf(model));
-    const paramBytes = table.reduce((n, s) => n + 4 * sizeOf(s.shape), 0);
-    const gradBytes = table.filter((s) => s.role === 'learnable').reduce((n, s) => n + 4 * sizeOf(s.shape), 0);
-    const shardBytes = opts.rowsPerShard * (64 * 64 * 3 + 4 * model.latent + 1);
-    const bareByWorkers = new Map<number, number>();
-    for (const S of opts.simulateStepMs) {
-      for (const transport of transports) {
-        const first = simulated.length;
-        for (const workers of opts.simulatedWorkers) {
-          const globalBatch = opts.rowsPerShard * workers;
-          say(
-            `simulated: ${workers} worker(s), full model, ${S} ms a shard of ${opts.rowsPerShard} rows, ${transport}`,
-          );
-          const config = resolveConfig({
-            flags: { batchSize: globalBatch, iterations: opts.simulatedIterations, validationFrequency: 1e6 },
-          });
-          const lines = steady(await trainedLines(cwd, config, workers, { simulateStepMs: S, transport }));
-          const iterationMs = median(lines.map((l) => l.stepMs));
-          const reduceAdamMs = median(lines.map((l) => l.adamMs + (l.reduceMs ?? 0)));
-          const bytes = workers * (paramBytes + shardBytes + gradBytes);
-          let bare: number | null = null;
-          if (transport === 'socket') {
-            if (!bareByWorkers.has(workers))
-              bareByWorkers.set(workers, await bareTransferMs(workers, paramBytes + shardBytes, gradBytes, 8));
-            bare = bareByWorkers.get(workers)!;
-          }
-          const copy = memcpyMs(bytes, paramBytes);
-          simulated.push({
-            transport,
-            workers,
-            simulateStepMs: S,
-            rowsPerShard: opts.rowsPerShard,
-            globalBatch,
-            iterationMsMedian: iterationMs,
-            overheadMs: iterationMs - S,
-            reduceAdamMs,
-            transportMs: iterationMs - S - reduceAdamMs,
-            bytesPerIteration: bytes,
-            bareTransferMs: bare,
-            overheadVsBare: bare === null ? null : (iterationMs - S) / bare,
-            memcpyMs: copy,
-            transportVsMemcpy: (iterationMs - S - reduceAdamMs) / copy,
-            imagesPerSec: (globalBatch * 1000) / iterationMs,
-            speedupVsFirst: 0,
-            efficiency: 0,
-          });
-        }
-        const base = simulated[first];
-        for (const r of simulated.slice(first)) {
-          r.speedupVsFirst = r.imagesPerSec / base.imagesPerSec;
-          r.efficiency = r.speedupVsFirst / (r.workers / base.workers);
-        }
-      }
-    }
+    const simulated = await simulatedRuns(cwd, opts, transports, say);
     return {
       machine: { cores: os.availableParallelism(), cpu: os.cpus()[0]?.model ?? 'unknown', node: process.version },
       real: {
@@ -302,7 +221,9 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
         note:
           'compute replaced by a fixed delay per shard of fixed size, so the global batch grows with the workers (weak scaling; ' +
           'efficiency = throughput(N) / (N x throughput(first))); overhead = median iteration - delay; transport = overhead - reduction - Adam, ' +
-          'against a memcpy of the same bytes in this process',
+          'against a memcpy of the same bytes in this process. link = median bytes per iteration the coordinator sent to and received from its worker peers over their sockets ' +
+          '(WebSocket frame payloads after the handshake; what shm workers move through /dev/shm is not socket bytes and not counted). ' +
+          'nodes: processes of M simulated workers each (over shm inside the node) joining as one socket peer; vsFlat: against as many flat socket workers at the same delay',
         runs: simulated,
       },
     };

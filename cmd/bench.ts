@@ -4,6 +4,7 @@ import { Option, type Command } from 'commander';
 import { GanDistError } from '../protocol/errors.ts';
 import { MIN_INTERLEAVED_ITERATIONS, SEED_REAL_BATCH, benchScaling } from '../bench/scaling.ts';
 import { formatScaling } from '../bench/scaling-report.ts';
+import { DEFAULT_WORKERS_PER_NODE } from '../bench/scaling-simulated.ts';
 import { benchMemory } from '../bench/memory.ts';
 import { benchAdam, formatAdamBench } from '../bench/adam.ts';
 import { benchWire, formatWireBench } from '../bench/wire.ts';
@@ -51,7 +52,9 @@ export function registerBenchCommands(program: Command): Command {
 function benchScalingCommand(bench: Command): void {
   bench
     .command('scaling')
-    .description("1 vs 2 local CPU workers (real), and the coordinator's overhead with simulated compute (full model)")
+    .description(
+      "1 vs 2 local CPU workers (real), and the coordinator's overhead and link bytes with simulated compute (full model), flat or in nodes",
+    )
     .option(
       '--preset <name>',
       `model of the real part: seed (the seed's model, global batch ${SEED_REAL_BATCH}), quick or tiny`,
@@ -99,8 +102,26 @@ function benchScalingCommand(bench: Command): void {
       (v) => intList('--simulated-iterations')(v)[0],
       12,
     )
+    .option(
+      '--nodes <list>',
+      'simulated part: node counts; each node is a `gan-dist worker --workers M` process joining over the socket as one peer (none by default)',
+      intList('--nodes'),
+    )
+    .option(
+      '--workers-per-node <list>',
+      `simulated workers in each node, over shm inside it (with --nodes; default ${DEFAULT_WORKERS_PER_NODE})`,
+      intList('--workers-per-node'),
+    )
+    .option('--no-real', 'skip the real part')
     .option('--json', 'print JSON')
     .action(async (opts) => {
+      if (opts.workersPerNode !== undefined && opts.nodes === undefined) {
+        throw new GanDistError(
+          'GAN_DIST_E_CONFIG',
+          '--workers-per-node: needs --nodes',
+          'e.g. --nodes 2 --workers-per-node 2',
+        );
+      }
       if (!['tiny', 'quick', 'seed'].includes(opts.preset)) {
         throw new GanDistError(
           'GAN_DIST_E_CONFIG',
@@ -138,6 +159,9 @@ function benchScalingCommand(bench: Command): void {
         simulateStepMs: opts.simulateStepMs,
         rowsPerShard: opts.rowsPerShard,
         simulatedIterations: opts.simulatedIterations,
+        nodes: opts.nodes,
+        workersPerNode: opts.workersPerNode,
+        real: opts.real,
         progress: (line) => console.error(line),
       });
       console.log(opts.json ? JSON.stringify(report, null, 2) : formatScaling(report));

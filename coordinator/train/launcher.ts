@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { TOKEN_ENV } from '../../protocol/wire/auth.ts';
-import { SHM_ENV } from '../../protocol/wire/shm.ts';
+import { SHM_ENV, type TransportChoice } from '../../protocol/wire/shm.ts';
 
 const CLI = fileURLToPath(new URL('../../cmd/gan-dist.mjs', import.meta.url));
 
@@ -20,6 +20,8 @@ export interface LaunchSpec {
   simulateStepMs?: number;
   /** The coordinator's shared-memory region, when local workers use it. */
   shmRegion?: string;
+  /** Benchmarks: the process is a node of this many local workers (`--workers N`), served over `transport`. */
+  node?: { workers: number; transport: TransportChoice };
 }
 
 export interface LaunchedWorker {
@@ -96,6 +98,7 @@ export function launchWorker(
   if (spec.gpu !== undefined) args.push('--gpu', '0');
   if (tokenFile !== undefined) args.push('--token-file', tokenFile);
   if (spec.simulateStepMs !== undefined) args.push('--simulate-step-ms', String(spec.simulateStepMs));
+  if (spec.node !== undefined) args.push('--workers', String(spec.node.workers), '--transport', spec.node.transport);
   const env = workerEnv(spec, token);
   const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const w: LaunchedWorker = { rank: spec.rank, gpu: spec.gpu, child, env };

@@ -188,7 +188,7 @@ function parseJoined(line: string): number | undefined {
 }
 
 /** Resolves when the worker process has exited, killing it after `graceMs`. */
-function exited(w: LaunchedWorker, graceMs: number): Promise<void> {
+export function exited(w: LaunchedWorker, graceMs: number): Promise<void> {
   return new Promise<void>((resolve) => {
     if (w.child.exitCode !== null || w.child.signalCode !== null) return resolve();
     const t = setTimeout(() => w.child.kill('SIGKILL'), graceMs);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { interleavedRuns } from '../../bench/scaling.ts';
+import { benchScaling, interleavedRuns } from '../../bench/scaling.ts';
+import { formatScaling } from '../../bench/scaling-report.ts';
 
 /** Iteration lines of an interleaved run whose iterations alternate 1 and 2 workers: [1-worker ms, 2-worker ms] per cycle. */
 const linesOf = (cycles: [number, number][]) =>
@@ -57,4 +58,35 @@ describe('bench scaling, interleaved real part', () => {
     expect(two.iterations).toBe(0);
     expect(two.speedupVsFirst).toBeNaN();
   });
+});
+
+describe('bench scaling, simulated part with nodes', () => {
+  it("runs a node of 2 workers beside 2 flat socket workers, and reports each one's link bytes", async () => {
+    const report = await benchScaling({
+      preset: 'tiny',
+      realWorkers: [1],
+      real: false,
+      transports: ['socket'],
+      simulatedWorkers: [2],
+      simulateStepMs: [5],
+      rowsPerShard: 2,
+      simulatedIterations: 4,
+      nodes: [1],
+      workersPerNode: [2],
+    });
+    expect(report.real).toMatchObject({ runs: [], interleaved: [], ceiling: [] });
+    const [flat, node] = report.simulated.runs;
+    expect(flat).toMatchObject({ transport: 'socket', workers: 2, nodes: null, workersPerNode: null, vsFlat: null });
+    expect(node).toMatchObject({ transport: 'socket', workers: 2, nodes: 1, workersPerNode: 2, globalBatch: 4 });
+    // Weights out and gradients back: tens of MB of the seed's model per peer and iteration.
+    for (const r of [flat, node]) {
+      expect(r.linkBytesPerIteration.sentBytes).toBeGreaterThan(30e6);
+      expect(r.linkBytesPerIteration.receivedBytes).toBeGreaterThan(30e6);
+    }
+    // One peer instead of two: about half the bytes.
+    expect(node.vsFlat!.workers).toBe(2);
+    expect(node.vsFlat!.linkBytes).toBeGreaterThan(0.4);
+    expect(node.vsFlat!.linkBytes).toBeLessThan(0.6);
+    expect(formatScaling(report)).toContain('socket link, 1 node(s) x 2 workers (shm inside)');
+  }, 180_000);
 });

@@ -1,0 +1,148 @@
+// The simulated part of `gan-dist bench scaling` (scaling.ts): the seed's full model with each
+// worker's compute replaced by a fixed delay per shard of fixed rows (weak scaling), flat over
+// each transport and as nodes of local workers (nodes.ts), each run set against a bare transfer
+// and a memcpy of its bytes and reporting the bytes on the coordinator's peer link per iteration.
+
+import type { LinkBytes } from '../coordinator/link-counter.ts';
+import { modelConfigOf, resolveConfig } from '../protocol/config.ts';
+import { parameterTable, sizeOf } from '../protocol/model/architecture.ts';
+import type { ScalingOptions } from './scaling.ts';
+import type { SimulatedRun } from './scaling-report.ts';
+import { trainedLines } from './scaling-run.ts';
+import { bareTransferMs, memcpyMs } from './transfer-floors.ts';
+import { median, steady } from './util.ts';
+
+/** --workers-per-node when only --nodes is given. */
+export const DEFAULT_WORKERS_PER_NODE = 2;
+
+/** `workers` simulated workers in all: each its own peer, or in nodes of `workersPerNode`. */
+interface Layout {
+  workers: number;
+  workersPerNode?: number;
+}
+
+/** What a group of runs is set against: the same transport and delay, the first layout's throughput. */
+interface Group {
+  transport: 'socket' | 'shm';
+  layouts: Layout[];
+}
+
+/** An iteration line's `link` (an object among the numbers iterationLines types them as). */
+const linkOf = (line: Record<string, number>): LinkBytes | undefined => (line as unknown as { link?: LinkBytes }).link;
+
+/** The median bytes a steady iteration moved over the coordinator's peer link (NaN where lines lack them). */
+export function linkBytesPerIteration(lines: Record<string, number>[]): LinkBytes {
+  const of = (key: keyof LinkBytes) => median(lines.map((l) => linkOf(l)?.[key] ?? NaN));
+  return { sentBytes: of('sentBytes'), receivedBytes: of('receivedBytes') };
+}
+
+const linkTotal = (l: LinkBytes) => l.sentBytes + l.receivedBytes;
+
+export async function simulatedRuns(
+  cwd: string,
+  opts: ScalingOptions,
+  transports: ('socket' | 'shm')[],
+  say: (line: string) => void,
+): Promise<SimulatedRun[]> {
+  const model = resolveConfig({});
+  const table = parameterTable(modelConfigOf(model));
+  const paramBytes = table.reduce((n, s) => n + 4 * sizeOf(s.shape), 0);
+  const gradBytes = table.filter((s) => s.role === 'learnable').reduce((n, s) => n + 4 * sizeOf(s.shape), 0);
+  const shardBytes = opts.rowsPerShard * (64 * 64 * 3 + 4 * model.latent + 1);
+  const bareByPeers = new Map<string, number>();
+  const nodeLayouts = (opts.nodes ?? []).flatMap((nodes) =>
+    (opts.workersPerNode ?? [DEFAULT_WORKERS_PER_NODE]).map((m) => ({ workers: nodes * m, workersPerNode: m })),
+  );
+  const runs: SimulatedRun[] = [];
+
+  const measure = async (S: number, transport: 'socket' | 'shm', layout: Layout): Promise<SimulatedRun> => {
+    const { workers, workersPerNode } = layout;
+    const perPeer = workersPerNode ?? 1;
+    const peers = workers / perPeer;
+    const globalBatch = opts.rowsPerShard * workers;
+    say(
+      workersPerNode === undefined
+        ? `simulated: ${workers} worker(s), full model, ${S} ms a shard of ${opts.rowsPerShard} rows, ${transport}`
+        : `simulated: ${peers} node(s) of ${workersPerNode} workers (shm inside each), full model, ${S} ms a shard of ${opts.rowsPerShard} rows, socket link`,
+    );
+    const config = resolveConfig({
+      flags: { batchSize: globalBatch, iterations: opts.simulatedIterations, validationFrequency: 1e6 },
+    });
+    const lines = steady(await trainedLines(cwd, config, workers, { simulateStepMs: S, transport, workersPerNode }));
+    const iterationMs = median(lines.map((l) => l.stepMs));
+    const reduceAdamMs = median(lines.map((l) => l.adamMs + (l.reduceMs ?? 0)));
+    // Weights out and gradients back once per peer (a node reduces its workers' first); rows once each.
+    const bytes = peers * (paramBytes + gradBytes) + workers * shardBytes;
+    let bare: number | null = null;
+    if (transport === 'socket') {
+      const key = `${peers}/${perPeer}`;
+      if (!bareByPeers.has(key))
+        bareByPeers.set(key, await bareTransferMs(peers, paramBytes + perPeer * shardBytes, gradBytes, 8));
+      bare = bareByPeers.get(key)!;
+    }
+    const copy = memcpyMs(bytes, paramBytes);
+    return {
+      transport,
+      workers,
+      simulateStepMs: S,
+      rowsPerShard: opts.rowsPerShard,
+      globalBatch,
+      iterationMsMedian: iterationMs,
+      overheadMs: iterationMs - S,
+      reduceAdamMs,
+      transportMs: iterationMs - S - reduceAdamMs,
+      bytesPerIteration: bytes,
+      bareTransferMs: bare,
+      overheadVsBare: bare === null ? null : (iterationMs - S) / bare,
+      memcpyMs: copy,
+      transportVsMemcpy: (iterationMs - S - reduceAdamMs) / copy,
+      imagesPerSec: (globalBatch * 1000) / iterationMs,
+      speedupVsFirst: 0,
+      efficiency: 0,
+      nodes: workersPerNode === undefined ? null : peers,
+      workersPerNode: workersPerNode ?? null,
+      linkBytesPerIteration: linkBytesPerIteration(lines),
+      vsFlat: null,
+    };
+  };
+
+  for (const S of opts.simulateStepMs) {
+    const groups: Group[] = transports.map((transport) => ({
+      transport,
+      layouts: opts.simulatedWorkers.map((workers) => ({ workers })),
+    }));
+    // A node is a peer over the socket whatever --transport says: its own workers use shm.
+    if (nodeLayouts.length > 0) groups.push({ transport: 'socket', layouts: nodeLayouts });
+    let socketBase: SimulatedRun | undefined;
+    for (const group of groups) {
+      const first = runs.length;
+      const nodes = group.layouts === nodeLayouts;
+      for (const layout of group.layouts) runs.push(await measure(S, group.transport, layout));
+      if (!nodes && group.transport === 'socket') socketBase = runs[first];
+      // Nodes are set against the first flat socket layout where this run measured one (one worker, usually).
+      const base = nodes && socketBase ? socketBase : runs[first];
+      for (const r of runs.slice(first)) {
+        r.speedupVsFirst = r.imagesPerSec / base.imagesPerSec;
+        r.efficiency = r.speedupVsFirst / (r.workers / base.workers);
+      }
+    }
+  }
+  // Nodes against as many flat socket workers at the same delay, where this run measured them.
+  for (const r of runs) {
+    if (r.nodes === null) continue;
+    const flat = runs.find(
+      (f) =>
+        f.nodes === null &&
+        f.transport === 'socket' &&
+        f.simulateStepMs === r.simulateStepMs &&
+        f.workers === r.workers,
+    );
+    if (flat)
+      r.vsFlat = {
+        workers: flat.workers,
+        imagesPerSec: r.imagesPerSec / flat.imagesPerSec,
+        linkBytes: linkTotal(r.linkBytesPerIteration) / linkTotal(flat.linkBytesPerIteration),
+      };
+  }
+  return runs;
+}
