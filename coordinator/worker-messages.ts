@@ -3,7 +3,7 @@
 // worker's link. Anything else from a worker costs it its connection; stale results, unasked-for
 // samples and `error` lines are strikes (strikes.ts), and too many cost it too.
 
-import type { FrameLimits, Message } from '../protocol/wire/protocol.ts';
+import type { FrameLimits, Message, NodeWorkersMessage } from '../protocol/wire/protocol.ts';
 import type { Dispatcher } from './dispatcher.ts';
 import type { Generation } from './generation.ts';
 import type { WorkerLinks } from './links.ts';
@@ -39,6 +39,9 @@ export function routeWorkerMessage(peer: Peer, msg: Message, to: WorkerMessageRo
           to.strikes.strike(peer, `a stale result for iteration ${m.iteration}`);
       });
       return;
+    case 'nodeWorkers':
+      nodeWorkers(peer, msg, to);
+      return;
     case 'heartbeat':
       return;
     case 'leave':
@@ -53,4 +56,24 @@ export function routeWorkerMessage(peer: Peer, msg: Message, to: WorkerMessageRo
     default:
       peer.close(`unexpected '${msg.type}' from a worker`);
   }
+}
+
+/** The least time between two nodeWorkers reports a node may send (it sends at most one a second). */
+export const NODE_REPORT_MIN_MS = 500;
+const lastReport = new WeakMap<Peer, number>();
+
+/** A node's local workers, logged for the workers tables; from a peer that is not a node, or too often, a strike. */
+function nodeWorkers(peer: Peer, msg: NodeWorkersMessage, to: WorkerMessageRoutes): void {
+  if (peer.hello.capacity === undefined) {
+    peer.close("sent 'nodeWorkers' but joined as a single worker (no hello.capacity)");
+    return;
+  }
+  const now = performance.now();
+  const last = lastReport.get(peer);
+  if (last !== undefined && now - last < NODE_REPORT_MIN_MS) {
+    to.strikes.strike(peer, 'node reports faster than two a second');
+    return;
+  }
+  lastReport.set(peer, now);
+  to.event('node-workers', { worker: peer.id, workers: msg.workers });
 }

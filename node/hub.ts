@@ -14,6 +14,7 @@ import {
   frameLimitFor,
   paramTableHash,
   type FrameLimits,
+  type LocalWorkerReport,
   type Message,
   type WelcomeMessage,
 } from '../protocol/wire/protocol.ts';
@@ -32,6 +33,11 @@ import { routeWorkerMessage } from '../coordinator/worker-messages.ts';
 import type { Compute } from '../worker/simulated.ts';
 import type { Shard, ShardResult } from '../worker/trainer.ts';
 import { ShardCombiner } from './combine.ts';
+
+/** The least gap between two reports of the local workers (the coordinator allows NODE_REPORT_MIN_MS). */
+const REPORT_GAP_MS = 1000;
+/** Their img/s are reported at least this often while steps run. */
+const REPORT_EVERY_MS = 10_000;
 
 export interface NodeHubOptions {
   /** The local workers to start (planWorkers: one per GPU, or N CPU workers). */
@@ -67,10 +73,23 @@ export class NodeHub implements Compute {
   private readonly abort = new AbortController();
   /** A secret of the node's own: its workers never see the run's token. */
   private readonly tokens: RoleTokens = newRoleTokens();
+  /** Its local workers by rank, as the coordinator's workers table shows them (nodeWorkers). */
+  private readonly local = new Map<number, LocalWorkerReport>();
+  private readonly rankOf = new Map<number, number>();
+  private reporter?: (m: Message) => boolean;
+  private reportTimer?: NodeJS.Timeout;
+  private lastReportAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly opts: NodeHubOptions) {
     const cfg = opts.welcome.modelConfig;
     this.cfg = cfg;
+    for (const p of opts.plan)
+      this.local.set(p.rank, {
+        rank: p.rank,
+        device: p.gpu !== undefined ? `GPU ${p.gpu}` : '',
+        backend: p.backend,
+        state: 'starting',
+      });
     this.specs = parameterTable(cfg);
     const learnables = this.specs.filter((s) => s.role === 'learnable');
     const layers = bnLayers(cfg);
@@ -121,7 +140,13 @@ export class NodeHub implements Compute {
         rank: peer.hello.rank,
       });
       if (peer.role === 'worker') this.dispatcher.add(peer);
-      else peer.close('a node serves its own workers only');
+      else return peer.close('a node serves its own workers only');
+      const w = peer.hello.rank !== undefined ? this.local.get(peer.hello.rank) : undefined;
+      if (w) {
+        this.rankOf.set(peer.id, w.rank);
+        Object.assign(w, { state: 'joined', device: peer.hello.device, backend: peer.hello.backend });
+        this.scheduleReport();
+      }
     });
     this.server.on('gone', (peer: Peer, reason: string) => {
       const level = this.abort.signal.aborted ? 'info' : 'warn';
@@ -130,6 +155,14 @@ export class NodeHub implements Compute {
       this.links.forget(peer.id);
       this.strikes.forget(peer.id);
       this.generation.onGone(peer, reason);
+      const w = this.local.get(this.rankOf.get(peer.id) ?? -1);
+      this.rankOf.delete(peer.id);
+      if (w) {
+        // Its launcher restarts it (--max-restarts); a new connection makes it joined again.
+        w.state = 'left';
+        w.imagesPerSec = undefined;
+        this.scheduleReport();
+      }
     });
     const routes = {
       dispatcher: this.dispatcher,
@@ -162,6 +195,29 @@ export class NodeHub implements Compute {
     }).start();
   }
 
+  /** Where the node's reports of its local workers go: the current session's (node.ts); the current one is sent at once. */
+  reportTo(send: (m: Message) => boolean): void {
+    this.reporter = send;
+    this.lastReportAt = Number.NEGATIVE_INFINITY;
+    this.scheduleReport();
+  }
+
+  /** Sends the local workers' state at most once a second (the coordinator strikes faster), retrying until the session is joined. */
+  private scheduleReport(): void {
+    if (this.reportTimer || !this.reporter || this.abort.signal.aborted) return;
+    const wait = Math.max(0, this.lastReportAt + REPORT_GAP_MS - performance.now());
+    this.reportTimer = setTimeout(() => {
+      this.reportTimer = undefined;
+      const workers = [...this.local.values()].map((w) => ({ ...w }));
+      if (this.reporter?.({ type: 'nodeWorkers', workers })) this.lastReportAt = performance.now();
+      else {
+        this.lastReportAt = performance.now();
+        this.scheduleReport();
+      }
+    }, wait);
+    this.reportTimer.unref();
+  }
+
   /** The node cannot go on (its endpoint did not open, every worker is down): steps fail with `err`. */
   fail(err: Error): void {
     this.failure ??= err;
@@ -187,6 +243,12 @@ export class NodeHub implements Compute {
     this.links.newRound();
     try {
       const answers = await this.dispatcher.run(shard.iteration, tasks);
+      for (const a of answers) {
+        const w = this.local.get(this.rankOf.get(a.workerId) ?? -1);
+        if (w && a.msg.timings.computeMs > 0) w.imagesPerSec = (a.msg.n * 1000) / a.msg.timings.computeMs;
+      }
+      // Rates change every step: they go out with the next change, or every REPORT_EVERY_MS.
+      if (performance.now() - this.lastReportAt > REPORT_EVERY_MS) this.scheduleReport();
       return this.combiner.combine(answers, performance.now() - t0);
     } catch (err) {
       if (err instanceof RoundAbandoned && this.failure) throw this.failure;
@@ -224,6 +286,7 @@ export class NodeHub implements Compute {
 
   async close(): Promise<void> {
     this.abort.abort();
+    clearTimeout(this.reportTimer);
     this.dispatcher.stop();
     this.workers?.shutdown();
     const peers = [...this.dispatcher.workers.values()].map((s) => s.peer);

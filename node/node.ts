@@ -8,7 +8,7 @@ import pino from 'pino';
 import type { RunLogger } from '../coordinator/logger.ts';
 import type { LaunchSpec } from '../coordinator/train/launcher.ts';
 import type { TransportChoice } from '../protocol/wire/shm.ts';
-import type { WelcomeMessage } from '../protocol/wire/protocol.ts';
+import type { Message, WelcomeMessage } from '../protocol/wire/protocol.ts';
 import { runWorkerWithReconnect, type WorkerOptions, type WorkerOutcome } from '../worker/client.ts';
 import type { Compute } from '../worker/simulated.ts';
 import { NodeHub } from './hub.ts';
@@ -57,7 +57,7 @@ export async function runNode(opts: NodeOptions): Promise<WorkerOutcome> {
   const logger = opts.logger ?? stderrLogger(opts.rank);
   let hub: NodeHub | undefined;
   let hubOf: string | undefined;
-  const computeFor = (welcome: WelcomeMessage): Compute => {
+  const computeFor = (welcome: WelcomeMessage, report: (m: Message) => boolean): Compute => {
     // The same run and model again (a reconnect): the workers already up go on serving it.
     const key = JSON.stringify([welcome.runId, welcome.modelConfig, welcome.seed]);
     if (!hub || hubOf !== key) {
@@ -75,6 +75,8 @@ export async function runNode(opts: NodeOptions): Promise<WorkerOutcome> {
       made.start().catch((err: Error) => made.fail(err));
     }
     const current = hub;
+    // This session carries the node's reports of its local workers, the current one first.
+    current.reportTo(report);
     // The session disposes its compute when it ends; the node's outlives the session.
     return {
       cfg: current.cfg,

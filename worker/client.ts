@@ -91,8 +91,9 @@ export interface WorkerOptions {
   /**
    * A node (node/): what answers the shards instead of a backend in this process, built when the
    * welcome names the model. The session never disposes it: a node's workers outlive a reconnect.
+   * `report` sends a message of the node's own (nodeWorkers) once the session is joined; false: not sent.
    */
-  computeFor?: (welcome: WelcomeMessage) => Compute;
+  computeFor?: (welcome: WelcomeMessage, report: (m: Message) => boolean) => Compute;
   /** With computeFor: the node's local worker count (hello.capacity) and its hello's device line. */
   capacity?: number;
   device?: string;
@@ -299,7 +300,11 @@ class WorkerSession {
     const table = parameterTable(cfg);
     // Each shard's gradients are sent before the next shard is stepped: they can live in reused arrays.
     this.compute = this.opts.computeFor
-      ? this.opts.computeFor(welcome)
+      ? this.opts.computeFor(welcome, (m) => {
+          if (!this.ready || this.ws.readyState !== WebSocket.OPEN) return false;
+          this.send(m);
+          return true;
+        })
       : this.loaded
         ? new Trainer(this.loaded.tf, cfg, welcome.seed, { reuseGradientBuffers: true, device: this.loaded.device })
         : simulatedCompute(cfg, this.opts.simulateStepMs!, this.opts.simulateNonFinite);

@@ -60,6 +60,26 @@ const text =
 /** The most local workers one node may say it has (hello.capacity). */
 export const MAX_NODE_CAPACITY = 1024;
 
+/** A node's list of its local workers: at most MAX_NODE_CAPACITY, each a small object. */
+const localWorkers: Check = (v, path) => {
+  if (!Array.isArray(v)) fail(`${path} must be an array, got ${describe(v)}`);
+  if (v.length > MAX_NODE_CAPACITY) fail(`${path} lists ${v.length} workers; at most ${MAX_NODE_CAPACITY} are allowed`);
+  v.forEach((w, i) => {
+    const at = `${path}[${i}]`;
+    if (!isPlainObject(w)) fail(`${at} must be an object, got ${describe(w)}`);
+    const checks: Record<string, Check> = {
+      rank: int(0, MAX_NODE_CAPACITY),
+      device: text(256),
+      backend: text(64),
+      state: oneOf('starting', 'joined', 'left'),
+    };
+    for (const [name, check] of Object.entries(checks)) check(w[name], `${at}.${name}`);
+    if (w.imagesPerSec !== undefined) finite(0)(w.imagesPerSec, `${at}.imagesPerSec`);
+    for (const name of Object.keys(w))
+      if (!Object.hasOwn(checks, name) && name !== 'imagesPerSec') fail(`${at} has unknown field ${describe(name)}`);
+  });
+};
+
 const HEX64 = /^[0-9a-f]{64}$/;
 const hex64: Check = (v, path) => {
   if (typeof v !== 'string' || !HEX64.test(v)) fail(`${path} must be 64 lowercase hex digits, got ${describe(v)}`);
@@ -263,6 +283,7 @@ const SPECS = new Map<string, MessageSpec>([
       finite: [],
     },
   ],
+  ['nodeWorkers', { fields: { workers: localWorkers }, tensors: noTensors, finite: [] }],
   ['heartbeat', { fields: { t: finite(0) }, tensors: noTensors, finite: [] }],
   ['stop', { fields: { reason: text(2048) }, tensors: noTensors, finite: [] }],
   ['leave', { fields: { reason: text(2048) }, tensors: noTensors, finite: [] }],

@@ -4,7 +4,7 @@
 import type { WorkerModelConfig } from '../config.ts';
 import type { WireDtype } from './wire-dtype.ts';
 
-/** 2: bfloat16 and float16 tensors, welcome.wireDtype. 3: hello.capacity (nodes). */
+/** 2: bfloat16 and float16 tensors, welcome.wireDtype. 3: hello.capacity and nodeWorkers (nodes). */
 export const PROTOCOL_VERSION = 3;
 
 export type Role = 'worker' | 'monitor';
@@ -158,6 +158,21 @@ export interface GradientsRefMessage {
   seq: number;
   byteLength: number;
 }
+/** One of a node's local workers, as the node reports it to the coordinator. */
+export interface LocalWorkerReport {
+  rank: number;
+  device: string;
+  backend: string;
+  /** starting: launched, not joined yet (or restarting); joined; left: its connection ended. */
+  state: 'starting' | 'joined' | 'left';
+  /** Rows a second it computed in the node's latest step. */
+  imagesPerSec?: number;
+}
+/** Node -> coordinator: its local workers, when they change (at most one a second). */
+export interface NodeWorkersMessage {
+  type: 'nodeWorkers';
+  workers: LocalWorkerReport[];
+}
 export interface HeartbeatMessage {
   type: 'heartbeat';
   t: number;
@@ -198,6 +213,7 @@ export type Message =
   | ShmReadyMessage
   | WeightsRefMessage
   | GradientsRefMessage
+  | NodeWorkersMessage
   | HeartbeatMessage
   | StopMessage
   | LeaveMessage

@@ -133,6 +133,17 @@ describe('a node of local workers', () => {
       );
       const seen = h.coordinator.iteration;
       await until(() => h.coordinator.iteration >= seen + 3, 'three iterations with the restarted worker');
+      // The workers table heard it all from the node: one of its workers left, then both were back.
+      const states = () =>
+        h.events
+          .filter((e) => e.event === 'node-workers')
+          .map((e) => (e.fields.workers as { state: string }[]).map((w) => w.state).join(','));
+      await until(() => states().includes('left,joined') || states().includes('joined,left'), 'a report of the kill');
+      await until(() => {
+        const all = states();
+        const left = all.findIndex((s) => s.includes('left'));
+        return all.slice(left + 1).includes('joined,joined');
+      }, 'a report of both workers joined again');
     });
     const { h, peers } = disturbed;
     const n = h.coordinator.iteration;

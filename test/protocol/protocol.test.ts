@@ -105,6 +105,13 @@ function everyMessage(): Message[] {
     },
     { type: 'weightsRef', version: 6, iteration: 6, seq: 6, byteLength: 37_801_024 },
     { type: 'gradientsRef', iteration: 7, shardId: 1, weightsVersion: 6, n: 4, seq: 3, byteLength: 37_800_960 },
+    {
+      type: 'nodeWorkers',
+      workers: [
+        { rank: 0, device: 'GPU 0 (NVIDIA H200)', backend: 'webgpu', state: 'joined', imagesPerSec: 812.5 },
+        { rank: 1, device: 'GPU 1', backend: 'webgpu', state: 'starting' },
+      ],
+    },
     { type: 'heartbeat', t: 1_700_000_000_000 },
     { type: 'stop', reason: 'training finished' },
     { type: 'leave', reason: 'SIGTERM' },
@@ -186,6 +193,19 @@ describe('encodeMessage / decodeMessage', () => {
       () => encodeMessage({ ...hello, capacity: MAX_NODE_CAPACITY + 1 }),
       /hello\.capacity must be an integer from 1/,
     );
+  });
+
+  it("checks a node's report of its local workers: their count, states, strings and fields", () => {
+    const msg = byType('nodeWorkers');
+    const one = msg.workers[0];
+    const bad = (workers: unknown[], why: RegExp) =>
+      expectProtocolError(() => encodeMessage({ ...msg, workers } as Message), why);
+    bad([{ ...one, state: 'running' }], /nodeWorkers\.workers\[0\]\.state must be one of starting, joined, left/);
+    bad([{ ...one, device: 'x'.repeat(257) }], /workers\[0\]\.device must be 0-256 characters/);
+    bad([{ ...one, imagesPerSec: -1 }], /workers\[0\]\.imagesPerSec must be from 0/);
+    bad([{ ...one, extra: 1 }], /workers\[0\] has unknown field "extra"/);
+    bad([one, 'x'], /workers\[1\] must be an object/);
+    bad(Array(MAX_NODE_CAPACITY + 1).fill(one), /lists 1025 workers; at most 1024/);
   });
 
   it('gives the same bytes in pieces (for a vectored write) as in one buffer, for every message type', () => {
