@@ -183,6 +183,17 @@ function shardTensors(rows: readonly TableRow[], fields: Record<string, unknown>
   shape('flip', s.flip, s.flip[0] === n, `[rowCount=${n}]`);
 }
 
+/** The widest BatchNorm layer a barrier message may carry (8nf channels at the largest --filters). */
+export const MAX_BN_CHANNELS = 8 * 1024;
+
+/** A barrier's two per-channel float32 vectors, of one length. */
+function bnBarrierTensors(rows: readonly TableRow[]): void {
+  const s = exactTensors(rows, { a: ['float32', 1], b: ['float32', 1] });
+  const c = s.a[0];
+  shape('a', s.a, c >= 1 && c <= MAX_BN_CHANNELS, `[1..${MAX_BN_CHANNELS}]`);
+  shape('b', s.b, s.b[0] === c, `[${c}] (as a)`);
+}
+
 function sampleRequestTensors(rows: readonly TableRow[]): void {
   const s = exactTensors(rows, { z: ['float32', 2] });
   shape('z', s.z, s.z[0] >= 1 && s.z[1] >= 1, '[k>=1, latent>=1]');
@@ -265,6 +276,29 @@ const SPECS = new Map<string, MessageSpec>([
       fields: { iteration: uint, shardId: uint, weightsVersion: uint, n: int(1), tensorNames: nameList(4096) },
       tensors: noTensors,
       finite: [],
+    },
+  ],
+  [
+    'bnPart',
+    {
+      fields: {
+        iteration: uint,
+        shardId: uint,
+        barrier: int(0, 255),
+        key: text(64, 1),
+        kind: oneOf('moments', 'gradSums'),
+        count: int(1),
+      },
+      tensors: bnBarrierTensors,
+      finite: 'all',
+    },
+  ],
+  [
+    'bnResult',
+    {
+      fields: { iteration: uint, shardId: uint, barrier: int(0, 255), count: int(1) },
+      tensors: bnBarrierTensors,
+      finite: 'all',
     },
   ],
   ['sampleRequest', { fields: { iteration: uint }, tensors: sampleRequestTensors, finite: ['z'] }],

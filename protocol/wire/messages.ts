@@ -5,7 +5,7 @@ import type { WorkerModelConfig } from '../config.ts';
 import type { WireDtype } from './wire-dtype.ts';
 
 /** 2: bfloat16 and float16 tensors, welcome.wireDtype. 3: hello.capacity and nodeWorkers (nodes). */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 export type Role = 'worker' | 'monitor';
 export type Shape = readonly number[];
@@ -114,6 +114,33 @@ export interface GradientsNonFiniteMessage {
   /** The tensors that held a non-finite value (at most 4096 names). */
   tensorNames: string[];
 }
+/**
+ * `--batchnorm sync`: a shard's part of one BatchNorm barrier (protocol/wire/bn-sync.ts), worker
+ * to coordinator. Barrier `barrier` of the step at layer `key`: kind 'moments' carries a = the
+ * shard's per-channel mean, b = its M2; 'gradSums' a = sum of dy, b = sum of dy*xhat.
+ */
+export interface BnPartMessage {
+  type: 'bnPart';
+  iteration: number;
+  shardId: number;
+  barrier: number;
+  key: string;
+  kind: 'moments' | 'gradSums';
+  /** Elements per channel: rows x H x W. */
+  count: number;
+  tensors: { a: Float32Array; b: Float32Array };
+  shapes: { a: Shape; b: Shape };
+}
+/** A BatchNorm barrier's global result (bn-sync.ts BnBarrierResult), coordinator to worker. */
+export interface BnResultMessage {
+  type: 'bnResult';
+  iteration: number;
+  shardId: number;
+  barrier: number;
+  count: number;
+  tensors: { a: Float32Array; b: Float32Array };
+  shapes: { a: Shape; b: Shape };
+}
 export interface SampleRequestMessage {
   type: 'sampleRequest';
   iteration: number;
@@ -207,6 +234,8 @@ export type Message =
   | ShardMessage
   | GradientsMessage
   | GradientsNonFiniteMessage
+  | BnPartMessage
+  | BnResultMessage
   | SampleRequestMessage
   | SampleMessage
   | ShmAttachMessage

@@ -95,6 +95,26 @@ function everyMessage(): Message[] {
     shard(),
     gradients(),
     { type: 'gradientsNonFinite', iteration: 7, shardId: 1, weightsVersion: 6, n: 4, tensorNames: ['G/proj/w'] },
+    {
+      type: 'bnPart',
+      iteration: 7,
+      shardId: 1,
+      barrier: 4,
+      key: 'D/bn2',
+      kind: 'moments',
+      count: 256,
+      tensors: { a: f32(3), b: f32(3, 1) },
+      shapes: { a: [3], b: [3] },
+    },
+    {
+      type: 'bnResult',
+      iteration: 7,
+      shardId: 1,
+      barrier: 4,
+      count: 512,
+      tensors: { a: f32(3), b: f32(3, 1) },
+      shapes: { a: [3], b: [3] },
+    },
     { type: 'sampleRequest', iteration: 100, tensors: { z: f32(10) }, shapes: { z: [2, 5] } },
     { type: 'sample', iteration: 100, tensors: { images: f32(2 * 8 * 8 * 3) }, shapes: { images: [2, 8, 8, 3] } },
     { type: 'shmAttach', region: '/dev/shm/gan-dist-42-0a1b2c' },
@@ -347,6 +367,21 @@ describe('encodeMessage / decodeMessage', () => {
       () => encodeMessage({ type: 'log', line: { msg: 'event', big: 1n } }),
       /log: cannot encode the header as JSON/,
     );
+  });
+
+  it('refuses a BatchNorm barrier part whose two vectors differ in length, or of an unknown kind', () => {
+    const part = byType('bnPart');
+    expectProtocolError(
+      () => encodeMessage({ ...part, tensors: { a: f32(3), b: f32(4) }, shapes: { a: [3], b: [4] } }),
+      /bnPart: tensor 'b' must have shape \[3\] \(as a\), got \[4\]/,
+    );
+    expectProtocolError(
+      () => encodeMessage({ ...part, kind: 'sums' as 'moments' }),
+      /bnPart\.kind must be one of moments, gradSums/,
+    );
+    const nan = byType('bnResult');
+    nan.tensors.a[0] = NaN;
+    expectProtocolError(() => decodeMessage(encodeMessage(nan), LIMITS), /bnResult/);
   });
 
   it('checks tensor values at the sender only when asked, and always at the receiver', () => {
