@@ -11,7 +11,7 @@
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import type { TF } from './backend.ts';
 import { BN_EPSILON, type Net } from '../protocol/model/architecture.ts';
-import type { LayerTrace, ParamTensors } from './model.ts';
+import { drain, type BnSteps, type LayerTrace, type ParamTensors } from './model.ts';
 import {
   BN_INPUT_GRAD,
   BN_PARAM_GRADS,
@@ -26,6 +26,11 @@ export interface BackwardWants {
   params: boolean;
   /** The gradient of the network's input. */
   input: boolean;
+  /**
+   * `--batchnorm sync`: each BatchNorm layer's input gradient yields this shard's sums of dy and
+   * dy*xhat and uses the global batch's (backwardSteps only). Its parameter gradients stay local.
+   */
+  syncBn?: boolean;
 }
 
 export interface Backward {
@@ -57,9 +62,14 @@ function filterGrad(
 const sumNHW = (tf: TF, fused: boolean, t: Tensor) =>
   fused ? runFused<Tensor>(tf, CHANNEL_SUM, { x: t }) : tf.sum(t, [0, 1, 2]);
 
-/** BatchNorm's backward (see 'bn' below): dOffset, dScale and, when wanted, dx. */
-function batchNormGrads(
+/**
+ * BatchNorm's backward (see 'bn' below): dOffset, dScale and, when wanted, dx. Synced, dx takes
+ * the means of dy and dy*xhat over the global batch (a barrier) instead of over this shard.
+ */
+function* batchNormGrads(
   tf: TF,
+  key: string,
+  sync: boolean,
   fused: boolean,
   g: Tensor,
   x: Tensor,
@@ -67,32 +77,38 @@ function batchNormGrads(
   variance: Tensor,
   scale: Tensor,
   needDx: boolean,
-) {
+): BnSteps<{ dOffset: Tensor; dScale: Tensor; dx?: Tensor }> {
   const rstd = tf.rsqrt(tf.add(variance, BN_EPSILON));
   const count = x.shape[0] * x.shape[1]! * x.shape[2]!;
   const channels = x.shape.at(-1)!;
+  // The sums the input gradient divides by count: this shard's, or the global batch's.
+  function* sums(dOffset: Tensor, dScale: Tensor): BnSteps<[Tensor, Tensor]> {
+    if (!sync) return [dOffset, dScale];
+    const global = yield { key, kind: 'gradSums', count, a: dOffset, b: dScale };
+    return [tf.tensor1d(global.a), tf.tensor1d(global.b)];
+  }
   if (fused && channels % 4 === 0) {
     const [dOffset, dScale] = runFused<Tensor[]>(tf, BN_PARAM_GRADS, { g, x, mean, rstd });
-    const dx = needDx
-      ? runFused<Tensor>(tf, BN_INPUT_GRAD, {
-          g,
-          x,
-          mean,
-          rstd,
-          k1: tf.div(dOffset, count),
-          k2: tf.div(dScale, count),
-          k3: tf.mul(scale, rstd),
-        })
-      : undefined;
+    if (!needDx) return { dOffset, dScale };
+    const [s1, s2] = yield* sums(dOffset, dScale);
+    const dx = runFused<Tensor>(tf, BN_INPUT_GRAD, {
+      g,
+      x,
+      mean,
+      rstd,
+      k1: tf.div(s1, count),
+      k2: tf.div(s2, count),
+      k3: tf.mul(scale, rstd),
+    });
     return { dOffset, dScale, dx };
   }
   const xhat = tf.mul(tf.sub(x, mean), rstd);
   const dOffset = sumNHW(tf, fused, g);
   const dScale = sumNHW(tf, fused, tf.mul(g, xhat));
+  if (!needDx) return { dOffset, dScale };
+  const [s1, s2] = yield* sums(dOffset, dScale);
   // dx = scale * rstd * (dy - mean(dy) - xhat * mean(dy * xhat)), means over N, H, W.
-  const dx = needDx
-    ? tf.mul(tf.sub(tf.sub(g, tf.div(dOffset, count)), tf.mul(xhat, tf.div(dScale, count))), tf.mul(scale, rstd))
-    : undefined;
+  const dx = tf.mul(tf.sub(tf.sub(g, tf.div(s1, count)), tf.mul(xhat, tf.div(s2, count))), tf.mul(scale, rstd));
   return { dOffset, dScale, dx };
 }
 
@@ -108,6 +124,18 @@ export function backward(
   dy: Tensor,
   want: BackwardWants,
 ): Backward {
+  return drain(backwardSteps(tf, net, p, trace, dy, want));
+}
+
+/** backward as a pass that stops at each BatchNorm barrier when `want.syncBn`. */
+export function* backwardSteps(
+  tf: TF,
+  net: Net,
+  p: ParamTensors,
+  trace: LayerTrace[],
+  dy: Tensor,
+  want: BackwardWants,
+): BnSteps<Backward> {
   const grads = new Map<string, Tensor>();
   const fused = fusedKernelsRun(tf);
   const firstLearnable = trace.findIndex((t) => HAS_PARAMS.has(t.layer.kind));
@@ -152,7 +180,18 @@ export function backward(
       case 'bn': {
         const { mean, variance } = trace[i];
         if (!mean || !variance) throw new Error(`backward: ${key} was not run in training mode`);
-        const { dOffset, dScale, dx } = batchNormGrads(tf, fused, g, x, mean, variance, p[`${key}/scale`], needDx);
+        const { dOffset, dScale, dx } = yield* batchNormGrads(
+          tf,
+          key,
+          want.syncBn === true,
+          fused,
+          g,
+          x,
+          mean,
+          variance,
+          p[`${key}/scale`],
+          needDx,
+        );
         if (want.params) {
           grads.set(`${key}/offset`, dOffset as Tensor1D);
           grads.set(`${key}/scale`, dScale as Tensor1D);

@@ -5,6 +5,7 @@ import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs';
 import type { TF } from './backend.ts';
 import { BN_EPSILON, type Layer, type Net } from '../protocol/model/architecture.ts';
 import { fusedKernelsRun, LEAKY_RELU, MOMENTS, runFused } from './kernels/fused-kernels.ts';
+import type { BnBarrierResult } from '../protocol/wire/bn-sync.ts';
 
 export type ParamTensors = Record<string, Tensor>;
 
@@ -24,6 +25,32 @@ export interface ForwardOptions {
   stats?: Map<string, BatchStats>;
   /** When given, every layer's input and output (and a BatchNorm's batch statistics) in order, for backprop.ts. */
   trace?: LayerTrace[];
+  /**
+   * `--batchnorm sync`: each BatchNorm layer yields its shard's moments (a BnBarrierAsk) and
+   * normalises with the global batch's that the driver resumes it with (forwardSteps only).
+   */
+  syncBn?: boolean;
+}
+
+/** What a synced BatchNorm layer asks its barrier: this shard's part, as tensors the driver reads. */
+export interface BnBarrierAsk {
+  key: string;
+  kind: 'moments' | 'gradSums';
+  /** Elements per channel: rows x H x W. */
+  count: number;
+  /** moments: the shard's mean and biased variance; gradSums: sum of dy and of dy*xhat. */
+  a: Tensor;
+  b: Tensor;
+}
+
+/** A pass that may stop at BatchNorm barriers: resumed with each barrier's global result. */
+export type BnSteps<T> = Generator<BnBarrierAsk, T, BnBarrierResult>;
+
+/** Runs a pass that must not reach a barrier (every pass outside `--batchnorm sync`). */
+export function drain<T>(steps: BnSteps<T>): T {
+  const r = steps.next();
+  if (!r.done) throw new Error(`a BatchNorm barrier (${r.value.key}) was reached with no driver`);
+  return r.value;
 }
 
 /** What one layer saw and made in a forward pass: all backprop.ts needs to run it backwards. */
@@ -42,7 +69,7 @@ export interface LayerTrace {
 const fusedHere = (tf: TF, opts: ForwardOptions, x: Tensor) =>
   opts.trace !== undefined && x.shape.at(-1)! % 4 === 0 && fusedKernelsRun(tf);
 
-function batchNorm(
+function* batchNorm(
   tf: TF,
   x: Tensor4D,
   net: Net,
@@ -50,7 +77,7 @@ function batchNorm(
   p: ParamTensors,
   opts: ForwardOptions,
   seen?: Partial<LayerTrace>,
-): Tensor4D {
+): BnSteps<Tensor4D> {
   const key = `${net}/${l.name}`;
   const offset = p[`${key}/offset`] as Tensor1D;
   const scale = p[`${key}/scale`] as Tensor1D;
@@ -63,12 +90,20 @@ function batchNorm(
   let variance: Tensor;
   if (fusedHere(tf, opts, x)) [mean, variance] = runFused<Tensor[]>(tf, MOMENTS, { x });
   else ({ mean, variance } = tf.moments(x, [0, 1, 2]));
+  const count = x.shape[0] * x.shape[1] * x.shape[2];
+  // The running statistics pool each shard's own sums either way; only the normalisation is global.
+  const local = { mean, variance };
+  if (opts.syncBn) {
+    const global = yield { key, kind: 'moments', count, a: mean, b: variance };
+    mean = tf.tensor1d(global.a);
+    variance = tf.tensor1d(global.b);
+  }
   if (seen) Object.assign(seen, { mean, variance });
   if (opts.stats) {
     opts.stats.set(key, {
-      mean: tf.keep(mean as Tensor1D),
-      variance: tf.keep(variance as Tensor1D),
-      count: x.shape[0] * x.shape[1] * x.shape[2],
+      mean: tf.keep(local.mean as Tensor1D),
+      variance: tf.keep(local.variance as Tensor1D),
+      count,
     });
   }
   return tf.batchNorm4d(x, mean as Tensor1D, variance as Tensor1D, offset, scale, BN_EPSILON);
@@ -83,6 +118,18 @@ export function forward(
   input: Tensor,
   opts: ForwardOptions,
 ): Tensor {
+  return drain(forwardSteps(tf, net, layers, p, input, opts));
+}
+
+/** forward as a pass that stops at each BatchNorm barrier when `opts.syncBn`. */
+export function* forwardSteps(
+  tf: TF,
+  net: Net,
+  layers: Layer[],
+  p: ParamTensors,
+  input: Tensor,
+  opts: ForwardOptions,
+): BnSteps<Tensor> {
   let x: Tensor = input;
   const n = input.shape[0];
   for (const l of layers) {
@@ -114,7 +161,7 @@ export function forward(
         x = tf.add(tf.conv2d(x as Tensor4D, p[`${key}/w`] as Tensor4D, l.stride, l.pad), p[`${key}/b`]);
         break;
       case 'bn':
-        x = batchNorm(tf, x as Tensor4D, net, l, p, opts, seen);
+        x = yield* batchNorm(tf, x as Tensor4D, net, l, p, opts, seen);
         break;
       case 'relu':
         x = tf.relu(x);

@@ -4,12 +4,14 @@
 import type { ModelConfig } from '../protocol/config.ts';
 import { parameterTable, sizeOf, type NamedArrays } from '../protocol/model/architecture.ts';
 import { bnLayers, type BnSumsByLayer } from '../protocol/wire/bn-sums.ts';
-import type { Shard, ShardResult } from './trainer.ts';
+import { syncBarrierPlan } from '../protocol/wire/bn-sync.ts';
+import type { BnBarrier, Shard, ShardResult } from './trainer.ts';
 
 /** The part of Trainer a worker session uses; a simulated worker provides the same. */
 export interface Compute {
   setWeights(named: Record<string, Float32Array>): void;
-  step(shard: Shard): ShardResult | Promise<ShardResult>;
+  /** With a `barrier` (`--batchnorm sync`), each BatchNorm layer waits on it (bn-barrier.ts). */
+  step(shard: Shard, masks?: undefined, barrier?: BnBarrier): ShardResult | Promise<ShardResult>;
   generate(z: Float32Array, count: number): Float32Array | Promise<Float32Array>;
   dispose(): void;
   readonly cfg: ModelConfig;
@@ -19,15 +21,31 @@ export interface Compute {
 export function simulatedCompute(cfg: ModelConfig, delayMs: number, nonFinite = false): Compute {
   const learnables = parameterTable(cfg).filter((s) => s.role === 'learnable');
   const layers = bnLayers(cfg);
+  const plan = syncBarrierPlan(layers);
   const grads: NamedArrays = {};
   for (const s of learnables) grads[s.name] = new Float32Array(sizeOf(s.shape));
   if (nonFinite) grads[learnables[0].name][0] = NaN;
   return {
     cfg,
     setWeights: () => {},
-    step: async (shard) => {
+    step: async (shard, _masks, barrier) => {
       const t0 = performance.now();
-      await new Promise((r) => setTimeout(r, delayMs));
+      const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+      if (barrier) {
+        // The delay spread over the step's barriers, each joined with a unit normal's part.
+        for (const [index, b] of plan.entries()) {
+          await sleep(delayMs / (plan.length + 1));
+          const count = (layers.find((l) => l.key === b.key)?.perImage ?? 1) * shard.n;
+          const zeros = new Float32Array(b.channels);
+          await barrier(
+            { index, key: b.key },
+            b.kind === 'moments'
+              ? { kind: 'moments', count, mean: zeros, m2: new Float32Array(b.channels).fill(count) }
+              : { kind: 'gradSums', count, sumDy: zeros, sumDyXhat: zeros },
+          );
+        }
+        await sleep(delayMs / (plan.length + 1));
+      } else await sleep(delayMs);
       const sums: BnSumsByLayer = {};
       for (const l of layers) {
         const count = l.perImage * shard.n;

@@ -18,9 +18,23 @@ import {
   type ParamSpec,
 } from '../protocol/model/architecture.ts';
 import { lossD, lossG, scores } from './loss.ts';
-import { backward } from './backprop.ts';
 import { heapFloats } from './kernels/gemm.ts';
-import { forward, imagesToInput, type BatchStats, type LayerTrace, type ParamTensors } from './model.ts';
+import {
+  drain,
+  forward,
+  forwardSteps,
+  imagesToInput,
+  type BatchStats,
+  type BnBarrierAsk,
+  type BnSteps,
+  type LayerTrace,
+  type ParamTensors,
+} from './model.ts';
+import { backwardSteps } from './backprop.ts';
+import { combineBnParts } from '../protocol/wire/bn-sync.ts';
+import { barrierPartOf, readBarrierPart, type BnBarrier } from './bn-barrier.ts';
+
+export type { BnBarrier, BnBarrierAt } from './bn-barrier.ts';
 import { bnSumsFromMoments, type BnSumsByLayer } from '../protocol/wire/bn-sums.ts';
 
 /** One shard of a mini-batch: `n` contiguous rows starting at global row `rowStart`. */
@@ -48,6 +62,22 @@ export interface ShardResult {
   scoreD: number;
   computeMs: number;
 }
+
+/** What one step carries out of its tensor work: the results are read after it. */
+interface StepContext {
+  stats: Map<string, BatchStats>;
+  grads: NamedArrays;
+  later: Map<string, Tensor>;
+  out?: Tensor;
+  t0: number;
+}
+
+const newStepContext = (): StepContext => ({
+  stats: new Map(),
+  grads: {},
+  later: new Map(),
+  t0: performance.now(),
+});
 
 /** Dropout passes: D sees real images in pass 0 and generated ones in pass 1. */
 export const PASS_REAL = 0;
@@ -150,11 +180,12 @@ export class Trainer {
    * learnables, and lossD into D's learnables with the generated images held fixed. One forward
    * pass of G and of D on each image set; backprop.ts then runs D backwards twice over the same
    * generated-image pass (lossG's input gradient, lossD's parameter gradient) instead of
-   * recomputing it, as two tfjs tapes would.
+   * recomputing it, as two tfjs tapes would. With a `barrier` (`--batchnorm sync`) every
+   * BatchNorm layer waits on it for the global batch's statistics and gradient sums.
    */
-  async step(shard: Shard, masks?: { real: Tensor; gen: Tensor }): Promise<ShardResult> {
+  async step(shard: Shard, masks?: { real: Tensor; gen: Tensor }, barrier?: BnBarrier): Promise<ShardResult> {
     this.checkFits(shard.n);
-    const result = await this.runStep(shard, masks);
+    const result = await this.runStep(shard, masks, barrier);
     this.checkDevice();
     return result;
   }
@@ -192,62 +223,143 @@ export class Trainer {
       );
   }
 
-  private async runStep(shard: Shard, masks?: { real: Tensor; gen: Tensor }): Promise<ShardResult> {
+  private async runStep(
+    shard: Shard,
+    masks?: { real: Tensor; gen: Tensor },
+    barrier?: BnBarrier,
+  ): Promise<ShardResult> {
     const tf = this.tf;
-    const t0 = performance.now();
-    const { params } = this;
-    const stats = new Map<string, BatchStats>();
-    // Results leave the tidy through this closure, not its return value: tidy walks whatever it
-    // returns looking for tensors, element by element through a 9.45 M-float gradient.
-    const grads: NamedArrays = {};
-    const later = new Map<string, Tensor>();
-    const out = tf.tidy(() => {
-      const s = this.cfg.imageSize;
-      const z = tf.tensor2d(shard.z, [shard.n, this.cfg.latent]);
-      const real = imagesToInput(tf, shard.images, shard.n, s);
-      const flip = tf.tensor1d(shard.flip, 'float32');
-      const maskReal = masks?.real ?? this.dropout(shard, PASS_REAL);
-      const maskGen = masks?.gen ?? this.dropout(shard, PASS_GEN);
+    const ctx = newStepContext();
+    if (!barrier) {
+      // Results leave the tidy through ctx, not its return value: tidy walks whatever it returns
+      // looking for tensors, element by element through a 9.45 M-float gradient.
+      tf.tidy(() => {
+        ctx.out = drain(this.stepBody(shard, masks, false, ctx));
+      });
+      return this.collect(shard, ctx);
+    }
+    // Synced: the step awaits each barrier, so a scope stands in for the tidy. A worker runs one
+    // step at a time, so nothing else allocates tensors inside it.
+    const engine = tf.engine();
+    engine.startScope();
+    try {
+      const steps = this.stepBody(shard, masks, true, ctx);
+      let r = steps.next();
+      for (let index = 0; !r.done; index++) {
+        const part = await readBarrierPart(r.value);
+        r = steps.next(await barrier({ index, key: r.value.key }, part));
+      }
+      ctx.out = r.value;
+    } catch (err) {
+      tf.dispose([...ctx.later.values(), ...[...ctx.stats.values()].flatMap((st) => [st.mean, st.variance])]);
+      throw err;
+    } finally {
+      engine.endScope(ctx.out);
+    }
+    return this.collect(shard, ctx);
+  }
 
-      // Training mode throughout: batch statistics (G's and D's real pass are recorded), dropout.
-      const traceG: LayerTrace[] = [];
-      const traceReal: LayerTrace[] = [];
-      const traceGen: LayerTrace[] = [];
-      const generated = forward(tf, 'G', this.gLayers, params, z, { training: true, stats, trace: traceG });
-      const logitsReal = forward(tf, 'D', this.dLayers, params, real, {
-        training: true,
-        dropoutMask: maskReal,
-        stats,
-        trace: traceReal,
-      }) as Tensor1D;
-      const logitsGen = forward(tf, 'D', this.dLayers, params, generated, {
-        training: true,
-        dropoutMask: maskGen,
-        trace: traceGen,
-      }) as Tensor1D;
-
-      // The losses' gradients w.r.t. the logits: small tapes over loss.ts, the one statement of the loss.
-      const g = tf.valueAndGrads((lg: Tensor) => lossG(tf, lg as Tensor1D))([logitsGen]);
-      const d = tf.valueAndGrads((lr: Tensor, lg: Tensor) => lossD(tf, lr as Tensor1D, lg as Tensor1D, flip))([
-        logitsReal,
-        logitsGen,
-      ]);
-
-      // lossD into D: both image sets' passes, parameter gradients only, summed.
-      const dReal = backward(tf, 'D', params, traceReal, d.grads[0], { params: true, input: false }).grads;
-      const dGen = backward(tf, 'D', params, traceGen, d.grads[1], { params: true, input: false }).grads;
-      for (const spec of this.dLearn)
-        this.readGradient(spec.name, tf.add(dReal.get(spec.name)!, dGen.get(spec.name)!), grads, later);
-      // lossG through D (its input gradient only) and on into G's learnables.
-      const dImages = backward(tf, 'D', params, traceGen, g.grads[0], { params: false, input: true }).dx!;
-      const gGrads = backward(tf, 'G', params, traceG, dImages, { params: true, input: false }).grads;
-      for (const spec of this.gLearn) this.readGradient(spec.name, gGrads.get(spec.name)!, grads, later);
-
-      const sc = scores(tf, logitsReal, logitsGen);
-      // The four scalars in one tensor: one read.
-      return tf.keep(tf.stack([g.value, d.value, sc.scoreG, sc.scoreD]));
+  /**
+   * `--batchnorm sync` over several shards in this one process, in lockstep, each barrier combined
+   * in shard order as the coordinator does: the oracle of the synced step. Reads synchronously
+   * (not on WebGPU); results own their arrays.
+   */
+  async stepShardsSynced(shards: Shard[]): Promise<ShardResult[]> {
+    if (this.gradBuffers) throw new Error('stepShardsSynced: not with reuseGradientBuffers');
+    const ctxs = shards.map(() => newStepContext());
+    this.tf.tidy(() => {
+      const runs = shards.map((shard, i) => this.stepBody(shard, undefined, true, ctxs[i]));
+      let rs = runs.map((r) => r.next());
+      while (rs.some((r) => !r.done)) {
+        if (!rs.every((r) => !r.done)) throw new Error('stepShardsSynced: shards reached different barriers');
+        const parts = rs.map((r) => barrierPartOf(r.value as BnBarrierAsk, (t) => t.dataSync() as Float32Array));
+        const global = combineBnParts(parts);
+        rs = runs.map((r) => r.next(global));
+      }
+      rs.forEach((r, i) => {
+        ctxs[i].out = r.value as Tensor;
+      });
     });
-    // Reads after the tidy, all in flight at once; kept tensors are disposed whatever happens.
+    const results: ShardResult[] = [];
+    for (let i = 0; i < shards.length; i++) results.push(await this.collect(shards[i], ctxs[i]));
+    return results;
+  }
+
+  /** The step's tensor work, stopping at each BatchNorm barrier when `sync`. */
+  private *stepBody(
+    shard: Shard,
+    masks: { real: Tensor; gen: Tensor } | undefined,
+    sync: boolean,
+    ctx: StepContext,
+  ): BnSteps<Tensor> {
+    const tf = this.tf;
+    const { params } = this;
+    const { stats, grads, later } = ctx;
+    const s = this.cfg.imageSize;
+    const z = tf.tensor2d(shard.z, [shard.n, this.cfg.latent]);
+    const real = imagesToInput(tf, shard.images, shard.n, s);
+    const flip = tf.tensor1d(shard.flip, 'float32');
+    const maskReal = masks?.real ?? this.dropout(shard, PASS_REAL);
+    const maskGen = masks?.gen ?? this.dropout(shard, PASS_GEN);
+
+    // Training mode throughout: batch statistics (G's and D's real pass are recorded), dropout.
+    const traceG: LayerTrace[] = [];
+    const traceReal: LayerTrace[] = [];
+    const traceGen: LayerTrace[] = [];
+    const syncBn = sync;
+    const generated = yield* forwardSteps(tf, 'G', this.gLayers, params, z, {
+      training: true,
+      stats,
+      trace: traceG,
+      syncBn,
+    });
+    const logitsReal = (yield* forwardSteps(tf, 'D', this.dLayers, params, real, {
+      training: true,
+      dropoutMask: maskReal,
+      stats,
+      trace: traceReal,
+      syncBn,
+    })) as Tensor1D;
+    const logitsGen = (yield* forwardSteps(tf, 'D', this.dLayers, params, generated, {
+      training: true,
+      dropoutMask: maskGen,
+      trace: traceGen,
+      syncBn,
+    })) as Tensor1D;
+
+    // The losses' gradients w.r.t. the logits: small tapes over loss.ts, the one statement of the loss.
+    const g = tf.valueAndGrads((lg: Tensor) => lossG(tf, lg as Tensor1D))([logitsGen]);
+    const d = tf.valueAndGrads((lr: Tensor, lg: Tensor) => lossD(tf, lr as Tensor1D, lg as Tensor1D, flip))([
+      logitsReal,
+      logitsGen,
+    ]);
+
+    // lossD into D: both image sets' passes, parameter gradients only, summed.
+    const dReal = (yield* backwardSteps(tf, 'D', params, traceReal, d.grads[0], { params: true, input: false, syncBn }))
+      .grads;
+    const dGen = (yield* backwardSteps(tf, 'D', params, traceGen, d.grads[1], { params: true, input: false, syncBn }))
+      .grads;
+    for (const spec of this.dLearn)
+      this.readGradient(spec.name, tf.add(dReal.get(spec.name)!, dGen.get(spec.name)!), grads, later);
+    // lossG through D (its input gradient only) and on into G's learnables.
+    const dImages = (yield* backwardSteps(tf, 'D', params, traceGen, g.grads[0], {
+      params: false,
+      input: true,
+      syncBn,
+    })).dx!;
+    const gGrads = (yield* backwardSteps(tf, 'G', params, traceG, dImages, { params: true, input: false, syncBn }))
+      .grads;
+    for (const spec of this.gLearn) this.readGradient(spec.name, gGrads.get(spec.name)!, grads, later);
+
+    const sc = scores(tf, logitsReal, logitsGen);
+    // The four scalars in one tensor: one read.
+    return tf.keep(tf.stack([g.value, d.value, sc.scoreG, sc.scoreD]));
+  }
+
+  /** Reads a step's results after its tidy, all in flight at once; kept tensors are disposed whatever happens. */
+  private async collect(shard: Shard, ctx: StepContext): Promise<ShardResult> {
+    const { grads, later, stats } = ctx;
+    const out = ctx.out!;
     const statList = [...stats];
     try {
       const [scalars, gradValues, statValues] = await Promise.all([
@@ -271,10 +383,10 @@ export class Trainer {
         scoreD,
         grads,
         bn,
-        computeMs: performance.now() - t0,
+        computeMs: performance.now() - ctx.t0,
       };
     } finally {
-      tf.dispose([out, ...later.values(), ...statList.flatMap(([, st]) => [st.mean, st.variance])]);
+      this.tf.dispose([out, ...later.values(), ...statList.flatMap(([, st]) => [st.mean, st.variance])]);
     }
   }
 

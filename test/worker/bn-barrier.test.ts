@@ -1,0 +1,233 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initialParams, layersOf, parameterTable, type NamedArrays } from '../../protocol/model/architecture.ts';
+import { loadBackend, type TF } from '../../worker/backend.ts';
+import { Trainer, type BnBarrierAt, type Shard, type ShardResult } from '../../worker/trainer.ts';
+import { combineBnParts, syncBarrierPlan } from '../../protocol/wire/bn-sync.ts';
+import { bnLayers } from '../../protocol/wire/bn-sums.ts';
+import { simulatedCompute } from '../../worker/simulated.ts';
+import { adamStep, ADAM_EPSILON } from '../../coordinator/optimizer/adam.ts';
+import { poolBatchStats, updateRunningStats } from '../../coordinator/optimizer/reduce.ts';
+import { defaults } from '../../protocol/config.ts';
+import { randomShard, tinyModel } from '../support/fixtures.ts';
+
+// `--batchnorm sync` at the trainer: N shards of one batch, each BatchNorm barrier combined in
+// shard order (Trainer.stepShardsSynced, as the coordinator combines), against one process on
+// the whole batch. The tiny preset's batch of 16, split as 1, 2 and 3 workers split it.
+const backend = (process.env.TEST_BACKEND ?? 'wasm') as 'wasm' | 'cpu';
+const BATCH = 16;
+
+let tf: TF;
+let trainer: Trainer;
+const weights: NamedArrays = initialParams(parameterTable(tinyModel), 11);
+const whole = randomShard(tinyModel, BATCH, 7, 3);
+
+/** `batch` split into contiguous shards of these sizes, as the coordinator splits it. */
+function split(sizes: number[], batch: Shard = whole): Shard[] {
+  const s = tinyModel.imageSize;
+  let start = 0;
+  return sizes.map((n) => {
+    const shard: Shard = {
+      iteration: batch.iteration,
+      rowStart: start,
+      n,
+      images: batch.images.slice(start * s * s * 3, (start + n) * s * s * 3),
+      z: batch.z.slice(start * tinyModel.latent, (start + n) * tinyModel.latent),
+      flip: batch.flip.slice(start, start + n),
+    };
+    start += n;
+    return shard;
+  });
+}
+
+/** The coordinator's mean: each shard's gradients weighted by n / sum(n), in float64. */
+function averaged(results: ShardResult[]): Record<string, Float64Array> {
+  const total = results.reduce((a, r) => a + r.n, 0);
+  const out: Record<string, Float64Array> = {};
+  for (const r of results)
+    for (const [name, g] of Object.entries(r.grads)) {
+      out[name] ??= new Float64Array(g.length);
+      const acc = out[name];
+      for (let i = 0; i < g.length; i++) acc[i] += (g[i] * r.n) / total;
+    }
+  return out;
+}
+
+/** Biases that feed a BatchNorm: their gradient is zero in theory, rounding noise in practice. */
+const beforeBn = new Set(
+  (['G', 'D'] as const).flatMap((net) => {
+    const layers = layersOf(net, tinyModel);
+    return layers.flatMap((l, i) => (layers[i + 1]?.kind === 'bn' ? [`${net}/${l.name}/b`] : []));
+  }),
+);
+
+/** Per tensor: |a - b|_inf / |b|_inf, except biases before a BatchNorm: the absolute |a - b|_inf. */
+function errors(a: Record<string, Float64Array>, b: Record<string, Float64Array>) {
+  let relative = 0;
+  let absoluteBeforeBn = 0;
+  for (const [name, ref] of Object.entries(b)) {
+    let diff = 0;
+    let scale = 0;
+    for (let i = 0; i < ref.length; i++) {
+      diff = Math.max(diff, Math.abs(a[name][i] - ref[i]));
+      scale = Math.max(scale, Math.abs(ref[i]));
+    }
+    if (beforeBn.has(name)) absoluteBeforeBn = Math.max(absoluteBeforeBn, diff);
+    else relative = Math.max(relative, diff / scale);
+  }
+  return { relative, absoluteBeforeBn };
+}
+
+beforeAll(async () => {
+  ({ tf } = await loadBackend(backend));
+  trainer = new Trainer(tf, tinyModel, 5);
+  trainer.setWeights(weights);
+});
+afterAll(() => trainer?.dispose());
+
+describe(`synced BatchNorm on ${backend}`, () => {
+  let reference: Record<string, Float64Array>;
+  beforeAll(async () => {
+    reference = averaged([await trainer.step(whole)]);
+  });
+
+  for (const sizes of [[16], [8, 8], [6, 5, 5]]) {
+    it(`gives one process's gradients on the whole batch with shards ${sizes.join('+')}`, async () => {
+      const err = errors(averaged(await trainer.stepShardsSynced(split(sizes))), reference);
+      console.log(
+        `sync ${sizes.join('+')}: max relative error ${err.relative.toExponential(2)}, biases before BN: max absolute ${err.absoluteBeforeBn.toExponential(2)}`,
+      );
+      expect(err.relative).toBeLessThanOrEqual(1e-5);
+      expect(err.absoluteBeforeBn).toBeLessThanOrEqual(1e-6);
+    });
+  }
+
+  it('differs from one process with per-shard statistics (--batchnorm shard) on 8+8', async () => {
+    const shards = split([8, 8]);
+    const results: ShardResult[] = [];
+    for (const s of shards) results.push(await trainer.step(s));
+    const err = errors(averaged(results), reference);
+    console.log(`shard 8+8: max relative error ${err.relative.toExponential(2)}`);
+    expect(err.relative).toBeGreaterThan(1e-2);
+  });
+
+  it("awaits each of the step's 14 barriers in order and, alone, gives the unsynced step", async () => {
+    const seen: (BnBarrierAt & { kind: string; channels: number })[] = [];
+    const r = await trainer.step(whole, undefined, async (at, part) => {
+      seen.push({ ...at, kind: part.kind, channels: part.kind === 'moments' ? part.mean.length : part.sumDy.length });
+      await new Promise((done) => setImmediate(done));
+      return combineBnParts([part]);
+    });
+    // Forward: G's 2, D's 2 on real, D's 2 on generated; backward: D real, D generated (lossD),
+    // D generated (lossG), G.
+    expect(seen.map((b) => b.index)).toEqual([...Array(14).keys()]);
+    expect(seen.map((b) => b.key).join(' ')).toBe(
+      'G/bn1 G/bn2 D/bn2 D/bn3 D/bn2 D/bn3 D/bn3 D/bn2 D/bn3 D/bn2 D/bn3 D/bn2 G/bn2 G/bn1',
+    );
+    expect(seen.map(({ index, ...b }) => b)).toEqual(syncBarrierPlan(bnLayers(tinyModel)));
+    const err = errors(averaged([r]), reference);
+    expect(err.relative).toBeLessThanOrEqual(1e-5);
+  });
+
+  it('has simulated compute join the same barriers, in the same order', async () => {
+    const seen: string[] = [];
+    await simulatedCompute(tinyModel, 1).step(whole, undefined, async (at, part) => {
+      seen.push(`${at.index} ${at.key} ${part.kind}`);
+      return combineBnParts([part]);
+    });
+    expect(seen).toEqual(syncBarrierPlan(bnLayers(tinyModel)).map((b, i) => `${i} ${b.key} ${b.kind}`));
+  });
+
+  it('leaks no tensor over synced steps, in lockstep or awaiting a barrier', async () => {
+    const alone = async (_at: BnBarrierAt, part: Parameters<typeof combineBnParts>[0][number]) =>
+      combineBnParts([part]);
+    await trainer.step(whole, undefined, alone);
+    await trainer.stepShardsSynced(split([8, 8]));
+    const before = tf.memory().numTensors;
+    for (let i = 0; i < 2; i++) {
+      await trainer.stepShardsSynced(split([6, 5, 5]));
+      await trainer.step(whole, undefined, alone);
+    }
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  describe('over 10 iterations with Adam and the running statistics, as the coordinator applies them', () => {
+    const ITERATIONS = 10;
+    const hyper = { lr: defaults.lr, beta1: defaults.beta1, beta2: defaults.beta2, epsilon: ADAM_EPSILON };
+    // Biases that feed a BatchNorm, and the running means of the BatchNorm after them: their
+    // gradient is rounding noise that Adam turns into steps of about lr, so they may part by up to
+    // 2 lr an iteration. Every other value within 1e-4 of the network's largest weight.
+    const LOOSE = 2 * hyper.lr * ITERATIONS;
+    const loose = (name: string) => beforeBn.has(name) || name.endsWith('/mean');
+
+    async function train(run: (batch: Shard) => Promise<ShardResult[]>): Promise<NamedArrays> {
+      const params: NamedArrays = {};
+      const m: NamedArrays = {};
+      const v: NamedArrays = {};
+      for (const [k, a] of Object.entries(weights)) params[k] = a.slice();
+      for (let t = 1; t <= ITERATIONS; t++) {
+        trainer.setWeights(params);
+        const results = await run(randomShard(tinyModel, BATCH, 100 + t, t));
+        for (const [name, g] of Object.entries(averaged(results))) {
+          m[name] ??= new Float32Array(g.length);
+          v[name] ??= new Float32Array(g.length);
+          adamStep(params[name], Float32Array.from(g), m[name], v[name], t, hyper);
+        }
+        updateRunningStats(params, poolBatchStats(results.map((r) => r.bn)));
+      }
+      trainer.setWeights(weights);
+      return params;
+    }
+
+    /** Per network: max |a - b| / max |b| over the strict values; max |a - b| over the loose ones. */
+    function weightErrors(a: NamedArrays, b: NamedArrays) {
+      const out = { strict: 0, loose: 0 };
+      for (const net of ['G', 'D']) {
+        let largest = 0;
+        let strict = 0;
+        for (const [name, ref] of Object.entries(b)) {
+          if (!name.startsWith(`${net}/`)) continue;
+          for (let i = 0; i < ref.length; i++) {
+            const d = Math.abs(a[name][i] - ref[i]);
+            largest = Math.max(largest, Math.abs(ref[i]));
+            if (loose(name)) out.loose = Math.max(out.loose, d);
+            else strict = Math.max(strict, d);
+          }
+        }
+        out.strict = Math.max(out.strict, strict / largest);
+      }
+      return out;
+    }
+
+    let single: NamedArrays;
+    beforeAll(async () => {
+      single = await train(async (batch) => [await trainer.step(batch)]);
+    });
+
+    for (const sizes of [
+      [8, 8],
+      [6, 5, 5],
+    ]) {
+      it(`ends on one process's weights with synced shards ${sizes.join('+')}`, async () => {
+        const err = weightErrors(await train((batch) => trainer.stepShardsSynced(split(sizes, batch))), single);
+        console.log(
+          `sync ${sizes.join('+')}, ${ITERATIONS} iterations: weights ${err.strict.toExponential(2)} of the largest, biases before BN and BN running means ${err.loose.toExponential(2)} (bound ${LOOSE})`,
+        );
+        expect(err.strict).toBeLessThanOrEqual(1e-4);
+        expect(err.loose).toBeLessThanOrEqual(LOOSE);
+      });
+    }
+
+    it('parts from them with per-shard statistics (--batchnorm shard) on 8+8', async () => {
+      const err = weightErrors(
+        await train(async (batch) => {
+          const out: ShardResult[] = [];
+          for (const s of split([8, 8], batch)) out.push(await trainer.step(s));
+          return out;
+        }),
+        single,
+      );
+      console.log(`shard 8+8, ${ITERATIONS} iterations: weights ${err.strict.toExponential(2)} of the largest`);
+      expect(err.strict).toBeGreaterThan(1e-3);
+    });
+  });
+});
