@@ -30,11 +30,18 @@ async function coordinator(opts: Parameters<typeof startCoordinator>[1], config 
 }
 
 /** A worker that completes the handshake with `token`, then sends what the test says; resolves once joined. */
-async function rawWorker(endpoint: string, token: string) {
+async function rawWorker(endpoint: string, token: string, capacity?: number) {
   const ws = new WebSocket(`ws://${endpoint}`, { perMessageDeflate: false });
   const closed = new Promise<void>((resolve) => ws.on('close', () => resolve()));
   ws.on('error', () => {});
-  const hs = createClientHandshake({ token, role: 'worker', ganDistVersion: 'test', backend: 'none', device: 'test' });
+  const hs = createClientHandshake({
+    token,
+    role: 'worker',
+    ganDistVersion: 'test',
+    backend: 'none',
+    device: 'test',
+    capacity,
+  });
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => ws.send(encodeMessage(hs.start().send!)));
     ws.on('message', (d) => {
@@ -67,6 +74,24 @@ describe('run roles on a live coordinator', () => {
     await waitFor(() => leftReason(h) !== undefined, 'the worker to be dropped', 10_000);
     expect(leftReason(h)).toMatch(/unexpected 'stop' from a worker/);
     expect(h.events.some((e) => e.event === 'stop-requested')).toBe(false);
+  });
+
+  it("logs a node's report of its local workers, and drops a single worker that sends one", async () => {
+    const tokens = newRoleTokens();
+    const h = await coordinator({ minWorkers: 3, tokens });
+    const report: Message = {
+      type: 'nodeWorkers',
+      workers: [{ rank: 0, device: 'CPU', backend: 'wasm', state: 'joined', imagesPerSec: 10 }],
+    };
+    const node = await rawWorker(h.endpoint, tokens.worker, 2);
+    node.send(report);
+    await waitFor(() => h.events.some((e) => e.event === 'node-workers'), 'the report to be logged', 10_000);
+    expect(h.events.find((e) => e.event === 'node-workers')?.fields).toMatchObject({ workers: report.workers });
+    const single = await rawWorker(h.endpoint, tokens.worker);
+    single.send(report);
+    await single.closed;
+    await waitFor(() => leftReason(h) !== undefined, 'the single worker to be dropped', 10_000);
+    expect(leftReason(h)).toMatch(/sent 'nodeWorkers' but joined as a single worker/);
   });
 
   it('disconnects a worker that keeps sending stale results and samples nobody asked for', async () => {
