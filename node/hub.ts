@@ -18,7 +18,8 @@ import {
   type Message,
   type WelcomeMessage,
 } from '../protocol/wire/protocol.ts';
-import { decideTransport, ShmRegion, type TransportChoice } from '../protocol/wire/shm.ts';
+import type { ShmRegion, TransportChoice } from '../protocol/wire/shm.ts';
+import { openLocalTransport } from '../coordinator/local-transport.ts';
 import { Dispatcher, RoundAbandoned, type ShardTask } from '../coordinator/dispatcher.ts';
 import { Generation } from '../coordinator/generation.ts';
 import { cutShards, gradientsProblem } from '../coordinator/iteration.ts';
@@ -97,21 +98,14 @@ export class NodeHub implements Compute {
     const total = this.specs.reduce((n, s) => n + sizeOf(s.shape), 0);
     // A local worker's frames are the coordinator's to this node: the same limits.
     this.limits = frameLimitFor(total, cfg.batchSize, cfg.imageSize, { latent: cfg.latent });
-    const frameBytes = 4 * total + 65536;
-    const decision = decideTransport({
-      transport: opts.transport ?? 'auto',
-      localWorkers: opts.plan.length,
-      weightsBytes: frameBytes,
-      gradientsBytes: frameBytes,
-      root: opts.shmRoot,
-    });
-    if (decision.use) this.shm = ShmRegion.create(opts.shmRoot).region;
+    this.shm = openLocalTransport(
+      cfg,
+      { transport: opts.transport ?? 'auto', localWorkers: opts.plan.length, root: opts.shmRoot },
+      opts.log,
+      'node-transport',
+    ).region;
     const event = (name: string, fields: Record<string, unknown>, level?: 'info' | 'warn' | 'error') =>
       logEvent(opts.log, name, fields, level);
-    event(
-      'node-transport',
-      decision.use ? { local: 'shm', region: this.shm?.dir } : { local: 'socket', reason: decision.reason },
-    );
     this.links = new WorkerLinks({ specs: this.specs, shm: this.shm, event });
     this.dispatcher = new Dispatcher({
       weights: (slot) =>

@@ -6,10 +6,11 @@ import { evalEventFields, prepareRunEvaluation, type RunEvaluation } from '../..
 import type { IteratorState } from '../../data/batches.ts';
 import { openDataset } from '../../data/index.ts';
 import { modelConfigOf, type TrainConfig } from '../../protocol/config.ts';
-import { parameterTable, sizeOf } from '../../protocol/model/architecture.ts';
+import { parameterTable } from '../../protocol/model/architecture.ts';
 import { ADAM_FORM, type AdamForm, loadLatestCheckpoint } from '../../protocol/run/checkpoint.ts';
 import { createRunDir, openRunDirForResume, writeRunConfig, type RunDir } from '../../protocol/run/run-dir.ts';
-import { decideTransport, removeStaleRegions, ShmRegion } from '../../protocol/wire/shm.ts';
+import type { ShmRegion } from '../../protocol/wire/shm.ts';
+import { openLocalTransport } from '../local-transport.ts';
 import { parseWireDtype, type WireDtype } from '../../protocol/wire/wire-dtype.ts';
 import type { RunSnapshot } from '../options.ts';
 import { logEvent, type RunLogger } from '../logger.ts';
@@ -144,32 +145,12 @@ export function chooseTransport(
   log: RunLogger,
   print: (line: string) => void,
 ): ShmRegion | undefined {
-  const frameBytes = 4 * parameterTable(modelConfigOf(config)).reduce((n, s) => n + sizeOf(s.shape), 0) + 65536;
-  const transport = opts.transport ?? 'auto';
-  const decision = decideTransport({
-    transport,
-    localWorkers,
-    weightsBytes: frameBytes,
-    gradientsBytes: frameBytes,
-    root: opts.shmRoot,
-    free: opts.shmFreeBytes,
-  });
-  if (decision.use) {
-    const made = ShmRegion.create(opts.shmRoot);
-    if (made.removed.length > 0) logEvent(log, 'shm-stale-removed', { regions: made.removed }, 'warn');
-    logEvent(log, 'transport', {
-      local: 'shm',
-      region: made.region.dir,
-      needMB: Math.round(decision.needBytes / 2 ** 20),
-      freeMB: Math.round(decision.freeBytes / 2 ** 20),
-    });
-    return made.region;
-  }
-  // Regions of coordinators killed earlier are removed even by a run that does not use one.
-  const removed = removeStaleRegions(opts.shmRoot);
-  if (removed.length > 0) logEvent(log, 'shm-stale-removed', { regions: removed }, 'warn');
-  const forced = transport === 'shm' && localWorkers > 0;
-  logEvent(log, 'transport', { local: 'socket', reason: decision.reason }, forced ? 'warn' : 'info');
-  if (forced) print(`--transport shm: falling back to the socket: ${decision.reason}`);
-  return undefined;
+  const { region, decision, forced } = openLocalTransport(
+    modelConfigOf(config),
+    { transport: opts.transport ?? 'auto', localWorkers, root: opts.shmRoot, free: opts.shmFreeBytes },
+    log,
+    'transport',
+  );
+  if (forced && !decision.use) print(`--transport shm: falling back to the socket: ${decision.reason}`);
+  return region;
 }
