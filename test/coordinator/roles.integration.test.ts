@@ -92,6 +92,13 @@ describe('run roles on a live coordinator', () => {
     await single.closed;
     await waitFor(() => leftReason(h) !== undefined, 'the single worker to be dropped', 10_000);
     expect(leftReason(h)).toMatch(/sent 'nodeWorkers' but joined as a single worker/);
+    // A burst of reports: the first after a pause is logged, the rest are strikes, and past the bound the node goes.
+    for (let i = 0; i < 20; i++) node.send(report);
+    await node.closed;
+    const reasons = () => h.events.filter((e) => e.event === 'worker-left').map((e) => String(e.fields.reason));
+    await waitFor(() => reasons().length === 2, 'the node to be dropped', 10_000);
+    expect(reasons()[1]).toMatch(/stale or unsolicited frames .*node reports faster than two a second/);
+    expect(h.events.filter((e) => e.event === 'node-workers').length).toBeLessThanOrEqual(2);
   });
 
   it('disconnects a worker that keeps sending stale results and samples nobody asked for', async () => {
