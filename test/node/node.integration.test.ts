@@ -4,10 +4,11 @@
 
 import { afterEach, describe, expect, it } from 'vitest';
 import { resolveConfig, type TrainConfig } from '../../protocol/config.ts';
-import { layersOf, type NamedArrays } from '../../protocol/model/architecture.ts';
+import type { NamedArrays } from '../../protocol/model/architecture.ts';
 import { startCoordinator, type Harness } from '../support/harness.ts';
 import { killStartedClis, startCli, workerLines, type CliProcess } from '../support/cli.ts';
 import { waitFor } from '../support/wait.ts';
+import { bnFedNames, compareWeights, copyWeights } from '../support/numbers.ts';
 
 afterEach(killStartedClis);
 
@@ -40,7 +41,7 @@ async function run(
   config: TrainConfig,
   layout: 'flat' | 'node',
   disturb?: (h: Harness, node: CliProcess) => Promise<void>,
-): Promise<{ h: Harness; peers: CliProcess[] }> {
+): Promise<{ h: Harness; peers: CliProcess[]; params: NamedArrays }> {
   const h = await startCoordinator(config, { minWorkers: layout === 'flat' ? 2 : 1, balance: 'off' });
   const peers = layout === 'flat' ? [spawnWorker(h, []), spawnWorker(h, [])] : [spawnWorker(h, ['--workers', '2'])];
   const done = h.coordinator.run();
@@ -50,47 +51,9 @@ async function run(
   }
   await done;
   await Promise.all(peers.map((p) => p.exited));
+  const params = copyWeights(h.coordinator.params);
   await h.coordinator.dispose();
-  return { h, peers };
-}
-
-/**
- * The biases right before a BatchNorm, and that BatchNorm's running mean: the normalisation takes
- * the bias out again, so its gradient is zero up to rounding, and Adam turns that noise into steps
- * of about lr whatever its size. They are compared by an absolute bound instead.
- */
-function bnFedNames(config: TrainConfig): Set<string> {
-  const out = new Set<string>();
-  for (const net of ['G', 'D'] as const) {
-    const layers = layersOf(net, config);
-    layers.forEach((l, i) => {
-      const next = layers[i + 1];
-      if ((l.kind === 'conv' || l.kind === 'tconv') && next?.kind === 'bn') {
-        out.add(`${net}/${l.name}/b`);
-        out.add(`${net}/${next.name}/mean`);
-      }
-    });
-  }
-  return out;
-}
-
-/** Per network, the largest |difference| over its weights relative to its largest |weight|. */
-function compare(a: NamedArrays, b: NamedArrays, loose: Set<string>) {
-  const worst = { G: 0, D: 0, looseAbs: 0 };
-  const largest = { G: 0, D: 0 };
-  for (const [name, w] of Object.entries(a)) {
-    const net = name.startsWith('G/') ? 'G' : 'D';
-    for (let i = 0; i < w.length; i++) largest[net] = Math.max(largest[net], Math.abs(w[i]));
-  }
-  for (const [name, w] of Object.entries(a)) {
-    const net = name.startsWith('G/') ? 'G' : 'D';
-    const o = b[name];
-    let d = 0;
-    for (let i = 0; i < w.length; i++) d = Math.max(d, Math.abs(w[i] - o[i]));
-    if (loose.has(name)) worst.looseAbs = Math.max(worst.looseAbs, d);
-    else worst[net] = Math.max(worst[net], d / largest[net]);
-  }
-  return worst;
+  return { h, peers, params };
 }
 
 describe('a node of local workers', () => {
@@ -103,7 +66,7 @@ describe('a node of local workers', () => {
     // The node was one peer that took the whole batch; the flat run split it over two.
     expect(node.h.records.every((r) => r.shards.length === 1 && r.shards[0].rows === config.batchSize)).toBe(true);
     expect(flat.h.records.every((r) => r.shards.length === 2)).toBe(true);
-    const worst = compare(node.h.coordinator.params, flat.h.coordinator.params, bnFedNames(config));
+    const worst = compareWeights(node.params, flat.params, bnFedNames(config));
     console.log(`node of 2 vs 2 flat workers after 5 iterations: ${JSON.stringify(worst)}`);
     expect(worst.G).toBeLessThan(1e-5);
     expect(worst.D).toBeLessThan(1e-5);
@@ -155,7 +118,7 @@ describe('a node of local workers', () => {
     expect(exited?.signal).toBe('SIGKILL');
 
     const calm = await run(tiny({ iterations: n }), 'node');
-    const worst = compare(h.coordinator.params, calm.h.coordinator.params, new Set());
+    const worst = compareWeights(disturbed.params, calm.params, new Set());
     console.log(`node with a worker killed -9 vs undisturbed, ${n} iterations: ${JSON.stringify(worst)}`);
     // The dead worker's rows were recomputed by the other on the same weights: the same floats.
     expect(worst.G).toBe(0);
