@@ -6,7 +6,16 @@ import { randomUUID } from 'node:crypto';
 import { ADAM_EPSILON } from './optimizer/adam.ts';
 import { modelConfigOf } from '../protocol/config.ts';
 import { GanDistError } from '../protocol/errors.ts';
-import { Dispatcher, RoundAbandoned, type ShardAnswer, type ShardTask } from './dispatcher.ts';
+import {
+  Dispatcher,
+  RoundAbandoned,
+  RoundResplit,
+  type RoundSync,
+  type ShardAnswer,
+  type ShardTask,
+} from './dispatcher.ts';
+import { BnBarriers } from './bn-barriers.ts';
+import { syncBarrierPlan } from '../protocol/wire/bn-sync.ts';
 import { logEvent } from './logger.ts';
 import type { GradientsMessage, Message } from '../protocol/wire/protocol.ts';
 import { Optimizer } from './optimizer/optimizer.ts';
@@ -63,6 +72,8 @@ export class Coordinator {
   private readonly stopController = new AbortController();
   private readonly generation: Generation;
   private readonly bnLayers: BnLayer[];
+  /** --batchnorm sync: the barriers of one step (bn-sync.ts syncBarrierPlan). */
+  private readonly barrierCount: number;
   readonly maxIterations: number;
   endpoint?: string;
   private readonly iterationWatchers = new Set<(r: IterationRecord) => void>();
@@ -73,6 +84,7 @@ export class Coordinator {
     this.specs = parameterTable(model);
     this.learnables = this.specs.filter((s) => s.role === 'learnable');
     this.bnLayers = bnLayers(model);
+    this.barrierCount = syncBarrierPlan(this.bnLayers).length;
     const r = opts.resume;
     this.runId = r?.runId ?? randomUUID();
     // Weights and Adam's moments live in the optimizer's flat buffers (shared with its threads);
@@ -311,14 +323,9 @@ export class Coordinator {
         this.event('waiting-for-workers', { iteration: inputs.iteration }, 'warn');
         await this.dispatcher.waitForWorkers(1, this.stopController.signal);
       }
-      // At least min-workers shards, so that a lost worker's shard is recomputed whole by another
-      // and the split, hence the arithmetic, stays as it was.
-      const live = [...this.dispatcher.workers.values()];
-      const count = this.opts.shardsAt?.(inputs.iteration) ?? Math.max(this.opts.minWorkers, live.length);
-      const tasks = shardTasks(cfg, inputs, shardWeights(live, count, this.opts.balance));
       // (1) Gather, summing n_k g_k as results arrive.
       sent = performance.now();
-      gatheredShards = await this.gather(inputs.iteration, tasks);
+      gatheredShards = await this.gather(inputs);
     } catch (err) {
       if (!this.stopReason) throw err;
       // Stopped with no worker to finish it: as before the draw, so a resume draws this
@@ -369,22 +376,76 @@ export class Coordinator {
    * the shards before it), so the reduction overlaps the other workers' transfers and its float
    * sums never depend on timing.
    */
-  private async gather(iteration: number, tasks: ShardTask[]): Promise<{ answers: ShardAnswer[]; reduceMs: number }> {
+  private async gather(inputs: IterationInputs): Promise<{ answers: ShardAnswer[]; reduceMs: number }> {
+    let tasks = this.cut(inputs, 0);
+    const sync: RoundSync | undefined =
+      this.opts.batchnorm === 'sync'
+        ? {
+            barriers: new BnBarriers(
+              inputs.iteration,
+              tasks.map((t) => t.shardId),
+            ),
+            total: this.barrierCount,
+          }
+        : undefined;
+    for (;;) {
+      try {
+        return await this.gatherOnce(inputs.iteration, tasks, sync);
+      } catch (err) {
+        if (!(err instanceof RoundResplit) || !sync) throw err;
+        // Synced and a worker lost mid-step: the batch cut again over the workers still live.
+        if (this.dispatcher.liveCount === 0) {
+          this.event('waiting-for-workers', { iteration: inputs.iteration }, 'warn');
+          await this.dispatcher.waitForWorkers(1, this.stopController.signal);
+        }
+        tasks = this.cut(inputs, tasks[tasks.length - 1].shardId + 1);
+        sync.barriers.resplit(tasks.map((t) => t.shardId));
+      }
+    }
+  }
+
+  /**
+   * The iteration's shards over the live workers. Shard mode: at least min-workers shards, so
+   * that a lost worker's shard is recomputed whole by another and the split, hence the arithmetic,
+   * stays as it was. Synced: one per live worker (each step waits on all the others at every
+   * BatchNorm layer), and the split does not change the arithmetic.
+   */
+  private cut(inputs: IterationInputs, firstId: number): ShardTask[] {
+    const live = [...this.dispatcher.workers.values()];
+    const asked = this.opts.shardsAt?.(inputs.iteration);
+    const count =
+      this.opts.batchnorm === 'sync'
+        ? Math.min(asked ?? live.length, live.length)
+        : (asked ?? Math.max(this.opts.minWorkers, live.length));
+    return shardTasks(this.opts.config, inputs, shardWeights(live, count, this.opts.balance), firstId);
+  }
+
+  private async gatherOnce(
+    iteration: number,
+    tasks: ShardTask[],
+    sync: RoundSync | undefined,
+  ): Promise<{ answers: ShardAnswer[]; reduceMs: number }> {
     this.links.newRound();
     this.optimizer.begin();
     const arrived: (GradientsMessage | undefined)[] = new Array(tasks.length);
+    const first = tasks[0].shardId;
     let nextToAdd = 0;
     let reduceMs = 0;
-    const answers = await this.dispatcher.run(iteration, tasks, ({ task, msg }) => {
-      const r0 = performance.now();
-      arrived[task.shardId] = msg;
-      // Every shard now ready in order, added in one fused pass (several when results bunch up).
-      const ready: { grads: Record<string, Float32Array>; n: number }[] = [];
-      for (; nextToAdd < tasks.length && arrived[nextToAdd]; nextToAdd++)
-        ready.push({ grads: arrived[nextToAdd]!.tensors, n: arrived[nextToAdd]!.n });
-      this.optimizer.addMany(ready);
-      reduceMs += performance.now() - r0;
-    });
+    const answers = await this.dispatcher.run(
+      iteration,
+      tasks,
+      ({ task, msg }) => {
+        const r0 = performance.now();
+        arrived[task.shardId - first] = msg;
+        // Every shard now ready in order, added in one fused pass (several when results bunch up).
+        const ready: { grads: Record<string, Float32Array>; n: number }[] = [];
+        for (; nextToAdd < tasks.length && arrived[nextToAdd]; nextToAdd++)
+          ready.push({ grads: arrived[nextToAdd]!.tensors, n: arrived[nextToAdd]!.n });
+        this.optimizer.addMany(ready);
+        reduceMs += performance.now() - r0;
+      },
+      sync,
+    );
     return { answers, reduceMs };
   }
 

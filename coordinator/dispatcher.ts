@@ -4,7 +4,14 @@
 
 import { GanDistError } from '../protocol/errors.ts';
 import type { Peer } from './server.ts';
-import type { GradientsMessage, GradientsNonFiniteMessage } from '../protocol/wire/protocol.ts';
+import {
+  encodeMessage,
+  type BnPartMessage,
+  type GradientsMessage,
+  type GradientsNonFiniteMessage,
+} from '../protocol/wire/protocol.ts';
+import type { BnBarrierPart } from '../protocol/wire/bn-sync.ts';
+import type { BnBarriers, BnReply } from './bn-barriers.ts';
 
 export interface WorkerSlot {
   peer: Peer;
@@ -52,6 +59,8 @@ export interface Round {
   results: ShardAnswer[];
   /** Called as each shard's result is accepted, so reduction overlaps the others' transfers. */
   onResult?: (r: ShardAnswer) => void;
+  /** `--batchnorm sync`: the round's barriers, and how many a step has. */
+  sync?: RoundSync;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -67,8 +76,21 @@ export interface DispatcherHooks {
   event(name: string, fields: Record<string, unknown>, level?: 'info' | 'warn' | 'error'): void;
 }
 
+/** `--batchnorm sync`: the barrier table of a round and the number of barriers in one step. */
+export interface RoundSync {
+  barriers: BnBarriers;
+  total: number;
+}
+
 /** The iteration in progress was given up: none of its results were applied. */
 export class RoundAbandoned extends Error {}
+
+/**
+ * `--batchnorm sync`: a worker was lost while the others waited at a barrier for its part, and no
+ * worker was free to recompute its rows. Every step of the round was given up (bnAbort) and no
+ * result was taken: the caller cuts the batch again over the workers still live.
+ */
+export class RoundResplit extends Error {}
 
 export class Dispatcher {
   readonly workers = new Map<number, WorkerSlot>();
@@ -112,6 +134,87 @@ export class Dispatcher {
       if (this.workers.size === 0) this.hooks.event('waiting-for-workers', { iteration: this.round.iteration }, 'warn');
     }
     this.pump();
+    this.resplitIfStuck(reason);
+  }
+
+  /**
+   * Synced, a shard left in the queue blocks every other step at its next open barrier: unless
+   * all barriers are closed (a worker that finishes its own step then takes it), the round is
+   * given up and cut again (RoundResplit).
+   */
+  private resplitIfStuck(reason: string): void {
+    const round = this.round;
+    if (!round?.sync || round.queue.length === 0 || round.sync.barriers.closed >= round.sync.total) return;
+    const lost = round.queue.map((t) => t.shardId);
+    this.hooks.event('round-resplit', { iteration: round.iteration, shards: lost, reason }, 'warn');
+    this.abandonRound(
+      round,
+      new RoundResplit(`iteration ${round.iteration}: shards ${lost.join(', ')} lost mid-step (${reason})`),
+    );
+  }
+
+  /**
+   * A shard's part of a BatchNorm barrier. False when it is stale (not the shard that worker
+   * holds now); a part that does not fit the barrier costs the worker its connection.
+   */
+  onBnPart(peer: Peer, msg: BnPartMessage): boolean {
+    const round = this.round;
+    const slot = this.workers.get(peer.id);
+    const task = slot?.busy;
+    if (!round?.sync || msg.iteration !== round.iteration || task?.shardId !== msg.shardId || task.done) return false;
+    const { a, b } = msg.tensors;
+    const part: BnBarrierPart =
+      msg.kind === 'moments'
+        ? { kind: 'moments', count: msg.count, mean: a, m2: b }
+        : { kind: 'gradSums', count: msg.count, sumDy: a, sumDyXhat: b };
+    let replies: BnReply[] | Promise<BnReply[]>;
+    try {
+      replies = round.sync.barriers.contribute(msg.shardId, msg.barrier, msg.key, part);
+    } catch (err) {
+      peer.close(`bad bnPart: ${(err as Error).message}`);
+      return true;
+    }
+    if (Array.isArray(replies)) this.sendResults(round, replies);
+    else
+      replies.then(
+        (r) => this.sendResults(round, r),
+        // A node's upstream barrier failed (the coordinator gave the step up): so is this round.
+        (err: Error) => this.abandonRound(round, err),
+      );
+    return true;
+  }
+
+  private sendResults(round: Round, replies: BnReply[]): void {
+    if (this.round !== round) return;
+    for (const { shardId, barrier, result } of replies) {
+      // To the worker computing that shard now; a shard in the queue replays from barrier 0.
+      const slot = [...this.workers.values()].find((s) => s.busy?.shardId === shardId && round.tasks.includes(s.busy));
+      slot?.peer.send(
+        encodeMessage({
+          type: 'bnResult',
+          iteration: round.iteration,
+          shardId,
+          barrier,
+          count: result.count,
+          tensors: { a: result.a, b: result.b },
+          shapes: { a: [result.a.length], b: [result.b.length] },
+        }),
+      );
+    }
+  }
+
+  /** Gives the round up with `err`, telling every worker in it to drop its step (a node's sub-round). */
+  abandonRound(round: Round, err: Error): void {
+    if (this.round !== round) return;
+    this.round = undefined;
+    for (const slot of this.workers.values()) {
+      const task = slot.busy;
+      if (!task || !round.tasks.includes(task)) continue;
+      if (round.sync) slot.peer.send({ type: 'bnAbort', iteration: round.iteration, shardId: task.shardId });
+      slot.busy = undefined;
+      slot.peer.setComputing(false);
+    }
+    round.reject(err);
   }
 
   /** Resolves once at least `n` workers are in. */
@@ -134,7 +237,12 @@ export class Dispatcher {
   }
 
   /** Runs one iteration's shards to completion on whichever workers are live. */
-  run(iteration: number, tasks: ShardTask[], onResult?: (r: ShardAnswer) => void): Promise<ShardAnswer[]> {
+  run(
+    iteration: number,
+    tasks: ShardTask[],
+    onResult?: (r: ShardAnswer) => void,
+    sync?: RoundSync,
+  ): Promise<ShardAnswer[]> {
     return new Promise((resolve, reject) => {
       const round: Round = {
         iteration,
@@ -142,12 +250,15 @@ export class Dispatcher {
         queue: [...tasks],
         results: [],
         onResult,
+        sync,
         resolve: () => resolve(round.results),
         reject,
       };
       this.round = round;
       this.startWatchdog();
       this.pump();
+      // Synced, every shard needs a worker of its own from the start.
+      if (sync && round.queue.length > 0) this.resplitIfStuck('fewer workers than shards');
     });
   }
 

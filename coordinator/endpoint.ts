@@ -35,6 +35,7 @@ export function createEndpoint(
       modelConfig: workerModelConfigOf(cfg),
       seed: cfg.seed,
       ...(hello.role === 'worker' ? links.welcome(id) : {}),
+      ...(hello.role === 'worker' && opts.batchnorm === 'sync' ? { batchnorm: 'sync' as const } : {}),
     }),
   });
   return { server, limits };

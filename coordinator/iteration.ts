@@ -54,11 +54,14 @@ export function shardWeights(live: WorkerSlot[], count: number, balance: 'off' |
   return Array.from({ length: count }, (_, i) => live[i]?.rowsPerMs ?? mean);
 }
 
-/** The shards of one iteration, one per weight, each with its frame encoded once. */
-export function shardTasks(cfg: TrainConfig, inputs: IterationInputs, weights: number[]): ShardTask[] {
+/**
+ * The shards of one iteration, one per weight, each with its frame encoded once; ids from
+ * `firstId` up (a synced round cut again takes new ids, so nothing sent for the old cut matches).
+ */
+export function shardTasks(cfg: TrainConfig, inputs: IterationInputs, weights: number[], firstId = 0): ShardTask[] {
   const { batch, z, flip } = inputs;
   const rows = { images: batch.images, z, flip, rowStart: 0 };
-  return cutShards(cfg, inputs.iteration, inputs.weightsVersion, rows, splitRows(cfg.batchSize, weights));
+  return cutShards(cfg, inputs.iteration, inputs.weightsVersion, rows, splitRows(cfg.batchSize, weights), firstId);
 }
 
 /**
@@ -72,9 +75,11 @@ export function cutShards(
   weightsVersion: number,
   rows: { images: Uint8Array; z: Float32Array; flip: Uint8Array; rowStart: number },
   parts: { rowStart: number; rowCount: number }[],
+  firstId = 0,
 ): ShardTask[] {
   const px = cfg.imageSize * cfg.imageSize * 3;
-  return parts.map((p, shardId) => {
+  return parts.map((p, i) => {
+    const shardId = firstId + i;
     const rowStart = rows.rowStart + p.rowStart;
     const end = p.rowStart + p.rowCount;
     return {

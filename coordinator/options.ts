@@ -9,6 +9,7 @@ import type { NamedArrays } from '../protocol/model/architecture.ts';
 import type { RngState } from '../protocol/rng.ts';
 import type { ShmRegion } from '../protocol/wire/shm.ts';
 import type { WireDtype } from '../protocol/wire/wire-dtype.ts';
+import type { BatchNormMode } from '../protocol/wire/bn-sync.ts';
 import type { LogBroadcaster } from './broadcast.ts';
 import type { IterationRecord } from './iteration.ts';
 import type { RunLogger } from './logger.ts';
@@ -75,6 +76,12 @@ export interface CoordinatorOptions {
    * gradients they send back (default float32, exact). Master weights and Adam stay float32 here whatever it is.
    */
   wireDtype?: WireDtype;
+  /**
+   * --batchnorm: 'sync' normalises every BatchNorm layer over the whole batch, its statistics
+   * pooled through the coordinator at each layer (bn-barriers.ts), so the run computes the
+   * single-process step whatever the workers; 'shard' (absent) over each shard's own rows.
+   */
+  batchnorm?: BatchNormMode;
   /**
    * Benchmarks only: the number of shards of iteration t, overriding min-workers and the live
    * count (bench scaling alternates 1 and 2 shards so both see the same minutes of a noisy host).

@@ -26,6 +26,10 @@ export function routeWorkerMessage(peer: Peer, msg: Message, to: WorkerMessageRo
       if (!to.dispatcher.onGradients(peer, msg))
         to.strikes.strike(peer, `a stale result for iteration ${msg.iteration}`);
       return;
+    case 'bnPart':
+      if (!to.dispatcher.onBnPart(peer, msg))
+        to.strikes.strike(peer, `a stale BatchNorm part for iteration ${msg.iteration}`);
+      return;
     case 'sample':
       if (!to.generation.onSample(peer, msg)) to.strikes.strike(peer, 'a sample nobody asked it for');
       return;

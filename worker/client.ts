@@ -26,6 +26,7 @@ import { loadBackend, type LoadedBackend } from './backend.ts';
 import { simulatedCompute, type Compute } from './simulated.ts';
 import { Trainer } from './trainer.ts';
 import { Uplink } from './uplink.ts';
+import { BarrierExchange, ShardAborted } from './bn-barrier.ts';
 
 /** Exit codes of `gan-dist worker`, documented in the README for cluster launchers. */
 export const WorkerExit = {
@@ -163,6 +164,8 @@ class WorkerSession {
   private readonly handshake: ReturnType<typeof createClientHandshake>;
   private compute?: Compute;
   private uplink?: Uplink;
+  /** `--batchnorm sync` (welcome.batchnorm): each step's BatchNorm barriers go through the coordinator. */
+  private barriers?: BarrierExchange;
   private limits: FrameLimits = PRE_AUTH_LIMITS;
   private ready = false;
   private outcome?: WorkerOutcome;
@@ -243,6 +246,7 @@ class WorkerSession {
   private finish(exitCode: number, reason: string): void {
     if (!this.outcome) this.outcome = { exitCode, reason, joined: this.ready };
     this.opts.signal?.removeEventListener('abort', this.onAbort);
+    this.barriers?.close();
     this.compute?.dispose();
     this.uplink?.close();
     if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) this.ws.close();
@@ -273,6 +277,16 @@ class WorkerSession {
     }
     if (!this.ready) {
       this.onHandshake(msg);
+      return;
+    }
+    // A barrier's result or a step given up concerns the step under way: not queued behind it.
+    if (msg.type === 'bnResult' || msg.type === 'bnAbort') {
+      if (!this.barriers) {
+        this.finish(WorkerExit.FAILED, `'${msg.type}' from the coordinator, but this run's BatchNorm is not synced`);
+        return;
+      }
+      if (msg.type === 'bnResult') this.barriers.onResult(msg);
+      else this.barriers.onAbort(msg.iteration, msg.shardId);
       return;
     }
     this.queue = this.queue
@@ -309,6 +323,7 @@ class WorkerSession {
         ? new Trainer(this.loaded.tf, cfg, welcome.seed, { reuseGradientBuffers: true, device: this.loaded.device })
         : simulatedCompute(cfg, this.opts.simulateStepMs!, this.opts.simulateNonFinite);
     this.uplink = new Uplink(this.ws, welcome.wireDtype ?? 'float32', this.opts.shmRegion);
+    if (welcome.batchnorm === 'sync') this.barriers = new BarrierExchange((m) => this.send(m));
     const total = table.reduce((n, s) => n + sizeOf(s.shape), 0);
     this.limits = frameLimitFor(total, cfg.batchSize, cfg.imageSize, { latent: cfg.latent });
     setFrameCap(this.ws, this.limits.maxFrameBytes);
@@ -359,14 +374,28 @@ class WorkerSession {
 
   /** A shard's gradients and BatchNorm sums, or the report that they are not finite. */
   private async answerShard(msg: ShardMessage): Promise<void> {
-    const r = await this.compute!.step({
+    const { barriers } = this;
+    const shard = {
       iteration: msg.iteration,
       rowStart: msg.rowStart,
       n: msg.rowCount,
       images: msg.tensors.images,
       z: msg.tensors.z,
       flip: msg.tensors.flip,
-    });
+    };
+    let r: Awaited<ReturnType<Compute['step']>>;
+    try {
+      if (barriers?.isAborted(msg.iteration, msg.shardId)) return; // given up before it began
+      r = await this.compute!.step(shard, undefined, barriers?.barrierFor(msg.iteration, msg.shardId));
+    } catch (err) {
+      if (err instanceof ShardAborted) {
+        this.log({ event: 'shard-aborted', iteration: msg.iteration, shardId: msg.shardId });
+        return;
+      }
+      throw err;
+    } finally {
+      barriers?.end(msg.iteration, msg.shardId);
+    }
     if (this.outcome) return; // left during the step: the coordinator has reassigned the shard
     const tensors: Record<string, Float32Array> = { ...r.grads };
     putBnSums(tensors, r.bn);

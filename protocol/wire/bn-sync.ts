@@ -3,6 +3,10 @@
 // Forward barriers pool per-channel moments (Chan's parallel formula: no cancellation of sums of
 // squares); backward barriers pool the sums of dy and dy*xhat that BatchNorm's input gradient needs.
 
+/** --batchnorm: over the whole batch, pooled at every layer ('sync'), or over each shard's rows ('shard'). */
+export const BATCHNORM_MODES = ['sync', 'shard'] as const;
+export type BatchNormMode = (typeof BATCHNORM_MODES)[number];
+
 /** A forward barrier's contribution: one shard's per-channel moments over `count` elements. */
 export interface BnMomentsPart {
   kind: 'moments';

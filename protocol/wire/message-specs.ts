@@ -235,7 +235,7 @@ const SPECS = new Map<string, MessageSpec>([
     'welcome',
     {
       fields: { runId: text(128, 1), workerId: uint, modelConfig: workerModel, seed: uint },
-      optional: { wireDtype: oneOf(...WIRE_DTYPES) },
+      optional: { wireDtype: oneOf(...WIRE_DTYPES), batchnorm: oneOf('sync') },
       tensors: noTensors,
       finite: [],
     },
@@ -301,6 +301,7 @@ const SPECS = new Map<string, MessageSpec>([
       finite: 'all',
     },
   ],
+  ['bnAbort', { fields: { iteration: uint, shardId: uint }, tensors: noTensors, finite: [] }],
   ['sampleRequest', { fields: { iteration: uint }, tensors: sampleRequestTensors, finite: ['z'] }],
   ['sample', { fields: { iteration: uint }, tensors: sampleTensors, finite: [] }],
   ['shmAttach', { fields: { region: shmPath }, tensors: noTensors, finite: [] }],

@@ -4,7 +4,10 @@
 import type { WorkerModelConfig } from '../config.ts';
 import type { WireDtype } from './wire-dtype.ts';
 
-/** 2: bfloat16 and float16 tensors, welcome.wireDtype. 3: hello.capacity and nodeWorkers (nodes). */
+/**
+ * 2: bfloat16 and float16 tensors, welcome.wireDtype. 3: hello.capacity and nodeWorkers (nodes).
+ * 4: synced BatchNorm (welcome.batchnorm, bnPart, bnResult, bnAbort).
+ */
 export const PROTOCOL_VERSION = 4;
 
 export type Role = 'worker' | 'monitor';
@@ -49,6 +52,11 @@ export interface WelcomeMessage {
   seed: number;
   /** The dtype of the weights this worker is sent and the gradients it sends; absent: float32. */
   wireDtype?: WireDtype;
+  /**
+   * 'sync' (`--batchnorm sync`): every BatchNorm layer of a shard's step waits for the global
+   * batch's statistics (bnPart, bnResult); absent: each shard normalises over its own rows.
+   */
+  batchnorm?: 'sync';
 }
 export interface ReadyMessage {
   type: 'ready';
@@ -140,6 +148,16 @@ export interface BnResultMessage {
   count: number;
   tensors: { a: Float32Array; b: Float32Array };
   shapes: { a: Shape; b: Shape };
+}
+/**
+ * `--batchnorm sync`: the step of shard `shardId` is given up (a worker it waits on is gone and no
+ * other can take its rows); the worker drops it, sends nothing for it and takes its next message.
+ * The coordinator re-splits the batch over the workers still live, under new shard ids.
+ */
+export interface BnAbortMessage {
+  type: 'bnAbort';
+  iteration: number;
+  shardId: number;
 }
 export interface SampleRequestMessage {
   type: 'sampleRequest';
@@ -236,6 +254,7 @@ export type Message =
   | GradientsNonFiniteMessage
   | BnPartMessage
   | BnResultMessage
+  | BnAbortMessage
   | SampleRequestMessage
   | SampleMessage
   | ShmAttachMessage

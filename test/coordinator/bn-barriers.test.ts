@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BnBarriers } from '../../coordinator/bn-barriers.ts';
+import { BnBarriers as Barriers, type BnReply } from '../../coordinator/bn-barriers.ts';
 import { combineBnParts, type BnBarrierPart } from '../../protocol/wire/bn-sync.ts';
 
 const moments = (count: number, mean: number[], variance: number[]): BnBarrierPart => ({
@@ -34,6 +34,20 @@ describe('combineBnParts', () => {
     expect([r.count, r.a[0], r.b[0]]).toEqual([8, (2 * 1 + 6 * 3) / 8, (2 * 4 - 6 * 2) / 8]);
   });
 });
+
+/** The coordinator's table, whose replies come at once. */
+class BnBarriers {
+  private readonly inner: Barriers;
+  constructor(iteration: number, shardIds: number[]) {
+    this.inner = new Barriers(iteration, shardIds);
+  }
+  contribute(...args: Parameters<Barriers['contribute']>): BnReply[] {
+    return this.inner.contribute(...args) as BnReply[];
+  }
+  get closed(): number {
+    return this.inner.closed;
+  }
+}
 
 describe('BnBarriers', () => {
   const a = moments(4, [1, 2], [1, 1]);

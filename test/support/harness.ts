@@ -1,5 +1,6 @@
 // An in-process coordinator on 127.0.0.1:0 over the synthetic set, for tests of the run loop.
 
+import type { BatchNormMode } from '../../protocol/wire/bn-sync.ts';
 import { pino } from 'pino';
 import { newToken, type RoleTokens } from '../../protocol/wire/auth.ts';
 import type { LogBroadcaster } from '../../coordinator/broadcast.ts';
@@ -29,6 +30,7 @@ export async function startCoordinator(
     tls?: { cert: string; key: string };
     balance?: 'off' | 'throughput';
     wireDtype?: WireDtype;
+    batchnorm?: BatchNormMode;
     shm?: ShmRegion;
     shardsAt?: (iteration: number) => number;
     checkpointEvery?: number;
@@ -72,6 +74,7 @@ export async function startCoordinator(
     tls: opts.tls,
     balance: opts.balance,
     wireDtype: opts.wireDtype,
+    batchnorm: opts.batchnorm,
     shm: opts.shm,
     shardsAt: opts.shardsAt,
     minWorkers: opts.minWorkers,
