@@ -6,6 +6,7 @@ import { GanDistError } from '../protocol/errors.ts';
 import { train } from '../coordinator/train/train.ts';
 import { DEFAULT_MAX_RESTARTS } from '../coordinator/train/restart-policy.ts';
 import { WIRE_DTYPES } from '../protocol/wire/wire-dtype.ts';
+import { BATCHNORM_MODES, DEFAULT_BATCHNORM } from '../protocol/wire/bn-sync.ts';
 import { TRANSPORTS } from '../protocol/wire/shm.ts';
 import { stderrLog } from '../data/progress.ts';
 import { backendNames } from '../protocol/backends.ts';
@@ -76,6 +77,12 @@ function registerTrain(program: Command): void {
           '--wire-dtype <dtype>',
           "weights and gradients to every worker (socket and shared memory): float32 (exact), bfloat16 or float16 (half the bytes; master weights and Adam stay float32); a resume keeps the run's",
         ).choices([...WIRE_DTYPES]),
+      )
+      .addOption(
+        new Option(
+          '--batchnorm <mode>',
+          `BatchNorm over the whole batch, its statistics pooled at every layer (sync: the single-process step whatever the workers, as MATLAB's) or over each worker's rows (shard: no barriers, numbers that depend on the worker count); default ${DEFAULT_BATCHNORM}, a resume keeps the run's`,
+        ).choices([...BATCHNORM_MODES]),
       )
       .addOption(
         new Option('--balance <mode>', 'shard sizes: off (equal) or throughput (by measured speed)')
@@ -174,6 +181,7 @@ function registerTrain(program: Command): void {
       balance: opts.balance,
       adamThreads: opts.adamThreads,
       wireDtype: opts.wireDtype,
+      batchnorm: opts.batchnorm,
       transport: opts.transport,
       tls: opts.tls,
       tlsCert: opts.tlsCert,

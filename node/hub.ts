@@ -20,7 +20,16 @@ import {
 } from '../protocol/wire/protocol.ts';
 import type { ShmRegion, TransportChoice } from '../protocol/wire/shm.ts';
 import { openLocalTransport } from '../coordinator/local-transport.ts';
-import { Dispatcher, RoundAbandoned, type ShardTask } from '../coordinator/dispatcher.ts';
+import {
+  Dispatcher,
+  RoundAbandoned,
+  RoundResplit,
+  type RoundSync,
+  type ShardAnswer,
+  type ShardTask,
+} from '../coordinator/dispatcher.ts';
+import { BnBarriers } from '../coordinator/bn-barriers.ts';
+import { combineBnParts, partOfResult, syncBarrierPlan } from '../protocol/wire/bn-sync.ts';
 import { Generation } from '../coordinator/generation.ts';
 import { cutShards, gradientsProblem } from '../coordinator/iteration.ts';
 import { WorkerLinks } from '../coordinator/links.ts';
@@ -32,7 +41,7 @@ import type { LaunchSpec } from '../coordinator/train/launcher.ts';
 import { LocalWorkers, type LocalWorkersGone } from '../coordinator/train/local-workers.ts';
 import { routeWorkerMessage } from '../coordinator/worker-messages.ts';
 import type { Compute } from '../worker/simulated.ts';
-import type { Shard, ShardResult } from '../worker/trainer.ts';
+import type { BnBarrier, Shard, ShardResult } from '../worker/trainer.ts';
 import { ShardCombiner } from './combine.ts';
 
 /** The least gap between two reports of the local workers (the coordinator allows NODE_REPORT_MIN_MS). */
@@ -62,6 +71,8 @@ export class NodeHub implements Compute {
   private readonly links: WorkerLinks;
   private readonly generation: Generation;
   private readonly combiner: ShardCombiner;
+  /** --batchnorm sync: the barriers of one step. */
+  private readonly barrierCount: number;
   private readonly strikes = new PeerStrikes();
   private readonly limits: FrameLimits;
   private readonly server: PeerServer;
@@ -94,6 +105,7 @@ export class NodeHub implements Compute {
     this.specs = parameterTable(cfg);
     const learnables = this.specs.filter((s) => s.role === 'learnable');
     const layers = bnLayers(cfg);
+    this.barrierCount = syncBarrierPlan(layers).length;
     this.combiner = new ShardCombiner(learnables, layers);
     const total = this.specs.reduce((n, s) => n + sizeOf(s.shape), 0);
     // A local worker's frames are the coordinator's to this node: the same limits.
@@ -121,7 +133,13 @@ export class NodeHub implements Compute {
       token: this.tokens,
       paramTableHash: paramTableHash(this.specs),
       limits: this.limits,
-      welcome: (_hello, id) => ({ runId: welcome.runId, workerId: id, modelConfig: cfg, seed: welcome.seed }),
+      welcome: (_hello, id) => ({
+        runId: welcome.runId,
+        workerId: id,
+        modelConfig: cfg,
+        seed: welcome.seed,
+        ...(welcome.batchnorm ? { batchnorm: welcome.batchnorm } : {}),
+      }),
     });
   }
 
@@ -229,14 +247,14 @@ export class NodeHub implements Compute {
    * The coordinator's shard split into one sub-shard per planned local worker (the split, hence
    * the arithmetic, stays the same while one restarts: the others then compute its rows too).
    */
-  async step(shard: Shard): Promise<ShardResult> {
+  async step(shard: Shard, _masks?: undefined, barrier?: BnBarrier): Promise<ShardResult> {
     const t0 = performance.now();
     if (this.failure) throw this.failure;
     if (this.dispatcher.liveCount === 0) await this.dispatcher.waitForWorkers(1, this.abort.signal);
-    const tasks = this.subShards(shard);
-    this.links.newRound();
     try {
-      const answers = await this.dispatcher.run(shard.iteration, tasks);
+      const answers = barrier
+        ? await this.runSynced(shard, barrier)
+        : await this.runRound(shard, this.subShards(shard));
       for (const a of answers) {
         const w = this.local.get(this.rankOf.get(a.workerId) ?? -1);
         if (w && a.msg.timings.computeMs > 0) w.imagesPerSec = (a.msg.n * 1000) / a.msg.timings.computeMs;
@@ -252,14 +270,46 @@ export class NodeHub implements Compute {
     }
   }
 
+  private runRound(shard: Shard, tasks: ShardTask[], sync?: RoundSync): Promise<ShardAnswer[]> {
+    this.links.newRound();
+    return this.dispatcher.run(shard.iteration, tasks, undefined, sync);
+  }
+
+  /**
+   * `--batchnorm sync`: each barrier's sub-shard parts combined here into the node's one part,
+   * which goes up through the session's `barrier`; its answer comes back to every sub-shard. A
+   * local worker lost mid-step costs a re-split over the others (closed barriers keep their
+   * answers); the coordinator giving the node's step up fails the barrier, and so this step.
+   */
+  private async runSynced(shard: Shard, barrier: BnBarrier): Promise<ShardAnswer[]> {
+    let tasks = this.subShards(shard, this.dispatcher.liveCount);
+    const barriers = new BnBarriers(
+      shard.iteration,
+      tasks.map((t) => t.shardId),
+      (index, key, parts) => barrier({ index, key }, partOfResult(parts[0].kind, combineBnParts(parts))),
+    );
+    const sync = { barriers, total: this.barrierCount };
+    for (;;) {
+      try {
+        return await this.runRound(shard, tasks, sync);
+      } catch (err) {
+        if (!(err instanceof RoundResplit)) throw err;
+        if (this.dispatcher.liveCount === 0) await this.dispatcher.waitForWorkers(1, this.abort.signal);
+        tasks = this.subShards(shard, this.dispatcher.liveCount, tasks[tasks.length - 1].shardId + 1);
+        barriers.resplit(tasks.map((t) => t.shardId));
+      }
+    }
+  }
+
   private nonFinite(n: number, t0: number): ShardResult {
     const r = this.combiner.combine([], performance.now() - t0);
     return { ...r, n, lossG: Number.NaN, lossD: Number.NaN };
   }
 
-  private subShards(shard: Shard): ShardTask[] {
-    const parts = splitRows(shard.n, Array(Math.max(1, this.opts.plan.length)).fill(1));
-    return cutShards(this.cfg, shard.iteration, this.version, shard, parts);
+  /** `count` sub-shards (default: one per planned worker) with ids from `firstId`. */
+  private subShards(shard: Shard, count = this.opts.plan.length, firstId = 0): ShardTask[] {
+    const parts = splitRows(shard.n, Array(Math.max(1, Math.min(count, shard.n))).fill(1));
+    return cutShards(this.cfg, shard.iteration, this.version, shard, parts, firstId);
   }
 
   /** G(z) in inference mode on one local worker, waiting for one to be up. */

@@ -81,7 +81,7 @@ export async function runNode(opts: NodeOptions): Promise<WorkerOutcome> {
     return {
       cfg: current.cfg,
       setWeights: (w) => current.setWeights(w),
-      step: (s) => current.step(s),
+      step: (s, _masks, barrier) => current.step(s, undefined, barrier),
       generate: (z, k) => current.generate(z, k),
       dispose: () => {},
     };

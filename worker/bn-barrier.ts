@@ -97,9 +97,16 @@ export class BarrierExchange {
         return r;
       };
       const early = e.results.get(at.index);
-      if (early) return Promise.resolve(checked(early));
+      if (early) return Promise.resolve(early).then(checked);
       return new Promise<BnBarrierResult>((resolve, reject) => {
-        e.waiter = { index: at.index, resolve: (r) => resolve(checked(r)), reject };
+        const settle = (r: BnBarrierResult) => {
+          try {
+            resolve(checked(r));
+          } catch (err) {
+            reject(err as Error);
+          }
+        };
+        e.waiter = { index: at.index, resolve: settle, reject };
       });
     };
   }

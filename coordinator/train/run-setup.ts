@@ -1,6 +1,7 @@
 // What `gan-dist train` sets up before the coordinator listens: the run directory (new, or the
 // one a resume continues), the data, and the local transport; its credentials are credentials.ts.
 
+import { DEFAULT_BATCHNORM, parseBatchNorm, type BatchNormMode } from '../../protocol/wire/bn-sync.ts';
 import { readFileSync } from 'node:fs';
 import { evalEventFields, prepareRunEvaluation, type RunEvaluation } from '../../metrics/swd.ts';
 import type { IteratorState } from '../../data/batches.ts';
@@ -23,6 +24,7 @@ export interface OpenedRun {
   config: TrainConfig;
   data: string;
   wireDtype: WireDtype;
+  batchnorm: BatchNormMode;
   /** Checkpoints a resume skipped, for the log. */
   warnings: string[];
   /** A resume from a checkpoint stepped with another Adam form: openData logs it once. */
@@ -38,13 +40,21 @@ export async function openRun(opts: TrainOptions, cwd: string): Promise<OpenedRu
     const {
       data: storedData,
       wireDtype: storedWire,
+      batchnorm: storedBn,
       ...stored
-    } = JSON.parse(readFileSync(run.configPath, 'utf8')) as TrainConfig & { data?: string; wireDtype?: unknown };
+    } = JSON.parse(readFileSync(run.configPath, 'utf8')) as TrainConfig & {
+      data?: string;
+      wireDtype?: unknown;
+      batchnorm?: unknown;
+    };
     const config = { ...stored, ...(opts.overrides ?? {}) };
     // A resume keeps the run's wire dtype unless --wire-dtype is given again.
     const wireDtype =
       opts.wireDtype ??
       (storedWire === undefined ? 'float32' : parseWireDtype(storedWire, `${run.configPath}: wireDtype`));
+    // And its BatchNorm mode: a run from before --batchnorm normalised per shard.
+    const batchnorm =
+      opts.batchnorm ?? (storedBn === undefined ? 'shard' : parseBatchNorm(storedBn, `${run.configPath}: batchnorm`));
     const ckpt = await loadLatestCheckpoint(run.path, {
       expectSpecs: parameterTable(modelConfigOf(config)),
       onWarning: (m) => warnings.push(m),
@@ -61,7 +71,7 @@ export async function openRun(opts: TrainOptions, cwd: string): Promise<OpenedRu
       rng: ckpt.rng as RunSnapshot['rng'],
       data: ckpt.data as IteratorState,
     };
-    opened = { run, resume, config, data: opts.data ?? storedData ?? 'synthetic', wireDtype, warnings };
+    opened = { run, resume, config, data: opts.data ?? storedData ?? 'synthetic', wireDtype, batchnorm, warnings };
     if (ckpt.adamForm !== ADAM_FORM)
       opened.adamFormChanged = { from: ckpt.adamForm, to: ADAM_FORM, iteration: ckpt.iteration, checkpoint: ckpt.path };
   } else {
@@ -71,11 +81,17 @@ export async function openRun(opts: TrainOptions, cwd: string): Promise<OpenedRu
       config: opts.config,
       data: opts.data ?? 'synthetic',
       wireDtype: opts.wireDtype ?? 'float32',
+      batchnorm: opts.batchnorm ?? DEFAULT_BATCHNORM,
       warnings,
     };
   }
   // config.json: the resolved config, and the data source a resume reads again.
-  writeRunConfig(opened.run, { ...opened.config, data: opened.data, wireDtype: opened.wireDtype });
+  writeRunConfig(opened.run, {
+    ...opened.config,
+    data: opened.data,
+    wireDtype: opened.wireDtype,
+    batchnorm: opened.batchnorm,
+  });
   return opened;
 }
 

@@ -19,6 +19,7 @@ import { sampleFileName, writeSampleGrid } from '../../protocol/run/samples.ts';
 import type { TransportChoice } from '../../protocol/wire/shm.ts';
 import { isLoopbackHost } from '../../protocol/wire/tls.ts';
 import type { WireDtype } from '../../protocol/wire/wire-dtype.ts';
+import type { BatchNormMode } from '../../protocol/wire/bn-sync.ts';
 import { LogBroadcaster } from '../broadcast.ts';
 import { Coordinator } from '../coordinator.ts';
 import type { IterationRecord } from '../iteration.ts';
@@ -78,6 +79,11 @@ export interface TrainOptions {
    * (default, exact), bfloat16 or float16 with a per-tensor scale. Kept in config.json for a resume.
    */
   wireDtype?: WireDtype;
+  /**
+   * --batchnorm: sync (each BatchNorm layer over the whole batch, the single-process step) or
+   * shard (over each worker's rows). Kept in config.json for a resume; default DEFAULT_BATCHNORM.
+   */
+  batchnorm?: BatchNormMode;
   /** --transport: how local workers exchange tensors (auto: shared memory when /dev/shm has room). */
   transport?: TransportChoice;
   /** Tests: the free bytes of /dev/shm to decide with, instead of asking statfs. */
@@ -119,14 +125,14 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   // The run directory and what a resume continues from; the log; the token and certificate.
   const opened = await openRun(opts, cwd);
-  const { run, resume, config, data, wireDtype } = opened;
+  const { run, resume, config, data, wireDtype, batchnorm } = opened;
   const monitors = new LogBroadcaster();
   const log = createRunLogger(run.logPath, (line) => {
     monitors.write(line);
     opts.onLogLine?.(line);
   });
   for (const w of opened.warnings) logEvent(log, 'checkpoint-skipped', { warning: w }, 'warn');
-  logEvent(log, 'config', { config, data, wireDtype, resume: !!resume });
+  logEvent(log, 'config', { config, data, wireDtype, batchnorm, resume: !!resume });
   const credentials = await secureRun(opts, run, !!resume, useTls);
   const { identity } = credentials;
   if (credentials.legacyWarning) logEvent(log, 'token-legacy', { warning: credentials.legacyWarning }, 'warn');
@@ -149,6 +155,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     shm,
     config,
     wireDtype,
+    batchnorm,
     batches,
     iterationsPerEpoch: batches.iterationsPerEpoch,
     log,

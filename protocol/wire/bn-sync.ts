@@ -3,9 +3,27 @@
 // Forward barriers pool per-channel moments (Chan's parallel formula: no cancellation of sums of
 // squares); backward barriers pool the sums of dy and dy*xhat that BatchNorm's input gradient needs.
 
+import { GanDistError } from '../errors.ts';
+
 /** --batchnorm: over the whole batch, pooled at every layer ('sync'), or over each shard's rows ('shard'). */
 export const BATCHNORM_MODES = ['sync', 'shard'] as const;
 export type BatchNormMode = (typeof BATCHNORM_MODES)[number];
+
+/**
+ * A new run's --batchnorm. One default for every transport, so a run's numbers never depend on how
+ * it was deployed; chosen by measurement (docs/benchmarks.md, "Synced BatchNorm").
+ */
+export const DEFAULT_BATCHNORM: BatchNormMode = 'sync';
+
+/** --batchnorm (or a run's stored config): 'sync' or 'shard', else an error naming the value and both. */
+export function parseBatchNorm(raw: unknown, source = '--batchnorm'): BatchNormMode {
+  if (typeof raw === 'string' && (BATCHNORM_MODES as readonly string[]).includes(raw)) return raw as BatchNormMode;
+  throw new GanDistError(
+    'GAN_DIST_E_CONFIG',
+    `${source}: ${JSON.stringify(raw)} is not a BatchNorm mode`,
+    'use sync (each BatchNorm layer over the whole batch, as one process) or shard (over each worker’s rows)',
+  );
+}
 
 /** A forward barrier's contribution: one shard's per-channel moments over `count` elements. */
 export interface BnMomentsPart {
@@ -76,6 +94,17 @@ export function combineBnParts(parts: BnBarrierPart[]): BnBarrierResult {
     outB[c] = b[c] / count;
   }
   return { count, a: outA, b: outB };
+}
+
+/**
+ * Several shards' combined result as one part of a larger combination (a node's shard made of its
+ * workers' sub-shards): combining it with other parts gives what combining all sub-shards would.
+ */
+export function partOfResult(kind: BnBarrierPart['kind'], r: BnBarrierResult): BnBarrierPart {
+  if (kind === 'gradSums') return { kind, count: r.count, sumDy: r.a, sumDyXhat: r.b };
+  const m2 = new Float32Array(r.b.length);
+  for (let c = 0; c < m2.length; c++) m2[c] = r.b[c] * r.count;
+  return { kind, count: r.count, mean: r.a, m2 };
 }
 
 /** One barrier of a synced step: the layer, what it pools, and its channel count. */

@@ -5,6 +5,7 @@ import { Trainer, type BnBarrierAt, type Shard, type ShardResult } from '../../w
 import { combineBnParts, syncBarrierPlan } from '../../protocol/wire/bn-sync.ts';
 import { bnLayers } from '../../protocol/wire/bn-sums.ts';
 import { simulatedCompute } from '../../worker/simulated.ts';
+import { ShardAborted } from '../../worker/bn-barrier.ts';
 import { adamStep, ADAM_EPSILON } from '../../coordinator/optimizer/adam.ts';
 import { poolBatchStats, updateRunningStats } from '../../coordinator/optimizer/reduce.ts';
 import { defaults } from '../../protocol/config.ts';
@@ -146,6 +147,18 @@ describe(`synced BatchNorm on ${backend}`, () => {
     for (let i = 0; i < 2; i++) {
       await trainer.stepShardsSynced(split([6, 5, 5]));
       await trainer.step(whole, undefined, alone);
+    }
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('leaks no tensor when the coordinator gives a step up at a barrier (bnAbort), forward or backward', async () => {
+    const before = tf.memory().numTensors;
+    for (const at of [1, 9]) {
+      const abortAt = async (b: BnBarrierAt, part: Parameters<typeof combineBnParts>[0][number]) => {
+        if (b.index === at) throw new ShardAborted(`given up at barrier ${at}`);
+        return combineBnParts([part]);
+      };
+      await expect(trainer.step(whole, undefined, abortAt)).rejects.toThrow(ShardAborted);
     }
     expect(tf.memory().numTensors).toBe(before);
   });
