@@ -1,6 +1,7 @@
 // The nodes of a `bench scaling` run: real `gan-dist worker --join URL --workers M --transport shm`
 // processes, each serving its M simulated local workers through /dev/shm and joining the
-// coordinator (which starts no worker of its own) over the socket as one peer of capacity M.
+// coordinator (which starts no worker of its own) over the socket as one peer of capacity M; or,
+// without workersPerNode, plain `gan-dist worker --join URL` processes (remote workers on loopback).
 
 import path from 'node:path';
 import type { Coordinator } from '../coordinator/coordinator.ts';
@@ -9,13 +10,17 @@ import { exited } from '../coordinator/train/local-workers.ts';
 import type { TrainConfig } from '../protocol/config.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import { newToken, writeTokenFile } from '../protocol/wire/auth.ts';
+import type { TrainOptions } from '../coordinator/train/train.ts';
 import { benchTrainRun } from './util.ts';
 
 export interface NodeLayout {
   nodes: number;
-  workersPerNode: number;
-  /** Each local worker's fixed delay per shard. */
-  simulateStepMs: number;
+  /** Absent: each process is one remote worker, not a node. */
+  workersPerNode?: number;
+  /** Each local worker's fixed delay per shard; absent: real compute on wasm. */
+  simulateStepMs?: number;
+  /** wasm threads of a real worker. */
+  threads?: number;
 }
 
 /** How long a node may take to leave after the coordinator's stop before it is killed. */
@@ -43,7 +48,9 @@ export async function benchNodeRun(
   config: TrainConfig,
   label: string,
   layout: NodeLayout,
+  extra: Pick<TrainOptions, 'batchnorm'> = {},
 ): Promise<{ runDir: string; lines: Record<string, number>[] }> {
+  const { workersPerNode } = layout;
   const token = newToken();
   const tokenFile = path.join(cwd, `${label}.token`);
   await writeTokenFile(tokenFile, { token });
@@ -57,7 +64,8 @@ export async function benchNodeRun(
         rank,
         backend: 'wasm',
         simulateStepMs: layout.simulateStepMs,
-        node: { workers: layout.workersPerNode, transport: 'shm' as const },
+        threads: layout.threads,
+        node: workersPerNode === undefined ? undefined : { workers: workersPerNode, transport: 'shm' as const },
       };
       const onExit = (w: LaunchedWorker, code: number | null, signal: NodeJS.Signals | null) => {
         // Exit 0: the coordinator's stop. Anything else ends the run (a no-op once it is over).
@@ -77,6 +85,7 @@ export async function benchNodeRun(
   };
   try {
     const result = await benchTrainRun(cwd, config, 0, label, {
+      ...extra,
       transport: 'socket',
       minWorkers: layout.nodes,
       tokenFile,
@@ -91,7 +100,7 @@ export async function benchNodeRun(
     });
     await Promise.all(nodes.map((n) => exited(n, LEAVE_MS)));
     const fellBack = transports.find((t) => t.local !== 'shm');
-    if (fellBack || transports.length < layout.nodes) {
+    if (workersPerNode !== undefined && (fellBack || transports.length < layout.nodes)) {
       throw new GanDistError(
         'GAN_DIST_E_CONFIG',
         `bench scaling: asked the nodes for --transport shm, ${fellBack ? `one used ${fellBack.local}${fellBack.reason ? ` (${fellBack.reason})` : ''}` : `${layout.nodes - transports.length} said nothing of theirs`}`,

@@ -1,4 +1,4 @@
-// `gan-dist bench scaling|step`: benchmarks that print ratios against a baseline measured in the same run.
+// `gan-dist bench scaling|step|data|adam|wire|memory|batchnorm`: benchmarks that print ratios against a baseline measured in the same run.
 
 import { Option, type Command } from 'commander';
 import { GanDistError } from '../protocol/errors.ts';
@@ -6,6 +6,7 @@ import { MIN_INTERLEAVED_ITERATIONS, SEED_REAL_BATCH, benchScaling } from '../be
 import { formatScaling } from '../bench/scaling-report.ts';
 import { DEFAULT_WORKERS_PER_NODE } from '../bench/scaling-simulated.ts';
 import { benchMemory } from '../bench/memory.ts';
+import { benchBatchNorm, formatBatchNormBench } from '../bench/batchnorm.ts';
 import { benchAdam, formatAdamBench } from '../bench/adam.ts';
 import { benchWire, formatWireBench } from '../bench/wire.ts';
 import { WIRE_DTYPES, parseWireDtype } from '../protocol/wire/wire-dtype.ts';
@@ -46,6 +47,7 @@ export function registerBenchCommands(program: Command): Command {
   benchAdamCommand(bench);
   benchWireCommand(bench);
   benchMemoryCommand(bench);
+  benchBatchNormCommand(bench);
   return bench;
 }
 
@@ -304,6 +306,70 @@ function benchWireCommand(bench: Command): void {
         progress: (line) => console.error(line),
       });
       console.log(opts.json ? JSON.stringify(r, null, 2) : formatWireBench(r));
+    });
+}
+
+function benchBatchNormCommand(bench: Command): void {
+  bench
+    .command('batchnorm')
+    .description(
+      "--batchnorm sync against shard: the step's cost on the seed's model with real CPU workers (shm, socket, remote over loopback) and with simulated compute",
+    )
+    .option('--workers <n>', 'real CPU workers per run', (v) => intList('--workers')(v)[0], 2)
+    .option('--batch-size <n>', "global batch of the real runs (the seed's)", (v) => intList('--batch-size')(v)[0], 128)
+    .option(
+      '--iterations <n>',
+      'iterations per real run (the first two are warm-up)',
+      (v) => intList('--iterations')(v)[0],
+      5,
+    )
+    .option(
+      '--rounds <n>',
+      'rounds of shard and sync runs per case, in alternating order',
+      (v) => intList('--rounds')(v)[0],
+      2,
+    )
+    .option(
+      '--cases <list>',
+      'real cases: shm, socket, remote (workers joining over loopback); "none" skips them',
+      (raw: string) => {
+        if (raw === 'none') return [];
+        const xs = raw.split(',').map((s) => s.trim());
+        if (xs.some((x) => !['shm', 'socket', 'remote'].includes(x)))
+          throw new GanDistError(
+            'GAN_DIST_E_CONFIG',
+            `--cases: "${raw}" is not a list of shm, socket and remote`,
+            'e.g. --cases shm,socket,remote, or none',
+          );
+        return xs;
+      },
+      ['shm', 'socket', 'remote'],
+    )
+    .option('--simulate-step-ms <list>', 'simulated part: delays per shard (ms)', intList('--simulate-step-ms'), [10])
+    .option('--no-simulated', 'skip the simulated part')
+    .option('--simulated-workers <n>', 'simulated workers', (v) => intList('--simulated-workers')(v)[0], 2)
+    .option('--rows-per-shard <n>', 'rows per simulated shard', (v) => intList('--rows-per-shard')(v)[0], 32)
+    .option(
+      '--simulated-iterations <n>',
+      'iterations per simulated run',
+      (v) => intList('--simulated-iterations')(v)[0],
+      24,
+    )
+    .option('--json', 'print JSON')
+    .action(async (opts) => {
+      const r = await benchBatchNorm({
+        workers: opts.workers,
+        batchSize: opts.batchSize,
+        iterations: Math.max(3, opts.iterations),
+        rounds: opts.rounds,
+        cases: opts.cases,
+        simulateStepMs: opts.simulated === false ? [] : opts.simulateStepMs,
+        simulatedWorkers: opts.simulatedWorkers,
+        rowsPerShard: opts.rowsPerShard,
+        simulatedIterations: opts.simulatedIterations,
+        progress: (line) => console.error(line),
+      });
+      console.log(opts.json ? JSON.stringify(r, null, 2) : formatBatchNormBench(r));
     });
 }
 

@@ -81,7 +81,7 @@ function registerTrain(program: Command): void {
       .addOption(
         new Option(
           '--batchnorm <mode>',
-          `BatchNorm over the whole batch, its statistics pooled at every layer (sync: the single-process step whatever the workers, as MATLAB's) or over each worker's rows (shard: no barriers, numbers that depend on the worker count); default ${DEFAULT_BATCHNORM}, a resume keeps the run's`,
+          `BatchNorm over the whole batch, its statistics pooled at every layer (sync: the single-process step whatever the workers, as MATLAB's) or over each worker's rows (shard: no barriers, numbers that depend on the worker count); default ${DEFAULT_BATCHNORM} (sync's barriers cost +57 % at a 10 ms GPU step; see docs/benchmarks.md), a resume keeps the run's`,
         ).choices([...BATCHNORM_MODES]),
       )
       .addOption(

@@ -30,11 +30,14 @@ export function simulatedCompute(cfg: ModelConfig, delayMs: number, nonFinite = 
     setWeights: () => {},
     step: async (shard, _masks, barrier) => {
       const t0 = performance.now();
-      const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+      const sleep = (ms: number) => (ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve());
       if (barrier) {
-        // The delay spread over the step's barriers, each joined with a unit normal's part.
+        // The delay spread over the step's barriers, each joined with a unit normal's part. Each
+        // stretch sleeps until its share of the delay is past (a timer lasts at least 1 ms, so
+        // fixed sleeps of delay / 22 would stretch a 10 ms step to over 22 ms).
+        const until = (k: number) => sleep(t0 + (delayMs * k) / (plan.length + 1) - performance.now());
         for (const [index, b] of plan.entries()) {
-          await sleep(delayMs / (plan.length + 1));
+          await until(index + 1);
           const count = (layers.find((l) => l.key === b.key)?.perImage ?? 1) * shard.n;
           const zeros = new Float32Array(b.channels);
           await barrier(
@@ -44,7 +47,7 @@ export function simulatedCompute(cfg: ModelConfig, delayMs: number, nonFinite = 
               : { kind: 'gradSums', count, sumDy: zeros, sumDyXhat: zeros },
           );
         }
-        await sleep(delayMs / (plan.length + 1));
+        await until(plan.length + 1);
       } else await sleep(delayMs);
       const sums: BnSumsByLayer = {};
       for (const l of layers) {

@@ -11,9 +11,12 @@ export type BatchNormMode = (typeof BATCHNORM_MODES)[number];
 
 /**
  * A new run's --batchnorm. One default for every transport, so a run's numbers never depend on how
- * it was deployed; chosen by measurement (docs/benchmarks.md, "Synced BatchNorm").
+ * it was deployed. The rule (sync if it costs at most 5 % of the seed's CPU step and 25 % at a
+ * simulated 10 ms step) picks shard: at S = 10 ms on shared memory sync measured +57 % (21
+ * barriers, about 0.8 ms each on this 2-core machine, plus the first barrier waiting out the
+ * workers' staggered starts). See docs/benchmarks.md, "Synced BatchNorm".
  */
-export const DEFAULT_BATCHNORM: BatchNormMode = 'sync';
+export const DEFAULT_BATCHNORM: BatchNormMode = 'shard';
 
 /** --batchnorm (or a run's stored config): 'sync' or 'shard', else an error naming the value and both. */
 export function parseBatchNorm(raw: unknown, source = '--batchnorm'): BatchNormMode {
