@@ -6,14 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { ADAM_EPSILON } from './optimizer/adam.ts';
 import { modelConfigOf } from '../protocol/config.ts';
 import { GanDistError } from '../protocol/errors.ts';
-import {
-  Dispatcher,
-  RoundAbandoned,
-  RoundResplit,
-  type RoundSync,
-  type ShardAnswer,
-  type ShardTask,
-} from './dispatcher.ts';
+import { Dispatcher, RoundAbandoned, type RoundSync, type ShardAnswer, type ShardTask } from './dispatcher.ts';
 import { BnBarriers } from './bn-barriers.ts';
 import { syncBarrierPlan } from '../protocol/wire/bn-sync.ts';
 import { logEvent } from './logger.ts';
@@ -377,31 +370,22 @@ export class Coordinator {
    * sums never depend on timing.
    */
   private async gather(inputs: IterationInputs): Promise<{ answers: ShardAnswer[]; reduceMs: number }> {
-    let tasks = this.cut(inputs, 0);
-    const sync: RoundSync | undefined =
-      this.opts.batchnorm === 'sync'
-        ? {
-            barriers: new BnBarriers(
-              inputs.iteration,
-              tasks.map((t) => t.shardId),
-            ),
-            total: this.barrierCount,
-          }
-        : undefined;
-    for (;;) {
-      try {
-        return await this.gatherOnce(inputs.iteration, tasks, sync);
-      } catch (err) {
-        if (!(err instanceof RoundResplit) || !sync) throw err;
-        // Synced and a worker lost mid-step: the batch cut again over the workers still live.
-        if (this.dispatcher.liveCount === 0) {
-          this.event('waiting-for-workers', { iteration: inputs.iteration }, 'warn');
-          await this.dispatcher.waitForWorkers(1, this.stopController.signal);
-        }
-        tasks = this.cut(inputs, tasks[tasks.length - 1].shardId + 1);
-        sync.barriers.resplit(tasks.map((t) => t.shardId));
-      }
-    }
+    const tasks = this.cut(inputs, 0);
+    if (this.opts.batchnorm !== 'sync') return this.gatherOnce(inputs.iteration, tasks, undefined);
+    const barriers = new BnBarriers(
+      inputs.iteration,
+      tasks.map((t) => t.shardId),
+    );
+    const sync: RoundSync = { barriers, total: this.barrierCount };
+    // Synced and a worker lost mid-step: the batch cut again over the workers still live.
+    return this.dispatcher.resplitting(
+      tasks,
+      sync,
+      (firstId) => this.cut(inputs, firstId),
+      (t) => this.gatherOnce(inputs.iteration, t, sync),
+      this.stopController.signal,
+      () => this.event('waiting-for-workers', { iteration: inputs.iteration }, 'warn'),
+    );
   }
 
   /**

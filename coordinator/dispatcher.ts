@@ -262,6 +262,35 @@ export class Dispatcher {
     });
   }
 
+  /**
+   * A synced round, `attempt`ed on `first` and, each time it is re-split (RoundResplit: a worker
+   * lost mid-step), on `cut(firstId)` over the workers then live, once one is (`onWait` says it
+   * waits); the barriers keep their closed results. The coordinator's gather and a node's step.
+   */
+  async resplitting<T>(
+    first: ShardTask[],
+    sync: RoundSync,
+    cut: (firstId: number) => ShardTask[],
+    attempt: (tasks: ShardTask[]) => Promise<T>,
+    signal: AbortSignal,
+    onWait?: () => void,
+  ): Promise<T> {
+    let tasks = first;
+    for (;;) {
+      try {
+        return await attempt(tasks);
+      } catch (err) {
+        if (!(err instanceof RoundResplit)) throw err;
+        if (this.liveCount === 0) {
+          onWait?.();
+          await this.waitForWorkers(1, signal);
+        }
+        tasks = cut(tasks[tasks.length - 1].shardId + 1);
+        sync.barriers.resplit(tasks.map((t) => t.shardId));
+      }
+    }
+  }
+
   /** The time a shard of `rows` may take before its worker is dropped and the shard moves on. */
   deadlineMs(rows: number): number {
     if (this.msPerRow === undefined) return FIRST_DEADLINE_MS;

@@ -23,7 +23,6 @@ import { openLocalTransport } from '../coordinator/local-transport.ts';
 import {
   Dispatcher,
   RoundAbandoned,
-  RoundResplit,
   type RoundSync,
   type ShardAnswer,
   type ShardTask,
@@ -281,24 +280,16 @@ export class NodeHub implements Compute {
    * local worker lost mid-step costs a re-split over the others (closed barriers keep their
    * answers); the coordinator giving the node's step up fails the barrier, and so this step.
    */
-  private async runSynced(shard: Shard, barrier: BnBarrier): Promise<ShardAnswer[]> {
-    let tasks = this.subShards(shard, this.dispatcher.liveCount);
+  private runSynced(shard: Shard, barrier: BnBarrier): Promise<ShardAnswer[]> {
+    const cut = (firstId: number) => this.subShards(shard, this.dispatcher.liveCount, firstId);
+    const tasks = cut(0);
     const barriers = new BnBarriers(
       shard.iteration,
       tasks.map((t) => t.shardId),
       (index, key, parts) => barrier({ index, key }, partOfResult(parts[0].kind, combineBnParts(parts))),
     );
     const sync = { barriers, total: this.barrierCount };
-    for (;;) {
-      try {
-        return await this.runRound(shard, tasks, sync);
-      } catch (err) {
-        if (!(err instanceof RoundResplit)) throw err;
-        if (this.dispatcher.liveCount === 0) await this.dispatcher.waitForWorkers(1, this.abort.signal);
-        tasks = this.subShards(shard, this.dispatcher.liveCount, tasks[tasks.length - 1].shardId + 1);
-        barriers.resplit(tasks.map((t) => t.shardId));
-      }
-    }
+    return this.dispatcher.resplitting(tasks, sync, cut, (t) => this.runRound(shard, t, sync), this.abort.signal);
   }
 
   private nonFinite(n: number, t0: number): ShardResult {
