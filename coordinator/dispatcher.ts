@@ -67,10 +67,10 @@ export interface Round {
 
 export interface DispatcherHooks {
   /**
-   * The frame of the current weights to send to THAT worker, and its version: encoded once per
+   * The frames of the current weights to send to THAT worker, and its version: encoded once per
    * version and per form a peer gets them in (a wire dtype, or a local transport's own frame).
    */
-  weights(slot: WorkerSlot): { version: number; frame: Buffer };
+  weights(slot: WorkerSlot): { version: number; frames: Buffer[] };
   /** Checks a gradients message against the parameter table; a string is the reason it is bad. */
   validate(msg: GradientsMessage): string | undefined;
   event(name: string, fields: Record<string, unknown>, level?: 'info' | 'warn' | 'error'): void;
@@ -419,9 +419,9 @@ export class Dispatcher {
 
   /** Sends the current weights to `slot` if it lacks them. */
   syncWeights(slot: WorkerSlot): void {
-    const { version, frame } = this.hooks.weights(slot);
+    const { version, frames } = this.hooks.weights(slot);
     if (slot.weightsVersion !== version) {
-      slot.peer.send(frame);
+      for (const frame of frames) slot.peer.send(frame);
       slot.weightsVersion = version;
     }
   }

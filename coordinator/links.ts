@@ -17,13 +17,14 @@ import {
   type WeightsMessage,
   type WireDtype,
 } from '../protocol/wire/protocol.ts';
+import { PART_BYTES, splitIntoParts } from '../protocol/wire/parts.ts';
 import type { ShmRegion } from '../protocol/wire/shm.ts';
 import type { Peer } from './server.ts';
 
-/** A version of the weights, as the frame that carries it to one worker. */
+/** A version of the weights, as the frames that carry it to one worker (in parts over a socket: parts.ts). */
 export interface WeightsFrame {
   version: number;
-  frame: Buffer;
+  frames: Buffer[];
 }
 
 /** The weights as they stand: what every frame of this version encodes. */
@@ -48,16 +49,19 @@ export class WorkerLinks {
   /** The weights frame of the current version, one per wire dtype asked for. */
   private readonly frames = new Map<WireDtype, WeightsFrame>();
   /**
-   * Per wire dtype, two buffers the weights frames are encoded into, by version parity. Version v's
-   * buffer is rewritten for v + 2 only: every send of v went out during iteration v + 1 and was
-   * received whole before its worker's answer came back (or its socket was destroyed), so no
-   * send still reads it. A fresh 38 MB buffer per version cost its page faults and the GC's time.
+   * Per wire dtype, two sets of buffers the weights frames (one per part) are encoded into, by
+   * version parity. Version v's are rewritten for v + 2 only: every send of v went out during
+   * iteration v + 1 and was received whole before its worker's answer came back (or its socket was
+   * destroyed), so no send still reads them. Fresh buffers per version cost their page faults and
+   * the GC's time.
    */
-  private readonly buffers = new Map<WireDtype, (Buffer | undefined)[]>();
+  private readonly buffers = new Map<WireDtype, Buffer[][]>();
   /** What each socket worker was told in its welcome (--wire-dtype). */
   private readonly peerWireDtype = new Map<number, WireDtype>();
   /** The weightsRef control frame of the version last written to shared memory. */
   private shmWeights?: WeightsFrame;
+  /** The buffer 16-bit weights are encoded into for shared memory (written to the file at once). */
+  private shmHalf?: Buffer;
 
   constructor(private readonly opts: WorkerLinksOptions) {
     for (const s of opts.specs) this.shapes[s.name] = s.shape;
@@ -85,12 +89,11 @@ export class WorkerLinks {
       // one vectored write straight from the parameters (no copy into a frame buffer); in a 16-bit
       // dtype the converting copy is needed anyway, into the buffer socket workers are sent from.
       const dtype = this.opts.wireDtype ?? 'float32';
-      const frame =
-        dtype === 'float32' ? encodeMessageChunks(this.weightsMessage(w)) : this.socketFrame(w, dtype).frame;
+      const frame = dtype === 'float32' ? encodeMessageChunks(this.weightsMessage(w)) : this.halfFrame(w, dtype);
       const ref = shm.writeWeights(frame);
       this.shmWeights = {
         version: w.version,
-        frame: encodeMessage({ type: 'weightsRef', version: w.version, iteration: w.iteration, ...ref }),
+        frames: [encodeMessage({ type: 'weightsRef', version: w.version, iteration: w.iteration, ...ref })],
       };
     }
     return this.shmWeights;
@@ -169,20 +172,31 @@ export class WorkerLinks {
     return { type: 'weights', version: w.version, iteration: w.iteration, tensors: w.params, shapes: this.shapes };
   }
 
-  /** The weights in `dtype`, encoded once per version and dtype (for sockets, and shm in 16 bits). */
+  /** The weights in `dtype`, encoded once per version and dtype, in parts (parts.ts), for sockets. */
   private socketFrame(w: WeightsSource, dtype: WireDtype): WeightsFrame {
     let cached = this.frames.get(dtype);
     if (cached?.version !== w.version) {
-      const buffers = this.buffers.get(dtype) ?? [undefined, undefined];
-      this.buffers.set(dtype, buffers);
-      const into = buffers[w.version % 2];
+      const sets = this.buffers.get(dtype) ?? [[], []];
+      this.buffers.set(dtype, sets);
+      const into = sets[w.version % 2];
       // BatchNorm running statistics stay float32: a few KB, and workers' sample grids use them.
       const exact = (name: string) => !this.learnableNames.has(name);
-      const frame = encodeMessage(this.weightsMessage(w), { wireDtype: dtype, exact, into });
-      if (frame.buffer !== into?.buffer) buffers[w.version % 2] = frame;
-      cached = { version: w.version, frame };
+      const partBytes = dtype === 'float32' ? PART_BYTES : 2 * PART_BYTES;
+      const frames = splitIntoParts(this.weightsMessage(w), partBytes).map((part, i) => {
+        const frame = encodeMessage(part, { wireDtype: dtype, exact, into: into[i] });
+        if (frame.buffer !== into[i]?.buffer) into[i] = frame;
+        return frame;
+      });
+      cached = { version: w.version, frames };
       this.frames.set(dtype, cached);
     }
     return cached;
+  }
+
+  /** The weights in a 16-bit dtype as one frame, for shared memory (its file takes any size). */
+  private halfFrame(w: WeightsSource, dtype: WireDtype): Buffer {
+    const exact = (name: string) => !this.learnableNames.has(name);
+    this.shmHalf = encodeMessage(this.weightsMessage(w), { wireDtype: dtype, exact, into: this.shmHalf });
+    return this.shmHalf;
   }
 }

@@ -26,6 +26,7 @@ import {
 } from '../protocol/wire/protocol.ts';
 import { Admission, DEFAULT_ADMISSION, type AdmissionLimits } from './admission.ts';
 import { setFrameCap } from '../protocol/wire/frame-cap.ts';
+import { PartsAssembler } from '../protocol/wire/parts.ts';
 import { RejectionLog, type Rejection, type RejectionKind, type RejectionSummary } from './rejections.ts';
 import { LinkCounter } from './link-counter.ts';
 
@@ -208,6 +209,7 @@ export class PeerServer extends EventEmitter {
     const id = this.nextId++;
     let peer: Peer | undefined;
     let closed = false;
+    let assembler: PartsAssembler | undefined;
     const drop = (reason: string, kind: RejectionKind = 'closed') => {
       if (closed) return;
       closed = true;
@@ -253,7 +255,15 @@ export class PeerServer extends EventEmitter {
         return drop(reason, 'frame');
       }
       if (peer) {
-        this.emit('message', peer, msg);
+        // Weights or gradients in parts (parts.ts) reach the listeners whole.
+        assembler ??= new PartsAssembler(limits.maxFrameBytes);
+        let whole: Message | undefined;
+        try {
+          whole = assembler.accept(msg, buf.length);
+        } catch (err) {
+          return drop((err as Error).message, 'frame');
+        }
+        if (whole) this.emit('message', peer, whole);
         return;
       }
       const step = handshake.onMessage(msg);

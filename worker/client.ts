@@ -6,6 +6,7 @@ import WebSocket from 'ws';
 import { createClientHandshake } from '../protocol/wire/handshake.ts';
 import { tlsOptions } from './connection.ts';
 import { setFrameCap } from '../protocol/wire/frame-cap.ts';
+import { PartsAssembler } from '../protocol/wire/parts.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import {
   PRE_AUTH_LIMITS,
@@ -166,6 +167,8 @@ class WorkerSession {
   private uplink?: Uplink;
   /** `--batchnorm sync` (welcome.batchnorm): each step's BatchNorm barriers go through the coordinator. */
   private barriers?: BarrierExchange;
+  /** Reassembles weights that come in parts; made with the frame limits, at the welcome. */
+  private parts?: PartsAssembler;
   private limits: FrameLimits = PRE_AUTH_LIMITS;
   private ready = false;
   private outcome?: WorkerOutcome;
@@ -279,6 +282,15 @@ class WorkerSession {
       this.onHandshake(msg);
       return;
     }
+    try {
+      // Weights in parts (parts.ts) are handled whole.
+      const whole = this.parts ? this.parts.accept(msg, data.length) : msg;
+      if (!whole) return;
+      msg = whole;
+    } catch (err) {
+      this.finish(WorkerExit.FAILED, `bad frame from the coordinator: ${(err as Error).message}`);
+      return;
+    }
     // A barrier's result or a step given up concerns the step under way: not queued behind it.
     if (msg.type === 'bnResult' || msg.type === 'bnAbort') {
       if (!this.barriers) {
@@ -327,6 +339,7 @@ class WorkerSession {
     const total = table.reduce((n, s) => n + sizeOf(s.shape), 0);
     this.limits = frameLimitFor(total, cfg.batchSize, cfg.imageSize, { latent: cfg.latent });
     setFrameCap(this.ws, this.limits.maxFrameBytes);
+    this.parts = new PartsAssembler(this.limits.maxFrameBytes);
     const r = this.handshake.ready(paramTableHash(table));
     if (r.send) this.send(r.send);
     this.ready = true;

@@ -16,17 +16,24 @@ import {
   type WeightsRefMessage,
   type WireDtype,
 } from '../protocol/wire/protocol.ts';
+import { PART_BYTES, splitIntoParts } from '../protocol/wire/parts.ts';
 import { ShmWorkerFiles } from '../protocol/wire/shm.ts';
 
 export class Uplink {
   private shm?: ShmWorkerFiles;
   /**
-   * Gradient frames for the socket (and 16-bit ones for shared memory) are encoded into one reused
-   * buffer: a fresh 38 MB one per shard costs its page faults, as much again as the copy. Safe to
-   * reuse: ws copies what a client sends (masking) before send returns, and the shm write is
+   * 16-bit gradient frames for shared memory are encoded into one reused buffer (a fresh 38 MB one
+   * per shard costs its page faults, as much again as the copy); safe, as the shm write is
    * synchronous.
    */
   private gradFrame: Buffer = Buffer.alloc(0);
+  /**
+   * Socket frames (the gradients' parts) are encoded into reused buffers too, but ws sends a
+   * worker's frames without copying them (the all-zero mask: client.ts), so a buffer is reused only
+   * once ws has written it out: a worker given two shards in one iteration may encode the second's
+   * while the first's is still queued.
+   */
+  private readonly socketFrames: { buffer?: Buffer; sending: boolean }[] = [];
 
   constructor(
     private readonly ws: WebSocket,
@@ -76,7 +83,8 @@ export class Uplink {
 
   sendGradients(gradients: GradientsMessage): void {
     if (!this.shm) {
-      this.ws.send(this.encodeGradients(gradients));
+      for (const part of splitIntoParts(gradients, this.wireDtype === 'float32' ? PART_BYTES : 2 * PART_BYTES))
+        this.sendFrame(part);
       return;
     }
     // The same frame, through this worker's file; the socket carries where to find it. In float32
@@ -91,7 +99,23 @@ export class Uplink {
     this.shm?.close();
   }
 
-  /** The gradients in the wire dtype, encoded into the reused buffer. */
+  /** One message over the socket, encoded into a buffer ws is not still sending. */
+  private sendFrame(m: GradientsMessage): void {
+    let slot = this.socketFrames.find((s) => !s.sending);
+    if (!slot) {
+      slot = { sending: false };
+      this.socketFrames.push(slot);
+    }
+    const f = encodeMessage(m, { wireDtype: this.wireDtype, exact: isBnTensor, into: slot.buffer });
+    if (f.buffer !== slot.buffer?.buffer) slot.buffer = f;
+    slot.sending = true;
+    const sent = slot;
+    this.ws.send(f, () => {
+      sent.sending = false;
+    });
+  }
+
+  /** The gradients in the wire dtype, encoded into the reused buffer (for shared memory). */
   private encodeGradients(gradients: GradientsMessage): Buffer {
     // BatchNorm sums stay float32: the coordinator pools the batch variance as E[x^2] - E[x]^2,
     // a difference that a 2^-8 relative error in each term could swamp (or make negative); they

@@ -6,6 +6,7 @@ import { GanDistError } from '../errors.ts';
 import { describe, firstNonFinite, isPlainObject, protocolError, type Dtype, type TypedArray } from './framing.ts';
 import type { MessageType, Shape } from './messages.ts';
 import { isHalfDtype, WIRE_DTYPES } from './wire-dtype.ts';
+import { MAX_PARTS } from './parts.ts';
 
 // --- validation ------------------------------------------------------------------------------
 
@@ -143,6 +144,9 @@ export function noTensors(rows: readonly TableRow[]): void {
   if (rows.length > 0) fail(`this message carries no tensors, got ${rows.length}`);
 }
 
+/** Weights and gradients over a socket may come in parts (parts.ts). */
+const inParts = { part: int(0, MAX_PARTS - 1), parts: int(2, MAX_PARTS) };
+
 /** Weights and gradients: float32, or the lighter wire's bfloat16 and float16. */
 function namedFloats(rows: readonly TableRow[]): void {
   if (rows.length === 0) fail('needs at least one tensor, got none');
@@ -242,7 +246,7 @@ const SPECS = new Map<string, MessageSpec>([
   ],
   ['ready', { fields: { paramTableHash: hex64 }, tensors: noTensors, finite: [] }],
   ['reject', { fields: { reason: text(2048, 1), code: errorCode }, tensors: noTensors, finite: [] }],
-  ['weights', { fields: { version: uint, iteration: uint }, tensors: namedFloats, finite: 'all' }],
+  ['weights', { fields: { version: uint, iteration: uint }, optional: inParts, tensors: namedFloats, finite: 'all' }],
   [
     'shard',
     {
@@ -266,6 +270,7 @@ const SPECS = new Map<string, MessageSpec>([
         lossD: finite(0),
         timings,
       },
+      optional: inParts,
       tensors: namedFloats,
       finite: 'all',
     },

@@ -6,9 +6,10 @@ import type { WireDtype } from './wire-dtype.ts';
 
 /**
  * 2: bfloat16 and float16 tensors, welcome.wireDtype. 3: hello.capacity and nodeWorkers (nodes).
- * 4: synced BatchNorm (welcome.batchnorm, bnPart, bnResult, bnAbort).
+ * 4: synced BatchNorm (welcome.batchnorm, bnPart, bnResult, bnAbort). 5: weights and gradients in
+ * parts over sockets (part, parts; parts.ts).
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 export type Role = 'worker' | 'monitor';
 export type Shape = readonly number[];
@@ -77,6 +78,9 @@ export interface WeightsMessage {
   /** G and D parameters and BatchNorm running statistics, by name. */
   tensors: Record<string, Float32Array>;
   shapes: Record<string, Shape>;
+  /** In parts (parts.ts): this one's index, and how many there are; absent when whole. */
+  part?: number;
+  parts?: number;
 }
 export interface ShardMessage {
   type: 'shard';
@@ -107,6 +111,9 @@ export interface GradientsMessage {
   /** One gradient per parameter, plus each BatchNorm layer's per-channel sum and sum of squares. */
   tensors: Record<string, Float32Array>;
   shapes: Record<string, Shape>;
+  /** In parts (parts.ts): this one's index, and how many there are; absent when whole. */
+  part?: number;
+  parts?: number;
 }
 /**
  * What a worker sends instead of `gradients` when its shard gave NaN or Infinity: `gradients`

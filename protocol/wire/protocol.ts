@@ -23,6 +23,12 @@
 // messages in memory hold Float32Arrays whatever the wire carried. Only `weights` and
 // `gradients` may carry them; `welcome.wireDtype` (absent: float32) tells a worker which to use.
 //
+// Over a socket, `weights` and `gradients` of more than PART_BYTES (16 MiB) of tensors travel as
+// `parts` frames, `part` 0..parts-1, each with all the message's fields and a disjoint run of its
+// tensors in order; the receiver's PartsAssembler (parts.ts) merges them back, counting their
+// bytes against the one-frame limit, and drops the sender on a part out of order. Shared memory
+// carries them whole.
+//
 // In memory a message is `{type, ...fields}` and, for the types that carry tensors, `tensors`
 // (name -> flat typed array) and `shapes` (name -> shape). The fields of `hello` and `reject` are
 // frozen across protocol versions: a peer of another version can still say hello and be told why

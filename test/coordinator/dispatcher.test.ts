@@ -91,7 +91,7 @@ afterEach(() => {
 function setup(validate: DispatcherHooks['validate'] = () => undefined) {
   const events: { name: string; fields: Record<string, unknown>; level?: string }[] = [];
   const d = new Dispatcher({
-    weights: () => ({ version: 1, frame: WEIGHTS }),
+    weights: () => ({ version: 1, frames: [WEIGHTS] }),
     validate,
     event: (name, fields, level) => events.push({ name, fields, level }),
   });
