@@ -10,6 +10,7 @@ import { adamStep, ADAM_EPSILON } from '../../coordinator/optimizer/adam.ts';
 import { poolBatchStats, updateRunningStats } from '../../coordinator/optimizer/reduce.ts';
 import { defaults } from '../../protocol/config.ts';
 import { randomShard, tinyModel } from '../support/fixtures.ts';
+import type { ModelConfig } from '../../protocol/config.ts';
 
 // `--batchnorm sync` at the trainer: N shards of one batch, each BatchNorm barrier combined in
 // shard order (Trainer.stepShardsSynced, as the coordinator combines), against one process on
@@ -23,8 +24,8 @@ const weights: NamedArrays = initialParams(parameterTable(tinyModel), 11);
 const whole = randomShard(tinyModel, BATCH, 7, 3);
 
 /** `batch` split into contiguous shards of these sizes, as the coordinator splits it. */
-function split(sizes: number[], batch: Shard = whole): Shard[] {
-  const s = tinyModel.imageSize;
+function split(sizes: number[], batch: Shard = whole, cfg: ModelConfig = tinyModel): Shard[] {
+  const s = cfg.imageSize;
   let start = 0;
   return sizes.map((n) => {
     const shard: Shard = {
@@ -32,7 +33,7 @@ function split(sizes: number[], batch: Shard = whole): Shard[] {
       rowStart: start,
       n,
       images: batch.images.slice(start * s * s * 3, (start + n) * s * s * 3),
-      z: batch.z.slice(start * tinyModel.latent, (start + n) * tinyModel.latent),
+      z: batch.z.slice(start * cfg.latent, (start + n) * cfg.latent),
       flip: batch.flip.slice(start, start + n),
     };
     start += n;
@@ -56,6 +57,7 @@ function averaged(results: ShardResult[]): Record<string, Float64Array> {
 /** Biases that feed a BatchNorm: their gradient is zero in theory, rounding noise in practice. */
 const beforeBn = new Set(
   (['G', 'D'] as const).flatMap((net) => {
+    // Layer names are the same in every model size.
     const layers = layersOf(net, tinyModel);
     return layers.flatMap((l, i) => (layers[i + 1]?.kind === 'bn' ? [`${net}/${l.name}/b`] : []));
   }),
