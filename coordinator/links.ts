@@ -17,7 +17,7 @@ import {
   type WeightsMessage,
   type WireDtype,
 } from '../protocol/wire/protocol.ts';
-import { PART_BYTES, splitIntoParts } from '../protocol/wire/parts.ts';
+import { partBytesFor, splitIntoParts } from '../protocol/wire/parts.ts';
 import type { ShmRegion } from '../protocol/wire/shm.ts';
 import type { Peer } from './server.ts';
 
@@ -46,6 +46,8 @@ export interface WorkerLinksOptions {
 export class WorkerLinks {
   private readonly shapes: Record<string, number[]> = {};
   private readonly learnableNames: Set<string>;
+  /** BatchNorm running statistics stay float32 on a 16-bit wire: a few KB, and workers' sample grids use them. */
+  private readonly exact = (name: string) => !this.learnableNames.has(name);
   /** The weights frame of the current version, one per wire dtype asked for. */
   private readonly frames = new Map<WireDtype, WeightsFrame>();
   /**
@@ -179,11 +181,8 @@ export class WorkerLinks {
       const sets = this.buffers.get(dtype) ?? [[], []];
       this.buffers.set(dtype, sets);
       const into = sets[w.version % 2];
-      // BatchNorm running statistics stay float32: a few KB, and workers' sample grids use them.
-      const exact = (name: string) => !this.learnableNames.has(name);
-      const partBytes = dtype === 'float32' ? PART_BYTES : 2 * PART_BYTES;
-      const frames = splitIntoParts(this.weightsMessage(w), partBytes).map((part, i) => {
-        const frame = encodeMessage(part, { wireDtype: dtype, exact, into: into[i] });
+      const frames = splitIntoParts(this.weightsMessage(w), partBytesFor(dtype)).map((part, i) => {
+        const frame = encodeMessage(part, { wireDtype: dtype, exact: this.exact, into: into[i] });
         if (frame.buffer !== into[i]?.buffer) into[i] = frame;
         return frame;
       });
@@ -195,8 +194,7 @@ export class WorkerLinks {
 
   /** The weights in a 16-bit dtype as one frame, for shared memory (its file takes any size). */
   private halfFrame(w: WeightsSource, dtype: WireDtype): Buffer {
-    const exact = (name: string) => !this.learnableNames.has(name);
-    this.shmHalf = encodeMessage(this.weightsMessage(w), { wireDtype: dtype, exact, into: this.shmHalf });
+    this.shmHalf = encodeMessage(this.weightsMessage(w), { wireDtype: dtype, exact: this.exact, into: this.shmHalf });
     return this.shmHalf;
   }
 }

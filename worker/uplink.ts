@@ -16,7 +16,7 @@ import {
   type WeightsRefMessage,
   type WireDtype,
 } from '../protocol/wire/protocol.ts';
-import { PART_BYTES, splitIntoParts } from '../protocol/wire/parts.ts';
+import { partBytesFor, splitIntoParts } from '../protocol/wire/parts.ts';
 import { ShmWorkerFiles } from '../protocol/wire/shm.ts';
 
 export class Uplink {
@@ -83,8 +83,7 @@ export class Uplink {
 
   sendGradients(gradients: GradientsMessage): void {
     if (!this.shm) {
-      for (const part of splitIntoParts(gradients, this.wireDtype === 'float32' ? PART_BYTES : 2 * PART_BYTES))
-        this.sendFrame(part);
+      for (const part of splitIntoParts(gradients, partBytesFor(this.wireDtype))) this.sendFrame(part);
       return;
     }
     // The same frame, through this worker's file; the socket carries where to find it. In float32

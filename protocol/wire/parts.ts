@@ -9,9 +9,17 @@
 
 import { GanDistError } from '../errors.ts';
 import type { GradientsMessage, Message, WeightsMessage } from './messages.ts';
+import { isHalfDtype, type WireDtype } from './wire-dtype.ts';
 
 /** Tensor bytes per part: under glibc's 32 MB mmap ceiling, with room for the header. */
 export const PART_BYTES = 16 * 1024 * 1024;
+/**
+ * Bytes of float32 tensors in memory per part, for a message sent in `dtype`: a 16-bit wire halves
+ * them, so twice as many fit in PART_BYTES on the wire.
+ */
+export function partBytesFor(dtype: WireDtype): number {
+  return isHalfDtype(dtype) ? 2 * PART_BYTES : PART_BYTES;
+}
 /** Most parts one message may come in (the spec checks it). */
 export const MAX_PARTS = 64;
 

@@ -65,23 +65,6 @@ function biasesBeforeBn(cfg: ModelConfig): Set<string> {
 }
 const beforeBn = biasesBeforeBn(tinyModel);
 
-/** Per tensor: |a - b|_inf / |b|_inf, except biases before a BatchNorm: the absolute |a - b|_inf. */
-function errors(a: Record<string, Float64Array>, b: Record<string, Float64Array>) {
-  let relative = 0;
-  let absoluteBeforeBn = 0;
-  for (const [name, ref] of Object.entries(b)) {
-    let diff = 0;
-    let scale = 0;
-    for (let i = 0; i < ref.length; i++) {
-      diff = Math.max(diff, Math.abs(a[name][i] - ref[i]));
-      scale = Math.max(scale, Math.abs(ref[i]));
-    }
-    if (beforeBn.has(name)) absoluteBeforeBn = Math.max(absoluteBeforeBn, diff);
-    else relative = Math.max(relative, diff / scale);
-  }
-  return { relative, absoluteBeforeBn };
-}
-
 /** The batch with its rows in reverse order. */
 function reversedRows(b: Shard, cfg: ModelConfig): Shard {
   const px = cfg.imageSize * cfg.imageSize * 3;
@@ -114,6 +97,18 @@ function perTensor(
     out[name] = absolute.has(name) ? diff : diff / scale;
   }
   return out;
+}
+
+/** The largest of perTensor's relative errors, and of the absolute ones of biases before a BatchNorm. */
+function errors(a: Record<string, Float64Array>, b: Record<string, Float64Array>) {
+  const each = perTensor(a, b, beforeBn);
+  let relative = 0;
+  let absoluteBeforeBn = 0;
+  for (const [name, e] of Object.entries(each)) {
+    if (beforeBn.has(name)) absoluteBeforeBn = Math.max(absoluteBeforeBn, e);
+    else relative = Math.max(relative, e);
+  }
+  return { relative, absoluteBeforeBn };
 }
 
 beforeAll(async () => {
