@@ -11,6 +11,7 @@ import {
   type ShmDecision,
   type TransportChoice,
 } from '../protocol/wire/shm.ts';
+import { shmAccess } from '../protocol/wire/shm-map.ts';
 import { logEvent, type RunLogger } from './logger.ts';
 
 export interface LocalTransportOptions {
@@ -41,8 +42,12 @@ export function openLocalTransport(
   if (decision.use) {
     const made = ShmRegion.create(opts.root);
     if (made.removed.length > 0) logEvent(log, 'shm-stale-removed', { regions: made.removed }, 'warn');
+    // How the coordinator's side moves the bytes (a worker decides its own, the same way).
+    const access = shmAccess();
     logEvent(log, event, {
       local: 'shm',
+      access: access.mode,
+      ...(access.mode === 'fs' ? { accessReason: access.reason } : {}),
       region: made.region.dir,
       needMB: Math.round(decision.needBytes / 2 ** 20),
       freeMB: Math.round(decision.freeBytes / 2 ** 20),

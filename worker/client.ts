@@ -357,7 +357,9 @@ class WorkerSession {
         this.log({ event: 'shm-attached', gradientsFile: msg.gradientsFile });
         return;
       case 'weightsRef':
+        // Straight from the region into the trainer's tensors where it is mapped (no copy between).
         compute.setWeights(uplink.weightsAt(msg, this.limits));
+        uplink.weightsTaken(msg);
         return;
       case 'weights':
         compute.setWeights(msg.tensors);

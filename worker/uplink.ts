@@ -81,6 +81,11 @@ export class Uplink {
     return w.tensors;
   }
 
+  /** The weights weightsAt gave are copied into the trainer's tensors: throws if they were torn meanwhile. */
+  weightsTaken(ref: WeightsRefMessage): void {
+    this.shm?.weightsTaken(ref.seq, ref.byteLength);
+  }
+
   sendGradients(gradients: GradientsMessage): void {
     if (!this.shm) {
       for (const part of splitIntoParts(gradients, partBytesFor(this.wireDtype))) this.sendFrame(part);

@@ -238,6 +238,8 @@ export class ShmWorkerFiles {
   private seq = 0;
   /** Two receive buffers in turn: the tensors made from one stay valid while the next is read. */
   private held: Buffer[] = [];
+  /** Whether the weights read last are a view of the mapped file (checked again once taken). */
+  private viewed = false;
 
   constructor(region: string, weightsFile: string, gradientsFile: string) {
     for (const f of [weightsFile, gradientsFile]) {
@@ -248,11 +250,28 @@ export class ShmWorkerFiles {
     this.gradients = new ShmFile(gradientsFile, 'open');
   }
 
+  /**
+   * The weights frame: where the file is mapped, a view of it (no copy: the trainer's tensors are
+   * made straight from the region), which `weightsTaken` then checks was not rewritten while it
+   * was used; else a copy in a receive buffer of its own.
+   */
   readWeights(seq: number, byteLength: number): Buffer {
+    const view = this.weights.view(seq, byteLength);
+    this.viewed = view !== undefined;
+    if (view) return view;
     const buf = this.weights.read(seq, byteLength);
     this.held.push(buf);
     if (this.held.length > 2) this.weights.release(this.held.splice(0, 1));
     return buf;
+  }
+
+  /**
+   * The weights read last were used (copied into tensors): a view of the region must still show
+   * the frame it was, else what was copied may be torn. A copy was checked when it was made.
+   */
+  weightsTaken(seq: number, byteLength: number): void {
+    if (this.viewed && !this.weights.holds(seq, byteLength))
+      throw shmError(`the weights file was rewritten while frame ${seq} was taken from it: torn weights, discarded`);
   }
 
   /** Writes a gradients frame (whole, or in pieces); returns what the control message announces. */

@@ -12,7 +12,7 @@ import {
 } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../protocol/config.ts';
 import {
   decodeMessage,
@@ -23,6 +23,7 @@ import {
 } from '../../protocol/wire/protocol.ts';
 import { decideTransport, removeStaleRegions, ShmRegion, ShmWorkerFiles } from '../../protocol/wire/shm.ts';
 import { ShmFile, SHM_HEADER_BYTES } from '../../protocol/wire/shm-file.ts';
+import { SHM_MMAP_ENV, shmAccess } from '../../protocol/wire/shm-map.ts';
 import { train } from '../../coordinator/train/train.ts';
 import { Rng } from '../../protocol/rng.ts';
 
@@ -80,7 +81,28 @@ function child(code: string) {
   return { p, ready, exited };
 }
 
-describe('shared-memory transport', () => {
+// Every transport test runs on both ways of moving the bytes: the memory maps (the native addon,
+// built at npm ci; CI requires it) and the positioned fs calls used without it.
+const mapped = shmAccess();
+const requireMmap = process.env.GAN_DIST_REQUIRE_MMAP === '1';
+if (mapped.mode === 'fs' && requireMmap) throw new Error(`GAN_DIST_REQUIRE_MMAP=1, but ${mapped.reason}`);
+const ACCESS = mapped.mode === 'mmap' ? ['mmap', 'fs'] : ['fs'];
+if (mapped.mode === 'fs') console.warn(`shm tests: the memory-map variant is skipped: ${mapped.reason}`);
+
+describe.each(ACCESS)('shared-memory transport (%s)', (access) => {
+  const before = process.env[SHM_MMAP_ENV];
+  beforeAll(() => {
+    process.env[SHM_MMAP_ENV] = access === 'fs' ? '0' : '1';
+  });
+  afterAll(() => {
+    if (before === undefined) delete process.env[SHM_MMAP_ENV];
+    else process.env[SHM_MMAP_ENV] = before;
+  });
+
+  it('moves the bytes the way it is asked to', () => {
+    expect(shmAccess().mode).toBe(access);
+  });
+
   it('round-trips weights to a worker and gradients back as the frames the socket would carry', () => {
     const { region } = ShmRegion.create(shmRoot);
     try {
@@ -115,6 +137,49 @@ describe('shared-memory transport', () => {
       region.weights.write({ chunks: pieces, byteLength: whole.byteLength }, 9);
       const back = new ShmFile(region.weights.file, 'open').read(9, whole.byteLength);
       expect(back.equals(whole)).toBe(true);
+    } finally {
+      region.close();
+    }
+  });
+
+  it('grows a file, and its readers follow, when a frame outgrows it', () => {
+    const { region } = ShmRegion.create(shmRoot);
+    try {
+      const reader = new ShmFile(region.weights.file, 'open');
+      for (const [seq, bytes] of [
+        [1, 1000],
+        [2, 3 * 2 ** 20 + 5],
+        [3, 64],
+        [4, 9 * 2 ** 20],
+      ]) {
+        const frame = Buffer.alloc(bytes, seq);
+        region.weights.write(frame, seq);
+        expect(reader.read(seq, bytes).equals(frame)).toBe(true);
+      }
+      reader.close();
+    } finally {
+      region.close();
+    }
+  });
+
+  it('hands a worker the weights without a copy where mapped, and finds them torn if rewritten while taken', () => {
+    const { region } = ShmRegion.create(shmRoot);
+    try {
+      const worker = new ShmWorkerFiles(region.dir, region.weights.file, region.attach(6, 64 * 1024));
+      const first = region.writeWeights(encodeMessage(weights(1)));
+      const buf = worker.readWeights(first.seq, first.byteLength);
+      worker.weightsTaken(first.seq, first.byteLength);
+      region.writeWeights(encodeMessage(weights(2)));
+      if (access === 'mmap') {
+        // A view of the region: the next version shows through it, and taking it now is refused.
+        expect(decodeMessage(buf, LIMITS)).toEqual(weights(2));
+        expect(() => worker.weightsTaken(first.seq, first.byteLength)).toThrow(/rewritten while frame 1 was taken/);
+      } else {
+        // A copy of its own: still version 1, whatever the file holds now.
+        expect(decodeMessage(buf, LIMITS)).toEqual(weights(1));
+        worker.weightsTaken(first.seq, first.byteLength);
+      }
+      worker.close();
     } finally {
       region.close();
     }
