@@ -55,6 +55,7 @@ interface Kernels {
     n4: number,
     first: number,
   ): void;
+  weightedMean(out: number, table: number, k: number, total: number, n4: number): void;
   adam(
     w: number,
     s: number,
@@ -232,6 +233,33 @@ export class SimdArena {
     }
     return from + 4 * n4;
   }
+
+  /**
+   * node/combine.ts weightedMean over the whole vectors of `out` when it and every `gs` are in the
+   * arena (sum of n_k g_k in float64 in order, divided by `total`, rounded once); returns the
+   * first index it did not do (0 when it did none), for the caller to finish.
+   */
+  weightedMean(out: Float32Array, gs: readonly Float32Array[], ns: readonly number[], total: number): number {
+    const po = this.address(out);
+    const pg = gs.map((g) => this.address(g));
+    if (gs.length === 0 || po < 0 || pg.some((p) => p < 0)) return 0;
+    const bytes = 16 * gs.length;
+    if (!this.table || this.table.bytes < bytes) {
+      if (this.table) this.free(this.table);
+      this.table = this.alloc(bytes);
+      if (!this.table) return 0;
+    }
+    const view = new DataView(this.memory.buffer, this.table.ptr, bytes);
+    for (const [j, p] of pg.entries()) {
+      view.setUint32(16 * j, p, true);
+      view.setFloat64(16 * j + 8, ns[j], true);
+    }
+    const n4 = out.length >> 2;
+    this.kernels.weightedMean(po, this.table.ptr, gs.length, total, n4);
+    return 4 * n4;
+  }
+
+  private table?: ArenaBlock;
 
   /**
    * adam.ts meanAdamStep's float32 operations over the whole vectors of [from, to) when all four

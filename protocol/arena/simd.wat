@@ -158,4 +158,38 @@
         (local.set $m (i32.add (local.get $m) (i32.const 16)))
         (local.set $v (i32.add (local.get $v) (i32.const 16)))
         (br $next))))
+
+  ;; A node's weighted mean of its workers' gradients (node/combine.ts weightedMean): over 4 n4
+  ;; floats, out = (n_0 g_0 + n_1 g_1 + ... + n_(k-1) g_(k-1)) / total, summed in float64 in that
+  ;; order and rounded to float32 once. $table holds k entries of 16 bytes: the i32 address of
+  ;; g_j, 4 bytes unused, the f64 weight n_j.
+  (func (export "weightedMean") (param $out i32) (param $table i32) (param $k i32) (param $total f64) (param $n4 i32)
+    (local $off i32) (local $end i32) (local $e i32) (local $tend i32) (local $x v128) (local $lo v128) (local $hi v128) (local $T v128) (local $N v128)
+    (local.set $T (f64x2.splat (local.get $total)))
+    (local.set $end (i32.shl (local.get $n4) (i32.const 4)))
+    (local.set $tend (i32.add (local.get $table) (i32.shl (local.get $k) (i32.const 4))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $off) (local.get $end)))
+        ;; The first term as it is (no 0 + before it: a -0 stays -0, as in the JavaScript loop).
+        (local.set $N (f64x2.splat (f64.load offset=8 (local.get $table))))
+        (local.set $x (v128.load (i32.add (i32.load (local.get $table)) (local.get $off))))
+        (local.set $lo (f64x2.mul (local.get $N) (f64x2.promote_low_f32x4 (local.get $x))))
+        (local.set $hi (f64x2.mul (local.get $N) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x)))))
+        (local.set $e (i32.add (local.get $table) (i32.const 16)))
+        (block $terms
+          (loop $term
+            (br_if $terms (i32.ge_u (local.get $e) (local.get $tend)))
+            (local.set $N (f64x2.splat (f64.load offset=8 (local.get $e))))
+            (local.set $x (v128.load (i32.add (i32.load (local.get $e)) (local.get $off))))
+            (local.set $lo (f64x2.add (local.get $lo) (f64x2.mul (local.get $N) (f64x2.promote_low_f32x4 (local.get $x)))))
+            (local.set $hi (f64x2.add (local.get $hi) (f64x2.mul (local.get $N) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x))))))
+            (local.set $e (i32.add (local.get $e) (i32.const 16)))
+            (br $term)))
+        (v128.store (i32.add (local.get $out) (local.get $off))
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero (f64x2.div (local.get $lo) (local.get $T)))
+            (f32x4.demote_f64x2_zero (f64x2.div (local.get $hi) (local.get $T)))))
+        (local.set $off (i32.add (local.get $off) (i32.const 16)))
+        (br $next))))
 )

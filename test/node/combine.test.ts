@@ -3,6 +3,8 @@ import type { ParamSpec } from '../../protocol/model/architecture.ts';
 import { bnTensorName, type BnLayer } from '../../protocol/wire/bn-sums.ts';
 import type { GradientsMessage } from '../../protocol/wire/protocol.ts';
 import { ShardCombiner, weightedMean } from '../../node/combine.ts';
+import { simdArena } from '../../protocol/arena/simd.ts';
+import { Rng } from '../../protocol/rng.ts';
 
 const learnables: ParamSpec[] = [
   { name: 'G/w', shape: [3], role: 'learnable', init: { kind: 'const', value: 0 } } as ParamSpec,
@@ -63,6 +65,48 @@ describe('weightedMean', () => {
     const out = new Float32Array(1);
     // 2^24 + 1 is not a float32: a float32 accumulator would lose the 1.
     weightedMean(out, [Float32Array.of(2 ** 24), Float32Array.of(1), Float32Array.of(-(2 ** 24))], [1, 1, 1], 3);
+    expect(out[0]).toBe(Math.fround(1 / 3));
+  });
+
+  // The arena's kernel against the JavaScript loops it stands in for, bit for bit: random values
+  // over many magnitudes, -0, shard counts 2 to 5 of unequal rows, lengths that leave a tail.
+  it.each([2, 3, 4, 5])('gives the same floats in the SIMD arena as outside it, for %i shards', (k) => {
+    const rng = new Rng(0xc0b1 + k);
+    const arena = simdArena();
+    const inArena = (n: number) => arena.f32(arena.alloc(4 * n)!, n);
+    const n = 4099;
+    const ns = Array.from({ length: k }, (_, j) => 7 + 13 * j);
+    const total = ns.reduce((a, b) => a + b, 0);
+    const gs = ns.map(() => {
+      const g = inArena(n);
+      for (let i = 0; i < n; i++) g[i] = (rng.uniform() - 0.5) * 2 ** Math.floor(rng.uniform() * 40 - 20);
+      g[5] = -0;
+      return g;
+    });
+    const fast = inArena(n);
+    const plain = new Float32Array(n);
+    weightedMean(fast, gs, ns, total);
+    weightedMean(
+      plain,
+      gs.map((g) => Float32Array.from(g)),
+      ns,
+      total,
+    );
+    expect(Buffer.from(fast.buffer, fast.byteOffset, 4 * n).equals(Buffer.from(plain.buffer))).toBe(true);
+    expect(Object.is(fast[5], -0)).toBe(true);
+    // The kernel did the bulk, the loop only the tail.
+    expect(arena.weightedMean(inArena(n), gs, ns, total)).toBe(4096);
+  });
+
+  it('accumulates in float64 in the arena too', () => {
+    const arena = simdArena();
+    const at = (xs: number[]) => {
+      const a = arena.f32(arena.alloc(16)!, 4);
+      a.set(xs);
+      return a;
+    };
+    const out = at([0, 0, 0, 0]);
+    weightedMean(out, [at([2 ** 24, 0, 0, 0]), at([1, 0, 0, 0]), at([-(2 ** 24), 0, 0, 0])], [1, 1, 1], 3);
     expect(out[0]).toBe(Math.fround(1 / 3));
   });
 });
