@@ -55,6 +55,12 @@ export interface SimulatedRun {
   linkBytesPerIteration: { sentBytes: number; receivedBytes: number };
   /** Node runs: set against the flat socket run of as many workers at the same delay (null without one). */
   vsFlat: { workers: number; imagesPerSec: number; linkBytes: number } | null;
+  /**
+   * With --simulated-rounds R: each round's median iteration (ms), rounds in turn; the figures
+   * above are the median round's, its ratios (speedupVsFirst, efficiency, vsFlat) the median of
+   * each round's own. One entry for one round.
+   */
+  iterationMsByRound: number[];
 }
 
 /** One worker count of the interleaved real run: its iterations, set against the first count's in the same cycle. */
@@ -135,7 +141,10 @@ export function formatScaling(r: ScalingReport): string {
     lines.push(
       `  ${who}, S=${x.simulateStepMs} ms: iteration ${x.iterationMsMedian.toFixed(0)} ms, overhead ${x.overheadMs.toFixed(0)} ms ` +
         `(reduce+Adam ${x.reduceAdamMs.toFixed(0)} ms, transport ${x.transportMs.toFixed(0)} ms = ${x.transportVsMemcpy.toFixed(2)}x memcpy ${x.memcpyMs.toFixed(0)} ms)${bare}, ` +
-        `${(x.bytesPerIteration / 1e6).toFixed(0)} MB/iteration, ${link}, ${x.imagesPerSec.toFixed(0)} img/s, ${x.speedupVsFirst.toFixed(2)}x (efficiency ${(100 * x.efficiency).toFixed(0)} %)${flat}`,
+        `${(x.bytesPerIteration / 1e6).toFixed(0)} MB/iteration, ${link}, ${x.imagesPerSec.toFixed(0)} img/s, ${x.speedupVsFirst.toFixed(2)}x (efficiency ${(100 * x.efficiency).toFixed(0)} %)${flat}` +
+        (x.iterationMsByRound.length > 1
+          ? `; rounds ${x.iterationMsByRound.map((ms) => ms.toFixed(0)).join(', ')} ms`
+          : ''),
     );
   }
   return lines.join('\n');

@@ -103,9 +103,11 @@ export async function simulatedRuns(
       workersPerNode: workersPerNode ?? null,
       linkBytesPerIteration: linkBytesPerIteration(lines),
       vsFlat: null,
+      iterationMsByRound: [iterationMs],
     };
   };
 
+  const rounds = Math.max(1, opts.simulatedRounds ?? 1);
   for (const S of opts.simulateStepMs) {
     const groups: Group[] = transports.map((transport) => ({
       transport,
@@ -113,21 +115,35 @@ export async function simulatedRuns(
     }));
     // A node is a peer over the socket whatever --transport says: its own workers use shm.
     if (nodeLayouts.length > 0) groups.push({ transport: 'socket', layouts: nodeLayouts });
-    let socketBase: SimulatedRun | undefined;
-    for (const group of groups) {
-      const first = runs.length;
-      const nodes = group.layouts === nodeLayouts;
-      for (const layout of group.layouts) runs.push(await measure(S, group.transport, layout));
-      if (!nodes && group.transport === 'socket') socketBase = runs[first];
-      // Nodes are set against the first flat socket layout where this run measured one (one worker, usually).
-      const base = nodes && socketBase ? socketBase : runs[first];
-      for (const r of runs.slice(first)) {
-        r.speedupVsFirst = r.imagesPerSec / base.imagesPerSec;
-        r.efficiency = r.speedupVsFirst / (r.workers / base.workers);
+    // Every layout once per round, in turn: the ratios are taken within a round (runs a minute
+    // apart on a host whose speed drifts), and the report gives the median round's.
+    const byRound: SimulatedRun[][] = [];
+    for (let round = 0; round < rounds; round++) {
+      if (rounds > 1) say(`simulated: round ${round + 1} of ${rounds}, ${S} ms a shard`);
+      const these: SimulatedRun[] = [];
+      let socketBase: SimulatedRun | undefined;
+      for (const group of groups) {
+        const first = these.length;
+        const nodes = group.layouts === nodeLayouts;
+        for (const layout of group.layouts) these.push(await measure(S, group.transport, layout));
+        if (!nodes && group.transport === 'socket') socketBase = these[first];
+        // Nodes are set against the first flat socket layout where this run measured one (one worker, usually).
+        const base = nodes && socketBase ? socketBase : these[first];
+        for (const r of these.slice(first)) {
+          r.speedupVsFirst = r.imagesPerSec / base.imagesPerSec;
+          r.efficiency = r.speedupVsFirst / (r.workers / base.workers);
+        }
       }
+      setAgainstFlat(these);
+      byRound.push(these);
     }
+    runs.push(...byRound[0].map((_, i) => medianRound(byRound.map((these) => these[i]))));
   }
-  // Nodes against as many flat socket workers at the same delay, where this run measured them.
+  return runs;
+}
+
+/** Nodes against as many flat socket workers at the same delay, where the round measured them. */
+function setAgainstFlat(runs: SimulatedRun[]): void {
   for (const r of runs) {
     if (r.nodes === null) continue;
     const flat = runs.find(
@@ -144,5 +160,39 @@ export async function simulatedRuns(
         linkBytes: linkTotal(r.linkBytesPerIteration) / linkTotal(flat.linkBytesPerIteration),
       };
   }
-  return runs;
+}
+
+/**
+ * One layout's runs over the rounds as one: times the median round's, ratios the median of each
+ * round's own (so a node run is set against the flat run of its own round), and every round's
+ * iteration time beside them.
+ */
+export function medianRound(rs: SimulatedRun[]): SimulatedRun {
+  const mid = (pick: (r: SimulatedRun) => number) => median(rs.map(pick));
+  const r = { ...rs[0] };
+  const S = r.simulateStepMs;
+  r.iterationMsMedian = mid((x) => x.iterationMsMedian);
+  r.reduceAdamMs = mid((x) => x.reduceAdamMs);
+  r.overheadMs = r.iterationMsMedian - S;
+  r.transportMs = r.overheadMs - r.reduceAdamMs;
+  r.memcpyMs = mid((x) => x.memcpyMs);
+  r.transportVsMemcpy = r.transportMs / r.memcpyMs;
+  r.overheadVsBare = r.bareTransferMs === null ? null : r.overheadMs / r.bareTransferMs;
+  r.imagesPerSec = (r.globalBatch * 1000) / r.iterationMsMedian;
+  r.speedupVsFirst = mid((x) => x.speedupVsFirst);
+  r.efficiency = mid((x) => x.efficiency);
+  r.linkBytesPerIteration = {
+    sentBytes: mid((x) => x.linkBytesPerIteration.sentBytes),
+    receivedBytes: mid((x) => x.linkBytesPerIteration.receivedBytes),
+  };
+  const flats = rs.map((x) => x.vsFlat);
+  r.vsFlat = flats.every((v) => v !== null)
+    ? {
+        workers: flats[0].workers,
+        imagesPerSec: median(flats.map((v) => v.imagesPerSec)),
+        linkBytes: median(flats.map((v) => v.linkBytes)),
+      }
+    : null;
+  r.iterationMsByRound = rs.map((x) => x.iterationMsMedian);
+  return r;
 }

@@ -59,6 +59,11 @@ export interface ScalingOptions {
   rowsPerShard: number;
   simulatedIterations: number;
   /**
+   * Rounds of the simulated part (default 1): every layout once per round, in turn, ratios taken
+   * within a round and reported as the median round's.
+   */
+  simulatedRounds?: number;
+  /**
    * Node counts and workers per node of the simulated part (every pair runs; none without nodes):
    * the coordinator's link is a socket, each node serves its workers through /dev/shm.
    */
@@ -223,7 +228,8 @@ export async function benchScaling(opts: ScalingOptions): Promise<ScalingReport>
           'efficiency = throughput(N) / (N x throughput(first))); overhead = median iteration - delay; transport = overhead - reduction - Adam, ' +
           'against a memcpy of the same bytes in this process. link = median bytes per iteration the coordinator sent to and received from its worker peers over their sockets ' +
           '(WebSocket frame payloads after the handshake; what shm workers move through /dev/shm is not socket bytes and not counted). ' +
-          'nodes: processes of M simulated workers each (over shm inside the node) joining as one socket peer; vsFlat: against as many flat socket workers at the same delay',
+          'nodes: processes of M simulated workers each (over shm inside the node) joining as one socket peer; vsFlat: against as many flat socket workers at the same delay. ' +
+          "rounds (--simulated-rounds): every layout once per round, in turn; times are the median round's, ratios the median of each round's own, iterationMsByRound every round's",
         runs: simulated,
       },
     };

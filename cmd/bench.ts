@@ -105,6 +105,12 @@ function benchScalingCommand(bench: Command): void {
       12,
     )
     .option(
+      '--simulated-rounds <n>',
+      'rounds of the simulated part, layouts run in turn (ratios: the median round)',
+      (v) => intList('--simulated-rounds')(v)[0],
+      1,
+    )
+    .option(
       '--nodes <list>',
       'simulated part: node counts; each node is a `gan-dist worker --workers M` process joining over the socket as one peer (none by default)',
       intList('--nodes'),
@@ -161,6 +167,7 @@ function benchScalingCommand(bench: Command): void {
         simulateStepMs: opts.simulateStepMs,
         rowsPerShard: opts.rowsPerShard,
         simulatedIterations: opts.simulatedIterations,
+        simulatedRounds: opts.simulatedRounds,
         nodes: opts.nodes,
         workersPerNode: opts.workersPerNode,
         real: opts.real,

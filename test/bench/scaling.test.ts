@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { benchScaling, interleavedRuns } from '../../bench/scaling.ts';
-import { formatScaling } from '../../bench/scaling-report.ts';
+import { formatScaling, type SimulatedRun } from '../../bench/scaling-report.ts';
+import { medianRound } from '../../bench/scaling-simulated.ts';
 
 /** Iteration lines of an interleaved run whose iterations alternate 1 and 2 workers: [1-worker ms, 2-worker ms] per cycle. */
 const linesOf = (cycles: [number, number][]) =>
@@ -89,4 +90,43 @@ describe('bench scaling, simulated part with nodes', () => {
     expect(node.vsFlat!.linkBytes).toBeLessThan(0.6);
     expect(formatScaling(report)).toContain('socket link, 1 node(s) x 2 workers (shm inside)');
   }, 180_000);
+});
+
+describe('bench scaling, simulated rounds', () => {
+  /** A node run of one round: its iteration time and its own round's ratio against the flat run. */
+  const round = (iterationMs: number, vsFlat: number): SimulatedRun =>
+    ({
+      transport: 'socket',
+      workers: 4,
+      simulateStepMs: 50,
+      rowsPerShard: 32,
+      globalBatch: 128,
+      iterationMsMedian: iterationMs,
+      overheadMs: iterationMs - 50,
+      reduceAdamMs: 20,
+      transportMs: iterationMs - 70,
+      bytesPerIteration: 1e8,
+      bareTransferMs: 100,
+      overheadVsBare: (iterationMs - 50) / 100,
+      memcpyMs: 10,
+      transportVsMemcpy: (iterationMs - 70) / 10,
+      imagesPerSec: 128000 / iterationMs,
+      speedupVsFirst: 1,
+      efficiency: 1,
+      nodes: 2,
+      workersPerNode: 2,
+      linkBytesPerIteration: { sentBytes: 7e7, receivedBytes: 7e7 },
+      vsFlat: { workers: 4, imagesPerSec: vsFlat, linkBytes: 0.5 },
+      iterationMsByRound: [iterationMs],
+    }) as SimulatedRun;
+
+  it("takes times from the median round and ratios as the median of each round's own", () => {
+    // Round 2 ran in a slow minute for both layouts: its node time is the largest, its ratio is not.
+    const r = medianRound([round(400, 1.3), round(600, 1.5), round(380, 1.2)]);
+    expect(r.iterationMsMedian).toBe(400);
+    expect(r.overheadMs).toBe(350);
+    expect(r.imagesPerSec).toBeCloseTo(320, 9);
+    expect(r.vsFlat).toEqual({ workers: 4, imagesPerSec: 1.3, linkBytes: 0.5 });
+    expect(r.iterationMsByRound).toEqual([400, 600, 380]);
+  });
 });
