@@ -94,7 +94,7 @@ export class Uplink {
   sendGradients(gradients: GradientsMessage, sent?: () => void): void {
     if (!this.shm) {
       const parts = splitIntoParts(gradients, partBytesFor(this.wireDtype));
-      parts.forEach((part, i) => this.sendFrame(part, i === parts.length - 1 ? sent : undefined));
+      for (const [i, part] of parts.entries()) this.sendFrame(part, i === parts.length - 1 ? sent : undefined);
       return;
     }
     // The same frame, through this worker's file; the socket carries where to find it. In float32
