@@ -11,7 +11,7 @@ import { backendNames, parseBackendName } from '../protocol/backends.ts';
 import { GanDistError } from '../protocol/errors.ts';
 import { planWorkers } from '../coordinator/train/launcher.ts';
 import { DEFAULT_MAX_RESTARTS } from '../coordinator/train/restart-policy.ts';
-import { runWorkerWithReconnect } from '../worker/client.ts';
+import { runWorkerWithReconnect } from '../worker/reconnect.ts';
 import { workerPlacement } from '../worker/placement.ts';
 import { runNode } from '../node/node.ts';
 import { parseGpus, positiveInt } from './options.ts';

@@ -6,11 +6,10 @@ import { randomUUID } from 'node:crypto';
 import { ADAM_EPSILON } from './optimizer/adam.ts';
 import { modelConfigOf } from '../protocol/config.ts';
 import { GanDistError } from '../protocol/errors.ts';
-import { Dispatcher, RoundAbandoned, type RoundSync, type ShardAnswer, type ShardTask } from './dispatcher.ts';
-import { BnBarriers } from './bn-barriers.ts';
+import { Dispatcher, RoundAbandoned } from './dispatcher.ts';
 import { syncBarrierPlan } from '../protocol/wire/bn-sync.ts';
 import { logEvent } from './logger.ts';
-import type { GradientsMessage, Message } from '../protocol/wire/protocol.ts';
+import type { Message } from '../protocol/wire/protocol.ts';
 import { Optimizer } from './optimizer/optimizer.ts';
 import { poolBatchStats, updateRunningStats } from './optimizer/reduce.ts';
 import { bnLayers, type BnLayer } from '../protocol/wire/bn-sums.ts';
@@ -21,10 +20,8 @@ import { initialParams, parameterTable, type NamedArrays, type ParamSpec } from 
 import {
   gradientsProblem,
   iterationRecord,
-  shardWeights,
   logIteration,
   poolAnswers,
-  shardTasks,
   type IterationInputs,
   type IterationRecord,
 } from './iteration.ts';
@@ -35,6 +32,7 @@ import { routeWorkerMessage } from './worker-messages.ts';
 import { createEndpoint, joinedFields } from './endpoint.ts';
 import type { CoordinatorOptions, RunSnapshot, RunState } from './options.ts';
 import { Generation } from './generation.ts';
+import { type Gathered, ShardGather } from './gather.ts';
 import { PeerStrikes } from './strikes.ts';
 
 /** How long a shutdown waits for a worker's socket to take its stop frame. */
@@ -57,6 +55,8 @@ export class Coordinator {
   private readonly optimizer: Optimizer;
   private readonly dispatcher: Dispatcher;
   private readonly links: WorkerLinks;
+  /** Cuts each iteration's batch into shards and gathers their answers (gather.ts). */
+  private readonly shards: ShardGather;
   private readonly strikes = new PeerStrikes(); // stale and unsolicited frames, per peer
   private server?: PeerServer;
   private stopReason?: string;
@@ -110,6 +110,15 @@ export class Coordinator {
         this.links.weightsFor(slot.peer.id, { version: this.version, iteration: this.iteration, params: this.params }),
       validate: (m) => gradientsProblem(m, this.learnables, this.bnLayers),
       event: (name, fields, level) => this.event(name, fields, level),
+    });
+    this.shards = new ShardGather({
+      opts,
+      dispatcher: this.dispatcher,
+      links: this.links,
+      optimizer: this.optimizer,
+      barrierCount: this.barrierCount,
+      signal: this.stopController.signal,
+      waiting: (iteration) => this.event('waiting-for-workers', { iteration }, 'warn'),
     });
     this.generation = new Generation({
       dispatcher: this.dispatcher,
@@ -310,7 +319,7 @@ export class Coordinator {
     const before = { z: this.rngZ.state(), flip: this.rngFlip.state(), data: this.opts.batches.state() };
     const inputs = this.draw();
     let sent = start;
-    let gatheredShards: { answers: ShardAnswer[]; reduceMs: number };
+    let gatheredShards: Gathered;
     try {
       if (this.dispatcher.liveCount === 0) {
         this.event('waiting-for-workers', { iteration: inputs.iteration }, 'warn');
@@ -318,7 +327,7 @@ export class Coordinator {
       }
       // (1) Gather, summing n_k g_k as results arrive.
       sent = performance.now();
-      gatheredShards = await this.gather(inputs);
+      gatheredShards = await this.shards.gather(inputs);
     } catch (err) {
       if (!this.stopReason) throw err;
       // Stopped with no worker to finish it: as before the draw, so a resume draws this
@@ -362,75 +371,6 @@ export class Coordinator {
     const flip = this.rngFlip.bernoulli(cfg.batchSize, cfg.flipProb);
     this.opts.onDraw?.(iteration, z, flip);
     return { iteration, weightsVersion: this.version, batch, z, flip };
-  }
-
-  /**
-   * Runs the shards and adds each answer to the optimizer's sum in shard order (shard k waits for
-   * the shards before it), so the reduction overlaps the other workers' transfers and its float
-   * sums never depend on timing.
-   */
-  private async gather(inputs: IterationInputs): Promise<{ answers: ShardAnswer[]; reduceMs: number }> {
-    const tasks = this.cut(inputs, 0);
-    if (this.opts.batchnorm !== 'sync') return this.gatherOnce(inputs.iteration, tasks, undefined);
-    const barriers = new BnBarriers(
-      inputs.iteration,
-      tasks.map((t) => t.shardId),
-    );
-    const sync: RoundSync = { barriers, total: this.barrierCount };
-    // Synced and a worker lost mid-step: the batch cut again over the workers still live.
-    return this.dispatcher.resplitting(
-      tasks,
-      sync,
-      (firstId) => this.cut(inputs, firstId),
-      (t) => this.gatherOnce(inputs.iteration, t, sync),
-      this.stopController.signal,
-      () => this.event('waiting-for-workers', { iteration: inputs.iteration }, 'warn'),
-    );
-  }
-
-  /**
-   * The iteration's shards over the live workers. Shard mode: at least min-workers shards, so
-   * that a lost worker's shard is recomputed whole by another and the split, hence the arithmetic,
-   * stays as it was. Synced: one per live worker (each step waits on all the others at every
-   * BatchNorm layer), and the split does not change the arithmetic.
-   */
-  private cut(inputs: IterationInputs, firstId: number): ShardTask[] {
-    const live = [...this.dispatcher.workers.values()];
-    const asked = this.opts.shardsAt?.(inputs.iteration);
-    const count =
-      this.opts.batchnorm === 'sync'
-        ? Math.min(asked ?? live.length, live.length)
-        : (asked ?? Math.max(this.opts.minWorkers, live.length));
-    return shardTasks(this.opts.config, inputs, shardWeights(live, count, this.opts.balance), firstId);
-  }
-
-  private async gatherOnce(
-    iteration: number,
-    tasks: ShardTask[],
-    sync: RoundSync | undefined,
-  ): Promise<{ answers: ShardAnswer[]; reduceMs: number }> {
-    this.links.newRound();
-    this.optimizer.begin();
-    const arrived: (GradientsMessage | undefined)[] = new Array(tasks.length);
-    const first = tasks[0].shardId;
-    let nextToAdd = 0;
-    let reduceMs = 0;
-    const answers = await this.dispatcher.run(
-      iteration,
-      tasks,
-      ({ task, msg }) => {
-        const r0 = performance.now();
-        arrived[task.shardId - first] = msg;
-        // Every shard now ready in order, added in one fused pass (several when results bunch up).
-        const ready: { grads: Record<string, Float32Array>; n: number }[] = [];
-        for (; nextToAdd < tasks.length && arrived[nextToAdd]; nextToAdd++)
-          ready.push({ grads: arrived[nextToAdd]!.tensors, n: arrived[nextToAdd]!.n });
-        this.optimizer.addMany(ready);
-        reduceMs += performance.now() - r0;
-      },
-      sync,
-    );
-    return { answers, reduceMs };
   }
 
   /** G(ZValidation) in inference mode on one worker, written as the 5x5 tile PNG. */

@@ -9,7 +9,8 @@ import type { RunLogger } from '../coordinator/logger.ts';
 import type { LaunchSpec } from '../coordinator/train/launcher.ts';
 import type { TransportChoice } from '../protocol/wire/shm.ts';
 import type { Message, WelcomeMessage } from '../protocol/wire/protocol.ts';
-import { runWorkerWithReconnect, type WorkerOptions, type WorkerOutcome } from '../worker/client.ts';
+import type { WorkerOptions, WorkerOutcome } from '../worker/session-options.ts';
+import { runWorkerWithReconnect } from '../worker/reconnect.ts';
 import type { Compute } from '../worker/simulated.ts';
 import { NodeHub } from './hub.ts';
 

@@ -21,31 +21,13 @@ import {
   type WelcomeMessage,
 } from '../protocol/wire/protocol.ts';
 import { parameterTable, sizeOf } from '../protocol/model/architecture.ts';
-import type { BackendName } from '../protocol/backends.ts';
 import { putBnSums } from '../protocol/wire/bn-sums.ts';
 import { loadBackend, type LoadedBackend } from './backend.ts';
 import { simulatedCompute, type Compute } from './simulated.ts';
 import { Trainer } from './trainer.ts';
 import { Uplink } from './uplink.ts';
 import { BarrierExchange, ShardAborted } from './bn-barrier.ts';
-
-/** Exit codes of `gan-dist worker`, documented in the README for cluster launchers. */
-export const WorkerExit = {
-  DONE: 0,
-  FAILED: 1,
-  REJECTED: 10,
-  VERSION_MISMATCH: 11,
-  COORDINATOR_GONE: 12,
-} as const;
-
-/** A coordinator turned this worker away: 11 when the two differ in version or model (redeploying fixes it), else 10. */
-function rejectionExit(reason: string): number {
-  return /protocol version|parameter table/.test(reason) ? WorkerExit.VERSION_MISMATCH : WorkerExit.REJECTED;
-}
-
-function leaveReason(signal: AbortSignal | undefined): string {
-  return typeof signal?.reason === 'string' ? signal.reason : 'aborted';
-}
+import { leaveReason, rejectionExit, WorkerExit, type WorkerOptions, type WorkerOutcome } from './session-options.ts';
 
 /**
  * A worker's frames go out with the all-zero masking key, which RFC 6455 allows and ws then skips
@@ -56,97 +38,6 @@ function leaveReason(signal: AbortSignal | undefined): string {
  * them. Monitors keep ws's random masks: their frames are small.
  */
 const zeroMask = (mask: Buffer) => mask.fill(0);
-
-export interface WorkerOptions {
-  url: string;
-  token: string;
-  backend: BackendName;
-  wantsGpu?: boolean;
-  /** This worker's own GPU (placement.ts: one CUDA index or UUID), which WebGPU pins Vulkan to. */
-  gpu?: string;
-  threads?: number;
-  ganDistVersion: string;
-  /**
-   * Benchmarks only: no backend, no model; every shard is answered after this many ms with zero
-   * gradients of the right names and sizes, so the coordinator's own costs can be measured.
-   */
-  simulateStepMs?: number;
-  /** Tests only, with simulateStepMs: every shard's gradients hold a NaN (the divergence paths). */
-  simulateNonFinite?: boolean;
-  /**
-   * The coordinator's shared-memory region (GAN_DIST_SHM_REGION, set by the launcher for local
-   * workers): weights and gradients then travel through /dev/shm, the socket carries control only.
-   */
-  shmRegion?: string;
-  /** wss: the SHA-256 fingerprint (from the token file) the coordinator's certificate must have. */
-  fingerprint?: string;
-  /** wss: a CA certificate (PEM) that signed the coordinator's certificate (--ca). */
-  ca?: string;
-  /**
-   * Leaving: aborting says goodbye (a `leave` message with the abort's reason, e.g. 'SIGTERM') and
-   * closes the connection, so the coordinator reassigns what this worker held at once. A worker
-   * that leaves when told to has not failed: it ends as DONE.
-   */
-  signal?: AbortSignal;
-  /** This worker's rank from its launcher (placement.ts), for the coordinator's events. */
-  rank?: number;
-  /**
-   * A node (node/): what answers the shards instead of a backend in this process, built when the
-   * welcome names the model. The session never disposes it: a node's workers outlive a reconnect.
-   * `report` sends a message of the node's own (nodeWorkers) once the session is joined; false: not sent.
-   */
-  computeFor?: (welcome: WelcomeMessage, report: (m: Message) => boolean) => Compute;
-  /** With computeFor: the node's local worker count (hello.capacity) and its hello's device line. */
-  capacity?: number;
-  device?: string;
-  log?: (event: Record<string, unknown>) => void;
-}
-
-export interface WorkerOutcome {
-  exitCode: number;
-  reason: string;
-  /** The session got past the handshake (it trained, or could have). */
-  joined?: boolean;
-}
-
-/**
- * Runs worker sessions until one ends for good: when the coordinator goes away (or is not up
- * yet) it tries again with backoff, so a coordinator restarted with --resume gets its workers back.
- */
-export async function runWorkerWithReconnect(
-  opts: WorkerOptions & { reconnectTimeoutMs: number },
-): Promise<WorkerOutcome> {
-  const log = opts.log ?? (() => {});
-  let deadline = Date.now() + opts.reconnectTimeoutMs;
-  let delay = 250;
-  for (;;) {
-    const o = await runWorker(opts);
-    if (o.exitCode !== WorkerExit.COORDINATOR_GONE || opts.reconnectTimeoutMs <= 0) return o;
-    if (o.joined) {
-      deadline = Date.now() + opts.reconnectTimeoutMs;
-      delay = 250;
-    }
-    if (Date.now() + delay > deadline)
-      return { ...o, reason: `${o.reason}; gave up reconnecting after ${opts.reconnectTimeoutMs} ms` };
-    log({ event: 'reconnecting', inMs: delay, reason: o.reason });
-    await abortableSleep(delay, opts.signal);
-    if (opts.signal?.aborted)
-      return { exitCode: WorkerExit.DONE, reason: `left while reconnecting: ${leaveReason(opts.signal)}` };
-    delay = Math.min(delay * 2, 5000);
-  }
-}
-
-function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}
 
 /** Runs one worker session until the coordinator says stop or the connection ends. */
 export async function runWorker(opts: WorkerOptions): Promise<WorkerOutcome> {

@@ -3,7 +3,7 @@
 
 import { afterEach, describe, expect, it } from 'vitest';
 import { resolveConfig, type TrainConfig } from '../../protocol/config.ts';
-import { WorkerExit } from '../../worker/client.ts';
+import { WorkerExit } from '../../worker/session-options.ts';
 import { startCoordinator, type Harness } from '../support/harness.ts';
 import { killStartedClis, startCli, workerLines, type CliProcess } from '../support/cli.ts';
 import { waitFor } from '../support/wait.ts';

@@ -15,7 +15,8 @@ import {
 import { parameterTable } from '../../protocol/model/architecture.ts';
 import { runTlsIdentity } from '../../protocol/wire/tls.ts';
 import { Rng } from '../../protocol/rng.ts';
-import { runWorker, WorkerExit } from '../../worker/client.ts';
+import { runWorker } from '../../worker/client.ts';
+import { WorkerExit } from '../../worker/session-options.ts';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import { spawn } from 'node:child_process';

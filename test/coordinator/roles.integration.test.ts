@@ -11,7 +11,8 @@ import { parameterTable } from '../../protocol/model/architecture.ts';
 import { newRoleTokens, newToken } from '../../protocol/wire/auth.ts';
 import { createClientHandshake } from '../../protocol/wire/handshake.ts';
 import { decodeMessage, encodeMessage, paramTableHash, type Message } from '../../protocol/wire/protocol.ts';
-import { runWorker, WorkerExit } from '../../worker/client.ts';
+import { runWorker } from '../../worker/client.ts';
+import { WorkerExit } from '../../worker/session-options.ts';
 import { startCoordinator, type Harness } from '../support/harness.ts';
 import { waitFor } from '../support/wait.ts';
 

@@ -7,7 +7,7 @@ import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { parseDocument } from 'yaml';
 import { registerTrainCommands } from '../../cmd/train.ts';
-import { WorkerExit } from '../../worker/client.ts';
+import { WorkerExit } from '../../worker/session-options.ts';
 import { RANK_VARIABLES } from '../../worker/placement.ts';
 import { repoRoot } from '../support/paths.ts';
 

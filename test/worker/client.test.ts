@@ -1,7 +1,8 @@
 import { WebSocketServer } from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { newToken } from '../../protocol/wire/auth.ts';
-import { runWorker, WorkerExit } from '../../worker/client.ts';
+import { runWorker } from '../../worker/client.ts';
+import { WorkerExit } from '../../worker/session-options.ts';
 
 const servers: WebSocketServer[] = [];
 afterEach(async () => {
