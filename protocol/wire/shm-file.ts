@@ -1,5 +1,6 @@
-// One file of the shared-memory transport (shm.ts): whole frames written and read with positioned
-// fs calls behind a seqlock header, into receive buffers that are reused.
+// One file of the shared-memory transport (shm.ts): whole frames behind a seqlock header, copied
+// through a memory map of the file (shm-map.ts) or with positioned fs calls, into receive buffers
+// that are reused; a worker takes its weights as a view of the map.
 //
 // Each file starts with a 64-byte header; the frame follows at byte 64:
 //

@@ -1,8 +1,9 @@
 // The shared-memory transport for workers on the coordinator's machine: tensor frames travel
-// through files under /dev/shm (written and read with positioned fs calls into reused buffers,
-// one copy each way at memory speed), and only small control messages cross the socket.
+// through files under /dev/shm (memory-mapped where the optional addon built, shm-map.ts, else
+// written and read with positioned fs calls; into reused buffers either way), and only small
+// control messages cross the socket.
 //
-// Node has neither mmap nor cross-process SharedArrayBuffer, hence files. Per run one directory
+// Node has neither mmap nor cross-process SharedArrayBuffer of its own, hence files. Per run one directory
 // `/dev/shm/gan-dist-<pid>-<random>` holds `weights` (the coordinator writes each version once,
 // every local worker reads it) and `grads-<workerId>` (each worker writes its own). The frames are
 // the protocol's own frames, decoded and validated as if they had come over the socket.
