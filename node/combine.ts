@@ -15,57 +15,35 @@ export interface SubShardAnswer {
   msg: GradientsMessage;
 }
 
-/** The arrays of one combined answer: reused once the answer that used them has been sent. */
-interface OutputSet {
-  grads: NamedArrays;
-  bnSums: Record<string, { sum: Float32Array; sumSq: Float32Array }>;
-}
-
 export class ShardCombiner {
-  /**
-   * Output arrays not in use. An answer's arrays go out over the socket as they are (uplink.ts)
-   * and come back here when the socket has taken them (the result's release), so a node given a
-   * second shard before the first's gradients have left combines into another set.
-   */
-  private readonly free: OutputSet[] = [];
+  /** The node's answer is sent before the next shard is stepped: its arrays are reused. */
+  private readonly grads: NamedArrays = {};
+  private readonly bnSums: Record<string, { sum: Float32Array; sumSq: Float32Array }> = {};
 
   constructor(
     private readonly learnables: readonly ParamSpec[],
     private readonly layers: readonly BnLayer[],
-  ) {}
-
-  private outputSet(): OutputSet {
-    const reused = this.free.pop();
-    if (reused) return reused;
+  ) {
     // In the SIMD arena, where the workers' gradients read from shared memory land too: the mean
     // is then the wasm kernel's, and the check before the send the arena's fast path.
     const arena = simdArena();
-    const set: OutputSet = { grads: {}, bnSums: {} };
-    for (const s of this.learnables) {
+    for (const s of learnables) {
       const n = sizeOf(s.shape);
       const block = arena.alloc(4 * n);
-      set.grads[s.name] = block ? arena.f32(block, n) : new Float32Array(n);
+      this.grads[s.name] = block ? arena.f32(block, n) : new Float32Array(n);
     }
-    for (const l of this.layers)
-      set.bnSums[l.key] = { sum: new Float32Array(l.channels), sumSq: new Float32Array(l.channels) };
-    return set;
+    for (const l of layers)
+      this.bnSums[l.key] = { sum: new Float32Array(l.channels), sumSq: new Float32Array(l.channels) };
   }
 
   /** The whole shard's result from its sub-shards' answers (sorted here into shard order). */
   combine(answers: SubShardAnswer[], computeMs: number): ShardResult {
-    const set = this.outputSet();
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      this.free.push(set);
-    };
     answers.sort((a, b) => a.task.shardId - b.task.shardId);
     const ns = answers.map((a) => a.msg.n);
     const n = ns.reduce((a, b) => a + b, 0);
     for (const s of this.learnables)
       weightedMean(
-        set.grads[s.name],
+        this.grads[s.name],
         answers.map((a) => a.msg.tensors[s.name]),
         ns,
         n,
@@ -73,7 +51,7 @@ export class ShardCombiner {
     const bn: BnSumsByLayer = {};
     const parts = answers.map((a) => readBnSums(a.msg.tensors, this.layers as BnLayer[], a.msg.n));
     for (const l of this.layers) {
-      const out = set.bnSums[l.key];
+      const out = this.bnSums[l.key];
       sumInto(
         out.sum,
         parts.map((p) => p[l.key].sum),
@@ -88,14 +66,13 @@ export class ShardCombiner {
       answers.reduce((acc, a) => acc + a.msg.n * pick(a.msg), 0) / n;
     return {
       n,
-      grads: set.grads,
+      grads: this.grads,
       bn,
       scoreG: mean((m) => m.scoreG),
       scoreD: mean((m) => m.scoreD),
       lossG: mean((m) => m.lossG),
       lossD: mean((m) => m.lossD),
       computeMs,
-      release,
     };
   }
 }
@@ -107,11 +84,6 @@ export function weightedMean(
   ns: readonly number[],
   total: number,
 ): void {
-  if (gs.length === 0) {
-    // No answer (a node whose workers all diverged): 0 / 0, the NaN that reports it.
-    out.fill(0 / total);
-    return;
-  }
   if (gs.length === 1) {
     // One sub-shard (a node of one worker, or every other worker down): its gradient unchanged.
     out.set(gs[0]);

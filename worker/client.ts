@@ -302,31 +302,28 @@ class WorkerSession {
     } finally {
       barriers?.end(msg.iteration, msg.shardId);
     }
-    if (this.outcome) return r.release?.(); // left during the step: the coordinator has reassigned the shard
+    if (this.outcome) return; // left during the step: the coordinator has reassigned the shard
     const tensors: Record<string, Float32Array> = { ...r.grads };
     putBnSums(tensors, r.bn);
     const bad = this.uplink!.nonFinite(tensors);
     const base = { iteration: msg.iteration, shardId: msg.shardId, weightsVersion: msg.weightsVersion, n: r.n };
     if (bad.length > 0 || ![r.lossD, r.lossG, r.scoreD, r.scoreG].every(Number.isFinite)) {
       this.send({ type: 'gradientsNonFinite', ...base, tensorNames: bad.slice(0, 4096) });
-      return r.release?.();
+      return;
     }
     const shapes: Record<string, number[]> = {};
     for (const [k, a] of Object.entries(tensors)) shapes[k] = [a.length];
-    this.uplink!.sendGradients(
-      {
-        type: 'gradients',
-        ...base,
-        scoreG: r.scoreG,
-        scoreD: r.scoreD,
-        lossG: r.lossG,
-        lossD: r.lossD,
-        timings: { computeMs: r.computeMs },
-        tensors,
-        shapes,
-      },
-      r.release,
-    );
+    this.uplink!.sendGradients({
+      type: 'gradients',
+      ...base,
+      scoreG: r.scoreG,
+      scoreD: r.scoreD,
+      lossG: r.lossG,
+      lossD: r.lossD,
+      timings: { computeMs: r.computeMs },
+      tensors,
+      shapes,
+    });
   }
 
   private async answerSample(msg: SampleRequestMessage): Promise<void> {

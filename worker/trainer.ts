@@ -61,11 +61,6 @@ export interface ShardResult {
   scoreG: number;
   scoreD: number;
   computeMs: number;
-  /**
-   * Where the arrays are reused for a later step (a node's combined gradients): called once they
-   * may change again, after the answer was sent or dropped.
-   */
-  release?: () => void;
 }
 
 /** What one step carries out of its tensor work: the results are read after it. */

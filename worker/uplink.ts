@@ -86,22 +86,15 @@ export class Uplink {
     this.shm?.weightsTaken(ref.seq, ref.byteLength);
   }
 
-  /**
-   * Sends a gradients message over the transport in use. `sent` is called once its arrays may
-   * change again: the socket has taken the last of them (float32 frames go out from the arrays
-   * themselves), or they were written to shared memory or copied into a frame.
-   */
-  sendGradients(gradients: GradientsMessage, sent?: () => void): void {
+  sendGradients(gradients: GradientsMessage): void {
     if (!this.shm) {
-      const parts = splitIntoParts(gradients, partBytesFor(this.wireDtype));
-      for (const [i, part] of parts.entries()) this.sendFrame(part, i === parts.length - 1 ? sent : undefined);
+      for (const part of splitIntoParts(gradients, partBytesFor(this.wireDtype))) this.sendFrame(part);
       return;
     }
     // The same frame, through this worker's file; the socket carries where to find it. In float32
     // in one vectored write straight from the gradients' memory: no copy into a frame buffer.
     const frame = this.wireDtype === 'float32' ? encodeMessageChunks(gradients) : this.encodeGradients(gradients);
     const ref = this.shm.writeGradients(frame);
-    sent?.();
     const { iteration, shardId, weightsVersion, n } = gradients;
     this.send({ type: 'gradientsRef', iteration, shardId, weightsVersion, n, ...ref });
   }
@@ -110,22 +103,8 @@ export class Uplink {
     this.shm?.close();
   }
 
-  /**
-   * One message over the socket. In float32, as WebSocket fragments straight from the tensors'
-   * memory (no copy into a frame: ws sends a worker's frames as they are, client.ts), the few small
-   * pieces (the head, BatchNorm sums, padding) gathered into one; the receiver's ws joins them
-   * into the one message, within the same frame limit. A 16-bit dtype is encoded into a buffer
-   * ws is not still sending.
-   */
-  private sendFrame(m: GradientsMessage, sent?: () => void): void {
-    if (this.wireDtype === 'float32') {
-      const fragments = fragmentsOf(encodeMessageChunks(m).chunks);
-      fragments.forEach((f, i) => {
-        const last = i === fragments.length - 1;
-        this.ws.send(f, { binary: true, compress: false, fin: last }, last ? () => sent?.() : undefined);
-      });
-      return;
-    }
+  /** One message over the socket, encoded into a buffer ws is not still sending. */
+  private sendFrame(m: GradientsMessage): void {
     let slot = this.socketFrames.find((s) => !s.sending);
     if (!slot) {
       slot = { sending: false };
@@ -134,10 +113,9 @@ export class Uplink {
     const f = encodeMessage(m, { wireDtype: this.wireDtype, exact: isBnTensor, into: slot.buffer });
     if (f.buffer !== slot.buffer?.buffer) slot.buffer = f;
     slot.sending = true;
-    const taken = slot;
-    sent?.();
+    const sent = slot;
     this.ws.send(f, () => {
-      taken.sending = false;
+      sent.sending = false;
     });
   }
 
@@ -150,26 +128,4 @@ export class Uplink {
     if (f.byteLength > this.gradFrame.byteLength) this.gradFrame = f;
     return f;
   }
-}
-
-/** Pieces at least this long go out as fragments of their own; shorter runs are joined into one. */
-const OWN_FRAGMENT_BYTES = 64 * 1024;
-
-/** A frame's pieces as WebSocket fragments: large pieces as they are, runs of small ones joined. */
-export function fragmentsOf(chunks: readonly Uint8Array[]): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  let run: Uint8Array[] = [];
-  const flush = () => {
-    if (run.length === 1) out.push(run[0]);
-    else if (run.length > 1) out.push(Buffer.concat(run));
-    run = [];
-  };
-  for (const c of chunks) {
-    if (c.byteLength >= OWN_FRAGMENT_BYTES) {
-      flush();
-      out.push(c);
-    } else if (c.byteLength > 0) run.push(c);
-  }
-  flush();
-  return out;
 }
