@@ -84,6 +84,11 @@ export function weightedMean(
   ns: readonly number[],
   total: number,
 ): void {
+  if (gs.length === 0) {
+    // No answer (a node whose workers all diverged): 0 / 0, the NaN that reports it.
+    out.fill(0 / total);
+    return;
+  }
   if (gs.length === 1) {
     // One sub-shard (a node of one worker, or every other worker down): its gradient unchanged.
     out.set(gs[0]);

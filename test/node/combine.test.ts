@@ -98,6 +98,11 @@ describe('weightedMean', () => {
     expect(arena.weightedMean(inArena(n), gs, ns, total)).toBe(4096);
   });
 
+  it('gives NaN for no answer at all (a node whose workers all diverged reports it so)', () => {
+    const c = new ShardCombiner(learnables, layers);
+    expect([...c.combine([], 1).grads['G/w']].every(Number.isNaN)).toBe(true);
+  });
+
   it('accumulates in float64 in the arena too', () => {
     const arena = simdArena();
     const at = (xs: number[]) => {
