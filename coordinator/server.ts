@@ -24,7 +24,7 @@ import {
   type HelloMessage,
   type Message,
 } from '../protocol/wire/protocol.ts';
-import { Admission, DEFAULT_ADMISSION, type AdmissionLimits } from './admission.ts';
+import { Admission, DEFAULT_ADMISSION, type AdmissionLimits } from '../protocol/wire/admission.ts';
 import { setFrameCap } from '../protocol/wire/frame-cap.ts';
 import { PartsAssembler } from '../protocol/wire/parts.ts';
 import { RejectionLog, type Rejection, type RejectionKind, type RejectionSummary } from './rejections.ts';
@@ -99,7 +99,7 @@ export class PeerServer extends EventEmitter {
   /** Sockets of peers computing a shard (Peer.setComputing). */
   private readonly computing = new WeakSet<WebSocket>();
   private readonly rejections: RejectionLog;
-  private readonly admission: Admission;
+  private readonly admission: Admission<RejectionKind>;
   /** The bytes of every frame to and from authenticated worker peers (link-counter.ts says what is left out). */
   readonly link = new LinkCounter();
 

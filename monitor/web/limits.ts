@@ -1,12 +1,12 @@
 // The dashboard's HTTP server holds the line the coordinator's socket does (coordinator/
-// admission.ts, server.ts): connections that have not shown a session are capped per address
+// server.ts): connections that have not shown a session are capped per address
 // (more are refused) and over all addresses (the oldest goes, so strangers holding sockets open
 // cannot keep a logged-in page out), each must make an authenticated request within a deadline,
 // headers are capped at 8 KB and must arrive in time, and a request body is capped before any of
-// it is buffered. The numbers are the coordinator's; a test holds them equal.
+// it is buffered. The caps and the deadline are protocol/wire/admission.ts's, which the
+// coordinator's socket uses too; the numbers are the coordinator's, and a test holds them equal.
 
 import type { IncomingMessage, ServerOptions } from 'node:http';
-import type { Socket } from 'node:net';
 
 export interface WebLimits {
   /** Connections without a session held at once from all addresses; one more drops the oldest. */
@@ -43,65 +43,6 @@ export function httpServerOptions(limits: WebLimits): ServerOptions {
     connectionsCheckingInterval: Math.min(1000, limits.pendingTimeoutMs),
     maxHeaderSize: limits.maxHeaderBytes,
   };
-}
-
-interface Pending {
-  socket: Socket;
-  host: string;
-  timer: NodeJS.Timeout;
-}
-
-/** Connections from accept until they show a session (pending), as coordinator/admission.ts does for peers. */
-export class WebAdmission {
-  private readonly pending = new Map<Socket, Pending>();
-  private readonly perHost = new Map<string, number>();
-
-  constructor(private readonly limits: WebLimits) {}
-
-  get size(): number {
-    return this.pending.size;
-  }
-
-  /** A new TCP connection: held as pending, or refused at once. */
-  admit(socket: Socket): void {
-    const host = socket.remoteAddress ?? 'unknown';
-    const { maxPending, maxPendingPerAddress, pendingTimeoutMs } = this.limits;
-    if ((this.perHost.get(host) ?? 0) >= maxPendingPerAddress) {
-      socket.destroy();
-      return;
-    }
-    if (this.pending.size >= maxPending) {
-      const oldest = this.pending.keys().next().value!;
-      this.release(oldest);
-      oldest.destroy();
-    }
-    const timer = setTimeout(() => {
-      this.release(socket);
-      socket.destroy();
-    }, pendingTimeoutMs);
-    timer.unref();
-    this.pending.set(socket, { socket, host, timer });
-    this.perHost.set(host, (this.perHost.get(host) ?? 0) + 1);
-    socket.once('close', () => this.release(socket));
-  }
-
-  /** The connection made a request with a session: it no longer counts against the caps or the deadline. */
-  release(socket: Socket): void {
-    const entry = this.pending.get(socket);
-    if (!entry) return;
-    clearTimeout(entry.timer);
-    this.pending.delete(socket);
-    const n = (this.perHost.get(entry.host) ?? 1) - 1;
-    if (n > 0) this.perHost.set(entry.host, n);
-    else this.perHost.delete(entry.host);
-  }
-
-  close(): void {
-    for (const socket of [...this.pending.keys()]) {
-      this.release(socket);
-      socket.destroy();
-    }
-  }
 }
 
 /** The request's body as text, refused (undefined) once it passes `max` bytes: by its Content-Length before a byte is read, else as it streams. */

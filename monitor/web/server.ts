@@ -10,7 +10,8 @@ import { readFile, stat } from 'node:fs/promises';
 import { gzipSync } from 'node:zlib';
 import { assets, loginPage } from './assets.ts';
 import type { DashboardFeed } from './feed.ts';
-import { httpServerOptions, readBody, WEB_LIMITS, WebAdmission, type WebLimits } from './limits.ts';
+import { httpServerOptions, readBody, WEB_LIMITS, type WebLimits } from './limits.ts';
+import { Admission, admissionKey } from '../../protocol/wire/admission.ts';
 import { SessionStore, type Session, type WebCredentials, type WebRole } from './sessions.ts';
 import { serveStream } from './stream.ts';
 import { originOf } from './web-address.ts';
@@ -41,14 +42,16 @@ const LOGIN_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 's
 export class DashboardServer {
   private server!: Server;
   private sessions!: SessionStore;
-  private readonly admission: WebAdmission;
+  /** Connections until they show a session; the dashboard records no rejections. */
+  private readonly admission: Admission;
   private readonly limits: WebLimits;
   private readonly streams = new Set<() => void>();
   private origin = '';
 
   constructor(private readonly opts: DashboardServerOptions) {
     this.limits = { ...WEB_LIMITS, ...opts.limits };
-    this.admission = new WebAdmission(this.limits);
+    const { maxPending, maxPendingPerAddress, pendingTimeoutMs } = this.limits;
+    this.admission = new Admission({ maxPending, maxPendingPerAddress, upgradeTimeoutMs: pendingTimeoutMs }, () => {});
   }
 
   /** Binds; resolves to the origin the page is at (https:// beyond loopback). */
@@ -136,7 +139,7 @@ export class DashboardServer {
       const role = secret ? this.sessions.login(secret) : undefined;
       if (!role) return this.refuse(res, 'That token is not valid here, or its one-time link was used already.');
       const { cookie } = this.sessions.open(role, secure);
-      this.admission.release(req.socket);
+      this.admission.release(admissionKey(req.socket));
       // Redirected to the clean URL: the token leaves the address bar and the history.
       res.writeHead(303, {
         Location: linkToken !== null ? url.pathname : '/',
@@ -154,7 +157,7 @@ export class DashboardServer {
       res.setHeader('Cache-Control', 'no-store');
       return this.send(res, 401, 'application/json', '{"error":"not logged in"}');
     }
-    this.admission.release(req.socket);
+    this.admission.release(admissionKey(req.socket));
     if (req.method === 'POST') return this.post(req, res, url, session);
     if (req.method !== 'GET') return this.send(res, 405, 'application/json', '{"error":"method not allowed"}');
 

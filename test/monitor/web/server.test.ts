@@ -5,7 +5,7 @@
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DEFAULT_ADMISSION } from '../../../coordinator/admission.ts';
+import { DEFAULT_ADMISSION } from '../../../protocol/wire/admission.ts';
 import { parseLogLine } from '../../../monitor/log-reader.ts';
 import { startDashboard, type Dashboard } from '../../../monitor/web/dashboard.ts';
 import { DashboardFeed } from '../../../monitor/web/feed.ts';

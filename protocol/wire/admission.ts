@@ -1,10 +1,19 @@
 // Connections that have not authenticated yet, from TCP accept on: a cap per address (more are
 // refused as they arrive), a cap over all addresses (the oldest goes to make room, so strangers
 // holding sockets open cannot keep a worker out: its handshake takes milliseconds) and a deadline
-// for the WebSocket upgrade, TLS and HTTP headers included.
+// for the WebSocket upgrade, TLS and HTTP headers included. The coordinator's socket
+// (coordinator/server.ts) and the dashboard's HTTP server (monitor/web/server.ts) hold the same
+// line with it.
 
 import type { Socket } from 'node:net';
-import type { RejectionKind } from './rejections.ts';
+
+/** The rejections an Admission makes itself; its owner may name more (coordinator/rejections.ts). */
+export type AdmissionRejection = 'address-limit' | 'pending-limit' | 'upgrade';
+
+/** How an Admission names a connection: its remote "host:port". */
+export function admissionKey(socket: Socket): string {
+  return `${socket.remoteAddress ?? 'unknown'}:${socket.remotePort}`;
+}
 
 export interface AdmissionLimits {
   /** Unauthenticated connections held at once from all addresses; one more drops the oldest. */
@@ -22,23 +31,24 @@ export const DEFAULT_ADMISSION: Readonly<AdmissionLimits> = Object.freeze({
 });
 
 /** Ends a pending connection, saying why: closes its socket and records the rejection. */
-export type Drop = (kind: RejectionKind, reason: string) => void;
+export type Drop<Kind extends string = AdmissionRejection> = (kind: Kind | AdmissionRejection, reason: string) => void;
 
-interface Pending {
+interface Pending<Kind extends string> {
   socket: Socket;
   host: string;
   timer?: NodeJS.Timeout;
-  drop: Drop;
+  drop: Drop<Kind>;
 }
 
-export class Admission {
+/** `Kind`: the rejection kinds its owner's drops name, beyond its own. */
+export class Admission<Kind extends string = AdmissionRejection> {
   /** By "host:port"; a Map iterates in insertion order, so the first entry is the oldest. */
-  private readonly pending = new Map<string, Pending>();
+  private readonly pending = new Map<string, Pending<Kind>>();
   private readonly perHost = new Map<string, number>();
 
   constructor(
     private readonly limits: AdmissionLimits,
-    private readonly reject: (address: string, kind: RejectionKind, reason: string) => void,
+    private readonly reject: (address: string, kind: Kind | AdmissionRejection, reason: string) => void,
   ) {
     for (const [key, v] of Object.entries(limits)) {
       if (!Number.isSafeInteger(v) || v < 1)
@@ -54,7 +64,7 @@ export class Admission {
   /** A new TCP connection (a net.Server's 'connection'): admitted, or refused and destroyed. */
   admit(socket: Socket): void {
     const host = socket.remoteAddress ?? 'unknown';
-    const key = `${host}:${socket.remotePort}`;
+    const key = admissionKey(socket);
     const { maxPending, maxPendingPerAddress, upgradeTimeoutMs } = this.limits;
     if ((this.perHost.get(host) ?? 0) >= maxPendingPerAddress) {
       this.reject(key, 'address-limit', `${maxPendingPerAddress} unauthenticated connections from ${host} already`);
@@ -66,7 +76,7 @@ export class Admission {
       this.release(oldestKey);
       oldest.drop('pending-limit', `dropped to make room: ${maxPending} unauthenticated connections held`);
     }
-    const entry: Pending = {
+    const entry: Pending<Kind> = {
       socket,
       host,
       drop: (kind, reason) => {
@@ -78,6 +88,8 @@ export class Admission {
       this.release(key);
       entry.drop('upgrade', `no WebSocket upgrade within ${upgradeTimeoutMs} ms`);
     }, upgradeTimeoutMs);
+    // A pending connection alone keeps no process alive (close() ends it anyway).
+    entry.timer.unref();
     this.pending.set(key, entry);
     this.perHost.set(host, (this.perHost.get(host) ?? 0) + 1);
     socket.once('close', () => {
@@ -90,7 +102,7 @@ export class Admission {
    * ends it from now on (the gan-dist handshake has its own). False when it is no longer pending
    * (dropped meanwhile): the caller closes it.
    */
-  upgraded(key: string, drop: Drop): boolean {
+  upgraded(key: string, drop: Drop<Kind>): boolean {
     const entry = this.pending.get(key);
     if (entry === undefined) return false;
     clearTimeout(entry.timer);
