@@ -28,7 +28,7 @@ import {
 import { WorkerLinks } from './links.ts';
 import type { LinkBytes } from './link-counter.ts';
 import { sharedGpu } from './devices.ts';
-import { routeWorkerMessage } from './worker-messages.ts';
+import { forgetWorker, routeWorkerMessage } from './worker-messages.ts';
 import { createEndpoint, joinedFields } from './endpoint.ts';
 import type { CoordinatorOptions, RunSnapshot, RunState } from './options.ts';
 import { Generation } from './generation.ts';
@@ -159,22 +159,19 @@ export class Coordinator {
       if (twin) this.event('shared-gpu', { workers: [twin.id, peer.id], device: peer.hello.device }, 'warn');
       this.dispatcher.add(peer);
     });
+    const { dispatcher, generation, links, strikes } = this;
     this.server.on('gone', (peer: Peer, reason: string) => {
       this.event(
         'worker-left',
         { worker: peer.id, rank: peer.hello.rank, address: peer.address, reason },
         this.state === 'running' ? 'warn' : 'info',
       );
-      this.dispatcher.remove(peer.id, reason);
+      forgetWorker(peer, reason, { dispatcher, generation, links, strikes });
       if (this.stopReason && this.dispatcher.liveCount === 0) this.dispatcher.abandon(this.stopReason);
-      this.links.forget(peer.id);
-      this.strikes.forget(peer.id);
-      this.generation.onGone(peer, reason);
     });
     // The first rejection of each kind a minute in full, then that minute's count (server.ts).
     this.server.on('rejected', (r: Record<string, unknown>) => this.event('peer-rejected', r, 'warn'));
     this.server.on('rejected-summary', (s: Record<string, unknown>) => this.event('peers-rejected', s, 'warn'));
-    const { dispatcher, generation, links, strikes } = this;
     const routes = { dispatcher, generation, links, limits, strikes, event: this.event.bind(this) };
     this.server.on('message', (peer: Peer, msg: Message) => {
       // attachMonitors handles what monitors say.

@@ -1,4 +1,5 @@
-// What the coordinator does with each message a worker sends once it has joined: results go to
+// What the coordinator does with each message a worker sends once it has joined, and when it
+// goes (forgetWorker; a node does the same for its local workers): results go to
 // the dispatcher, samples to the generation, shared-memory offers and gradient references to the
 // worker's link. Anything else from a worker costs it its connection; stale results, unasked-for
 // samples and `error` lines are strikes (strikes.ts), and too many cost it too.
@@ -17,6 +18,21 @@ export interface WorkerMessageRoutes {
   limits: FrameLimits;
   strikes: PeerStrikes;
   event: (name: string, fields: Record<string, unknown>, level?: 'info' | 'warn' | 'error') => void;
+}
+
+/**
+ * A worker's connection is gone: what it held goes back to the dispatcher (its shard to another
+ * worker), its link and strikes are forgotten, and a sample it owed is asked of another.
+ */
+export function forgetWorker(
+  peer: Peer,
+  reason: string,
+  to: Pick<WorkerMessageRoutes, 'dispatcher' | 'links' | 'strikes'> & { generation: Pick<Generation, 'onGone'> },
+): void {
+  to.dispatcher.remove(peer.id, reason);
+  to.links.forget(peer.id);
+  to.strikes.forget(peer.id);
+  to.generation.onGone(peer, reason);
 }
 
 export function routeWorkerMessage(peer: Peer, msg: Message, to: WorkerMessageRoutes): void {

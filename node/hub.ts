@@ -38,7 +38,7 @@ import { PeerStrikes } from '../coordinator/strikes.ts';
 import { splitRows } from '../coordinator/optimizer/reduce.ts';
 import type { LaunchSpec } from '../coordinator/train/launcher.ts';
 import { LocalWorkers, type LocalWorkersGone } from '../coordinator/train/local-workers.ts';
-import { routeWorkerMessage } from '../coordinator/worker-messages.ts';
+import { forgetWorker, routeWorkerMessage } from '../coordinator/worker-messages.ts';
 import type { Compute } from '../worker/simulated.ts';
 import type { BnBarrier, Shard, ShardResult } from '../worker/trainer.ts';
 import { ShardCombiner } from './combine.ts';
@@ -159,22 +159,6 @@ export class NodeHub implements Compute {
         this.scheduleReport();
       }
     });
-    this.server.on('gone', (peer: Peer, reason: string) => {
-      const level = this.abort.signal.aborted ? 'info' : 'warn';
-      logEvent(this.opts.log, 'local-worker-left', { worker: peer.id, rank: peer.hello.rank, reason }, level);
-      this.dispatcher.remove(peer.id, reason);
-      this.links.forget(peer.id);
-      this.strikes.forget(peer.id);
-      this.generation.onGone(peer, reason);
-      const w = this.local.get(this.rankOf.get(peer.id) ?? -1);
-      this.rankOf.delete(peer.id);
-      if (w) {
-        // Its launcher restarts it (--max-restarts); a new connection makes it joined again.
-        w.state = 'left';
-        w.imagesPerSec = undefined;
-        this.scheduleReport();
-      }
-    });
     const routes = {
       dispatcher: this.dispatcher,
       generation: this.generation,
@@ -184,6 +168,19 @@ export class NodeHub implements Compute {
       event: (name: string, fields: Record<string, unknown>, level?: 'info' | 'warn' | 'error') =>
         logEvent(this.opts.log, name, fields, level),
     };
+    this.server.on('gone', (peer: Peer, reason: string) => {
+      const level = this.abort.signal.aborted ? 'info' : 'warn';
+      logEvent(this.opts.log, 'local-worker-left', { worker: peer.id, rank: peer.hello.rank, reason }, level);
+      forgetWorker(peer, reason, routes);
+      const w = this.local.get(this.rankOf.get(peer.id) ?? -1);
+      this.rankOf.delete(peer.id);
+      if (w) {
+        // Its launcher restarts it (--max-restarts); a new connection makes it joined again.
+        w.state = 'left';
+        w.imagesPerSec = undefined;
+        this.scheduleReport();
+      }
+    });
     this.server.on('message', (peer: Peer, msg: Message) => routeWorkerMessage(peer, msg, routes));
     const addr = await this.server.listen();
     this.workers = new LocalWorkers(this.opts.plan, {
