@@ -80,23 +80,16 @@ export async function simulatedRuns(
         bareByPeers.set(key, await bareTransferMs(peers, paramBytes + perPeer * shardBytes, gradBytes, 8));
       bare = bareByPeers.get(key)!;
     }
-    const copy = memcpyMs(bytes, paramBytes);
+    const memcpy = memcpyMs(bytes, paramBytes);
     return {
       transport,
       workers,
       simulateStepMs: S,
       rowsPerShard: opts.rowsPerShard,
       globalBatch,
-      iterationMsMedian: iterationMs,
-      overheadMs: iterationMs - S,
-      reduceAdamMs,
-      transportMs: iterationMs - S - reduceAdamMs,
+      ...timings({ simulateStepMs: S, globalBatch, bareTransferMs: bare }, iterationMs, reduceAdamMs, memcpy),
       bytesPerIteration: bytes,
       bareTransferMs: bare,
-      overheadVsBare: bare === null ? null : (iterationMs - S) / bare,
-      memcpyMs: copy,
-      transportVsMemcpy: (iterationMs - S - reduceAdamMs) / copy,
-      imagesPerSec: (globalBatch * 1000) / iterationMs,
       speedupVsFirst: 0,
       efficiency: 0,
       nodes: workersPerNode === undefined ? null : peers,
@@ -142,6 +135,37 @@ export async function simulatedRuns(
   return runs;
 }
 
+/** A run's times and what follows from them (overhead, its transport part, the ratios to the floors, img/s). */
+function timings(
+  run: Pick<SimulatedRun, 'simulateStepMs' | 'globalBatch' | 'bareTransferMs'>,
+  iterationMs: number,
+  reduceAdamMs: number,
+  memcpyMs: number,
+): Pick<
+  SimulatedRun,
+  | 'iterationMsMedian'
+  | 'overheadMs'
+  | 'reduceAdamMs'
+  | 'transportMs'
+  | 'overheadVsBare'
+  | 'memcpyMs'
+  | 'transportVsMemcpy'
+  | 'imagesPerSec'
+> {
+  const overheadMs = iterationMs - run.simulateStepMs;
+  const transportMs = overheadMs - reduceAdamMs;
+  return {
+    iterationMsMedian: iterationMs,
+    overheadMs,
+    reduceAdamMs,
+    transportMs,
+    overheadVsBare: run.bareTransferMs === null ? null : overheadMs / run.bareTransferMs,
+    memcpyMs,
+    transportVsMemcpy: transportMs / memcpyMs,
+    imagesPerSec: (run.globalBatch * 1000) / iterationMs,
+  };
+}
+
 /** Nodes against as many flat socket workers at the same delay, where the round measured them. */
 function setAgainstFlat(runs: SimulatedRun[]): void {
   for (const r of runs) {
@@ -170,15 +194,15 @@ function setAgainstFlat(runs: SimulatedRun[]): void {
 export function medianRound(rs: SimulatedRun[]): SimulatedRun {
   const mid = (pick: (r: SimulatedRun) => number) => median(rs.map(pick));
   const r = { ...rs[0] };
-  const S = r.simulateStepMs;
-  r.iterationMsMedian = mid((x) => x.iterationMsMedian);
-  r.reduceAdamMs = mid((x) => x.reduceAdamMs);
-  r.overheadMs = r.iterationMsMedian - S;
-  r.transportMs = r.overheadMs - r.reduceAdamMs;
-  r.memcpyMs = mid((x) => x.memcpyMs);
-  r.transportVsMemcpy = r.transportMs / r.memcpyMs;
-  r.overheadVsBare = r.bareTransferMs === null ? null : r.overheadMs / r.bareTransferMs;
-  r.imagesPerSec = (r.globalBatch * 1000) / r.iterationMsMedian;
+  Object.assign(
+    r,
+    timings(
+      r,
+      mid((x) => x.iterationMsMedian),
+      mid((x) => x.reduceAdamMs),
+      mid((x) => x.memcpyMs),
+    ),
+  );
   r.speedupVsFirst = mid((x) => x.speedupVsFirst);
   r.efficiency = mid((x) => x.efficiency);
   r.linkBytesPerIteration = {
