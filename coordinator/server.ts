@@ -209,7 +209,9 @@ export class PeerServer extends EventEmitter {
     const id = this.nextId++;
     let peer: Peer | undefined;
     let closed = false;
-    let assembler: PartsAssembler | undefined;
+    /** Made with the peer, at authentication: weights or gradients in parts reach the listeners whole. */
+    let parts: PartsAssembler | undefined;
+    const limitsOf = (role: Peer['role']) => (role === 'worker' ? this.opts.limits : MONITOR_LIMITS);
     const drop = (reason: string, kind: RejectionKind = 'closed') => {
       if (closed) return;
       closed = true;
@@ -246,7 +248,7 @@ export class PeerServer extends EventEmitter {
       if (!isBinary) return drop('sent a text frame; the protocol is binary', 'frame');
       const buf = data as Buffer;
       if (peer?.role === 'worker') this.link.received(buf.length);
-      const limits = peer ? (peer.role === 'worker' ? this.opts.limits : MONITOR_LIMITS) : PRE_AUTH_LIMITS;
+      const limits = peer ? limitsOf(peer.role) : PRE_AUTH_LIMITS;
       let msg: Message;
       try {
         msg = decodeMessage(buf, limits);
@@ -254,12 +256,10 @@ export class PeerServer extends EventEmitter {
         const reason = err instanceof GanDistError ? err.message : `undecodable frame: ${(err as Error).message}`;
         return drop(reason, 'frame');
       }
-      if (peer) {
-        // Weights or gradients in parts (parts.ts) reach the listeners whole.
-        assembler ??= new PartsAssembler(limits.maxFrameBytes);
+      if (peer && parts) {
         let whole: Message | undefined;
         try {
-          whole = assembler.accept(msg, buf.length);
+          whole = parts.accept(msg, buf.length);
         } catch (err) {
           return drop((err as Error).message, 'frame');
         }
@@ -282,10 +282,11 @@ export class PeerServer extends EventEmitter {
       if (step.done) {
         clearTimeout(timer);
         // Raised before ws parses the next frame's header: this listener runs inside its parse loop.
-        const role = step.done.role;
-        if (!setFrameCap(ws, (role === 'worker' ? this.opts.limits : MONITOR_LIMITS).maxFrameBytes)) {
+        const maxFrameBytes = limitsOf(step.done.role).maxFrameBytes;
+        if (!setFrameCap(ws, maxFrameBytes)) {
           return drop('ws keeps no per-connection frame limit where this gan-dist raises it (Receiver._maxPayload)');
         }
+        parts = new PartsAssembler(maxFrameBytes);
         peer = this.peerOf(ws, id, address, step.done, drop);
         this.emit('peer', peer);
       }
