@@ -122,8 +122,9 @@ export class WorkerLinks {
   }
 
   /**
-   * A shm worker's gradients: read from its file (on libuv's thread pool, while the main thread
-   * checks and adds the gradients before them), then decoded and validated as a socket frame is,
+   * A shm worker's gradients: read from its file (ShmRegion.readGradientsAsync: out of its map,
+   * or on libuv's thread pool while the main thread checks and adds the gradients before them),
+   * then decoded and validated as a socket frame is,
    * except that the finiteness check is the worker's own: a local worker leaves it to the
    * coordinator (one check of the frame instead of two), and non-finite gradients count as the
    * gradientsNonFinite report the worker would have sent. A bad reference costs the worker its

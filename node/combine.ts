@@ -99,7 +99,7 @@ export function weightedMean(
   // shards: 6.6 ms against 19.0 for the unrolled loop below, median of 9, in one run).
   const from = existingArena()?.weightedMean(out, gs, ns, total) ?? 0;
   if (gs.length === 2) {
-    // The common node of two; unrolled because this runs on 9.45 M floats per shard.
+    // The common node of two, unrolled: the arena kernel's tail, or every float of arrays outside the arena.
     const [a, b] = gs;
     const [na, nb] = ns;
     for (let i = from; i < out.length; i++) out[i] = (na * a[i] + nb * b[i]) / total;
